@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the execution clients the test bed runs (geth and op-geth) from the Go module proxy into
+# .cache/els/ of this repository. Idempotent: when the pinned binaries are present it only prints
+# their versions. Versions are pinned in scripts/els.env.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=els.env
+source "$ROOT/scripts/els.env"
+CACHE="${LIGHTCL_EL_CACHE:-$ROOT/.cache/els}"
+mkdir -p "$CACHE"
+
+GETH_BIN="$CACHE/geth-$GETH_VERSION"
+OP_GETH_BIN="$CACHE/op-geth-$OP_GETH_VERSION"
+
+die() { echo "install-els: $*" >&2; exit 1; }
+
+need_go() {
+    if ! command -v go >/dev/null 2>&1; then
+        die "the Go toolchain ('go') is not on PATH. Install Go 1.24 or newer (for example from your distribution's packages) and run this script again."
+    fi
+}
+
+# run_step DESCRIPTION VERSION CMD...: runs CMD; on failure names the version and the command.
+run_step() {
+    local what="$1" version="$2"; shift 2
+    if ! "$@"; then
+        die "building $what $version failed; the command that failed was: $* (is $version served by the Go module proxy? check with 'go list -m -versions')"
+    fi
+}
+
+build_geth() {
+    [ -x "$GETH_BIN" ] && return 0
+    need_go
+    echo "install-els: building geth $GETH_VERSION (a few minutes on first run)" >&2
+    local gobin; gobin="$(mktemp -d)"
+    run_step geth "$GETH_VERSION" env GOBIN="$gobin" go install "github.com/ethereum/go-ethereum/cmd/geth@$GETH_VERSION"
+    mv "$gobin/geth" "$GETH_BIN"
+    rmdir "$gobin" 2>/dev/null || true
+}
+
+build_op_geth() {
+    [ -x "$OP_GETH_BIN" ] && return 0
+    need_go
+    echo "install-els: building op-geth $OP_GETH_VERSION (a few minutes on first run)" >&2
+    # op-geth declares the module path github.com/ethereum/go-ethereum, so it is built from a
+    # throwaway module that replaces go-ethereum with op-geth.
+    local mod; mod="$(mktemp -d)"
+    (
+        cd "$mod"
+        run_step op-geth "$OP_GETH_VERSION" go mod init lightcl-op-geth-build >/dev/null 2>&1
+        run_step op-geth "$OP_GETH_VERSION" go mod edit \
+            "-require=github.com/ethereum/go-ethereum@$OP_GETH_VERSION" \
+            "-replace=github.com/ethereum/go-ethereum=github.com/ethereum-optimism/op-geth@$OP_GETH_VERSION"
+        run_step op-geth "$OP_GETH_VERSION" go mod download github.com/ethereum/go-ethereum
+        run_step op-geth "$OP_GETH_VERSION" go build -mod=mod -o "$OP_GETH_BIN.tmp" github.com/ethereum/go-ethereum/cmd/geth
+    )
+    mv "$OP_GETH_BIN.tmp" "$OP_GETH_BIN"
+    rm -rf "$mod"
+}
+
+build_geth
+build_op_geth
+
+ln -sfn "$(basename "$GETH_BIN")" "$CACHE/geth"
+ln -sfn "$(basename "$OP_GETH_BIN")" "$CACHE/op-geth"
+
+version_of() { "$1" version 2>/dev/null | grep -E '^(Version|Upstream Version):' | tr '\n' ' '; }
+echo "install-els: geth $GETH_VERSION ready: $(version_of "$GETH_BIN")"
+echo "install-els: op-geth $OP_GETH_VERSION ready: $(version_of "$OP_GETH_BIN")"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: builds the test ELs (cached), then runs every test with bounded parallelism.
+# Afterwards it checks that no EL process outlived the run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash scripts/install-els.sh
+CACHE="${LIGHTCL_EL_CACHE:-$ROOT/.cache/els}"
+
+# EL-heavy tests start two to four EL processes each; two at a time fits a 2-core machine.
+THREADS="${LIGHTCL_TEST_THREADS:-2}"
+status=0
+cargo test --workspace --all-targets -- --test-threads "$THREADS" || status=$?
+
+# No EL may outlive the tests, even ones that failed or panicked.
+sleep 1
+leftover="$(pgrep -f -- "$CACHE/" || true)"
+if [ -n "$leftover" ]; then
+    echo "test.sh: EL processes outlived the test run (pids: $leftover); killing them" >&2
+    ps -o pid,args -p $leftover >&2 || true
+    kill -9 $leftover 2>/dev/null || true
+    status=1
+else
+    echo "test.sh: no EL process outlived the test run"
+fi
+exit "$status"

@@ -1,0 +1,5 @@
+//! Integration tests, built into one binary. EL-heavy tests run real geth / op-geth processes
+//! (built by `scripts/install-els.sh`); run them with bounded parallelism (`--test-threads 2`).
+
+mod engines;
+mod testbed;

@@ -1,0 +1,487 @@
+//! Spawning real geth / op-geth processes on loopback for tests.
+//!
+//! Each node gets its own temporary folder (datadir, JWT secret, genesis, log file) and free
+//! loopback ports. The process is killed when the `ElNode` is dropped, also while a test
+//! panics; when the test process itself dies (even by SIGKILL) the kernel kills the EL too
+//! (`PR_SET_PDEATHSIG`). On a panic the log tail is printed and the folder is kept.
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::genesis::{ChainKind, chain_id_for, genesis_for};
+use crate::jwt::JwtSecret;
+use crate::rpc::RpcClient;
+use crate::{BlockInfo, Error, el_binary, now_secs};
+
+/// How long to wait for a started EL to answer on both of its RPC ports.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a graceful stop may take before the process is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+static PORTS_IN_USE: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+/// A free loopback TCP port not handed out before in this process.
+pub fn free_port() -> Result<u16, Error> {
+    let mut guard = PORTS_IN_USE.lock().unwrap_or_else(|p| p.into_inner());
+    let used = guard.get_or_insert_with(HashSet::new);
+    for _ in 0..64 {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::Io)?;
+        let port = listener.local_addr().map_err(Error::Io)?.port();
+        if used.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::Spawn("no free loopback port found after 64 tries".into()))
+}
+
+/// Options for [`ElNode::spawn_with`].
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Which EL to run.
+    pub kind: ChainKind,
+    /// Genesis JSON (`geth init`).
+    pub genesis: Value,
+    /// A name for logs and the kept folder.
+    pub name: String,
+    /// Extra command-line flags.
+    pub extra_args: Vec<String>,
+}
+
+impl NodeOptions {
+    /// Options for `kind` with the default genesis (timestamp a day in the past, so blocks built
+    /// one second apart stay in the past for 86 400 blocks).
+    pub fn new(kind: ChainKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            genesis: genesis_for(kind, now_secs().saturating_sub(86_400)),
+            name: name.into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running (or stopped) EL process with its folder and ports.
+#[derive(Debug)]
+pub struct ElNode {
+    opts: NodeOptions,
+    dir: Option<TempDir>,
+    root: PathBuf,
+    jwt: JwtSecret,
+    http_port: u16,
+    auth_port: u16,
+    p2p_port: u16,
+    child: Option<Child>,
+    /// JSON-RPC client for the node's HTTP port.
+    pub rpc: RpcClient,
+    /// Engine API client (JWT) for the node's auth port.
+    pub engine: RpcClient,
+}
+
+impl ElNode {
+    /// Spawns `kind` with the default genesis and waits until it answers.
+    pub async fn spawn(kind: ChainKind, name: &str) -> Result<Self, Error> {
+        Self::spawn_with(NodeOptions::new(kind, name)).await
+    }
+
+    /// Spawns an EL: `init` with the genesis, start, wait for JSON-RPC and the Engine API.
+    pub async fn spawn_with(opts: NodeOptions) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("lightcl-el-{}-", opts.name))
+            .tempdir()
+            .map_err(Error::Io)?;
+        let root = dir.path().to_path_buf();
+        let jwt = JwtSecret::random();
+        fs::write(root.join("jwt.hex"), jwt.to_hex()).map_err(Error::Io)?;
+        let genesis = serde_json::to_vec_pretty(&opts.genesis)
+            .map_err(|e| Error::Spawn(format!("genesis does not serialise: {e}")))?;
+        fs::write(root.join("genesis.json"), genesis).map_err(Error::Io)?;
+        let (http_port, auth_port, p2p_port) = (free_port()?, free_port()?, free_port()?);
+        let rpc = RpcClient::new(format!("http://127.0.0.1:{http_port}"), None);
+        let engine = RpcClient::new(format!("http://127.0.0.1:{auth_port}"), Some(jwt));
+        let mut node = Self {
+            opts,
+            dir: Some(dir),
+            root,
+            jwt,
+            http_port,
+            auth_port,
+            p2p_port,
+            child: None,
+            rpc,
+            engine,
+        };
+        node.init()?;
+        node.start().await?;
+        Ok(node)
+    }
+
+    fn init(&self) -> Result<(), Error> {
+        let bin = el_binary(self.opts.kind)?;
+        let log = self.open_log()?;
+        let status = Command::new(&bin)
+            .arg("init")
+            .arg("--datadir")
+            .arg(self.datadir())
+            .arg(self.root.join("genesis.json"))
+            .stdout(log.try_clone().map_err(Error::Io)?)
+            .stderr(log)
+            .status()
+            .map_err(Error::Io)?;
+        if !status.success() {
+            return Err(Error::Spawn(format!(
+                "{} init failed ({status}); log tail:\n{}",
+                self.opts.kind.name(),
+                self.log_tail(30)
+            )));
+        }
+        Ok(())
+    }
+
+    fn open_log(&self) -> Result<File, Error> {
+        OpenOptions::new().create(true).append(true).open(self.log_path()).map_err(Error::Io)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--datadir",
+            &self.datadir().to_string_lossy(),
+            "--networkid",
+            &chain_id_for(self.opts.kind).to_string(),
+            "--syncmode",
+            "full",
+            "--http",
+            "--http.addr",
+            "127.0.0.1",
+            "--http.port",
+            &self.http_port.to_string(),
+            "--http.api",
+            "eth,net,web3,debug,admin,txpool",
+            "--authrpc.addr",
+            "127.0.0.1",
+            "--authrpc.port",
+            &self.auth_port.to_string(),
+            "--authrpc.jwtsecret",
+            &self.jwt_path().to_string_lossy(),
+            "--port",
+            &self.p2p_port.to_string(),
+            "--nodiscover",
+            "--maxpeers",
+            "10",
+            "--nat",
+            "none",
+            "--ipcdisable",
+            "--verbosity",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(id) = self.opts.genesis.pointer("/config/chainId").and_then(Value::as_u64) {
+            a[3] = id.to_string();
+        }
+        a.extend(self.opts.extra_args.iter().cloned());
+        a
+    }
+
+    /// Starts the process on the existing datadir and waits until both RPC ports answer.
+    pub async fn start(&mut self) -> Result<(), Error> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let bin = el_binary(self.opts.kind)?;
+        let log = self.open_log()?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(self.args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(Error::Io)?)
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
+        // the thread that spawned it exits, so no EL outlives a crashed or killed test.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            Error::Spawn(format!("cannot start {} ({}): {e}", self.opts.kind.name(), bin.display()))
+        })?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(Error::Spawn(format!(
+                    "{} '{}' exited during start-up ({status}); log tail:\n{}",
+                    self.opts.kind.name(),
+                    self.opts.name,
+                    self.log_tail(40)
+                )));
+            }
+            let http_ok = self.rpc.call_raw("eth_chainId", json!([])).await.is_ok();
+            let auth_ok = http_ok
+                && self.engine.call_raw("engine_exchangeCapabilities", json!([[]])).await.is_ok();
+            if auth_ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "{} '{}' did not answer on JSON-RPC and the Engine API within {:?}; log tail:\n{}",
+                    self.opts.kind.name(),
+                    self.opts.name,
+                    READY_TIMEOUT,
+                    self.log_tail(40)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops the process gracefully (SIGTERM, then SIGKILL after a timeout) and waits for it.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        signal(&child, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return Ok(()),
+                Ok(None) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                _ => {
+                    let _ = child.kill();
+                    child.wait().map_err(Error::Io)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops gracefully and starts again on the same datadir and ports.
+    pub async fn restart(&mut self) -> Result<(), Error> {
+        self.stop().await?;
+        self.start().await
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Which EL this is.
+    pub fn kind(&self) -> ChainKind {
+        self.opts.kind
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.opts.name
+    }
+
+    /// The chain id from the genesis.
+    pub fn chain_id(&self) -> u64 {
+        self.opts
+            .genesis
+            .pointer("/config/chainId")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| chain_id_for(self.opts.kind))
+    }
+
+    /// The genesis this node was initialised with.
+    pub fn genesis(&self) -> &Value {
+        &self.opts.genesis
+    }
+
+    /// JSON-RPC URL (HTTP).
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Engine API URL (HTTP, JWT).
+    pub fn auth_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.auth_port)
+    }
+
+    /// The Engine API secret.
+    pub fn jwt_secret(&self) -> JwtSecret {
+        self.jwt
+    }
+
+    /// Path of the JWT secret file (hex), as lightcl would be configured with it.
+    pub fn jwt_path(&self) -> PathBuf {
+        self.root.join("jwt.hex")
+    }
+
+    /// The EL's data folder.
+    pub fn datadir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// The EL's log file (stdout and stderr, appended across restarts).
+    pub fn log_path(&self) -> PathBuf {
+        self.root.join("el.log")
+    }
+
+    /// The last `lines` lines of the log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail_file(&self.log_path(), lines)
+    }
+
+    /// Whether the log contains `needle` (to confirm what an EL said it did).
+    pub fn log_contains(&self, needle: &str) -> bool {
+        fs::read_to_string(self.log_path()).map(|s| s.contains(needle)).unwrap_or(false)
+    }
+
+    /// The node's enode URL.
+    pub async fn enode(&self) -> Result<String, Error> {
+        let info: Value = self.rpc.call("admin_nodeInfo", json!([])).await?;
+        info.get("enode")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::Decode { method: "admin_nodeInfo".into(), message: "no enode".into() })
+    }
+
+    /// Peers this node with `other` (static peer) and waits until both see the connection.
+    pub async fn add_peer(&self, other: &ElNode) -> Result<(), Error> {
+        let enode = other.enode().await?;
+        let _: bool = self.rpc.call("admin_addPeer", json!([enode])).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.peer_count().await? > 0 && other.peer_count().await? > 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(Error::Timeout(format!("{} and {} did not connect as peers", self.name(), other.name())))
+    }
+
+    /// Number of connected peers.
+    pub async fn peer_count(&self) -> Result<u64, Error> {
+        let n: String = self.rpc.call("net_peerCount", json!([])).await?;
+        crate::parse_hex_u64(&n)
+    }
+
+    /// The block at `tag` ("latest", "safe", "finalized" or a hex number), if the EL has one.
+    pub async fn block(&self, tag: &str) -> Result<Option<BlockInfo>, Error> {
+        let v: Value = self.rpc.call("eth_getBlockByNumber", json!([tag, false])).await.or_else(
+            |e| match e {
+                // geth answers an error, not null, for a label it has not set yet.
+                Error::Rpc { .. } if matches!(tag, "safe" | "finalized") => Ok(Value::Null),
+                e => Err(e),
+            },
+        )?;
+        if v.is_null() { Ok(None) } else { BlockInfo::from_json(&v).map(Some) }
+    }
+
+    /// The block at height `number`, if any.
+    pub async fn block_at(&self, number: u64) -> Result<Option<BlockInfo>, Error> {
+        self.block(&format!("{number:#x}")).await
+    }
+
+    /// The block with `hash`, if the EL has it (canonical or not).
+    pub async fn block_by_hash(&self, hash: B256) -> Result<Option<BlockInfo>, Error> {
+        let v: Value = self.rpc.call("eth_getBlockByHash", json!([hash, false])).await?;
+        if v.is_null() { Ok(None) } else { BlockInfo::from_json(&v).map(Some) }
+    }
+
+    /// The canonical head.
+    pub async fn head(&self) -> Result<BlockInfo, Error> {
+        self.block("latest")
+            .await?
+            .ok_or_else(|| Error::Decode { method: "eth_getBlockByNumber".into(), message: "no latest block".into() })
+    }
+
+    /// Storage slot `slot` of `address` at the head.
+    pub async fn storage(&self, address: alloy_primitives::Address, slot: u64) -> Result<alloy_primitives::U256, Error> {
+        let v: alloy_primitives::U256 =
+            self.rpc.call("eth_getStorageAt", json!([address, format!("{slot:#x}"), "latest"])).await?;
+        Ok(v)
+    }
+
+    /// Keeps the folder after the node is dropped (for debugging) and returns its path.
+    pub fn keep(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
+    }
+}
+
+impl Drop for ElNode {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let path = self.keep();
+            eprintln!(
+                "--- {} '{}' log tail (folder kept at {}) ---\n{}\n--- end of log tail ---",
+                self.opts.kind.name(),
+                self.opts.name,
+                path.display(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Whether a process with `pid` exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn tail_file(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = File::open(path) else { return String::from("(no log file)") };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(64 * 1024);
+    let mut buf = String::new();
+    if f.seek(SeekFrom::Start(start)).is_ok() {
+        let mut bytes = Vec::new();
+        let _ = f.read_to_end(&mut bytes);
+        buf = String::from_utf8_lossy(&bytes).into_owned();
+    }
+    let all: Vec<&str> = buf.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
