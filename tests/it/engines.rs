@@ -1,1 +1,307 @@
-//! placeholder
+//! Characterisation of the real ELs: what geth and op-geth actually do with the Engine API
+//! calls lightcl relies on. Each test asserts the observed behaviour, so a version bump that
+//! changes it fails here first. `docs/engines.md` holds the resulting matrix.
+
+use alloy_primitives::B256;
+use lightcl_testbed::producer::{forkchoice, new_payload, replay};
+use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+
+/// What an EL answered to an Engine API call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Answer {
+    /// A payload status (VALID, INVALID, SYNCING, ACCEPTED).
+    Status(String),
+    /// A JSON-RPC error code.
+    Error(i64),
+}
+
+fn status(s: &str) -> Answer {
+    Answer::Status(s.to_string())
+}
+
+async fn fcu(node: &ElNode, head: B256, safe: B256, finalized: B256) -> Answer {
+    match forkchoice(&node.engine, head, safe, finalized).await {
+        Ok(s) => Answer::Status(s.status),
+        Err(lightcl_testbed::Error::Rpc { code, .. }) => Answer::Error(code),
+        Err(e) => panic!("forkchoiceUpdated failed at transport level: {e}"),
+    }
+}
+
+/// (head, safe, finalized) numbers as the EL reports them (None when a label is unset).
+async fn heads(node: &ElNode) -> (u64, Option<u64>, Option<u64>) {
+    let head = node.head().await.expect("head").number;
+    let safe = node.block("safe").await.expect("safe").map(|b| b.number);
+    let fin = node.block("finalized").await.expect("finalized").map(|b| b.number);
+    (head, safe, fin)
+}
+
+async fn producer_with(kind: ChainKind, blocks: u64) -> (ElNode, Producer) {
+    let node = ElNode::spawn(kind, "characterised").await.expect("spawn");
+    let mut p = Producer::new(&node).await.expect("producer");
+    p.build_many(blocks, TxMix::new(1, 1)).await.expect("build");
+    (node, p)
+}
+
+async fn sibling(of: &ElNode, name: &str) -> ElNode {
+    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
+    ElNode::spawn_with(opts).await.expect("spawn sibling")
+}
+
+fn h(p: &Producer, n: u64) -> B256 {
+    p.hash_at(n).expect("block on producer chain")
+}
+
+// --- forkchoiceUpdated to a canonical ancestor ----------------------------------------------
+
+async fn fcu_to_canonical_ancestor(kind: ChainKind) -> (Answer, (u64, Option<u64>, Option<u64>)) {
+    let (node, p) = producer_with(kind, 10).await;
+    let answer = fcu(&node, h(&p, 5), h(&p, 5), h(&p, 3)).await;
+    (answer, heads(&node).await)
+}
+
+#[tokio::test]
+async fn geth_fcu_to_canonical_ancestor_rewinds() {
+    let got = fcu_to_canonical_ancestor(ChainKind::Ethereum).await;
+    assert_eq!(got, (status("VALID"), (5, Some(5), Some(3))));
+}
+
+#[tokio::test]
+async fn op_geth_fcu_to_canonical_ancestor_applies_labels_keeps_head() {
+    let got = fcu_to_canonical_ancestor(ChainKind::Optimism).await;
+    assert_eq!(got, (status("VALID"), (10, Some(5), Some(3))));
+}
+
+/// Depth 32 (the geth default limit) and depth 33.
+async fn fcu_rewind_limit(kind: ChainKind) -> [(Answer, u64); 2] {
+    let (node, p) = producer_with(kind, 40).await;
+    let deeper = fcu(&node, h(&p, 7), B256::ZERO, B256::ZERO).await;
+    let deeper_head = node.head().await.expect("head").number;
+    let at_limit = fcu(&node, h(&p, 8), B256::ZERO, B256::ZERO).await;
+    let at_limit_head = node.head().await.expect("head").number;
+    [(deeper, deeper_head), (at_limit, at_limit_head)]
+}
+
+#[tokio::test]
+async fn geth_fcu_rewind_is_limited_to_32_blocks() {
+    let got = fcu_rewind_limit(ChainKind::Ethereum).await;
+    assert_eq!(got, [(Answer::Error(-38006), 40), (status("VALID"), 8)]);
+}
+
+#[tokio::test]
+async fn op_geth_fcu_deep_ancestor_is_valid_without_rewind() {
+    let got = fcu_rewind_limit(ChainKind::Optimism).await;
+    assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
+}
+
+/// forkchoiceUpdated to a canonical ancestor below the EL's finalized block, with labels that
+/// would move finalized back.
+async fn fcu_below_finalized(kind: ChainKind) -> (Answer, (u64, Option<u64>, Option<u64>)) {
+    let (node, mut p) = producer_with(kind, 20).await;
+    assert!(p.set_labels(15, 15).await.expect("labels").is_valid());
+    let answer = fcu(&node, h(&p, 10), h(&p, 10), h(&p, 10)).await;
+    (answer, heads(&node).await)
+}
+
+#[tokio::test]
+async fn geth_fcu_below_finalized_is_ignored() {
+    let got = fcu_below_finalized(ChainKind::Ethereum).await;
+    assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))));
+}
+
+#[tokio::test]
+async fn op_geth_fcu_below_finalized_moves_labels_back() {
+    let got = fcu_below_finalized(ChainKind::Optimism).await;
+    assert_eq!(got, (status("VALID"), (20, Some(10), Some(10))));
+}
+
+// --- newPayload with an unknown parent -------------------------------------------------------
+
+/// Sends block 5 to a fresh EL, then 1..4, then a forkchoiceUpdated to 5 without resending it.
+/// Returns (answer to the early 5, answers to 1..4, answer to the FCU, head, answer to 5 resent,
+/// answer to the FCU after resending).
+async fn unknown_parent(kind: ChainKind) -> (Answer, Vec<Answer>, Answer, u64, Answer, Answer) {
+    let (a, p) = producer_with(kind, 5).await;
+    let b = sibling(&a, "fresh").await;
+    let early = new_payload(&b.engine, p.block(5).expect("b5")).await.expect("np5");
+    let mut parents = Vec::new();
+    for n in 1..=4 {
+        parents.push(status(&new_payload(&b.engine, p.block(n).expect("b")).await.expect("np").status));
+    }
+    let g = p.genesis().hash;
+    let fcu_early = fcu(&b, h(&p, 5), g, g).await;
+    let head = b.head().await.expect("head").number;
+    let resent = new_payload(&b.engine, p.block(5).expect("b5")).await.expect("np5 again");
+    let fcu_after = fcu(&b, h(&p, 5), g, g).await;
+    (status(&early.status), parents, fcu_early, head, status(&resent.status), fcu_after)
+}
+
+async fn check_unknown_parent(kind: ChainKind) {
+    let (early, parents, fcu_early, head, resent, fcu_after) = unknown_parent(kind).await;
+    assert_eq!(early, status("SYNCING"), "newPayload with an unknown parent");
+    assert_eq!(parents, vec![status("VALID"); 4], "the missing parents, in order");
+    // The early block was not kept: the forkchoice to it does not make it the head.
+    assert_eq!((fcu_early, head), (status("SYNCING"), 0), "forkchoice to the early block");
+    assert_eq!((resent, fcu_after), (status("VALID"), status("VALID")), "after resending it");
+}
+
+#[tokio::test]
+async fn geth_new_payload_unknown_parent_is_syncing_and_dropped() {
+    check_unknown_parent(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_new_payload_unknown_parent_is_syncing_and_dropped() {
+    check_unknown_parent(ChainKind::Optimism).await;
+}
+
+// --- side branches and reorgs ---------------------------------------------------------------
+
+/// A has 20 blocks; a rival branch forks after `fork_at` with `len` blocks, built on a second EL.
+/// Returns A, A's producer and the rival producer.
+async fn with_rival(kind: ChainKind, fork_at: u64, len: u64) -> (ElNode, Producer, Producer, ElNode) {
+    let (a, p) = producer_with(kind, 20).await;
+    let b = sibling(&a, "rival").await;
+    let mut rival = p.fork_onto(&b, fork_at, 7).await.expect("fork");
+    rival.build_many(len, TxMix::new(2, 1)).await.expect("rival blocks");
+    (a, p, rival, b)
+}
+
+async fn side_branch_reorg(kind: ChainKind) {
+    let (a, p, rival, _b) = with_rival(kind, 12, 5).await;
+    for n in 13..=17 {
+        let s = new_payload(&a.engine, rival.block(n).expect("rival block")).await.expect("np");
+        assert_eq!(s.status, "VALID", "side-branch block {n}: {s:?}");
+    }
+    assert_eq!(a.head().await.expect("head").hash, h(&p, 20), "side branch is not canonical yet");
+    let g = p.genesis().hash;
+    assert_eq!(fcu(&a, h(&rival, 17), g, g).await, status("VALID"));
+    let head = a.head().await.expect("head");
+    assert_eq!((head.number, head.hash), (17, h(&rival, 17)), "forkchoice to the rival tip reorgs");
+    assert_eq!(a.block_at(13).await.expect("b13").map(|b| b.hash), Some(h(&rival, 13)));
+}
+
+#[tokio::test]
+async fn geth_side_branch_then_fcu_reorgs() {
+    side_branch_reorg(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_side_branch_then_fcu_reorgs() {
+    side_branch_reorg(ChainKind::Optimism).await;
+}
+
+/// A is finalized at 15; the rival branch forks at 10. Forkchoice to the rival tip with A's
+/// finalized block: does the EL refuse, and does its head move anyway?
+async fn reorg_across_finalized(kind: ChainKind) -> (Answer, u64, B256, Option<u64>) {
+    let (a, mut p, rival, _b) = with_rival(kind, 10, 12).await;
+    assert!(p.set_labels(15, 15).await.expect("labels").is_valid());
+    for n in 11..=22 {
+        let s = new_payload(&a.engine, rival.block(n).expect("rival")).await.expect("np");
+        assert_eq!(s.status, "VALID", "side-branch block {n}");
+    }
+    let answer = fcu(&a, h(&rival, 22), h(&p, 15), h(&p, 15)).await;
+    let head = a.head().await.expect("head");
+    let fin = a.block("finalized").await.expect("fin").map(|b| b.number);
+    (answer, head.number, if head.hash == h(&rival, 22) { h(&rival, 22) } else { head.hash }, fin)
+}
+
+async fn check_reorg_across_finalized(kind: ChainKind) {
+    let (answer, head, head_hash, fin) = reorg_across_finalized(kind).await;
+    // Both ELs reorg first and only then check the labels: the head crosses the finalized
+    // block and the call answers an error (-38002 invalid forkchoice state). The EL does not
+    // protect finality; the follower must (invariant I3).
+    assert_eq!(answer, Answer::Error(-38002), "answer to a head that does not descend from finalized");
+    assert_eq!(head, 22, "the head moved to the rival branch anyway");
+    assert_ne!(head_hash, B256::ZERO);
+    assert_eq!(fin, Some(15), "finalized label left at the old block (now not canonical)");
+}
+
+#[tokio::test]
+async fn geth_reorg_across_finalized_moves_head_and_errors() {
+    check_reorg_across_finalized(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_reorg_across_finalized_moves_head_and_errors() {
+    check_reorg_across_finalized(ChainKind::Optimism).await;
+}
+
+// --- restarts -------------------------------------------------------------------------------
+
+/// Graceful restart: are head and labels kept; what does a forkchoice to a canonical ancestor do
+/// before any other forkchoice; can the producer go on?
+async fn graceful_restart(kind: ChainKind) -> ((u64, Option<u64>, Option<u64>), Answer, u64) {
+    let (mut node, mut p) = producer_with(kind, 20).await;
+    assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
+    node.restart().await.expect("restart");
+    let after = heads(&node).await;
+    let answer = fcu(&node, h(&p, 18), h(&p, 15), h(&p, 10)).await;
+    let head_after_fcu = node.head().await.expect("head").number;
+    p.build_many(2, TxMix::new(1, 1)).await.expect("produce after restart");
+    (after, answer, head_after_fcu)
+}
+
+#[tokio::test]
+async fn geth_restart_keeps_chain_and_ignores_first_rewind() {
+    let (after, answer, head) = graceful_restart(ChainKind::Ethereum).await;
+    // Head and finalized survive; safe is not persisted and comes back equal to finalized.
+    assert_eq!(after, (20, Some(10), Some(10)));
+    // geth is "not synced" until a forkchoice succeeds: the rewind is ignored.
+    assert_eq!((answer, head), (status("VALID"), 20));
+}
+
+#[tokio::test]
+async fn op_geth_restart_keeps_chain() {
+    let (after, answer, head) = graceful_restart(ChainKind::Optimism).await;
+    assert_eq!(after, (20, Some(10), Some(10)));
+    assert_eq!((answer, head), (status("VALID"), 20));
+}
+
+/// SIGKILL, then start: what head does the EL come back with?
+async fn crash_restart(kind: ChainKind) -> (u64, Option<u64>) {
+    let (mut node, mut p) = producer_with(kind, 20).await;
+    assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
+    node.kill();
+    node.start().await.expect("start after kill");
+    let head = node.head().await.expect("head").number;
+    let fin = node.block("finalized").await.expect("fin").map(|b| b.number);
+    // The blocks can be fed again in order and the EL converges.
+    let g = p.genesis().hash;
+    replay(&node, &p.blocks(1, 20), g, g).await.expect("re-feed after crash");
+    assert_eq!(node.head().await.expect("head").hash, h(&p, 20));
+    (head, fin)
+}
+
+#[tokio::test]
+async fn geth_crash_restart_head() {
+    // Recent state lives in memory until a clean shutdown: after SIGKILL the head (and the
+    // finalized label) fall back to genesis, and the blocks must be fed again.
+    let got = crash_restart(ChainKind::Ethereum).await;
+    assert_eq!(got, (0, Some(0)));
+}
+
+#[tokio::test]
+async fn op_geth_crash_restart_head() {
+    let got = crash_restart(ChainKind::Optimism).await;
+    assert_eq!(got, (0, Some(0)));
+}
+
+/// debug_setHead deletes the blocks above the target.
+async fn set_head(kind: ChainKind) -> (u64, bool) {
+    let (node, p) = producer_with(kind, 10).await;
+    let _: serde_json::Value =
+        node.rpc.call("debug_setHead", serde_json::json!(["0x5"])).await.expect("setHead");
+    let head = node.head().await.expect("head").number;
+    let gone = node.block_by_hash(h(&p, 8)).await.expect("by hash").is_none();
+    (head, gone)
+}
+
+#[tokio::test]
+async fn geth_debug_set_head_deletes_above() {
+    assert_eq!(set_head(ChainKind::Ethereum).await, (5, true));
+}
+
+#[tokio::test]
+async fn op_geth_debug_set_head_deletes_above() {
+    assert_eq!(set_head(ChainKind::Optimism).await, (5, true));
+}

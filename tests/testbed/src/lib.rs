@@ -176,7 +176,7 @@ pub fn el_binary(kind: ChainKind) -> Result<PathBuf, Error> {
         }
     };
     if path.is_file() {
-        Ok(path)
+        Ok(path.canonicalize().unwrap_or(path))
     } else {
         Err(Error::MissingBinary { kind: kind.name(), path: path.display().to_string(), env })
     }
