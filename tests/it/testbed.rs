@@ -1,6 +1,9 @@
 //! Tests that prove the test bed itself on both ELs.
 
-use lightcl_testbed::producer::replay;
+use std::time::{Duration, Instant};
+
+use lightcl_testbed::node::process_alive;
+use lightcl_testbed::producer::{forkchoice, new_payload, replay};
 use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
 
 /// Produces 50 blocks with transactions on A, replays them into a fresh B, and checks B's head
@@ -21,9 +24,7 @@ async fn produce_and_replay(kind: ChainKind) {
     assert_eq!((finalized.number, finalized.hash), (30, producer.hash_at(30).unwrap()));
 
     // B shares A's genesis (same options) and receives the payloads through the Engine API.
-    let opts = NodeOptions { name: "replica".into(), ..NodeOptions::new(kind, "") };
-    let opts = NodeOptions { genesis: a.genesis().clone(), ..opts };
-    let b = ElNode::spawn_with(opts).await.expect("spawn B");
+    let b = sibling(&a, "replica").await;
     let (s, f) = (producer.hash_at(40).unwrap(), producer.hash_at(30).unwrap());
     replay(&b, &producer.blocks(1, 50), s, f).await.expect("replay into B");
     let (ha, hb) = (a.head().await.unwrap(), b.head().await.unwrap());
@@ -45,4 +46,115 @@ async fn op_geth_produce_and_replay_50_blocks() {
 #[tokio::test]
 async fn geth_produce_and_replay_50_blocks() {
     produce_and_replay(ChainKind::Ethereum).await;
+}
+
+/// A node dropped while its test panics is killed (and its log tail printed).
+#[tokio::test]
+async fn no_el_outlives_a_panicking_test() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let node = ElNode::spawn(ChainKind::Ethereum, "doomed").await.expect("spawn");
+        tx.send(node.pid().expect("pid")).expect("send pid");
+        panic!("deliberate panic while an EL runs");
+    });
+    assert!(task.await.is_err(), "the task should have panicked");
+    let pid = rx.await.expect("pid");
+    assert!(!process_alive(pid), "EL {pid} outlived the panicking test");
+}
+
+/// Run by `no_el_outlives_a_killed_test_process` in a child process: starts an EL, writes its
+/// pid, and waits to be killed. Does nothing when run directly.
+#[tokio::test]
+#[ignore = "helper: run in a child process by no_el_outlives_a_killed_test_process"]
+async fn orphan_helper() {
+    let Some(pid_file) = std::env::var_os("LIGHTCL_ORPHAN_HELPER_PIDFILE") else { return };
+    let node = ElNode::spawn(ChainKind::Ethereum, "orphan").await.expect("spawn");
+    std::fs::write(pid_file, node.pid().expect("pid").to_string()).expect("write pid");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+}
+
+/// A test process killed by SIGKILL (no unwinding, no Drop) still takes its EL down.
+#[tokio::test]
+async fn no_el_outlives_a_killed_test_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("el.pid");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["testbed::orphan_helper", "--exact", "--ignored", "--nocapture"])
+        .env("LIGHTCL_ORPHAN_HELPER_PIDFILE", &pid_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child test process");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let el_pid: u32 = loop {
+        if let Ok(s) = std::fs::read_to_string(&pid_file)
+            && let Ok(pid) = s.trim().parse()
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "child test never started its EL");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(process_alive(el_pid));
+    child.kill().expect("SIGKILL the child test process");
+    child.wait().expect("reap child");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(el_pid) {
+        assert!(Instant::now() < deadline, "EL {el_pid} outlived its killed test process");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two peered ELs: the second syncs the first's chain over devp2p once told the head.
+async fn peers_sync(kind: ChainKind) {
+    let a = ElNode::spawn(kind, "seed").await.expect("spawn A");
+    let mut p = Producer::new(&a).await.expect("producer");
+    p.build_many(30, TxMix::new(1, 1)).await.expect("build");
+    let b = sibling(&a, "syncer").await;
+    b.add_peer(&a).await.expect("peer");
+    // geth learns a head it may sync to from newPayload, then syncs on the forkchoice.
+    let tip = p.block(30).expect("tip");
+    let s = new_payload(&b.engine, tip).await.expect("newPayload tip");
+    assert_eq!(s.status, "SYNCING");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let g = p.genesis().hash;
+        let _ = forkchoice(&b.engine, tip.hash, g, g).await.expect("fcu");
+        if b.head().await.expect("head").hash == tip.hash {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B did not sync from its peer; log:\n{}", b.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test]
+async fn geth_peers_sync_over_p2p() {
+    peers_sync(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_peers_sync_over_p2p() {
+    peers_sync(ChainKind::Optimism).await;
+}
+
+/// A rival branch from genesis shares only block 0.
+#[tokio::test]
+async fn fork_from_genesis_differs_from_block_one() {
+    let a = ElNode::spawn(ChainKind::Optimism, "main").await.expect("spawn");
+    let mut p = Producer::new(&a).await.expect("producer");
+    p.build_many(3, TxMix::NONE).await.expect("build");
+    let b = sibling(&a, "rival").await;
+    let mut rival = p.fork_onto(&b, 0, 99).await.expect("fork");
+    rival.build_many(3, TxMix::NONE).await.expect("rival");
+    assert_eq!(rival.hash_at(0), p.hash_at(0));
+    for n in 1..=3 {
+        assert_ne!(rival.hash_at(n), p.hash_at(n), "height {n}");
+        assert_eq!(b.block_at(n).await.expect("b").map(|x| x.hash), rival.hash_at(n));
+    }
+}
+
+async fn sibling(of: &ElNode, name: &str) -> ElNode {
+    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
+    ElNode::spawn_with(opts).await.expect("spawn sibling")
 }

@@ -229,6 +229,9 @@ impl Producer {
 
     /// The blocks of this producer's chain in `range` (inclusive), in order.
     pub fn blocks(&self, from: u64, to: u64) -> Vec<BuiltBlock> {
+        if from > to {
+            return Vec::new();
+        }
         self.chain.range(from..=to).map(|(_, b)| b.clone()).collect()
     }
 
