@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=els.env
 source "$ROOT/scripts/els.env"
-CACHE="${LIGHTCL_EL_CACHE:-$ROOT/.cache/els}"
+CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
 mkdir -p "$CACHE"
 
 GETH_BIN="$CACHE/geth-$GETH_VERSION"

@@ -6,11 +6,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash scripts/install-els.sh
-CACHE="${LIGHTCL_EL_CACHE:-$ROOT/.cache/els}"
+CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
 
 # EL-heavy tests start two to four EL processes each; two at a time fits a 2-core machine.
-THREADS="${LIGHTCL_TEST_THREADS:-2}"
+THREADS="${TESTBED_TEST_THREADS:-2}"
 status=0
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --all-targets -- --test-threads "$THREADS" || status=$?
 
 # No EL may outlive the tests, even ones that failed or panicked.

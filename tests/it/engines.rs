@@ -125,7 +125,9 @@ async fn unknown_parent(kind: ChainKind) -> (Answer, Vec<Answer>, Answer, u64, A
     let early = new_payload(&b.engine, p.block(5).expect("b5")).await.expect("np5");
     let mut parents = Vec::new();
     for n in 1..=4 {
-        parents.push(status(&new_payload(&b.engine, p.block(n).expect("b")).await.expect("np").status));
+        parents.push(status(
+            &new_payload(&b.engine, p.block(n).expect("b")).await.expect("np").status,
+        ));
     }
     let g = p.genesis().hash;
     let fcu_early = fcu(&b, h(&p, 5), g, g).await;
@@ -158,7 +160,11 @@ async fn op_geth_new_payload_unknown_parent_is_syncing_and_dropped() {
 
 /// A has 20 blocks; a rival branch forks after `fork_at` with `len` blocks, built on a second EL.
 /// Returns A, A's producer and the rival producer.
-async fn with_rival(kind: ChainKind, fork_at: u64, len: u64) -> (ElNode, Producer, Producer, ElNode) {
+async fn with_rival(
+    kind: ChainKind,
+    fork_at: u64,
+    len: u64,
+) -> (ElNode, Producer, Producer, ElNode) {
     let (a, p) = producer_with(kind, 20).await;
     let b = sibling(&a, "rival").await;
     let mut rival = p.fork_onto(&b, fork_at, 7).await.expect("fork");
@@ -210,7 +216,11 @@ async fn check_reorg_across_finalized(kind: ChainKind) {
     // Both ELs reorg first and only then check the labels: the head crosses the finalized
     // block and the call answers an error (-38002 invalid forkchoice state). The EL does not
     // protect finality; the follower must (invariant I3).
-    assert_eq!(answer, Answer::Error(-38002), "answer to a head that does not descend from finalized");
+    assert_eq!(
+        answer,
+        Answer::Error(-38002),
+        "answer to a head that does not descend from finalized"
+    );
     assert_eq!(head, 22, "the head moved to the rival branch anyway");
     assert_ne!(head_hash, B256::ZERO);
     assert_eq!(fin, Some(15), "finalized label left at the old block (now not canonical)");

@@ -1,5 +1,7 @@
 //! Integration tests, built into one binary. EL-heavy tests run real geth / op-geth processes
 //! (built by `scripts/install-els.sh`); run them with bounded parallelism (`--test-threads 2`).
 
+#![allow(clippy::unwrap_used)]
+
 mod engines;
 mod testbed;

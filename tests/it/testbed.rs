@@ -67,7 +67,7 @@ async fn no_el_outlives_a_panicking_test() {
 #[tokio::test]
 #[ignore = "helper: run in a child process by no_el_outlives_a_killed_test_process"]
 async fn orphan_helper() {
-    let Some(pid_file) = std::env::var_os("LIGHTCL_ORPHAN_HELPER_PIDFILE") else { return };
+    let Some(pid_file) = std::env::var_os("TESTBED_ORPHAN_HELPER_PIDFILE") else { return };
     let node = ElNode::spawn(ChainKind::Ethereum, "orphan").await.expect("spawn");
     std::fs::write(pid_file, node.pid().expect("pid").to_string()).expect("write pid");
     tokio::time::sleep(Duration::from_secs(120)).await;
@@ -80,7 +80,7 @@ async fn no_el_outlives_a_killed_test_process() {
     let pid_file = dir.path().join("el.pid");
     let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
         .args(["testbed::orphan_helper", "--exact", "--ignored", "--nocapture"])
-        .env("LIGHTCL_ORPHAN_HELPER_PIDFILE", &pid_file)
+        .env("TESTBED_ORPHAN_HELPER_PIDFILE", &pid_file)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -123,7 +123,11 @@ async fn peers_sync(kind: ChainKind) {
         if b.head().await.expect("head").hash == tip.hash {
             break;
         }
-        assert!(Instant::now() < deadline, "B did not sync from its peer; log:\n{}", b.log_tail(30));
+        assert!(
+            Instant::now() < deadline,
+            "B did not sync from its peer; log:\n{}",
+            b.log_tail(30)
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

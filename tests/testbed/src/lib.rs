@@ -150,7 +150,8 @@ pub fn now_secs() -> u64 {
 /// A value unique within this process run (time and a counter).
 pub(crate) fn unique_seed() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48) ^ u64::from(std::process::id())
 }
 
@@ -159,17 +160,17 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
 }
 
-/// Path of the EL binary for `kind`: `LIGHTCL_GETH_BIN` / `LIGHTCL_OP_GETH_BIN` if set, else the
+/// Path of the EL binary for `kind`: `TESTBED_GETH_BIN` / `TESTBED_OP_GETH_BIN` if set, else the
 /// cache that `scripts/install-els.sh` fills.
 pub fn el_binary(kind: ChainKind) -> Result<PathBuf, Error> {
     let (env, file) = match kind {
-        ChainKind::Ethereum => ("LIGHTCL_GETH_BIN", "geth"),
-        ChainKind::Optimism => ("LIGHTCL_OP_GETH_BIN", "op-geth"),
+        ChainKind::Ethereum => ("TESTBED_GETH_BIN", "geth"),
+        ChainKind::Optimism => ("TESTBED_OP_GETH_BIN", "op-geth"),
     };
     let path = match std::env::var_os(env) {
         Some(p) => PathBuf::from(p),
         None => {
-            let cache = std::env::var_os("LIGHTCL_EL_CACHE")
+            let cache = std::env::var_os("TESTBED_EL_CACHE")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| repo_root().join(".cache").join("els"));
             cache.join(file)

@@ -367,10 +367,10 @@ impl ElNode {
     /// The node's enode URL.
     pub async fn enode(&self) -> Result<String, Error> {
         let info: Value = self.rpc.call("admin_nodeInfo", json!([])).await?;
-        info.get("enode")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::Decode { method: "admin_nodeInfo".into(), message: "no enode".into() })
+        info.get("enode").and_then(Value::as_str).map(str::to_string).ok_or_else(|| Error::Decode {
+            method: "admin_nodeInfo".into(),
+            message: "no enode".into(),
+        })
     }
 
     /// Peers this node with `other` (static peer) and waits until both see the connection.
@@ -384,7 +384,11 @@ impl ElNode {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(Error::Timeout(format!("{} and {} did not connect as peers", self.name(), other.name())))
+        Err(Error::Timeout(format!(
+            "{} and {} did not connect as peers",
+            self.name(),
+            other.name()
+        )))
     }
 
     /// Number of connected peers.
@@ -418,15 +422,22 @@ impl ElNode {
 
     /// The canonical head.
     pub async fn head(&self) -> Result<BlockInfo, Error> {
-        self.block("latest")
-            .await?
-            .ok_or_else(|| Error::Decode { method: "eth_getBlockByNumber".into(), message: "no latest block".into() })
+        self.block("latest").await?.ok_or_else(|| Error::Decode {
+            method: "eth_getBlockByNumber".into(),
+            message: "no latest block".into(),
+        })
     }
 
     /// Storage slot `slot` of `address` at the head.
-    pub async fn storage(&self, address: alloy_primitives::Address, slot: u64) -> Result<alloy_primitives::U256, Error> {
-        let v: alloy_primitives::U256 =
-            self.rpc.call("eth_getStorageAt", json!([address, format!("{slot:#x}"), "latest"])).await?;
+    pub async fn storage(
+        &self,
+        address: alloy_primitives::Address,
+        slot: u64,
+    ) -> Result<alloy_primitives::U256, Error> {
+        let v: alloy_primitives::U256 = self
+            .rpc
+            .call("eth_getStorageAt", json!([address, format!("{slot:#x}"), "latest"]))
+            .await?;
         Ok(v)
     }
 

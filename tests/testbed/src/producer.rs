@@ -8,8 +8,7 @@ use alloy_primitives::{Address, B256, Bytes, address, keccak256};
 use serde_json::{Value, json};
 
 use crate::genesis::{
-    ChainKind, GAS_LIMIT, OP_EIP1559_DENOMINATOR, OP_EIP1559_ELASTICITY, TestAccount,
-    test_accounts,
+    ChainKind, GAS_LIMIT, OP_EIP1559_DENOMINATOR, OP_EIP1559_ELASTICITY, TestAccount, test_accounts,
 };
 use crate::node::ElNode;
 use crate::rpc::RpcClient;
@@ -83,10 +82,7 @@ impl PayloadStatus {
                 .get("latestValidHash")
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse().ok()),
-            validation_error: v
-                .get("validationError")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            validation_error: v.get("validationError").and_then(Value::as_str).map(str::to_string),
         }
     }
 
@@ -109,7 +105,8 @@ pub async fn forkchoice(
     safe: B256,
     finalized: B256,
 ) -> Result<PayloadStatus, Error> {
-    let state = json!({ "headBlockHash": head, "safeBlockHash": safe, "finalizedBlockHash": finalized });
+    let state =
+        json!({ "headBlockHash": head, "safeBlockHash": safe, "finalizedBlockHash": finalized });
     let v: Value = engine.call("engine_forkchoiceUpdatedV3", json!([state, null])).await?;
     Ok(PayloadStatus::from_json(v.get("payloadStatus").unwrap_or(&Value::Null)))
 }
@@ -303,7 +300,8 @@ impl Producer {
             "safeBlockHash": self.safe,
             "finalizedBlockHash": self.finalized,
         });
-        let res: Value = self.engine.call("engine_forkchoiceUpdatedV3", json!([state, attrs])).await?;
+        let res: Value =
+            self.engine.call("engine_forkchoiceUpdatedV3", json!([state, attrs])).await?;
         let payload_id = res.get("payloadId").and_then(Value::as_str).ok_or_else(|| {
             let status = PayloadStatus::from_json(res.get("payloadStatus").unwrap_or(&Value::Null));
             Error::Status {
@@ -322,7 +320,10 @@ impl Producer {
         let requests = if requests.is_null() { json!([]) } else { requests };
         let field = |name: &str| -> Result<B256, Error> {
             payload.get(name).and_then(Value::as_str).and_then(|s| s.parse().ok()).ok_or_else(
-                || Error::Decode { method: "engine_getPayloadV4".into(), message: format!("no {name}") },
+                || Error::Decode {
+                    method: "engine_getPayloadV4".into(),
+                    message: format!("no {name}"),
+                },
             )
         };
         let block = BuiltBlock {
@@ -350,7 +351,8 @@ impl Producer {
                 validation_error: status.validation_error,
             });
         }
-        self.head = BlockInfo { number, hash: block.hash, parent_hash: block.parent_hash, timestamp };
+        self.head =
+            BlockInfo { number, hash: block.hash, parent_hash: block.parent_hash, timestamp };
         self.chain.insert(number, block.clone());
         Ok(block)
     }
@@ -367,7 +369,10 @@ impl Producer {
     pub async fn set_labels(&mut self, safe: u64, finalized: u64) -> Result<PayloadStatus, Error> {
         let lookup = |n: u64| {
             self.hash_at(n).ok_or_else(|| {
-                Error::Spawn(format!("no block {n} on this producer's chain (head {})", self.head.number))
+                Error::Spawn(format!(
+                    "no block {n} on this producer's chain (head {})",
+                    self.head.number
+                ))
             })
         };
         let (safe, finalized) = (lookup(safe)?, lookup(finalized)?);
@@ -382,7 +387,12 @@ impl Producer {
     /// Replays this chain's blocks 1..=`ancestor` into `node` (a fresh EL of the same genesis)
     /// and returns a producer there whose head is `ancestor`: what it builds next is a rival
     /// branch forking after `ancestor`. `salt` makes its blocks differ from this producer's.
-    pub async fn fork_onto(&self, node: &ElNode, ancestor: u64, salt: u64) -> Result<Producer, Error> {
+    pub async fn fork_onto(
+        &self,
+        node: &ElNode,
+        ancestor: u64,
+        salt: u64,
+    ) -> Result<Producer, Error> {
         let prefix = self.blocks(1, ancestor);
         let labels_at = |h: B256| {
             if prefix.iter().any(|b| b.hash == h) { h } else { self.genesis.hash }

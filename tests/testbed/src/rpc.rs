@@ -59,7 +59,11 @@ impl RpcClient {
             message: e.to_string(),
         })?;
         if !status.is_success() {
-            return Err(Error::Http { method: method.to_string(), status: status.as_u16(), body: text });
+            return Err(Error::Http {
+                method: method.to_string(),
+                status: status.as_u16(),
+                body: text,
+            });
         }
         let mut v: Value = serde_json::from_str(&text)
             .map_err(|e| Error::Decode { method: method.to_string(), message: e.to_string() })?;

@@ -49,7 +49,9 @@ pub fn l1_info_deposit(l2_number: u64, l2_timestamp: u64, salt: u64) -> Bytes {
     // Source hash: domain 1 (L1 info) over a made-up L1 hash and the sequence number; the salt
     // keeps rival branches' deposits distinct.
     let mut inner = [0u8; 64];
-    inner[..32].copy_from_slice(keccak256([l2_number.to_be_bytes(), salt.to_be_bytes()].concat()).as_slice());
+    inner[..32].copy_from_slice(
+        keccak256([l2_number.to_be_bytes(), salt.to_be_bytes()].concat()).as_slice(),
+    );
     inner[56..].copy_from_slice(&l2_number.to_be_bytes());
     let mut outer = [0u8; 64];
     outer[31] = 1;
