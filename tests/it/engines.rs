@@ -3,7 +3,7 @@
 //! changes it fails here first. `docs/engines.md` holds the resulting matrix.
 
 use alloy_primitives::B256;
-use lightcl_testbed::producer::{forkchoice, new_payload, replay};
+use lightcl_testbed::producer::{forkchoice, new_payload};
 use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
 
 /// What an EL answered to an Engine API call.
@@ -267,33 +267,72 @@ async fn op_geth_restart_keeps_chain() {
     assert_eq!((answer, head), (status("VALID"), 20));
 }
 
-/// SIGKILL, then start: what head does the EL come back with?
-async fn crash_restart(kind: ChainKind) -> (u64, Option<u64>) {
+/// What a crash-restarted EL does while its lost blocks are fed again in order.
+#[derive(Debug, PartialEq, Eq)]
+struct CrashRefeed {
+    /// Head right after the restart.
+    head: u64,
+    /// Finalized label right after the restart.
+    finalized: Option<u64>,
+    /// Answers to newPayload for blocks 1..=20, in order.
+    answers: Vec<String>,
+    /// Whether the EL reached block 20 after a forkchoiceUpdated to it.
+    converged_without_repair: bool,
+    /// Whether it converged after `debug_setHead(0)`, a restart, and the same refeed.
+    converged_after_repair: bool,
+}
+
+async fn refeed(node: &ElNode, p: &Producer) -> (Vec<String>, bool) {
+    let mut answers = Vec::new();
+    for n in 1..=20 {
+        let s = new_payload(&node.engine, p.block(n).expect("block")).await.expect("np");
+        answers.push(s.status);
+    }
+    let g = p.genesis().hash;
+    let _ = fcu(node, h(p, 20), g, g).await;
+    (answers, node.head().await.expect("head").hash == h(p, 20))
+}
+
+/// SIGKILL, start, feed blocks 1..=20 again; then the repair: setHead(0), restart, feed again.
+async fn crash_restart(kind: ChainKind) -> CrashRefeed {
     let (mut node, mut p) = producer_with(kind, 20).await;
     assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
     node.kill();
     node.start().await.expect("start after kill");
     let head = node.head().await.expect("head").number;
-    let fin = node.block("finalized").await.expect("fin").map(|b| b.number);
-    // The blocks can be fed again in order and the EL converges.
-    let g = p.genesis().hash;
-    replay(&node, &p.blocks(1, 20), g, g).await.expect("re-feed after crash");
-    assert_eq!(node.head().await.expect("head").hash, h(&p, 20));
-    (head, fin)
+    let finalized = node.block("finalized").await.expect("fin").map(|b| b.number);
+    let (answers, converged_without_repair) = refeed(&node, &p).await;
+    let _: serde_json::Value =
+        node.rpc.call("debug_setHead", serde_json::json!(["0x0"])).await.expect("setHead");
+    node.restart().await.expect("restart after setHead");
+    let (_, converged_after_repair) = refeed(&node, &p).await;
+    CrashRefeed { head, finalized, answers, converged_without_repair, converged_after_repair }
+}
+
+async fn check_crash_restart(kind: ChainKind) {
+    // Recent state lives in memory until a clean shutdown. After SIGKILL the head falls back to
+    // genesis while the blocks stay on disk, and geth switches itself to snap sync ("snap-sync
+    // incomplete"): newPayload answers VALID for blocks it still has ("already known") and
+    // SYNCING from the first block it lost, and without peers it never gets further. The repair
+    // is `debug_setHead(0)` and a restart (full sync again), then the refeed converges.
+    let got = crash_restart(kind).await;
+    assert_eq!((got.head, got.finalized), (0, Some(0)), "{got:?}");
+    let first_syncing = got.answers.iter().position(|s| s == "SYNCING");
+    let first = first_syncing.expect("some block answers SYNCING after the crash");
+    assert!(got.answers[..first].iter().all(|s| s == "VALID"), "{got:?}");
+    assert!(got.answers[first..].iter().all(|s| s == "SYNCING"), "{got:?}");
+    assert!(!got.converged_without_repair, "{got:?}");
+    assert!(got.converged_after_repair, "{got:?}");
 }
 
 #[tokio::test]
-async fn geth_crash_restart_head() {
-    // Recent state lives in memory until a clean shutdown: after SIGKILL the head (and the
-    // finalized label) fall back to genesis, and the blocks must be fed again.
-    let got = crash_restart(ChainKind::Ethereum).await;
-    assert_eq!(got, (0, Some(0)));
+async fn geth_crash_restart_needs_repair() {
+    check_crash_restart(ChainKind::Ethereum).await;
 }
 
 #[tokio::test]
-async fn op_geth_crash_restart_head() {
-    let got = crash_restart(ChainKind::Optimism).await;
-    assert_eq!(got, (0, Some(0)));
+async fn op_geth_crash_restart_needs_repair() {
+    check_crash_restart(ChainKind::Optimism).await;
 }
 
 /// debug_setHead deletes the blocks above the target.

@@ -1,0 +1,503 @@
+//! Configuration: built-in defaults < TOML file < `LIGHTCL_*` environment (nested keys with `__`)
+//! < command-line flags, merged with figment. [`Config::load`] returns typed errors that name the
+//! key and where its value came from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Serialize};
+
+use crate::redact::RedactedUrl;
+
+/// Default poll interval of the sources.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
+/// Default number of blocks fetched ahead of the EL.
+pub const DEFAULT_PREFETCH: usize = 256;
+/// Default number of concurrent block requests to the sources.
+pub const DEFAULT_FETCH_CONCURRENCY: usize = 16;
+/// Default timeout of one source request.
+pub const DEFAULT_SOURCE_TIMEOUT_MS: u64 = 10_000;
+/// Default timeout of engine_newPayload (execution of one block).
+pub const DEFAULT_NEW_PAYLOAD_TIMEOUT_MS: u64 = 60_000;
+/// Default timeout of engine_forkchoiceUpdated (a reorg may take a while).
+pub const DEFAULT_FORKCHOICE_TIMEOUT_MS: u64 = 60_000;
+/// Default timeout of other EL calls (capabilities, JSON-RPC reads).
+pub const DEFAULT_EL_CALL_TIMEOUT_MS: u64 = 10_000;
+/// Default Engine API URL.
+pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8551";
+/// Default EL JSON-RPC URL.
+pub const DEFAULT_EL_RPC_URL: &str = "http://127.0.0.1:8545";
+/// Default JWT secret file.
+pub const DEFAULT_JWT_SECRET_FILE: &str = "/etc/lightcl/jwt.hex";
+/// Default interval of the catch-up progress log.
+pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
+
+/// Which kind of chain the EL runs: decides payload versions and transaction decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChainKind {
+    /// OP Stack (op-geth, op-reth).
+    Optimism,
+    /// Post-merge Ethereum-style (geth, reth).
+    Ethereum,
+}
+
+/// Which source label the local head follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Follow {
+    /// The head follows the sources' `safe` block (default: no unsafe blocks reach the EL).
+    Safe,
+    /// The head follows the sources' `latest` block.
+    Latest,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// One source: a URL, or a table with a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SourceEntry {
+    /// Just the URL.
+    Url(String),
+    /// URL with a name for logs.
+    Named {
+        /// http(s):// or ws(s):// JSON-RPC URL.
+        url: String,
+        /// Name used in logs (defaults to the URL's host).
+        name: Option<String>,
+    },
+}
+
+impl SourceEntry {
+    /// The URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Url(u) | Self::Named { url: u, .. } => u,
+        }
+    }
+
+    /// The configured name, if any.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Url(_) => None,
+            Self::Named { name, .. } => name.as_deref(),
+        }
+    }
+}
+
+/// Engine API and EL JSON-RPC settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Authenticated Engine API URL.
+    pub url: String,
+    /// File holding the 32-byte hex JWT secret shared with the EL.
+    pub jwt_secret_file: PathBuf,
+    /// The EL's JSON-RPC URL (local heads are read back from it).
+    pub rpc_url: String,
+    /// Timeout of engine_newPayload, ms.
+    pub new_payload_timeout_ms: u64,
+    /// Timeout of engine_forkchoiceUpdated, ms.
+    pub forkchoice_timeout_ms: u64,
+    /// Timeout of other calls to the EL, ms.
+    pub call_timeout_ms: u64,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// text or json.
+    pub format: LogFormat,
+    /// A tracing filter: a level (`info`) or directives (`lightcl=debug,info`).
+    pub level: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// optimism or ethereum.
+    pub chain: ChainKind,
+    /// The chain id every source and the EL must report.
+    pub chain_id: u64,
+    /// Source RPCs (one or more).
+    pub sources: Vec<SourceEntry>,
+    /// safe or latest.
+    pub follow: Follow,
+    /// Poll interval of the sources, ms.
+    pub poll_interval_ms: u64,
+    /// Blocks fetched ahead of the EL while catching up.
+    pub prefetch: usize,
+    /// Concurrent block requests while catching up.
+    pub fetch_concurrency: usize,
+    /// Timeout of one source request, ms.
+    pub source_timeout_ms: u64,
+    /// Interval of the catch-up progress log, ms.
+    pub progress_interval_ms: u64,
+    /// Engine API and EL settings.
+    pub engine: EngineConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chain: ChainKind::Optimism,
+            chain_id: 0,
+            sources: Vec::new(),
+            follow: Follow::Safe,
+            poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            prefetch: DEFAULT_PREFETCH,
+            fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
+            source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
+            progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
+            engine: EngineConfig {
+                url: DEFAULT_ENGINE_URL.into(),
+                jwt_secret_file: DEFAULT_JWT_SECRET_FILE.into(),
+                rpc_url: DEFAULT_EL_RPC_URL.into(),
+                new_payload_timeout_ms: DEFAULT_NEW_PAYLOAD_TIMEOUT_MS,
+                forkchoice_timeout_ms: DEFAULT_FORKCHOICE_TIMEOUT_MS,
+                call_timeout_ms: DEFAULT_EL_CALL_TIMEOUT_MS,
+            },
+            log: LogConfig { format: LogFormat::Text, level: "info".into() },
+        }
+    }
+}
+
+/// A configuration error: which key, where its value came from, what is wrong, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, the environment or a flag could not be read or has a wrong or unknown key.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A value is present but not acceptable.
+    #[error("configuration key `{key}` (from {origin}): {problem}")]
+    Invalid {
+        /// Dotted key.
+        key: String,
+        /// Where the value came from.
+        origin: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+}
+
+/// A provider for values given as command-line flags (only the flags that were set).
+#[derive(Debug, Clone, Default)]
+pub struct FlagValues(pub Dict);
+
+impl Provider for FlagValues {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("command-line flag")
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut map = Map::new();
+        map.insert(Profile::Default, self.0.clone());
+        Ok(map)
+    }
+}
+
+/// The environment variables lightcl reads itself (not configuration keys).
+const NON_CONFIG_ENV: [&str; 1] = ["config"];
+
+impl Config {
+    /// Merges defaults, the file (if any), `LIGHTCL_*` variables and flags, then validates.
+    pub fn load(file: Option<&Path>, flags: FlagValues) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist or is not a file; pass an existing TOML file \
+                     with --config (see config.example.toml)",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("LIGHTCL_").split("__").ignore(&NON_CONFIG_ENV)).merge(flags);
+        let config: Config = fig.extract().map_err(|e| ConfigError::Load(describe(e)))?;
+        config.validate(&fig)?;
+        Ok(config)
+    }
+
+    /// Checks every value that deserialised but may still be unusable.
+    pub fn validate(&self, fig: &Figment) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            key: key.to_string(),
+            origin: origin(fig, key),
+            problem,
+        };
+        if self.chain_id == 0 {
+            return Err(bad(
+                "chain_id",
+                "is missing or 0; set it to the chain id the sources and the EL serve \
+                 (for example 10 for OP Mainnet)"
+                    .into(),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(bad(
+                "sources",
+                "no source configured; give at least one http(s):// or ws(s):// JSON-RPC URL"
+                    .into(),
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            check_url(s.url(), &["http", "https", "ws", "wss"])
+                .map_err(|p| bad(&format!("sources[{i}]"), p))?;
+        }
+        check_url(&self.engine.url, &["http", "https"]).map_err(|p| bad("engine.url", p))?;
+        check_url(&self.engine.rpc_url, &["http", "https"])
+            .map_err(|p| bad("engine.rpc_url", p))?;
+        crate::engine::jwt::JwtSecret::from_file(&self.engine.jwt_secret_file)
+            .map_err(|e| bad("engine.jwt_secret_file", e.to_string()))?;
+        let positive = [
+            ("poll_interval_ms", self.poll_interval_ms),
+            ("prefetch", self.prefetch as u64),
+            ("fetch_concurrency", self.fetch_concurrency as u64),
+            ("source_timeout_ms", self.source_timeout_ms),
+            ("progress_interval_ms", self.progress_interval_ms),
+            ("engine.new_payload_timeout_ms", self.engine.new_payload_timeout_ms),
+            ("engine.forkchoice_timeout_ms", self.engine.forkchoice_timeout_ms),
+            ("engine.call_timeout_ms", self.engine.call_timeout_ms),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        if self.fetch_concurrency > self.prefetch {
+            return Err(bad(
+                "fetch_concurrency",
+                format!("({}) may not exceed prefetch ({})", self.fetch_concurrency, self.prefetch),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(bad(
+                "log.level",
+                format!("`{}` is not a level or filter (try info, debug, or lightcl=debug)", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// A one-screen summary with credentials redacted.
+    pub fn summary(&self) -> String {
+        let sources: Vec<String> =
+            self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
+        format!(
+            "chain={:?} chain_id={} follow={:?} sources=[{}] engine={} el_rpc={} jwt_secret_file={}",
+            self.chain,
+            self.chain_id,
+            self.follow,
+            sources.join(", "),
+            RedactedUrl::new(&self.engine.url),
+            RedactedUrl::new(&self.engine.rpc_url),
+            self.engine.jwt_secret_file.display()
+        )
+    }
+}
+
+fn check_url(raw: &str, schemes: &[&str]) -> Result<(), String> {
+    let shown = RedactedUrl::new(raw);
+    let url = url::Url::parse(raw).map_err(|e| format!("`{shown}` is not a URL ({e})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!(
+            "`{shown}` has scheme `{}`; expected one of: {}",
+            url.scheme(),
+            schemes.join(", ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{shown}` has no host"));
+    }
+    Ok(())
+}
+
+/// Where the value of `key` came from: "file config.toml", "environment variable
+/// LIGHTCL_ENGINE__URL", "command-line flag" or "built-in default".
+fn origin(fig: &Figment, key: &str) -> String {
+    let base = key.split('[').next().unwrap_or(key);
+    match fig.find_metadata(base) {
+        Some(md) => describe_metadata(md, base),
+        None => "built-in default".into(),
+    }
+}
+
+fn describe_metadata(md: &Metadata, key: &str) -> String {
+    match &md.source {
+        Some(figment::Source::File(path)) => format!("file {}", path.display()),
+        _ if md.name.contains("environment") => {
+            let keys: Vec<&str> = key.split('.').collect();
+            format!("environment variable {}", md.interpolate(&Profile::Default, &keys))
+        }
+        Some(figment::Source::Code(_)) if md.name.contains("Serialized") => {
+            "built-in default".into()
+        }
+        _ => md.name.to_string(),
+    }
+}
+
+/// Turns a figment error into one sentence per problem, each naming key and origin.
+fn describe(err: figment::Error) -> String {
+    let mut out = Vec::new();
+    for e in err {
+        let key = e.path.join(".");
+        let from = e.metadata.as_ref().map(|m| describe_metadata(m, &key));
+        let what = match &e.kind {
+            figment::error::Kind::UnknownField(field, _) => {
+                let full = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                let from = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| describe_metadata(m, &full))
+                    .unwrap_or_else(|| "unknown origin".into());
+                format!(
+                    "unknown key `{full}` (from {from}); check its spelling against \
+                     config.example.toml"
+                )
+            }
+            kind => format!(
+                "key `{key}` (from {}): {kind}",
+                from.unwrap_or_else(|| "unknown origin".into())
+            ),
+        };
+        out.push(what);
+    }
+    out.join("; ")
+}
+
+impl fmt::Display for ChainKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Optimism => "optimism",
+            Self::Ethereum => "ethereum",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).expect("write");
+        p
+    }
+
+    fn base(dir: &Path) -> String {
+        let jwt = write(dir, "jwt.hex", &"ab".repeat(32));
+        format!(
+            "chain = \"optimism\"\nchain_id = 901\nsources = [\"http://127.0.0.1:9545\"]\n\
+             [engine]\njwt_secret_file = \"{}\"\n",
+            jwt.display()
+        )
+    }
+
+    #[test]
+    fn file_values_override_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", &base(dir.path()));
+        let c = Config::load(Some(&file), FlagValues::default()).expect("load");
+        assert_eq!(c.chain_id, 901);
+        assert_eq!(c.follow, Follow::Safe);
+        assert_eq!(c.engine.url, DEFAULT_ENGINE_URL);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", &base(dir.path()));
+        let mut flags = Dict::new();
+        flags.insert("chain_id".into(), 77u64.into());
+        let c = Config::load(Some(&file), FlagValues(flags)).expect("load");
+        assert_eq!(c.chain_id, 77);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = format!("{}\npoll_intervall_ms = 5\n", base(dir.path()));
+        let body = body.replace("[engine]", "poll_intervall_ms = 5\n[engine]");
+        let file = write(dir.path(), "c.toml", &body);
+        let err = Config::load(Some(&file), FlagValues::default()).expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("unknown key `poll_intervall_ms`"), "{msg}");
+        assert!(msg.contains("c.toml"), "{msg}");
+    }
+
+    #[test]
+    fn bad_url_names_key_and_flag_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write(dir.path(), "c.toml", &base(dir.path()));
+        let mut engine = Dict::new();
+        engine.insert("url".into(), "ftp://x".into());
+        let mut flags = Dict::new();
+        flags.insert("engine".into(), engine.into());
+        let msg = Config::load(Some(&file), FlagValues(flags)).expect_err("fail").to_string();
+        assert!(msg.contains("`engine.url`") && msg.contains("command-line flag"), "{msg}");
+    }
+
+    #[test]
+    fn bad_jwt_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = base(dir.path());
+        write(dir.path(), "jwt.hex", "not hex");
+        let file = write(dir.path(), "c.toml", &body);
+        let msg = Config::load(Some(&file), FlagValues::default()).expect_err("fail").to_string();
+        assert!(msg.contains("engine.jwt_secret_file"), "{msg}");
+    }
+
+    #[test]
+    fn missing_chain_id_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = base(dir.path()).replace("chain_id = 901\n", "");
+        let file = write(dir.path(), "c.toml", &body);
+        let msg = Config::load(Some(&file), FlagValues::default()).expect_err("fail").to_string();
+        assert!(msg.contains("`chain_id`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_enum_value_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = base(dir.path()).replace("\"optimism\"", "\"arbitrum\"");
+        let file = write(dir.path(), "c.toml", &body);
+        let msg = Config::load(Some(&file), FlagValues::default()).expect_err("fail").to_string();
+        assert!(msg.contains("chain") && msg.contains("c.toml"), "{msg}");
+    }
+
+    #[test]
+    fn named_sources_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body = base(dir.path()).replace(
+            "sources = [\"http://127.0.0.1:9545\"]",
+            "sources = [{ url = \"ws://127.0.0.1:9546\", name = \"a\" }, \"http://b:1\"]",
+        );
+        let file = write(dir.path(), "c.toml", &body);
+        let c = Config::load(Some(&file), FlagValues::default()).expect("load");
+        assert_eq!(c.sources[0].name(), Some("a"));
+        assert_eq!(c.sources[1].url(), "http://b:1");
+    }
+}

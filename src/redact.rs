@@ -1,0 +1,80 @@
+//! URLs with credentials, shown with the secrets removed (user info, and path segments or query
+//! values that look like API keys).
+
+use std::fmt;
+
+/// A URL that prints without its credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl(String);
+
+impl RedactedUrl {
+    /// Wraps `raw`; nothing secret is kept in the displayed form.
+    pub fn new(raw: &str) -> Self {
+        Self(redact(raw))
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// Whether a path segment looks like an API key: long and made of letters and digits.
+fn looks_like_key(segment: &str) -> bool {
+    segment.len() >= 20
+        && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && segment.chars().any(|c| c.is_ascii_digit())
+}
+
+/// Removes user info, API-key-like path segments and query values from a URL.
+pub fn redact(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        // Not a URL: do not echo something that may hold a secret.
+        return "<unparseable url>".to_string();
+    };
+    if !url.username().is_empty() {
+        let _ = url.set_username("***");
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> =
+            url.query_pairs().map(|(k, _)| (k.into_owned(), "***".to_string())).collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    let segments: Option<Vec<String>> = url
+        .path_segments()
+        .map(|s| s.map(|seg| if looks_like_key(seg) { "***".into() } else { seg.into() }).collect());
+    if let Some(segments) = segments {
+        url.set_path(&segments.join("/"));
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn removes_credentials() {
+        let cases = [
+            ("http://user:hunter2@host:8545/", "http://***:***@host:8545/"),
+            ("https://mainnet.example/v2/abcDEF1234567890abcdef12", "https://mainnet.example/v2/***"),
+            ("wss://x.example/ws?apikey=s3cr3t", "wss://x.example/ws?apikey=***"),
+            ("http://127.0.0.1:8545", "http://127.0.0.1:8545/"),
+            ("not a url hunter2", "<unparseable url>"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact(raw), want, "{raw}");
+            assert!(!redact(raw).contains("hunter2") && !redact(raw).contains("s3cr3t"));
+        }
+    }
+}
