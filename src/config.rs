@@ -291,7 +291,10 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad(
                 "log.level",
-                format!("`{}` is not a level or filter (try info, debug, or lightcl=debug)", self.log.level),
+                format!(
+                    "`{}` is not a level or filter (try info, debug, or lightcl=debug)",
+                    self.log.level
+                ),
             ));
         }
         Ok(())
@@ -352,9 +355,7 @@ fn describe_metadata(md: &Metadata, key: &str) -> String {
             let keys: Vec<&str> = key.split('.').collect();
             format!("environment variable {}", md.interpolate(&Profile::Default, &keys))
         }
-        Some(figment::Source::Code(_)) if md.name.contains("Serialized") => {
-            "built-in default".into()
-        }
+        Some(figment::Source::Code(_)) => "built-in default".into(),
         _ => md.name.to_string(),
     }
 }

@@ -4,15 +4,30 @@
 //! source RPCs call canonical, without an L1 node and without derivation.
 //!
 //! ```text
-//!  sources (1..n, HTTP/WS JSON-RPC)
-//!      -> agreed view (latest / safe / finalized the quorum agrees on, by hash)
-//!      -> planner (pure): local view + agreed view -> Idle | Insert | Promote | Recover | Halt
-//!      -> executor: engine_newPayload / engine_forkchoiceUpdated, result read back
-//!      -> local EL (Engine API, JWT)
+//!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, full blocks
+//!      -> agreed view (latest/safe/finalized) source::quorum
+//!      -> payloads, verified (hash, roots)   payload::
+//!      -> planner (pure)                     sync::plan: local + agreed -> next step
+//!      -> executor, pipelined                sync::driver: newPayload / forkchoiceUpdated
+//!      -> local EL (Engine API, JWT)         engine::   EngineClient
 //! ```
 //!
-//! The EL is the only state: on start the local view is read back from it. The invariants that
-//! hold at every forkchoice update are listed in the project's design notes (I1-I6).
+//! The EL is the only state: on every step the local view is read back from it. Invariants that
+//! hold at every forkchoice update (I1-I6 of the design notes): finalized <= safe <= head on one
+//! chain; finalized never moves back; the head descends from finalized; only agreed blocks become
+//! safe/finalized; a payload is sent only if it hashes to the claimed block and links to its
+//! parent; every engine answer is checked and the head is read back.
+
+pub mod chain;
+pub mod config;
+pub mod engine;
+pub mod payload;
+pub mod redact;
+pub mod source;
+pub mod sync;
+
+pub use config::Config;
+pub use sync::driver::{RunError, run};
 
 /// The crate version, as reported by `lightcl --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

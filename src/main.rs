@@ -1,20 +1,299 @@
-//! lightcl command-line entry point.
+//! lightcl command line: parse arguments, set up logging and signals, run, map errors to exit
+//! codes.
+//!
+//! Exit codes: 0 stopped by a signal; 1 runtime error; 2 bad configuration; 3 a start-up check
+//! failed (chain id, JWT); 4 halted on a finalized divergence (nothing more was sent to the EL).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use figment::value::{Dict, Value};
+use lightcl::config::{Config, FlagValues, LogFormat};
+use lightcl::engine::EngineClient;
+use lightcl::source::RpcSource;
+use lightcl::{RunError, run};
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+const EXIT_STARTUP: u8 = 3;
+const EXIT_HALTED: u8 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lightcl",
+    version,
+    about = "Keeps a local execution client on the chain trusted sources call canonical"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Follow the sources (the default).
+    Run(Opts),
+    /// Validate the configuration, connect to every source and the EL, check chain ids and the
+    /// JWT, print a summary, and exit.
+    Check(Opts),
+}
+
+#[derive(Args, Debug, Default, Clone)]
+struct Opts {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "LIGHTCL_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Chain kind: optimism or ethereum.
+    #[arg(long, global = true)]
+    chain: Option<String>,
+    /// Expected chain id.
+    #[arg(long, global = true)]
+    chain_id: Option<u64>,
+    /// Source RPC URL (repeat for several; replaces the configured list).
+    #[arg(long = "source", global = true)]
+    sources: Vec<String>,
+    /// What the local head follows: safe or latest.
+    #[arg(long, global = true)]
+    follow: Option<String>,
+    /// Engine API URL.
+    #[arg(long, global = true)]
+    engine_url: Option<String>,
+    /// JWT secret file shared with the EL.
+    #[arg(long, global = true)]
+    jwt_secret: Option<PathBuf>,
+    /// The EL's JSON-RPC URL.
+    #[arg(long, global = true)]
+    el_rpc: Option<String>,
+    /// Poll interval of the sources, ms.
+    #[arg(long, global = true)]
+    poll_interval_ms: Option<u64>,
+    /// Blocks fetched ahead of the EL while catching up.
+    #[arg(long, global = true)]
+    prefetch: Option<usize>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Log level or filter.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+}
+
+impl Opts {
+    /// The flags that were given, as configuration values.
+    fn flag_values(&self) -> FlagValues {
+        let mut top = Dict::new();
+        let mut engine = Dict::new();
+        let mut log = Dict::new();
+        let s = |v: &str| Value::from(v.to_string());
+        if let Some(c) = &self.chain {
+            top.insert("chain".into(), s(c));
+        }
+        if let Some(id) = self.chain_id {
+            top.insert("chain_id".into(), Value::from(id));
+        }
+        if !self.sources.is_empty() {
+            top.insert(
+                "sources".into(),
+                Value::from(self.sources.iter().map(|u| s(u)).collect::<Vec<_>>()),
+            );
+        }
+        if let Some(f) = &self.follow {
+            top.insert("follow".into(), s(f));
+        }
+        if let Some(v) = self.poll_interval_ms {
+            top.insert("poll_interval_ms".into(), Value::from(v));
+        }
+        if let Some(v) = self.prefetch {
+            top.insert("prefetch".into(), Value::from(v));
+        }
+        if let Some(u) = &self.engine_url {
+            engine.insert("url".into(), s(u));
+        }
+        if let Some(p) = &self.jwt_secret {
+            engine.insert("jwt_secret_file".into(), s(&p.to_string_lossy()));
+        }
+        if let Some(u) = &self.el_rpc {
+            engine.insert("rpc_url".into(), s(u));
+        }
+        if let Some(f) = &self.log_format {
+            log.insert("format".into(), s(f));
+        }
+        if let Some(l) = &self.log_level {
+            log.insert("level".into(), s(l));
+        }
+        if !engine.is_empty() {
+            top.insert("engine".into(), Value::from(engine));
+        }
+        if !log.is_empty() {
+            top.insert("log".into(), Value::from(log));
+        }
+        FlagValues(top)
+    }
+
+    /// Merges subcommand flags over top-level ones.
+    fn merged(mut self, top: &Opts) -> Opts {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = top.$f.clone(); } )* };
+        }
+        fill!(
+            config,
+            chain,
+            chain_id,
+            follow,
+            engine_url,
+            jwt_secret,
+            el_rpc,
+            poll_interval_ms,
+            prefetch,
+            log_format,
+            log_level
+        );
+        if self.sources.is_empty() {
+            self.sources = top.sources.clone();
+        }
+        self
+    }
+}
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("--version") | Some("-V") => {
-            println!("lightcl {}", lightcl::VERSION);
-            ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let (check, opts) = match cli.command {
+        Some(Command::Run(o)) => (false, o.merged(&cli.opts)),
+        Some(Command::Check(o)) => (true, o.merged(&cli.opts)),
+        None => (false, cli.opts),
+    };
+    let config = match Config::load(opts.config.as_deref(), opts.flag_values()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lightcl: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-        _ => {
-            eprintln!(
-                "lightcl {}: the follower is not built yet; only --version is available",
-                lightcl::VERSION
-            );
-            ExitCode::from(2)
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lightcl: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
         }
+    };
+    if check {
+        return runtime.block_on(check_command(&config));
+    }
+    match runtime.block_on(run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(target: "lightcl", error = %e, "exiting");
+            eprintln!("lightcl: {e}");
+            ExitCode::from(match e {
+                RunError::ChainIdMismatch { .. } | RunError::Unauthorized(_) => EXIT_STARTUP,
+                RunError::FinalizedDivergence { .. } => EXIT_HALTED,
+                RunError::Engine(_) => EXIT_RUNTIME,
+            })
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(target: "lightcl", error = %e, "cannot listen for SIGTERM; Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `lightcl check`: every endpoint once, a summary, exit 0 or 3.
+async fn check_command(config: &Config) -> ExitCode {
+    println!("configuration: {}", config.summary());
+    let mut ok = true;
+    let timeout = Duration::from_millis(config.source_timeout_ms);
+    for entry in &config.sources {
+        let shown = lightcl::redact::RedactedUrl::new(entry.url());
+        match RpcSource::connect(entry, config.chain, timeout).await {
+            Ok(s) => match (s.chain_id().await, s.label(lightcl::chain::Label::Latest).await) {
+                (Ok(id), Ok(latest)) if id == config.chain_id => {
+                    println!(
+                        "source {}: ok, chain id {id}, latest {}",
+                        s.name(),
+                        latest.map_or("none".into(), |b| b.to_string())
+                    );
+                }
+                (Ok(id), Ok(_)) => {
+                    ok = false;
+                    println!(
+                        "source {}: WRONG CHAIN: chain id {id}, expected {}",
+                        s.name(),
+                        config.chain_id
+                    );
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    ok = false;
+                    println!("source {shown}: FAILED: {e}");
+                }
+            },
+            Err(e) => {
+                ok = false;
+                println!("source {shown}: FAILED: {e}");
+            }
+        }
+    }
+    match EngineClient::new(&config.engine) {
+        Ok(engine) => {
+            match engine.chain_id().await {
+                Ok(id) if id == config.chain_id => println!("EL JSON-RPC: ok, chain id {id}"),
+                Ok(id) => {
+                    ok = false;
+                    println!(
+                        "EL JSON-RPC: WRONG CHAIN: chain id {id}, expected {}",
+                        config.chain_id
+                    );
+                }
+                Err(e) => {
+                    ok = false;
+                    println!("EL JSON-RPC: FAILED: {e}");
+                }
+            }
+            match engine.exchange_capabilities().await {
+                Ok(caps) => println!("EL Engine API: ok, JWT accepted, {} methods", caps.len()),
+                Err(e) => {
+                    ok = false;
+                    println!("EL Engine API: FAILED: {e}");
+                }
+            }
+        }
+        Err(e) => {
+            ok = false;
+            println!("EL: FAILED: {e}");
+        }
+    }
+    if ok {
+        println!("check passed");
+        ExitCode::SUCCESS
+    } else {
+        println!("check FAILED");
+        ExitCode::from(EXIT_STARTUP)
     }
 }

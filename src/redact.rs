@@ -50,9 +50,9 @@ pub fn redact(raw: &str) -> String {
             url.query_pairs().map(|(k, _)| (k.into_owned(), "***".to_string())).collect();
         url.query_pairs_mut().clear().extend_pairs(pairs);
     }
-    let segments: Option<Vec<String>> = url
-        .path_segments()
-        .map(|s| s.map(|seg| if looks_like_key(seg) { "***".into() } else { seg.into() }).collect());
+    let segments: Option<Vec<String>> = url.path_segments().map(|s| {
+        s.map(|seg| if looks_like_key(seg) { "***".into() } else { seg.into() }).collect()
+    });
     if let Some(segments) = segments {
         url.set_path(&segments.join("/"));
     }
@@ -67,7 +67,10 @@ mod tests {
     fn removes_credentials() {
         let cases = [
             ("http://user:hunter2@host:8545/", "http://***:***@host:8545/"),
-            ("https://mainnet.example/v2/abcDEF1234567890abcdef12", "https://mainnet.example/v2/***"),
+            (
+                "https://mainnet.example/v2/abcDEF1234567890abcdef12",
+                "https://mainnet.example/v2/***",
+            ),
             ("wss://x.example/ws?apikey=s3cr3t", "wss://x.example/ws?apikey=***"),
             ("http://127.0.0.1:8545", "http://127.0.0.1:8545/"),
             ("not a url hunter2", "<unparseable url>"),

@@ -10,7 +10,9 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
     /// The file cannot be read.
-    #[error("cannot read JWT secret file {path}: {source}; create it with 32 random bytes as hex (`openssl rand -hex 32`) and give the EL the same file")]
+    #[error(
+        "cannot read JWT secret file {path}: {source}; create it with 32 random bytes as hex (`openssl rand -hex 32`) and give the EL the same file"
+    )]
     Read {
         /// File path.
         path: String,
@@ -18,7 +20,9 @@ pub enum JwtError {
         source: std::io::Error,
     },
     /// The contents are not 32 bytes of hex.
-    #[error("JWT secret file {path} must hold exactly 64 hex characters (32 bytes, optional 0x prefix): {problem}")]
+    #[error(
+        "JWT secret file {path} must hold exactly 64 hex characters (32 bytes, optional 0x prefix): {problem}"
+    )]
     Format {
         /// File path.
         path: String,

@@ -4,4 +4,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod engines;
+mod follow;
 mod testbed;

@@ -9,6 +9,7 @@
 
 pub mod genesis;
 pub mod jwt;
+pub mod lightcl;
 pub mod node;
 pub mod producer;
 pub mod rpc;

@@ -312,7 +312,7 @@ impl Producer {
         })?;
         if waits_for_pool {
             // geth fills the block from its pool in the background; getPayload stops that.
-            tokio::time::sleep(Duration::from_millis(150)).await;
+            tokio::time::sleep(Duration::from_millis(60)).await;
         }
         let mut env: Value = self.engine.call("engine_getPayloadV4", json!([payload_id])).await?;
         let payload = env.get_mut("executionPayload").map(Value::take).unwrap_or(Value::Null);

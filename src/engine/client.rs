@@ -1,0 +1,233 @@
+//! Engine API client (HS256 JWT per request, per-method timeouts) and EL JSON-RPC reads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use serde_json::{Value, json};
+
+use super::jwt::JwtSecret;
+use super::{EngineError, PayloadStatus};
+use crate::chain::{BlockRef, Heads, Label};
+use crate::config::EngineConfig;
+use crate::payload::{FcuVersion, Payload};
+use crate::redact::RedactedUrl;
+
+/// A block as the EL reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalBlock {
+    /// Height and hash.
+    pub block: BlockRef,
+    /// Parent hash.
+    pub parent_hash: B256,
+    /// The forkchoiceUpdated version for a head at this block.
+    pub fcu: FcuVersion,
+}
+
+/// Talks to one EL.
+#[derive(Debug)]
+pub struct EngineClient {
+    http: reqwest::Client,
+    engine_url: String,
+    rpc_url: String,
+    shown_engine: RedactedUrl,
+    shown_rpc: RedactedUrl,
+    secret: JwtSecret,
+    new_payload_timeout: Duration,
+    forkchoice_timeout: Duration,
+    call_timeout: Duration,
+    next_id: AtomicU64,
+}
+
+impl EngineClient {
+    /// A client from the engine settings (reads the JWT secret file).
+    pub fn new(cfg: &EngineConfig) -> Result<Self, EngineError> {
+        let secret = JwtSecret::from_file(&cfg.jwt_secret_file)?;
+        Ok(Self {
+            http: reqwest::Client::new(),
+            engine_url: cfg.url.clone(),
+            rpc_url: cfg.rpc_url.clone(),
+            shown_engine: RedactedUrl::new(&cfg.url),
+            shown_rpc: RedactedUrl::new(&cfg.rpc_url),
+            secret,
+            new_payload_timeout: Duration::from_millis(cfg.new_payload_timeout_ms),
+            forkchoice_timeout: Duration::from_millis(cfg.forkchoice_timeout_ms),
+            call_timeout: Duration::from_millis(cfg.call_timeout_ms),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    async fn call(
+        &self,
+        authed: bool,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, EngineError> {
+        let (url, shown) = if authed {
+            (&self.engine_url, &self.shown_engine)
+        } else {
+            (&self.rpc_url, &self.shown_rpc)
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        let mut req = self.http.post(url).json(&body).timeout(timeout);
+        if authed {
+            req = req.bearer_auth(self.secret.token()?);
+        }
+        let transport = |e: reqwest::Error| {
+            if e.is_timeout() {
+                EngineError::Timeout { method: method.to_string(), after: timeout }
+            } else {
+                EngineError::Unreachable {
+                    url: shown.to_string(),
+                    method: method.to_string(),
+                    message: crate::source::rpc::error_chain(&e),
+                }
+            }
+        };
+        let resp = req.send().await.map_err(transport)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(transport)?;
+        if authed && (status == 401 || status == 403) {
+            return Err(EngineError::Unauthorized { status });
+        }
+        if !(200..300).contains(&status) {
+            let body: String = text.chars().take(200).collect();
+            return Err(EngineError::Http { method: method.to_string(), status, body });
+        }
+        let mut v: Value = serde_json::from_str(&text).map_err(|e| EngineError::Decode {
+            method: method.to_string(),
+            message: format!("not JSON: {e}"),
+        })?;
+        if let Some(err) = v.get("error") {
+            return Err(EngineError::Rpc {
+                method: method.to_string(),
+                code: err.get("code").and_then(Value::as_i64).unwrap_or(0),
+                message: err.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
+            });
+        }
+        Ok(v.get_mut("result").map(Value::take).unwrap_or(Value::Null))
+    }
+
+    /// engine_exchangeCapabilities: proves the JWT and lists the EL's methods.
+    pub async fn exchange_capabilities(&self) -> Result<Vec<String>, EngineError> {
+        let ours = [
+            "engine_newPayloadV1",
+            "engine_newPayloadV2",
+            "engine_newPayloadV3",
+            "engine_newPayloadV4",
+            "engine_forkchoiceUpdatedV1",
+            "engine_forkchoiceUpdatedV2",
+            "engine_forkchoiceUpdatedV3",
+        ];
+        let v = self
+            .call(true, "engine_exchangeCapabilities", json!([ours]), self.call_timeout)
+            .await?;
+        serde_json::from_value(v).map_err(|e| EngineError::Decode {
+            method: "engine_exchangeCapabilities".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// engine_newPayloadVn for a verified payload.
+    pub async fn new_payload(&self, p: &Payload) -> Result<PayloadStatus, EngineError> {
+        let v = self.call(true, p.method, p.params.clone(), self.new_payload_timeout).await?;
+        serde_json::from_value(v)
+            .map_err(|e| EngineError::Decode { method: p.method.into(), message: e.to_string() })
+    }
+
+    /// engine_forkchoiceUpdatedVn without payload attributes.
+    pub async fn forkchoice_updated(
+        &self,
+        version: FcuVersion,
+        heads: &Heads,
+    ) -> Result<PayloadStatus, EngineError> {
+        let state = json!({
+            "headBlockHash": heads.head.hash,
+            "safeBlockHash": heads.safe.hash,
+            "finalizedBlockHash": heads.finalized.hash,
+        });
+        let method = version.method();
+        let v = self.call(true, method, json!([state, null]), self.forkchoice_timeout).await?;
+        serde_json::from_value(v.get("payloadStatus").cloned().unwrap_or(Value::Null))
+            .map_err(|e| EngineError::Decode { method: method.into(), message: e.to_string() })
+    }
+
+    /// eth_chainId of the EL.
+    pub async fn chain_id(&self) -> Result<u64, EngineError> {
+        let v = self.call(false, "eth_chainId", json!([]), self.call_timeout).await?;
+        parse_quantity(&v).ok_or_else(|| EngineError::Decode {
+            method: "eth_chainId".into(),
+            message: format!("not a quantity: {v}"),
+        })
+    }
+
+    /// A block of the EL's canonical chain by label or height (`None`: it has none there).
+    pub async fn block(&self, at: BlockAt) -> Result<Option<LocalBlock>, EngineError> {
+        let tag = match at {
+            BlockAt::Label(l) => l.tag().to_string(),
+            BlockAt::Number(n) => format!("{n:#x}"),
+        };
+        let res = self.call(false, "eth_getBlockByNumber", json!([tag, false]), self.call_timeout);
+        let v = match res.await {
+            Ok(v) => v,
+            // geth answers an error, not null, for a label it has not set yet.
+            Err(EngineError::Rpc { .. }) if matches!(at, BlockAt::Label(_)) => Value::Null,
+            Err(e) => return Err(e),
+        };
+        if v.is_null() {
+            return Ok(None);
+        }
+        local_block(&v).map(Some).ok_or_else(|| EngineError::Decode {
+            method: "eth_getBlockByNumber".into(),
+            message: "block without number/hash/parentHash".into(),
+        })
+    }
+
+    /// The EL's head, safe and finalized (unset labels read as genesis).
+    pub async fn heads(&self) -> Result<(Heads, FcuVersion), EngineError> {
+        let head = self.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| {
+            EngineError::Decode {
+                method: "eth_getBlockByNumber".into(),
+                message: "no latest block".into(),
+            }
+        })?;
+        let genesis = match self.block(BlockAt::Number(0)).await? {
+            Some(g) => g.block,
+            None => head.block,
+        };
+        let safe = self.block(BlockAt::Label(Label::Safe)).await?.map_or(genesis, |b| b.block);
+        let finalized =
+            self.block(BlockAt::Label(Label::Finalized)).await?.map_or(genesis, |b| b.block);
+        Ok((Heads { head: head.block, safe, finalized }, head.fcu))
+    }
+}
+
+/// Which block to read from the EL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockAt {
+    /// By label.
+    Label(Label),
+    /// By height.
+    Number(u64),
+}
+
+fn local_block(v: &Value) -> Option<LocalBlock> {
+    let number = parse_quantity(v.get("number")?)?;
+    let hash: B256 = v.get("hash")?.as_str()?.parse().ok()?;
+    let parent_hash: B256 = v.get("parentHash")?.as_str()?.parse().ok()?;
+    let fcu = if v.get("parentBeaconBlockRoot").is_some_and(|x| !x.is_null()) {
+        FcuVersion::V3
+    } else if v.get("withdrawalsRoot").is_some_and(|x| !x.is_null()) {
+        FcuVersion::V2
+    } else {
+        FcuVersion::V1
+    };
+    Some(LocalBlock { block: BlockRef::new(number, hash), parent_hash, fcu })
+}
+
+/// Parses a JSON-RPC quantity ("0x1a").
+pub fn parse_quantity(v: &Value) -> Option<u64> {
+    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
+}

@@ -1,0 +1,228 @@
+//! Pure decisions: given the local heads, the agreed source heads and a few hash lookups, what
+//! the follower does next, and which labels a forkchoice update may carry (I1-I4).
+
+use alloy_primitives::B256;
+
+use crate::chain::{BlockRef, Heads};
+use crate::config::Follow;
+
+/// Everything the planner looks at. Hash lookups are done by the caller beforehand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The EL's heads.
+    pub local: Heads,
+    /// The heads the sources agree on.
+    pub agreed: Heads,
+    /// What the local head follows.
+    pub follow: Follow,
+    /// The EL's hash at the height of the follow target (if at or below the local head).
+    pub local_at_target: Option<B256>,
+    /// The sources' (agreed) hash at the local finalized height.
+    pub source_at_local_finalized: Option<B256>,
+}
+
+/// The next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// In sync; nothing to send.
+    Idle,
+    /// Fetch and feed blocks `from..=to` on top of the local head.
+    Insert {
+        /// First height (local head + 1).
+        from: u64,
+        /// Last height (the follow target).
+        to: u64,
+    },
+    /// The blocks are local; move the forkchoice to these heads.
+    Promote(Heads),
+    /// The local chain and the sources' differ at or below `at`, above local finalized.
+    Diverged {
+        /// A height where they differ.
+        at: u64,
+    },
+    /// The sources disagree with the local finalized block: no engine writes (I2).
+    FinalizedDivergence {
+        /// Local finalized block.
+        local: BlockRef,
+        /// The sources' hash at that height.
+        source: B256,
+    },
+}
+
+impl View {
+    /// The source label the head follows.
+    pub fn target(&self) -> BlockRef {
+        match self.follow {
+            Follow::Safe => self.agreed.safe,
+            Follow::Latest => self.agreed.head,
+        }
+    }
+}
+
+/// Decides the next step.
+pub fn plan(v: &View) -> Step {
+    if let Some(source) = v.source_at_local_finalized
+        && source != v.local.finalized.hash
+    {
+        return Step::FinalizedDivergence { local: v.local.finalized, source };
+    }
+    let target = v.target();
+    if target.number > v.local.head.number {
+        return Step::Insert { from: v.local.head.number + 1, to: target.number };
+    }
+    match v.local_at_target {
+        Some(h) if h == target.hash => {
+            // The target is on the local chain. The head stays where it is when it is already
+            // beyond the target (following safe after latest): moving it back would rewind.
+            let head = if target.number < v.local.head.number { v.local.head } else { target };
+            let next = labels(head, &v.local, &v.agreed, |b| b.number <= target.number);
+            if next == v.local { Step::Idle } else { Step::Promote(next) }
+        }
+        _ => Step::Diverged { at: target.number },
+    }
+}
+
+/// The forkchoice for `head`: safe and finalized advance to the agreed ones when those are known
+/// to be on the local chain (`on_chain`), finalized never moves back, and
+/// finalized <= safe <= head always holds (I1, I2, I4).
+pub fn labels(
+    head: BlockRef,
+    local: &Heads,
+    agreed: &Heads,
+    on_chain: impl Fn(&BlockRef) -> bool,
+) -> Heads {
+    let usable = |b: &BlockRef| b.number <= head.number && on_chain(b);
+    let mut finalized = local.finalized;
+    if agreed.finalized.number >= local.finalized.number && usable(&agreed.finalized) {
+        finalized = agreed.finalized;
+    }
+    let mut safe = if usable(&agreed.safe) {
+        agreed.safe
+    } else if local.safe.number <= head.number {
+        local.safe
+    } else {
+        finalized
+    };
+    if safe.number < finalized.number {
+        safe = finalized;
+    }
+    if finalized.number > head.number {
+        // Cannot happen for a head that descends from finalized; keep I1 regardless.
+        finalized = head;
+        safe = head;
+    }
+    Heads { head, safe, finalized }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u64) -> BlockRef {
+        BlockRef::new(n, B256::with_last_byte(n as u8))
+    }
+
+    fn other(n: u64) -> BlockRef {
+        BlockRef::new(n, B256::repeat_byte(0xee))
+    }
+
+    fn heads(h: u64, s: u64, f: u64) -> Heads {
+        Heads { head: b(h), safe: b(s), finalized: b(f) }
+    }
+
+    fn view(local: Heads, agreed: Heads, follow: Follow) -> View {
+        let target = match follow {
+            Follow::Safe => agreed.safe,
+            Follow::Latest => agreed.head,
+        };
+        View {
+            local,
+            agreed,
+            follow,
+            local_at_target: (target.number <= local.head.number).then(|| b(target.number).hash),
+            source_at_local_finalized: Some(local.finalized.hash),
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        let cases: Vec<(&str, View, Step)> = vec![
+            (
+                "fresh EL, follow safe: insert up to safe",
+                view(heads(0, 0, 0), heads(300, 250, 200), Follow::Safe),
+                Step::Insert { from: 1, to: 250 },
+            ),
+            (
+                "fresh EL, follow latest",
+                view(heads(0, 0, 0), heads(300, 250, 200), Follow::Latest),
+                Step::Insert { from: 1, to: 300 },
+            ),
+            (
+                "at target, labels behind: promote",
+                view(heads(250, 100, 50), heads(300, 250, 200), Follow::Safe),
+                Step::Promote(heads(250, 250, 200)),
+            ),
+            ("in sync", view(heads(250, 250, 200), heads(300, 250, 200), Follow::Safe), Step::Idle),
+            (
+                "ahead of a safe target: head kept, labels move",
+                view(heads(300, 100, 50), heads(300, 250, 200), Follow::Safe),
+                Step::Promote(heads(300, 250, 200)),
+            ),
+            (
+                "target hash differs locally",
+                View {
+                    local_at_target: Some(other(250).hash),
+                    ..view(heads(260, 0, 0), heads(300, 250, 0), Follow::Safe)
+                },
+                Step::Diverged { at: 250 },
+            ),
+            (
+                "source disagrees with local finalized",
+                View {
+                    source_at_local_finalized: Some(other(50).hash),
+                    ..view(heads(100, 60, 50), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::FinalizedDivergence { local: b(50), source: other(50).hash },
+            ),
+        ];
+        for (name, v, want) in cases {
+            assert_eq!(plan(&v), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn labels_keep_invariants() {
+        let all = |_: &BlockRef| true;
+        // Agreed finalized below local finalized: finalized never moves back.
+        assert_eq!(
+            labels(b(100), &heads(90, 80, 70), &heads(120, 60, 40), all),
+            heads(100, 70, 70)
+        );
+        // Agreed labels above the head: keep local ones.
+        assert_eq!(labels(b(10), &heads(9, 5, 3), &heads(300, 250, 200), all), heads(10, 5, 3));
+        // Agreed labels not known to be on the local chain: not used.
+        assert_eq!(
+            labels(b(100), &heads(90, 50, 40), &heads(100, 90, 80), |_| false),
+            heads(100, 50, 40)
+        );
+    }
+
+    /// Exhaustive small check: for every combination the result satisfies I1 and I2.
+    #[test]
+    fn labels_property() {
+        for h in 0..12u64 {
+            for (ls, lf) in (0..12u64).flat_map(|s| (0..=s).map(move |f| (s, f))) {
+                for (s, f) in (0..15u64).flat_map(|s| (0..=s).map(move |f| (s, f))) {
+                    if lf > h {
+                        continue;
+                    }
+                    let local = heads(h.max(ls), ls, lf);
+                    let out = labels(b(h), &local, &heads(14, s, f), |_| true);
+                    assert!(out.finalized.number <= out.safe.number, "{out:?}");
+                    assert!(out.safe.number <= out.head.number, "{out:?}");
+                    assert!(out.finalized.number >= lf, "finalized moved back: {out:?}");
+                }
+            }
+        }
+    }
+}

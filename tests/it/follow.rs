@@ -1,0 +1,93 @@
+//! End to end: lightcl (the real binary) follows a source EL into a fresh EL, both real.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+
+pub fn lightcl_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_lightcl"))
+}
+
+pub async fn sibling(of: &ElNode, name: &str) -> ElNode {
+    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
+    ElNode::spawn_with(opts).await.expect("spawn sibling")
+}
+
+/// (head, safe, finalized) hashes of a node.
+pub async fn label_hashes(n: &ElNode) -> (B256, Option<B256>, Option<B256>) {
+    let head = n.head().await.expect("head").hash;
+    let safe = n.block("safe").await.expect("safe").map(|b| b.hash);
+    let fin = n.block("finalized").await.expect("fin").map(|b| b.hash);
+    (head, safe, fin)
+}
+
+/// Waits until `el` has exactly these head, safe and finalized hashes.
+pub async fn wait_labels(el: &ElNode, want: (B256, B256, B256), timeout: Duration, lc: &Lightcl) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = label_hashes(el).await;
+        if got == (want.0, Some(want.1), Some(want.2)) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let n = el.head().await.map(|b| b.number).unwrap_or(0);
+            panic!(
+                "EL did not converge: got {got:?} (head #{n}), want {want:?}\nlightcl log tail:\n{}",
+                tail(&lc.log(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A source with `blocks` blocks carrying transactions, safe and finalized as given.
+pub async fn source_chain(kind: ChainKind, blocks: u64, safe: u64, fin: u64) -> (ElNode, Producer) {
+    let src = ElNode::spawn(kind, "source").await.expect("spawn source");
+    let mut p = Producer::new(&src).await.expect("producer");
+    p.build_many(blocks, TxMix::new(1, 1)).await.expect("build");
+    assert!(p.set_labels(safe, fin).await.expect("labels").is_valid());
+    (src, p)
+}
+
+fn h(p: &Producer, n: u64) -> B256 {
+    p.hash_at(n).expect("hash")
+}
+
+async fn follows_safe_then_latest(kind: ChainKind) {
+    let (src, mut p) = source_chain(kind, 300, 250, 200).await;
+    let el = sibling(&src, "follower").await;
+    let cfg = FollowerConfig::new(&src, &el);
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
+    wait_labels(&el, (h(&p, 250), h(&p, 250), h(&p, 200)), Duration::from_secs(120), &lc).await;
+
+    // The producer moves on; lightcl follows.
+    p.build_many(20, TxMix::new(1, 1)).await.expect("more blocks");
+    assert!(p.set_labels(310, 290).await.expect("labels").is_valid());
+    wait_labels(&el, (h(&p, 310), h(&p, 310), h(&p, 290)), Duration::from_secs(60), &lc).await;
+    let status = lc.stop().await.expect("lightcl exits on SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(lc.log().contains("catching up") || lc.log().contains("inserted"), "no progress log");
+
+    // Following latest: the head reaches the source's latest.
+    let latest = FollowerConfig { follow: "latest", ..cfg };
+    let lc = Lightcl::start(lightcl_bin(), &latest).expect("start lightcl");
+    wait_labels(&el, (h(&p, 320), h(&p, 310), h(&p, 290)), Duration::from_secs(60), &lc).await;
+}
+
+#[tokio::test]
+async fn op_geth_follows_safe_then_latest() {
+    follows_safe_then_latest(ChainKind::Optimism).await;
+}
+
+#[tokio::test]
+async fn geth_follows_safe_then_latest() {
+    follows_safe_then_latest(ChainKind::Ethereum).await;
+}

@@ -1,0 +1,221 @@
+//! Running the lightcl binary as a process under test: config writer, log capture, kill on drop.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::Error;
+use crate::genesis::ChainKind;
+use crate::node::ElNode;
+
+/// Settings for a lightcl config file.
+#[derive(Debug, Clone)]
+pub struct FollowerConfig {
+    /// Chain kind.
+    pub kind: ChainKind,
+    /// Chain id.
+    pub chain_id: u64,
+    /// Source URLs.
+    pub sources: Vec<String>,
+    /// Engine API URL.
+    pub engine_url: String,
+    /// EL JSON-RPC URL.
+    pub el_rpc_url: String,
+    /// JWT secret file.
+    pub jwt_file: PathBuf,
+    /// "safe" or "latest".
+    pub follow: &'static str,
+    /// Poll interval, ms.
+    pub poll_interval_ms: u64,
+    /// Extra TOML lines at the top level.
+    pub extra: String,
+}
+
+impl FollowerConfig {
+    /// lightcl following `source` into `el`.
+    pub fn new(source: &ElNode, el: &ElNode) -> Self {
+        Self {
+            kind: el.kind(),
+            chain_id: el.chain_id(),
+            sources: vec![source.http_url()],
+            engine_url: el.auth_url(),
+            el_rpc_url: el.http_url(),
+            jwt_file: el.jwt_path(),
+            follow: "safe",
+            poll_interval_ms: 200,
+            extra: String::new(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        let chain = match self.kind {
+            ChainKind::Optimism => "optimism",
+            ChainKind::Ethereum => "ethereum",
+        };
+        let sources: Vec<String> = self.sources.iter().map(|s| format!("{s:?}")).collect();
+        format!(
+            "chain = \"{chain}\"\nchain_id = {}\nsources = [{}]\nfollow = \"{}\"\n\
+             poll_interval_ms = {}\nprogress_interval_ms = 1000\n{}\n\n[engine]\nurl = {:?}\n\
+             rpc_url = {:?}\njwt_secret_file = {:?}\n\n[log]\nlevel = \"info,lightcl=debug\"\n",
+            self.chain_id,
+            sources.join(", "),
+            self.follow,
+            self.poll_interval_ms,
+            self.extra,
+            self.engine_url,
+            self.el_rpc_url,
+            self.jwt_file.display().to_string(),
+        )
+    }
+}
+
+/// A lightcl process; killed on drop (and by the kernel if the test process dies).
+#[derive(Debug)]
+pub struct Lightcl {
+    bin: PathBuf,
+    dir: TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+}
+
+impl Lightcl {
+    /// Writes `config` and starts `bin run --config FILE`.
+    pub fn start(bin: &Path, config: &FollowerConfig) -> Result<Self, Error> {
+        Self::start_with_args(bin, &config.to_toml(), &["run"])
+    }
+
+    /// Writes `toml` as the config and starts `bin ARGS... --config FILE`.
+    pub fn start_with_args(bin: &Path, toml: &str, args: &[&str]) -> Result<Self, Error> {
+        let dir = tempfile::Builder::new().prefix("lightcl-proc-").tempdir().map_err(Error::Io)?;
+        fs::write(dir.path().join("lightcl.toml"), toml).map_err(Error::Io)?;
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.push("--config".into());
+        all.push(dir.path().join("lightcl.toml").display().to_string());
+        let mut me = Self { bin: bin.to_path_buf(), dir, args: all, child: None, exit: None };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    fn spawn(&mut self) -> Result<(), Error> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(Error::Io)?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(Error::Io)?)
+            .stderr(log)
+            .env("NO_COLOR", "1");
+        // SAFETY: prctl only; see node.rs.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().map_err(|e| Error::Spawn(format!("lightcl: {e}")))?);
+        self.exit = None;
+        Ok(())
+    }
+
+    /// Starts it again with the same config (after a stop or kill).
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.kill();
+        self.spawn()
+    }
+
+    /// The captured stdout and stderr.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("lightcl.log")
+    }
+
+    /// The whole log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: libc::c_int) {
+        if let Some(c) = &self.child
+            && let Ok(pid) = libc::pid_t::try_from(c.id())
+        {
+            // SAFETY: kill(2) on our own unreaped child.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            self.exit = c.wait().ok();
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                self.exit = Some(st);
+                return Some(st);
+            }
+            if self.child.is_none() {
+                return self.exit;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) -> Option<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(Duration::from_secs(30)).await;
+        if st.is_none() {
+            self.kill();
+        }
+        st.or(self.exit)
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+}
+
+impl Drop for Lightcl {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- lightcl log tail ---\n{}\n--- end ---",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+    }
+}
