@@ -399,7 +399,7 @@ impl Follower {
             Step::Idle => Ok(StepOutcome::Idle),
             Step::Promote(next) => {
                 self.forkchoice(version, &next).await?;
-                info!(target: "lightcl::sync", head = %next.head, safe = %next.safe,
+                debug!(target: "lightcl::sync", head = %next.head, safe = %next.safe,
                     finalized = %next.finalized, "labels moved");
                 Ok(StepOutcome::Progress)
             }
@@ -432,6 +432,15 @@ impl Follower {
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
         let end = to.min(from + MAX_BATCH - 1);
+        // Agreed labels already on the local chain may be used in the batch's forkchoices.
+        let mut known_local = HashMap::new();
+        for b in [agreed.safe, agreed.finalized] {
+            if b.number <= local.head.number
+                && self.engine.block(BlockAt::Number(b.number)).await?.map(|l| l.block) == Some(b)
+            {
+                known_local.insert(b.number, b.hash);
+            }
+        }
         let window = self.config.prefetch;
         let concurrency = self.config.fetch_concurrency;
         let (tx, mut rx) = mpsc::channel::<Result<Payload, StepError>>(window);
@@ -459,7 +468,7 @@ impl Follower {
         let inserter = async {
             let mut prev = local.head;
             let mut fcu = version;
-            let mut inserted: HashMap<u64, B256> = HashMap::new();
+            let mut inserted: HashMap<u64, B256> = known_local;
             let mut progress = Progress::new(from, to, self.config.progress_interval_ms);
             let mut since_fcu = 0u64;
             let mut result: Result<(), StepError> = Ok(());
@@ -622,8 +631,13 @@ impl Progress {
     }
 
     fn done(&self, heads: &Heads) {
-        let secs = self.start.elapsed().as_secs_f64();
-        info!(target: "lightcl::sync", head = %heads.head, safe = %heads.safe, finalized = %heads.finalized,
-            blocks = self.done, from = self.from, seconds = format!("{secs:.1}"), "inserted");
+        let secs = format!("{:.1}", self.start.elapsed().as_secs_f64());
+        if self.done > 1 {
+            info!(target: "lightcl::sync", head = %heads.head, safe = %heads.safe, finalized = %heads.finalized,
+                blocks = self.done, from = self.from, seconds = secs, "inserted");
+        } else {
+            debug!(target: "lightcl::sync", head = %heads.head, safe = %heads.safe, finalized = %heads.finalized,
+                blocks = self.done, from = self.from, seconds = secs, "inserted");
+        }
     }
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job on a self-contained local default: an op-geth source chain with a block producer,
+# a fresh op-geth EL, and lightcl following it. Prints progress until Ctrl-C.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/install-els.sh
+cargo build --quiet -p lightcl -p lightcl-testbed --bins
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/debug/devnet" --lightcl "${CARGO_TARGET_DIR:-$ROOT/target}/debug/lightcl" "$@"
