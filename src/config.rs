@@ -368,7 +368,13 @@ fn describe(err: figment::Error) -> String {
         let from = e.metadata.as_ref().map(|m| describe_metadata(m, &key));
         let what = match &e.kind {
             figment::error::Kind::UnknownField(field, _) => {
-                let full = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                let full = if key.is_empty() {
+                    field.clone()
+                } else if e.path.last() == Some(field) {
+                    key.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
                 let from = e
                     .metadata
                     .as_ref()
@@ -440,13 +446,17 @@ mod tests {
     #[test]
     fn unknown_key_is_named_with_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let body = format!("{}\npoll_intervall_ms = 5\n", base(dir.path()));
-        let body = body.replace("[engine]", "poll_intervall_ms = 5\n[engine]");
+        let body = base(dir.path()).replace("[engine]", "poll_intervall_ms = 5\n[engine]");
         let file = write(dir.path(), "c.toml", &body);
         let err = Config::load(Some(&file), FlagValues::default()).expect_err("must fail");
         let msg = err.to_string();
         assert!(msg.contains("unknown key `poll_intervall_ms`"), "{msg}");
         assert!(msg.contains("c.toml"), "{msg}");
+        // Nested keys are named with their table.
+        let body = format!("{}\nurll = \"x\"\n", base(dir.path()));
+        let file = write(dir.path(), "d.toml", &body);
+        let msg = Config::load(Some(&file), FlagValues::default()).expect_err("fail").to_string();
+        assert!(msg.contains("unknown key `engine.urll`"), "{msg}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod jwt;
 pub mod lightcl;
 pub mod node;
 pub mod producer;
+pub mod proxy;
 pub mod rpc;
 pub mod txs;
 

@@ -29,7 +29,9 @@ fn parse_args() -> Result<Args, String> {
         let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "--lightcl" => args.lightcl = PathBuf::from(val()?),
-            "--prebuilt" => args.prebuilt = val()?.parse().map_err(|e| format!("--prebuilt: {e}"))?,
+            "--prebuilt" => {
+                args.prebuilt = val()?.parse().map_err(|e| format!("--prebuilt: {e}"))?
+            }
             "--block-time-ms" => {
                 let ms: u64 = val()?.parse().map_err(|e| format!("--block-time-ms: {e}"))?;
                 args.block_time = Duration::from_millis(ms.max(100));
@@ -38,7 +40,10 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if !args.lightcl.is_file() {
-        return Err(format!("lightcl binary not found at {} (build it, or pass --lightcl)", args.lightcl.display()));
+        return Err(format!(
+            "lightcl binary not found at {} (build it, or pass --lightcl)",
+            args.lightcl.display()
+        ));
     }
     Ok(args)
 }

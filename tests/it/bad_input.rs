@@ -1,0 +1,156 @@
+//! Bad input end to end: each case gets a clear message, a non-zero exit or a logged refusal,
+//! and no engine write.
+
+use std::time::Duration;
+
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::proxy::Proxy;
+use lightcl_testbed::{ChainKind, ElNode};
+use serde_json::Value;
+
+use crate::follow::{label_hashes, lightcl_bin, sibling, source_chain, tail, wait_labels};
+
+const EXIT_CONFIG: i32 = 2;
+const EXIT_STARTUP: i32 = 3;
+
+/// The follower EL must still be at genesis: nothing was written.
+async fn assert_untouched(el: &ElNode) {
+    let head = el.head().await.expect("head");
+    assert_eq!(head.number, 0, "the EL was written to");
+}
+
+async fn exits_with(lc: &mut Lightcl, code: i32, needle: &str) {
+    let st = lc.wait_exit(Duration::from_secs(60)).await.expect("lightcl should exit");
+    let log = lc.log();
+    assert_eq!(st.code(), Some(code), "exit status; log:\n{}", tail(&log, 20));
+    assert!(log.contains(needle), "log lacks {needle:?}:\n{}", tail(&log, 20));
+}
+
+#[tokio::test]
+async fn wrong_jwt_secret_exits_without_writing() {
+    let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
+    let el = sibling(&src, "follower").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong.hex");
+    std::fs::write(&wrong, "cd".repeat(32)).expect("write");
+    let cfg = FollowerConfig { jwt_file: wrong, ..FollowerConfig::new(&src, &el) };
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    exits_with(&mut lc, EXIT_STARTUP, "refused our Engine API token").await;
+    assert_untouched(&el).await;
+}
+
+#[tokio::test]
+async fn chain_id_mismatch_exits_without_writing() {
+    let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
+    let el = sibling(&src, "follower").await;
+    let cfg = FollowerConfig { chain_id: 12345, ..FollowerConfig::new(&src, &el) };
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    exits_with(&mut lc, EXIT_STARTUP, "reports chain id 901901, the configuration says 12345")
+        .await;
+    assert_untouched(&el).await;
+
+    // The EL on another chain than the sources.
+    let other = ElNode::spawn(ChainKind::Ethereum, "other-chain").await.expect("spawn");
+    let cfg = FollowerConfig {
+        engine_url: other.auth_url(),
+        el_rpc_url: other.http_url(),
+        jwt_file: other.jwt_path(),
+        ..FollowerConfig::new(&src, &el)
+    };
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    exits_with(&mut lc, EXIT_STARTUP, "the local EL reports chain id").await;
+    assert_untouched(&other).await;
+}
+
+#[tokio::test]
+async fn unknown_config_key_exits_with_its_name() {
+    let (src, _p) = source_chain(ChainKind::Optimism, 1, 1, 1).await;
+    let el = sibling(&src, "follower").await;
+    let cfg =
+        FollowerConfig { extra: "pol_interval_ms = 5".into(), ..FollowerConfig::new(&src, &el) };
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    exits_with(&mut lc, EXIT_CONFIG, "unknown key `pol_interval_ms`").await;
+    assert!(lc.log().contains("lightcl.toml"), "the message names the file");
+    assert_untouched(&el).await;
+}
+
+#[tokio::test]
+async fn unreachable_source_at_start_is_retried_then_followed() {
+    let (src, p) = source_chain(ChainKind::Optimism, 10, 8, 6).await;
+    let el = sibling(&src, "follower").await;
+    let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    proxy.set_down(true);
+    let cfg =
+        FollowerConfig { sources: vec![proxy.url().to_string()], ..FollowerConfig::new(&src, &el) };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    assert!(lc.wait_log("source not usable at start; retrying", Duration::from_secs(30)).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        lc.log().matches("retrying").count() >= 2,
+        "retries with backoff:\n{}",
+        tail(&lc.log(), 10)
+    );
+    assert_untouched(&el).await;
+    proxy.set_down(false);
+    let want = (p.hash_at(8).expect("h"), p.hash_at(8).expect("h"), p.hash_at(6).expect("h"));
+    wait_labels(&el, want, Duration::from_secs(60), &lc).await;
+}
+
+/// A source that serves a block whose contents do not hash to its claimed hash: refused before
+/// the EL sees it; lightcl holds below it and carries on when the source is honest again.
+async fn tampered_block_is_refused(tamper: lightcl_testbed::proxy::Tamper, needle: &str) {
+    let (src, p) = source_chain(ChainKind::Optimism, 12, 12, 2).await;
+    let el = sibling(&src, "follower").await;
+    let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    proxy.set_tamper(Some(tamper));
+    let cfg =
+        FollowerConfig { sources: vec![proxy.url().to_string()], ..FollowerConfig::new(&src, &el) };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    assert!(
+        lc.wait_log(needle, Duration::from_secs(60)).await,
+        "no refusal logged:\n{}",
+        tail(&lc.log(), 20)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let head = el.head().await.expect("head");
+    assert_eq!(head.number, 6, "the EL must stop right below the tampered block 7");
+    assert_eq!(label_hashes(&el).await.0, p.hash_at(6).expect("h"));
+    proxy.set_tamper(None);
+    let want = (p.hash_at(12).expect("h"), p.hash_at(12).expect("h"), p.hash_at(2).expect("h"));
+    wait_labels(&el, want, Duration::from_secs(60), &lc).await;
+}
+
+fn is_full_block_7(method: &str, params: &Value) -> bool {
+    method == "eth_getBlockByNumber" && params[0] == "0x7" && params[1] == true
+}
+
+#[tokio::test]
+async fn tampered_header_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_full_block_7(method, params) {
+            result["gasUsed"] = Value::from("0x1");
+        }
+    });
+    tampered_block_is_refused(tamper, "the header hashes to").await;
+}
+
+#[tokio::test]
+async fn tampered_transaction_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_full_block_7(method, params) {
+            // The transfer after the L1-info deposit now sends a different amount.
+            result["transactions"][1]["value"] = Value::from("0x2a");
+        }
+    });
+    tampered_block_is_refused(tamper, "the transactions hash to root").await;
+}
+
+#[tokio::test]
+async fn malformed_block_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_full_block_7(method, params) {
+            result["transactions"] = Value::from("garbage");
+        }
+    });
+    tampered_block_is_refused(tamper, "does not decode").await;
+}

@@ -1,0 +1,185 @@
+//! A JSON-RPC HTTP proxy for tests: forwards to one of several upstream ELs and can delay,
+//! refuse, alternate between upstreams, or tamper with answers (a lying or broken source).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::Error;
+
+/// Rewrites one answer: (method, params, result) -> new result.
+pub type Tamper = Box<dyn Fn(&str, &Value, &mut Value) + Send + Sync>;
+
+/// Which upstream answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Always this one.
+    Fixed(usize),
+    /// Round robin, one request each.
+    Alternate,
+}
+
+struct Shared {
+    upstreams: Vec<String>,
+    http: reqwest::Client,
+    route: Mutex<Route>,
+    next: AtomicUsize,
+    delay_ms: AtomicU64,
+    down: AtomicBool,
+    tamper: Mutex<Option<Tamper>>,
+    requests: AtomicU64,
+}
+
+/// A running proxy; stops when dropped.
+pub struct Proxy {
+    url: String,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("url", &self.url).finish()
+    }
+}
+
+impl Proxy {
+    /// Starts a proxy on a free loopback port in front of `upstreams` (JSON-RPC HTTP URLs).
+    pub async fn start(upstreams: Vec<String>) -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Io)?;
+        let url = format!("http://{}", listener.local_addr().map_err(Error::Io)?);
+        let shared = Arc::new(Shared {
+            upstreams,
+            http: reqwest::Client::new(),
+            route: Mutex::new(Route::Fixed(0)),
+            next: AtomicUsize::new(0),
+            delay_ms: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            tamper: Mutex::new(None),
+            requests: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let _ = serve(conn, s).await;
+                });
+            }
+        });
+        Ok(Self { url, shared, task })
+    }
+
+    /// The proxy's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Chooses the upstream(s).
+    pub fn set_route(&self, route: Route) {
+        *self.shared.route.lock().unwrap_or_else(|p| p.into_inner()) = route;
+    }
+
+    /// Delays every answer.
+    pub fn set_delay(&self, d: Duration) {
+        self.shared.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When down, every request gets HTTP 503.
+    pub fn set_down(&self, down: bool) {
+        self.shared.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Installs (or removes) an answer rewriter.
+    pub fn set_tamper(&self, t: Option<Tamper>) {
+        *self.shared.tamper.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+
+    /// Requests served so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
+    let (r, mut w) = conn.into_split();
+    let mut r = BufReader::new(r);
+    loop {
+        let mut len = 0usize;
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() && !first {
+                break;
+            }
+            first = false;
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).await?;
+        let (status, out) = answer(&s, &body).await;
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            out.len()
+        );
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(&out).await?;
+    }
+}
+
+async fn answer(s: &Shared, body: &[u8]) -> (&'static str, Vec<u8>) {
+    s.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = s.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if s.down.load(Ordering::Relaxed) || s.upstreams.is_empty() {
+        return ("503 Service Unavailable", b"source down".to_vec());
+    }
+    let route = *s.route.lock().unwrap_or_else(|p| p.into_inner());
+    let i = match route {
+        Route::Fixed(i) => i.min(s.upstreams.len() - 1),
+        Route::Alternate => s.next.fetch_add(1, Ordering::Relaxed) % s.upstreams.len(),
+    };
+    let resp = s
+        .http
+        .post(&s.upstreams[i])
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await;
+    let Ok(resp) = resp else { return ("502 Bad Gateway", b"upstream unreachable".to_vec()) };
+    let Ok(bytes) = resp.bytes().await else { return ("502 Bad Gateway", Vec::new()) };
+    let tamper = s.tamper.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(t) = tamper.as_ref() else { return ("200 OK", bytes.to_vec()) };
+    let (Ok(req), Ok(mut resp)) =
+        (serde_json::from_slice::<Value>(body), serde_json::from_slice::<Value>(&bytes))
+    else {
+        return ("200 OK", bytes.to_vec());
+    };
+    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
+    let params = req.get("params").cloned().unwrap_or(Value::Null);
+    if let Some(result) = resp.get_mut("result") {
+        t(method, &params, result);
+    }
+    ("200 OK", serde_json::to_vec(&resp).unwrap_or_default())
+}
