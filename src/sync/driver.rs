@@ -218,7 +218,9 @@ impl Follower {
 
     /// One task per WebSocket source turning new-head notifications into wake-ups.
     fn spawn_subscriptions(&mut self) {
-        for s in self.sources.iter().filter(|s| s.is_websocket()).cloned() {
+        let websockets: Vec<RpcSource> =
+            self.sources.iter().filter(|s| s.is_websocket()).cloned().collect();
+        for s in websockets {
             let (wake, token) = (self.wake.clone(), self.token.clone());
             self.tasks.spawn(async move {
                 let mut backoff = Backoff::default();

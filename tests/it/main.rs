@@ -6,4 +6,5 @@
 mod bad_input;
 mod engines;
 mod follow;
+mod resilience;
 mod testbed;

@@ -81,6 +81,7 @@ pub struct ElNode {
     http_port: u16,
     auth_port: u16,
     p2p_port: u16,
+    ws_port: u16,
     child: Option<Child>,
     /// JSON-RPC client for the node's HTTP port.
     pub rpc: RpcClient,
@@ -107,6 +108,7 @@ impl ElNode {
             .map_err(|e| Error::Spawn(format!("genesis does not serialise: {e}")))?;
         fs::write(root.join("genesis.json"), genesis).map_err(Error::Io)?;
         let (http_port, auth_port, p2p_port) = (free_port()?, free_port()?, free_port()?);
+        let ws_port = free_port()?;
         let rpc = RpcClient::new(format!("http://127.0.0.1:{http_port}"), None);
         let engine = RpcClient::new(format!("http://127.0.0.1:{auth_port}"), Some(jwt));
         let mut node = Self {
@@ -117,6 +119,7 @@ impl ElNode {
             http_port,
             auth_port,
             p2p_port,
+            ws_port,
             child: None,
             rpc,
             engine,
@@ -157,7 +160,7 @@ impl ElNode {
             "--datadir",
             &self.datadir().to_string_lossy(),
             "--networkid",
-            &chain_id_for(self.opts.kind).to_string(),
+            &self.chain_id().to_string(),
             "--syncmode",
             "full",
             "--http",
@@ -167,6 +170,13 @@ impl ElNode {
             &self.http_port.to_string(),
             "--http.api",
             "eth,net,web3,debug,admin,txpool",
+            "--ws",
+            "--ws.addr",
+            "127.0.0.1",
+            "--ws.port",
+            &self.ws_port.to_string(),
+            "--ws.api",
+            "eth,net,web3",
             "--authrpc.addr",
             "127.0.0.1",
             "--authrpc.port",
@@ -187,9 +197,6 @@ impl ElNode {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if let Some(id) = self.opts.genesis.pointer("/config/chainId").and_then(Value::as_u64) {
-            a[3] = id.to_string();
-        }
         a.extend(self.opts.extra_args.iter().cloned());
         a
     }
@@ -327,6 +334,11 @@ impl ElNode {
     /// JSON-RPC URL (HTTP).
     pub fn http_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// JSON-RPC URL (WebSocket).
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
     }
 
     /// Engine API URL (HTTP, JWT).

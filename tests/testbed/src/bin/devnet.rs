@@ -96,7 +96,7 @@ async fn devnet() -> Result<(), String> {
                 p.build(TxMix::new(2, 1)).await.map_err(err)?;
                 set_labels(&mut p).await?;
                 n += 1;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     let s = p.head();
                     let f = el.head().await.map_err(err)?;
                     let fs = el.block("safe").await.map_err(err)?.map_or(0, |b| b.number);
