@@ -91,3 +91,29 @@ async fn op_geth_follows_safe_then_latest() {
 async fn geth_follows_safe_then_latest() {
     follows_safe_then_latest(ChainKind::Ethereum).await;
 }
+
+#[tokio::test]
+async fn check_command_against_real_endpoints() {
+    let (src, _p) = source_chain(ChainKind::Optimism, 3, 3, 1).await;
+    let el = sibling(&src, "follower").await;
+    let cfg = FollowerConfig::new(&src, &el);
+    let mut ok =
+        Lightcl::start_with_args(lightcl_bin(), &cfg.to_toml(), &["check"]).expect("check");
+    let st = ok.wait_exit(Duration::from_secs(60)).await.expect("check exits");
+    assert!(st.success(), "check failed:\n{}", ok.log());
+    assert!(
+        ok.log().contains("EL Engine API: ok, JWT accepted") && ok.log().contains("check passed")
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong.hex");
+    std::fs::write(&wrong, "cd".repeat(32)).expect("write");
+    let bad = FollowerConfig { jwt_file: wrong, chain_id: 7, ..cfg };
+    let mut lc =
+        Lightcl::start_with_args(lightcl_bin(), &bad.to_toml(), &["check"]).expect("check");
+    let st = lc.wait_exit(Duration::from_secs(60)).await.expect("check exits");
+    assert_eq!(st.code(), Some(3), "{}", lc.log());
+    let log = lc.log();
+    assert!(log.contains("WRONG CHAIN") && log.contains("refused our Engine API token"), "{log}");
+    assert_eq!(el.head().await.expect("head").number, 0, "check never writes");
+}

@@ -6,5 +6,6 @@
 mod bad_input;
 mod engines;
 mod follow;
+mod packaging;
 mod resilience;
 mod testbed;

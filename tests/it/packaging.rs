@@ -1,0 +1,66 @@
+//! Shipped files: the systemd unit verifies; the example config loads and documents every key.
+
+use std::process::Command;
+
+#[test]
+fn systemd_unit_verifies() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/systemd/lightcl.service")).expect("unit");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lightcl.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/lightcl", env!("CARGO_BIN_EXE_lightcl")))
+        .expect("write");
+    let Ok(out) = Command::new("systemd-analyze").arg("verify").arg(&path).output() else {
+        eprintln!("systemd-analyze is not installed here; unit not verified");
+        return;
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+}
+
+#[test]
+fn example_config_documents_every_key_and_loads() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let text = std::fs::read_to_string(format!("{root}/config.example.toml")).expect("example");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwt = dir.path().join("jwt.hex");
+    std::fs::write(&jwt, "ab".repeat(32)).expect("jwt");
+    let file = dir.path().join("c.toml");
+    let text = text.replace("/etc/lightcl/jwt.hex", &jwt.display().to_string());
+    std::fs::write(&file, &text).expect("write");
+    let c = lightcl::Config::load(Some(&file), Default::default()).expect("example config loads");
+    assert_eq!(
+        c,
+        {
+            let mut d = lightcl::Config::default();
+            d.chain_id = c.chain_id;
+            d.sources = c.sources.clone();
+            d.engine.jwt_secret_file = jwt.clone();
+            d
+        },
+        "every value in the example is the default (except the required ones)"
+    );
+    let keys = serde_json::to_value(lightcl::Config::default()).expect("json");
+    for (k, v) in keys.as_object().expect("object") {
+        match v.as_object() {
+            Some(inner) => {
+                assert!(text.contains(&format!("[{k}]")), "table [{k}] undocumented");
+                for ik in inner.keys() {
+                    assert!(text.contains(&format!("\n{ik} =")), "key {k}.{ik} undocumented");
+                }
+            }
+            None => assert!(text.contains(&format!("\n{k} =")), "key {k} undocumented"),
+        }
+    }
+}
+
+#[test]
+fn check_command_reports_bad_config_with_exit_2() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lightcl"))
+        .args(["check", "--chain-id", "0", "--source", "http://127.0.0.1:1"])
+        .output()
+        .expect("run lightcl");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`chain_id` (from command-line flag)"), "{stderr}");
+}
