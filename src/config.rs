@@ -66,8 +66,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// One source: a URL, or a table with a name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One source: a URL, or a table with a name. Debug output redacts credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum SourceEntry {
     /// Just the URL.
@@ -79,6 +79,15 @@ pub enum SourceEntry {
         /// Name used in logs (defaults to the URL's host).
         name: Option<String>,
     },
+}
+
+impl fmt::Debug for SourceEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceEntry")
+            .field("url", &RedactedUrl::new(self.url()))
+            .field("name", &self.name())
+            .finish()
+    }
 }
 
 impl SourceEntry {
@@ -98,8 +107,8 @@ impl SourceEntry {
     }
 }
 
-/// Engine API and EL JSON-RPC settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Engine API and EL JSON-RPC settings. Debug output redacts credentials in the URLs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EngineConfig {
     /// Authenticated Engine API URL.
@@ -114,6 +123,19 @@ pub struct EngineConfig {
     pub forkchoice_timeout_ms: u64,
     /// Timeout of other calls to the EL, ms.
     pub call_timeout_ms: u64,
+}
+
+impl fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("url", &RedactedUrl::new(&self.url))
+            .field("jwt_secret_file", &self.jwt_secret_file)
+            .field("rpc_url", &RedactedUrl::new(&self.rpc_url))
+            .field("new_payload_timeout_ms", &self.new_payload_timeout_ms)
+            .field("forkchoice_timeout_ms", &self.forkchoice_timeout_ms)
+            .field("call_timeout_ms", &self.call_timeout_ms)
+            .finish()
+    }
 }
 
 /// Logging settings.
@@ -497,6 +519,17 @@ mod tests {
         let file = write(dir.path(), "c.toml", &body);
         let msg = Config::load(Some(&file), FlagValues::default()).expect_err("fail").to_string();
         assert!(msg.contains("chain") && msg.contains("c.toml"), "{msg}");
+    }
+
+    #[test]
+    fn debug_output_redacts_credentials() {
+        let mut c = Config::default();
+        c.sources =
+            vec![SourceEntry::Url("https://u:hunter2@rpc.example/v1/abcDEF1234567890abcd".into())];
+        c.engine.rpc_url = "http://admin:s3cret@127.0.0.1:8545".into();
+        let shown = format!("{c:?} {}", c.summary());
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("abcDEF1234567890abcd"), "{shown}");
     }
 
     #[test]

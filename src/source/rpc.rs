@@ -178,6 +178,14 @@ impl RpcSource {
     }
 }
 
+/// Replaces the URL (as given, and as a URL parser normalises it) in an error message.
 fn redact_in(message: &str, raw: &str, shown: &str) -> String {
-    message.replace(raw, shown)
+    let mut out = message.replace(raw, shown);
+    if let Ok(u) = url::Url::parse(raw) {
+        out = out.replace(u.as_str(), shown);
+        if let Some(pw) = u.password() {
+            out = out.replace(pw, "***");
+        }
+    }
+    out
 }

@@ -23,8 +23,10 @@ use crate::source::{RpcSource, SourceError};
 
 /// Blocks fed per pipeline run before the loop re-plans (keeps the target fresh).
 const MAX_BATCH: u64 = 8_192;
-/// A forkchoice update at least every this many inserted blocks during catch-up.
-const FCU_EVERY_BLOCKS: u64 = 512;
+/// A forkchoice update at least every this many inserted blocks during catch-up. geth and
+/// op-geth keep 128 state layers above their head; payloads fed further ahead than that are
+/// ignored (SYNCING) until the head moves (docs/engines.md).
+const FCU_EVERY_BLOCKS: u64 = 64;
 /// First retry delay after an error; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between retries.
@@ -504,13 +506,34 @@ impl Follower {
                     });
                     break;
                 }
-                let status = match self.engine.new_payload(&p).await {
+                let mut status = match self.engine.new_payload(&p).await {
                     Ok(s) => s,
                     Err(e) => {
                         result = Err(e.into());
                         break;
                     }
                 };
+                if classify(&status) == Verdict::Pending && prev != local.head {
+                    // The EL may have lost the state below the head it still has: moving the
+                    // head to the last VALID block and resending fixes that (docs/engines.md).
+                    let heads =
+                        labels(prev, &local, &agreed, |b| inserted.get(&b.number) == Some(&b.hash));
+                    debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last VALID block and resending");
+                    let again = match self.forkchoice(fcu, &heads).await {
+                        Ok(()) => self.engine.new_payload(&p).await.map_err(StepError::from),
+                        Err(e) => Err(e),
+                    };
+                    match again {
+                        Ok(s) => {
+                            status = s;
+                            since_fcu = 0;
+                        }
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
                 match classify(&status) {
                     Verdict::Advance => {}
                     Verdict::Pending => {

@@ -354,3 +354,44 @@ async fn geth_debug_set_head_deletes_above() {
 async fn op_geth_debug_set_head_deletes_above() {
     assert_eq!(set_head(ChainKind::Optimism).await, (5, true));
 }
+
+// --- how far ahead of the head payloads may go -----------------------------------------------
+
+/// Feeds 300 blocks to a fresh EL without any forkchoiceUpdated; on the first SYNCING, sends a
+/// forkchoiceUpdated to the block before and resends. Returns (first SYNCING height, answer to
+/// the forkchoice, answer to the resend).
+async fn payloads_ahead_of_head(kind: ChainKind) -> (Option<u64>, Answer, Answer) {
+    let src = ElNode::spawn(kind, "source").await.expect("spawn");
+    let mut p2 = Producer::new(&src).await.expect("producer");
+    p2.build_many(300, TxMix::new(4, 2)).await.expect("build");
+    let b = sibling(&src, "fresh").await;
+    let g = p2.genesis().hash;
+    for blk in p2.blocks(1, 300) {
+        let s = new_payload(&b.engine, &blk).await.expect("np");
+        if s.status != "VALID" {
+            let f = fcu(&b, h(&p2, blk.number - 1), g, g).await;
+            let again = new_payload(&b.engine, &blk).await.expect("resend");
+            return (Some(blk.number), f, status(&again.status));
+        }
+    }
+    (None, status("-"), status("-"))
+}
+
+async fn check_payloads_ahead(kind: ChainKind) {
+    // geth keeps 128 state layers above its disk state; once the fed blocks run more than that
+    // ahead of the head, the head's state is flattened away, geth calls itself "stateless",
+    // switches to snap sync and ignores the next payload (SYNCING). A forkchoiceUpdated to the
+    // last VALID block fixes it. A follower must move the head at least every ~100 blocks.
+    let (first, f, again) = payloads_ahead_of_head(kind).await;
+    assert_eq!((first, f, again), (Some(130), status("VALID"), status("VALID")));
+}
+
+#[tokio::test]
+async fn geth_payloads_more_than_128_ahead_of_head_are_ignored() {
+    check_payloads_ahead(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_payloads_more_than_128_ahead_of_head_are_ignored() {
+    check_payloads_ahead(ChainKind::Optimism).await;
+}

@@ -1,0 +1,116 @@
+//! Catch-up benchmark: a fresh EL catches up N blocks with transactions through lightcl, against
+//! the same payloads fed back-to-back from memory to another fresh EL (the EL's own import
+//! limit). Prints both times and the ratio limit/lightcl (1.0: lightcl adds nothing).
+//!
+//! Usage: bench-catchup --lightcl PATH [--blocks N] [--chain optimism|ethereum]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::producer::{forkchoice, new_payload};
+use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+
+/// The same forkchoice cadence as lightcl (geth ignores payloads >128 blocks ahead of its head).
+const FCU_EVERY: u64 = 64;
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = bench().await {
+        eprintln!("bench-catchup: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bench() -> Result<(), String> {
+    let mut lightcl = None;
+    let mut blocks = 2000u64;
+    let mut kind = ChainKind::Optimism;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--lightcl" => lightcl = Some(PathBuf::from(v)),
+            "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
+            "--chain" => {
+                kind = match v.as_str() {
+                    "optimism" => ChainKind::Optimism,
+                    "ethereum" => ChainKind::Ethereum,
+                    o => return Err(format!("unknown chain {o}")),
+                }
+            }
+            o => return Err(format!("unknown argument {o}")),
+        }
+    }
+    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let e = |e: lightcl_testbed::Error| e.to_string();
+
+    let src = ElNode::spawn(kind, "bench-source").await.map_err(e)?;
+    let mut p = Producer::new(&src).await.map_err(e)?;
+    let t = Instant::now();
+    p.build_many(blocks, TxMix::new(4, 2)).await.map_err(e)?;
+    p.set_labels(blocks, blocks).await.map_err(e)?;
+    let txs: usize = p.blocks(1, blocks).iter().map(|b| b.tx_count).sum();
+    println!(
+        "source: {blocks} {} blocks, {txs} transactions, built in {:.1}s",
+        kind.name(),
+        t.elapsed().as_secs_f64()
+    );
+    let sibling =
+        |name: &str| NodeOptions { genesis: src.genesis().clone(), ..NodeOptions::new(kind, name) };
+
+    // The EL's own limit: payloads already in memory, fed back-to-back.
+    let limit_el = ElNode::spawn_with(sibling("bench-limit")).await.map_err(e)?;
+    let payloads = p.blocks(1, blocks);
+    let g = p.genesis().hash;
+    let t = Instant::now();
+    for b in &payloads {
+        let s = new_payload(&limit_el.engine, b).await.map_err(e)?;
+        if !s.is_valid() {
+            return Err(format!("importer: block {} answered {}", b.number, s.status));
+        }
+        if b.number % FCU_EVERY == 0 || b.number == blocks {
+            forkchoice(&limit_el.engine, b.hash, g, g).await.map_err(e)?;
+        }
+    }
+    let limit = t.elapsed();
+    drop(limit_el);
+
+    // lightcl: fetch from the source over JSON-RPC, verify, feed.
+    let el = ElNode::spawn_with(sibling("bench-follower")).await.map_err(e)?;
+    let mut cfg = FollowerConfig::new(&src, &el);
+    cfg.poll_interval_ms = 50;
+    let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
+    let t = Instant::now();
+    let lc = Lightcl::start_with_args(&lightcl, &toml, &["run"]).map_err(e)?;
+    let target = p.hash_at(blocks).ok_or("no tip")?;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        if el.head().await.map_err(e)?.hash == target {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("lightcl did not catch up in 30 min; log:\n{}", lc.log()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ours = t.elapsed();
+    drop(lc);
+
+    let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
+    println!(
+        "EL import limit (in-memory payloads): {:>8.2}s  {:>8.1} blocks/s",
+        limit.as_secs_f64(),
+        rate(limit)
+    );
+    println!(
+        "lightcl (JSON-RPC source, verified):  {:>8.2}s  {:>8.1} blocks/s",
+        ours.as_secs_f64(),
+        rate(ours)
+    );
+    println!(
+        "throughput ratio (limit time / lightcl time): {:.3}",
+        limit.as_secs_f64() / ours.as_secs_f64()
+    );
+    Ok(())
+}
