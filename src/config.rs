@@ -523,9 +523,12 @@ mod tests {
 
     #[test]
     fn debug_output_redacts_credentials() {
-        let mut c = Config::default();
-        c.sources =
-            vec![SourceEntry::Url("https://u:hunter2@rpc.example/v1/abcDEF1234567890abcd".into())];
+        let mut c = Config {
+            sources: vec![SourceEntry::Url(
+                "https://u:hunter2@rpc.example/v1/abcDEF1234567890abcd".into(),
+            )],
+            ..Config::default()
+        };
         c.engine.rpc_url = "http://admin:s3cret@127.0.0.1:8545".into();
         let shown = format!("{c:?} {}", c.summary());
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");

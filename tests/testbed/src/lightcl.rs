@@ -128,6 +128,11 @@ impl Lightcl {
         Ok(())
     }
 
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts it again with the same config (after a stop or kill).
     pub fn restart(&mut self) -> Result<(), Error> {
         self.kill();

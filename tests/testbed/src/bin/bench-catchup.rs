@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::node::cpu_seconds;
 use lightcl_testbed::producer::{forkchoice, new_payload};
 use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
 
@@ -63,6 +64,7 @@ async fn bench() -> Result<(), String> {
     let limit_el = ElNode::spawn_with(sibling("bench-limit")).await.map_err(e)?;
     let payloads = p.blocks(1, blocks);
     let g = p.genesis().hash;
+    let limit_cpu0 = limit_el.pid().and_then(cpu_seconds).unwrap_or(0.0);
     let t = Instant::now();
     for b in &payloads {
         let s = new_payload(&limit_el.engine, b).await.map_err(e)?;
@@ -74,6 +76,7 @@ async fn bench() -> Result<(), String> {
         }
     }
     let limit = t.elapsed();
+    let limit_cpu = limit_el.pid().and_then(cpu_seconds).unwrap_or(0.0) - limit_cpu0;
     drop(limit_el);
 
     // lightcl: fetch from the source over JSON-RPC, verify, feed.
@@ -81,6 +84,8 @@ async fn bench() -> Result<(), String> {
     let mut cfg = FollowerConfig::new(&src, &el);
     cfg.poll_interval_ms = 50;
     let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
+    let src_cpu0 = src.pid().and_then(cpu_seconds).unwrap_or(0.0);
+    let el_cpu0 = el.pid().and_then(cpu_seconds).unwrap_or(0.0);
     let t = Instant::now();
     let lc = Lightcl::start_with_args(&lightcl, &toml, &["run"]).map_err(e)?;
     let target = p.hash_at(blocks).ok_or("no tip")?;
@@ -95,6 +100,11 @@ async fn bench() -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ours = t.elapsed();
+    let lc_cpu = lc.pid().and_then(cpu_seconds).unwrap_or(0.0);
+    let src_cpu = src.pid().and_then(cpu_seconds).unwrap_or(0.0) - src_cpu0;
+    let el_cpu = el.pid().and_then(cpu_seconds).unwrap_or(0.0) - el_cpu0;
+    let inserted: Vec<String> =
+        lc.log().lines().filter(|l| l.contains("inserted")).map(str::to_string).collect();
     drop(lc);
 
     let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
@@ -112,5 +122,13 @@ async fn bench() -> Result<(), String> {
         "throughput ratio (limit time / lightcl time): {:.3}",
         limit.as_secs_f64() / ours.as_secs_f64()
     );
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!(
+        "CPU seconds: limit run: EL {limit_cpu:.1} | lightcl run: EL {el_cpu:.1}, source EL \
+         {src_cpu:.1}, lightcl {lc_cpu:.1} | {cores} cores"
+    );
+    for l in inserted.iter().take(3) {
+        println!("lightcl log: {l}");
+    }
     Ok(())
 }
