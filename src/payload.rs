@@ -198,6 +198,16 @@ fn op_payload(what: &str, json: Value) -> Result<Payload, PayloadError> {
     Ok(Payload { block: block_ref, parent_hash, timestamp, tx_count, method, params, fcu })
 }
 
+/// Whether a Cancun-shaped Ethereum block goes to newPayloadV4 (Prague: it has a requests hash).
+/// Only an empty requests list can be rebuilt from JSON-RPC.
+fn is_prague(number: u64, requests_hash: Option<B256>) -> Result<bool, PayloadError> {
+    match requests_hash {
+        None => Ok(false),
+        Some(h) if h == EMPTY_REQUESTS_HASH => Ok(true),
+        Some(h) => Err(PayloadError::RequestsUnavailable { number, requests_hash: h }),
+    }
+}
+
 fn eth_payload(what: &str, json: Value) -> Result<Payload, PayloadError> {
     let kind = ChainKind::Ethereum;
     let rpc: alloy_rpc_types_eth::Block =
@@ -216,18 +226,121 @@ fn eth_payload(what: &str, json: Value) -> Result<Payload, PayloadError> {
     let (method, params, fcu) = match payload {
         ExecutionPayload::V1(p) => ("engine_newPayloadV1", json!([p]), FcuVersion::V1),
         ExecutionPayload::V2(p) => ("engine_newPayloadV2", json!([p]), FcuVersion::V2),
-        ExecutionPayload::V3(p) => match requests_hash {
-            None => ("engine_newPayloadV3", json!([p, hashes, beacon_root]), FcuVersion::V3),
-            Some(h) if h == EMPTY_REQUESTS_HASH => (
-                "engine_newPayloadV4",
-                json!([p, hashes, beacon_root, Vec::<Value>::new()]),
-                FcuVersion::V3,
-            ),
-            Some(h) => return Err(PayloadError::RequestsUnavailable { number, requests_hash: h }),
-        },
+        ExecutionPayload::V3(p) => {
+            if is_prague(number, requests_hash)? {
+                let requests = Vec::<Value>::new();
+                ("engine_newPayloadV4", json!([p, hashes, beacon_root, requests]), FcuVersion::V3)
+            } else {
+                ("engine_newPayloadV3", json!([p, hashes, beacon_root]), FcuVersion::V3)
+            }
+        }
         ExecutionPayload::V4(_) => {
             return Err(PayloadError::Unsupported { number, what: "Amsterdam (V4)" });
         }
     };
     Ok(Payload { block: block_ref, parent_hash, timestamp, tx_count, method, params, fcu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(kind: ChainKind) -> Value {
+        let text = match kind {
+            ChainKind::Optimism => include_str!("../testdata/op-block.json"),
+            ChainKind::Ethereum => include_str!("../testdata/eth-block.json"),
+        };
+        serde_json::from_str(text).expect("fixture is JSON")
+    }
+
+    #[test]
+    fn real_blocks_convert_with_the_right_method() {
+        for (kind, method) in [
+            (ChainKind::Optimism, "engine_newPayloadV4"),
+            (ChainKind::Ethereum, "engine_newPayloadV4"),
+        ] {
+            let json = fixture(kind);
+            let claimed: B256 = json["hash"].as_str().expect("hash").parse().expect("b256");
+            let p = from_rpc_block(kind, "3", json).expect("converts");
+            assert_eq!(
+                (p.block.number, p.block.hash, p.method, p.fcu),
+                (3, claimed, method, FcuVersion::V3)
+            );
+            assert_eq!(p.params[0]["blockHash"], Value::from(claimed.to_string()));
+            assert_eq!(p.params.as_array().map(Vec::len), Some(4));
+        }
+        let op =
+            from_rpc_block(ChainKind::Optimism, "3", fixture(ChainKind::Optimism)).expect("op");
+        assert!(
+            op.params[0].get("withdrawalsRoot").is_some(),
+            "OP V4 payload carries withdrawalsRoot"
+        );
+        assert_eq!(op.tx_count, 4, "deposit + 3 user transactions");
+    }
+
+    #[test]
+    fn tampering_is_caught() {
+        type Edit = fn(&mut Value);
+        let cases: [(ChainKind, &str, Edit); 6] = [
+            (ChainKind::Optimism, "hash", |j| j["gasUsed"] = Value::from("0x1")),
+            (ChainKind::Optimism, "txroot", |j| {
+                j["transactions"][1]["value"] = Value::from("0x2a")
+            }),
+            (ChainKind::Optimism, "txroot", |j| {
+                if let Some(a) = j["transactions"].as_array_mut() {
+                    a.pop();
+                }
+            }),
+            (ChainKind::Ethereum, "hash", |j| {
+                j["stateRoot"] = Value::from(B256::repeat_byte(1).to_string())
+            }),
+            (ChainKind::Ethereum, "txroot", |j| {
+                j["transactions"][0]["nonce"] = Value::from("0x99")
+            }),
+            (ChainKind::Ethereum, "withdrawals", |j| {
+                j["withdrawals"] = serde_json::json!([{
+                    "index": "0x0", "validatorIndex": "0x1",
+                    "address": "0x0000000000000000000000000000000000000001", "amount": "0x5"
+                }]);
+            }),
+        ];
+        for (kind, want, edit) in cases {
+            let mut json = fixture(kind);
+            edit(&mut json);
+            let err = from_rpc_block(kind, "3", json).expect_err("tampered block must fail");
+            let got = match err {
+                PayloadError::HashMismatch { .. } => "hash",
+                PayloadError::TransactionsRootMismatch { .. } => "txroot",
+                PayloadError::WithdrawalsRootMismatch { .. } => "withdrawals",
+                other => panic!("{kind}: unexpected {other}"),
+            };
+            assert_eq!(got, want, "{kind}");
+        }
+    }
+
+    #[test]
+    fn malformed_and_wrong_kind_are_decode_errors() {
+        let mut json = fixture(ChainKind::Optimism);
+        json["transactions"] = Value::from("garbage");
+        assert!(matches!(
+            from_rpc_block(ChainKind::Optimism, "3", json),
+            Err(PayloadError::Decode { .. })
+        ));
+        // An OP block (deposit transaction) is not an Ethereum block.
+        assert!(matches!(
+            from_rpc_block(ChainKind::Ethereum, "3", fixture(ChainKind::Optimism)),
+            Err(PayloadError::Decode { .. })
+        ));
+    }
+
+    #[test]
+    fn prague_requests_classification() {
+        assert_eq!(is_prague(1, None), Ok(false));
+        assert_eq!(is_prague(1, Some(EMPTY_REQUESTS_HASH)), Ok(true));
+        let other = B256::repeat_byte(7);
+        assert_eq!(
+            is_prague(9, Some(other)),
+            Err(PayloadError::RequestsUnavailable { number: 9, requests_hash: other })
+        );
+    }
 }
