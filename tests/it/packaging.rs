@@ -29,17 +29,17 @@ fn example_config_documents_every_key_and_loads() {
     let text = text.replace("/etc/lightcl/jwt.hex", &jwt.display().to_string());
     std::fs::write(&file, &text).expect("write");
     let c = lightcl::Config::load(Some(&file), Default::default()).expect("example config loads");
-    assert_eq!(
-        c,
-        {
-            let mut d = lightcl::Config::default();
-            d.chain_id = c.chain_id;
-            d.sources = c.sources.clone();
-            d.engine.jwt_secret_file = jwt.clone();
-            d
+    let defaults = lightcl::Config::default();
+    let want = lightcl::Config {
+        chain_id: c.chain_id,
+        sources: c.sources.clone(),
+        engine: lightcl::config::EngineConfig {
+            jwt_secret_file: jwt.clone(),
+            ..defaults.engine.clone()
         },
-        "every value in the example is the default (except the required ones)"
-    );
+        ..defaults
+    };
+    assert_eq!(c, want, "every value in the example is the default (except the required ones)");
     let keys = serde_json::to_value(lightcl::Config::default()).expect("json");
     for (k, v) in keys.as_object().expect("object") {
         match v.as_object() {
