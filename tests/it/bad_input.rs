@@ -8,7 +8,7 @@ use lightcl_testbed::proxy::Proxy;
 use lightcl_testbed::{ChainKind, ElNode};
 use serde_json::Value;
 
-use crate::follow::{label_hashes, lightcl_bin, sibling, source_chain, tail, wait_labels};
+use crate::follow::{label_hashes, lightcl_bin, source_chain, tail, wait_labels};
 
 const EXIT_CONFIG: i32 = 2;
 const EXIT_STARTUP: i32 = 3;
@@ -29,7 +29,7 @@ async fn exits_with(lc: &mut Lightcl, code: i32, needle: &str) {
 #[tokio::test]
 async fn wrong_jwt_secret_exits_without_writing() {
     let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong = dir.path().join("wrong.hex");
     std::fs::write(&wrong, "cd".repeat(32)).expect("write");
@@ -42,7 +42,7 @@ async fn wrong_jwt_secret_exits_without_writing() {
 #[tokio::test]
 async fn chain_id_mismatch_exits_without_writing() {
     let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let cfg = FollowerConfig { chain_id: 12345, ..FollowerConfig::new(&src, &el) };
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     exits_with(&mut lc, EXIT_STARTUP, "reports chain id 901901, the configuration says 12345")
@@ -65,7 +65,7 @@ async fn chain_id_mismatch_exits_without_writing() {
 #[tokio::test]
 async fn unknown_config_key_exits_with_its_name() {
     let (src, _p) = source_chain(ChainKind::Optimism, 1, 1, 1).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let cfg =
         FollowerConfig { extra: "pol_interval_ms = 5".into(), ..FollowerConfig::new(&src, &el) };
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -77,7 +77,7 @@ async fn unknown_config_key_exits_with_its_name() {
 #[tokio::test]
 async fn unreachable_source_at_start_is_retried_then_followed() {
     let (src, p) = source_chain(ChainKind::Optimism, 10, 8, 6).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_down(true);
     let cfg =
@@ -100,7 +100,7 @@ async fn unreachable_source_at_start_is_retried_then_followed() {
 /// the EL sees it; lightcl holds below it and carries on when the source is honest again.
 async fn tampered_block_is_refused(tamper: lightcl_testbed::proxy::Tamper, needle: &str) {
     let (src, p) = source_chain(ChainKind::Optimism, 12, 12, 2).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_tamper(Some(tamper));
     let cfg =

@@ -4,7 +4,7 @@
 
 use alloy_primitives::B256;
 use lightcl_testbed::producer::{forkchoice, new_payload};
-use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
 
 /// What an EL answered to an Engine API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,11 +40,6 @@ async fn producer_with(kind: ChainKind, blocks: u64) -> (ElNode, Producer) {
     let mut p = Producer::new(&node).await.expect("producer");
     p.build_many(blocks, TxMix::new(1, 1)).await.expect("build");
     (node, p)
-}
-
-async fn sibling(of: &ElNode, name: &str) -> ElNode {
-    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
-    ElNode::spawn_with(opts).await.expect("spawn sibling")
 }
 
 fn h(p: &Producer, n: u64) -> B256 {
@@ -121,7 +116,7 @@ async fn op_geth_fcu_below_finalized_moves_labels_back() {
 /// answer to the FCU after resending).
 async fn unknown_parent(kind: ChainKind) -> (Answer, Vec<Answer>, Answer, u64, Answer, Answer) {
     let (a, p) = producer_with(kind, 5).await;
-    let b = sibling(&a, "fresh").await;
+    let b = a.sibling("fresh").await.expect("spawn sibling");
     let early = new_payload(&b.engine, p.block(5).expect("b5")).await.expect("np5");
     let mut parents = Vec::new();
     for n in 1..=4 {
@@ -166,7 +161,7 @@ async fn with_rival(
     len: u64,
 ) -> (ElNode, Producer, Producer, ElNode) {
     let (a, p) = producer_with(kind, 20).await;
-    let b = sibling(&a, "rival").await;
+    let b = a.sibling("rival").await.expect("spawn sibling");
     let mut rival = p.fork_onto(&b, fork_at, 7).await.expect("fork");
     rival.build_many(len, TxMix::new(2, 1)).await.expect("rival blocks");
     (a, p, rival, b)
@@ -364,7 +359,7 @@ async fn payloads_ahead_of_head(kind: ChainKind) -> (Option<u64>, Answer, Answer
     let src = ElNode::spawn(kind, "source").await.expect("spawn");
     let mut p2 = Producer::new(&src).await.expect("producer");
     p2.build_many(300, TxMix::new(4, 2)).await.expect("build");
-    let b = sibling(&src, "fresh").await;
+    let b = src.sibling("fresh").await.expect("spawn sibling");
     let g = p2.genesis().hash;
     for blk in p2.blocks(1, 300) {
         let s = new_payload(&b.engine, &blk).await.expect("np");

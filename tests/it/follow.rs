@@ -5,15 +5,10 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
 
 pub fn lightcl_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lightcl"))
-}
-
-pub async fn sibling(of: &ElNode, name: &str) -> ElNode {
-    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
-    ElNode::spawn_with(opts).await.expect("spawn sibling")
 }
 
 /// (head, safe, finalized) hashes of a node.
@@ -63,7 +58,7 @@ fn h(p: &Producer, n: u64) -> B256 {
 
 async fn follows_safe_then_latest(kind: ChainKind) {
     let (src, mut p) = source_chain(kind, 300, 250, 200).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let cfg = FollowerConfig::new(&src, &el);
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
     wait_labels(&el, (h(&p, 250), h(&p, 250), h(&p, 200)), Duration::from_secs(120), &lc).await;
@@ -95,7 +90,7 @@ async fn geth_follows_safe_then_latest() {
 #[tokio::test]
 async fn check_command_against_real_endpoints() {
     let (src, _p) = source_chain(ChainKind::Optimism, 3, 3, 1).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let cfg = FollowerConfig::new(&src, &el);
     let mut ok =
         Lightcl::start_with_args(lightcl_bin(), &cfg.to_toml(), &["check"]).expect("check");

@@ -7,7 +7,7 @@ use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::Proxy;
 use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
 
-use crate::follow::{lightcl_bin, sibling, source_chain, tail, wait_labels};
+use crate::follow::{lightcl_bin, source_chain, tail, wait_labels};
 
 /// A slow source (one request at a time, each delayed) so catch-up can be interrupted.
 fn slow(cfg: FollowerConfig, proxy: &Proxy) -> FollowerConfig {
@@ -44,7 +44,7 @@ fn want(
 #[tokio::test]
 async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
     let (src, p) = source_chain(ChainKind::Optimism, 400, 400, 350).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -68,7 +68,7 @@ async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
 #[tokio::test]
 async fn el_restart_mid_catch_up_is_waited_for() {
     let (src, p) = source_chain(ChainKind::Ethereum, 300, 300, 250).await;
-    let mut el = sibling(&src, "follower").await;
+    let mut el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -91,7 +91,7 @@ async fn el_restart_mid_catch_up_is_waited_for() {
 #[tokio::test]
 async fn websocket_source_wakes_the_follower() {
     let (src, mut p) = source_chain(ChainKind::Optimism, 20, 20, 10).await;
-    let el = sibling(&src, "follower").await;
+    let el = src.sibling("follower").await.expect("spawn sibling");
     // A poll interval far beyond the test: only newHeads notifications can drive it.
     let cfg = FollowerConfig {
         sources: vec![src.ws_url()],

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use lightcl_testbed::node::process_alive;
 use lightcl_testbed::producer::{forkchoice, new_payload, replay};
-use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
 
 /// Produces 50 blocks with transactions on A, replays them into a fresh B, and checks B's head
 /// and A's safe/finalized labels.
@@ -24,7 +24,7 @@ async fn produce_and_replay(kind: ChainKind) {
     assert_eq!((finalized.number, finalized.hash), (30, producer.hash_at(30).unwrap()));
 
     // B shares A's genesis (same options) and receives the payloads through the Engine API.
-    let b = sibling(&a, "replica").await;
+    let b = a.sibling("replica").await.expect("spawn sibling");
     let (s, f) = (producer.hash_at(40).unwrap(), producer.hash_at(30).unwrap());
     replay(&b, &producer.blocks(1, 50), s, f).await.expect("replay into B");
     let (ha, hb) = (a.head().await.unwrap(), b.head().await.unwrap());
@@ -110,7 +110,7 @@ async fn peers_sync(kind: ChainKind) {
     let a = ElNode::spawn(kind, "seed").await.expect("spawn A");
     let mut p = Producer::new(&a).await.expect("producer");
     p.build_many(30, TxMix::new(1, 1)).await.expect("build");
-    let b = sibling(&a, "syncer").await;
+    let b = a.sibling("syncer").await.expect("spawn sibling");
     b.add_peer(&a).await.expect("peer");
     // geth learns a head it may sync to from newPayload, then syncs on the forkchoice.
     let tip = p.block(30).expect("tip");
@@ -148,7 +148,7 @@ async fn fork_from_genesis_differs_from_block_one() {
     let a = ElNode::spawn(ChainKind::Optimism, "main").await.expect("spawn");
     let mut p = Producer::new(&a).await.expect("producer");
     p.build_many(3, TxMix::NONE).await.expect("build");
-    let b = sibling(&a, "rival").await;
+    let b = a.sibling("rival").await.expect("spawn sibling");
     let mut rival = p.fork_onto(&b, 0, 99).await.expect("fork");
     rival.build_many(3, TxMix::NONE).await.expect("rival");
     assert_eq!(rival.hash_at(0), p.hash_at(0));
@@ -156,9 +156,4 @@ async fn fork_from_genesis_differs_from_block_one() {
         assert_ne!(rival.hash_at(n), p.hash_at(n), "height {n}");
         assert_eq!(b.block_at(n).await.expect("b").map(|x| x.hash), rival.hash_at(n));
     }
-}
-
-async fn sibling(of: &ElNode, name: &str) -> ElNode {
-    let opts = NodeOptions { genesis: of.genesis().clone(), ..NodeOptions::new(of.kind(), name) };
-    ElNode::spawn_with(opts).await.expect("spawn sibling")
 }

@@ -129,6 +129,15 @@ impl ElNode {
         Ok(node)
     }
 
+    /// Spawns another EL of the same kind on the same genesis (a fresh peer, follower or rival).
+    pub async fn sibling(&self, name: &str) -> Result<Self, Error> {
+        let opts = NodeOptions {
+            genesis: self.opts.genesis.clone(),
+            ..NodeOptions::new(self.opts.kind, name)
+        };
+        Self::spawn_with(opts).await
+    }
+
     fn init(&self) -> Result<(), Error> {
         let bin = el_binary(self.opts.kind)?;
         let log = self.open_log()?;
