@@ -154,6 +154,14 @@ impl EngineClient {
             .map_err(|e| EngineError::Decode { method: method.into(), message: e.to_string() })
     }
 
+    /// `debug_setHead(number)` on the EL's JSON-RPC: rolls chain and state back to `number`
+    /// (geth and op-geth; it deletes the blocks above). Used only above local finalized.
+    pub async fn set_head(&self, number: u64) -> Result<(), EngineError> {
+        self.call(false, "debug_setHead", json!([format!("{number:#x}")]), self.forkchoice_timeout)
+            .await
+            .map(|_| ())
+    }
+
     /// eth_chainId of the EL.
     pub async fn chain_id(&self) -> Result<u64, EngineError> {
         let v = self.call(false, "eth_chainId", json!([]), self.call_timeout).await?;

@@ -73,7 +73,11 @@ pub fn max_probes(range: u64) -> u32 {
 }
 
 /// Runs a search to the end with a synchronous `agree(n)` (for tests and simulations).
-pub fn search_with(finalized: u64, diverged: u64, mut agree: impl FnMut(u64) -> bool) -> (SearchState, u32) {
+pub fn search_with(
+    finalized: u64,
+    diverged: u64,
+    mut agree: impl FnMut(u64) -> bool,
+) -> (SearchState, u32) {
     let mut s = AncestorSearch::new(finalized, diverged);
     loop {
         match s.next() {

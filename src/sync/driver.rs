@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use futures_util::StreamExt;
@@ -13,20 +13,18 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::plan::{Step, View, labels, plan};
+use super::plan::{Step, View, plan};
 use crate::chain::{BlockRef, Heads, Label};
-use crate::config::{ChainKind, Config};
+use crate::config::{ChainKind, Config, Follow};
 use crate::engine::client::BlockAt;
 use crate::engine::{EngineClient, EngineError, Verdict, classify};
-use crate::payload::{FcuVersion, Payload};
+use crate::payload::FcuVersion;
 use crate::source::{RpcSource, SourceError};
 
 /// Blocks fed per pipeline run before the loop re-plans (keeps the target fresh).
 const MAX_BATCH: u64 = 8_192;
-/// A forkchoice update at least every this many inserted blocks during catch-up. geth and
-/// op-geth keep 128 state layers above their head; payloads fed further ahead than that are
-/// ignored (SYNCING) until the head moves (docs/engines.md).
-const FCU_EVERY_BLOCKS: u64 = 64;
+/// How often a halted follower repeats why it is halted.
+const HALT_REMINDER: Duration = Duration::from_secs(60);
 /// First retry delay after an error; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest wait between retries.
@@ -128,12 +126,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
-/// The follower's state: clients and what it last sent.
-struct Follower {
-    config: Config,
-    engine: EngineClient,
-    sources: Vec<RpcSource>,
-    token: CancellationToken,
+/// The follower's state: clients, cancellation, background tasks.
+pub(super) struct Follower {
+    pub(super) config: Config,
+    pub(super) engine: EngineClient,
+    pub(super) sources: Vec<RpcSource>,
+    pub(super) token: CancellationToken,
     wake: Arc<Notify>,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -272,11 +270,7 @@ impl Follower {
                         _ = self.wake.notified() => {}
                     }
                 }
-                Ok(StepOutcome::Halt(e)) => {
-                    error!(target: "lightcl", error = %e, "halted");
-                    self.token.cancel();
-                    return Err(e);
-                }
+                Ok(StepOutcome::Halt(e)) => return self.halted(e).await,
                 Err(e) => {
                     let d = backoff.next_delay();
                     match &e {
@@ -303,7 +297,20 @@ impl Follower {
         Ok(())
     }
 
-    fn fcu_version(&self, v: FcuVersion) -> FcuVersion {
+    /// Halted: no more engine writes. Stays up saying why (so monitoring sees it) until the
+    /// operator stops it; then the error is returned (exit code 4).
+    async fn halted(&mut self, e: RunError) -> Result<(), RunError> {
+        loop {
+            error!(target: "lightcl", error = %e, "HALTED: no more writes to the EL until an operator intervenes");
+            if !sleep_or_cancel(&self.token, HALT_REMINDER).await {
+                break;
+            }
+        }
+        while self.tasks.join_next().await.is_some() {}
+        Err(e)
+    }
+
+    pub(super) fn fcu_version(&self, v: FcuVersion) -> FcuVersion {
         match self.config.chain {
             ChainKind::Optimism => v.max(FcuVersion::V2),
             ChainKind::Ethereum => v,
@@ -311,7 +318,11 @@ impl Follower {
     }
 
     /// Sends a forkchoice update and checks it took effect (I6): VALID, and the head reads back.
-    async fn forkchoice(&self, version: FcuVersion, heads: &Heads) -> Result<(), StepError> {
+    pub(super) async fn forkchoice(
+        &self,
+        version: FcuVersion,
+        heads: &Heads,
+    ) -> Result<(), StepError> {
         let status = self.engine.forkchoice_updated(self.fcu_version(version), heads).await?;
         match classify(&status) {
             Verdict::Advance => {}
@@ -361,6 +372,23 @@ impl Follower {
         Ok(Some(lowest))
     }
 
+    /// The hash every source holds at `number`, if they all hold the same one.
+    pub(super) async fn agreed_hash_at(&self, number: u64) -> Result<Option<B256>, StepError> {
+        let mut agreed = None;
+        for s in &self.sources {
+            match (s.hash_at(number).await?, agreed) {
+                (None, _) => return Ok(None),
+                (Some(h), None) => agreed = Some(h),
+                (Some(h), Some(a)) if h == a => {}
+                (Some(h), Some(a)) => {
+                    debug!(target: "lightcl::source", height = number, source = s.name(), theirs = %h, others = %a, "sources disagree on a block");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(agreed)
+    }
+
     async fn agreed_heads(&self) -> Result<Option<Heads>, StepError> {
         let head = self.agreed_label(Label::Latest).await?;
         let safe = self.agreed_label(Label::Safe).await?;
@@ -385,8 +413,8 @@ impl Follower {
         };
         let follow = self.config.follow;
         let target = match follow {
-            crate::config::Follow::Safe => agreed.safe,
-            crate::config::Follow::Latest => agreed.head,
+            Follow::Safe => agreed.safe,
+            Follow::Latest => agreed.head,
         };
         let local_at_target = if target.number <= local.head.number {
             self.engine.block(BlockAt::Number(target.number)).await?.map(|b| b.block.hash)
@@ -396,9 +424,19 @@ impl Follower {
         let source_at_local_finalized = if local.finalized.number == 0 {
             None
         } else {
-            self.sources[0].hash_at(local.finalized.number).await?
+            self.agreed_hash_at(local.finalized.number).await?
         };
-        let view = View { local, agreed, follow, local_at_target, source_at_local_finalized };
+        // A local head above the target must still be on the sources' chain.
+        let local_head_on_source = local.head.number <= target.number
+            || self.agreed_hash_at(local.head.number).await? == Some(local.head.hash);
+        let view = View {
+            local,
+            agreed,
+            follow,
+            local_at_target,
+            source_at_local_finalized,
+            local_head_on_source,
+        };
         match plan(&view) {
             Step::Idle => Ok(StepOutcome::Idle),
             Step::Promote(next) => {
@@ -408,12 +446,7 @@ impl Follower {
                 Ok(StepOutcome::Progress)
             }
             Step::Insert { from, to } => self.insert(from, to, local, agreed, version).await,
-            Step::Diverged { at } => {
-                warn!(target: "lightcl::sync", height = at, local_head = %local.head,
-                    "the EL's chain differs from the sources' above local finalized; holding (no \
-                     writes). Automatic recovery is not available in this version");
-                Ok(StepOutcome::Idle)
-            }
+            Step::Diverged { at } => self.recover(at, local, agreed, target, version).await,
             Step::FinalizedDivergence { local, source } => {
                 Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
                     number: local.number,
@@ -425,8 +458,7 @@ impl Follower {
     }
 
     /// Fetches blocks `from..=to` (at most [`MAX_BATCH`]) with a bounded prefetch window and
-    /// feeds them in order, checking continuity, each answer, and moving the forkchoice as it
-    /// goes.
+    /// feeds them in order. A first block that does not link to the local head is a divergence.
     async fn insert(
         &self,
         from: u64,
@@ -437,150 +469,39 @@ impl Follower {
     ) -> Result<StepOutcome, StepError> {
         let end = to.min(from + MAX_BATCH - 1);
         // Agreed labels already on the local chain may be used in the batch's forkchoices.
-        let mut known_local = HashMap::new();
+        let mut known = HashMap::new();
         for b in [agreed.safe, agreed.finalized] {
             if b.number <= local.head.number
                 && self.engine.block(BlockAt::Number(b.number)).await?.map(|l| l.block) == Some(b)
             {
-                known_local.insert(b.number, b.hash);
+                known.insert(b.number, b.hash);
             }
         }
-        let window = self.config.prefetch;
-        let concurrency = self.config.fetch_concurrency;
-        let (tx, mut rx) = mpsc::channel::<Result<Payload, StepError>>(window);
-        let sources = &self.sources;
-        let fetcher = async move {
-            let mut stream = futures_util::stream::iter(from..=end)
-                .map(|n| {
-                    let s = &sources[(n as usize) % sources.len()];
-                    async move {
-                        match s.payload(n).await {
-                            Ok(Some(p)) => Ok(p),
-                            Ok(None) => Err(StepError::Missing { number: n }),
-                            Err(e) => Err(StepError::Source(e)),
-                        }
-                    }
-                })
-                .buffered(concurrency);
-            while let Some(item) = stream.next().await {
-                let stop = item.is_err();
-                if tx.send(item).await.is_err() || stop {
-                    break;
-                }
-            }
-        };
-        let inserter = async {
-            let mut prev = local.head;
-            let mut fcu = version;
-            let mut inserted: HashMap<u64, B256> = known_local;
-            let mut progress = Progress::new(from, to, self.config.progress_interval_ms);
-            let mut since_fcu = 0u64;
-            let mut result: Result<(), StepError> = Ok(());
-            while let Some(item) = rx.recv().await {
-                if self.token.is_cancelled() {
-                    break;
-                }
-                let p = match item {
-                    Ok(p) => p,
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                };
-                if p.parent_hash != prev.hash {
-                    result = Err(StepError::Discontinuity {
-                        block: p.block,
-                        parent: p.parent_hash,
-                        local: prev,
-                    });
-                    break;
-                }
-                if p.block.number == agreed.safe.number && p.block.hash != agreed.safe.hash
-                    || p.block.number == agreed.finalized.number
-                        && p.block.hash != agreed.finalized.hash
-                {
-                    result = Err(StepError::Discontinuity {
-                        block: p.block,
-                        parent: p.parent_hash,
-                        local: prev,
-                    });
-                    break;
-                }
-                let mut status = match self.engine.new_payload(&p).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        result = Err(e.into());
-                        break;
-                    }
-                };
-                if classify(&status) == Verdict::Pending && prev != local.head {
-                    // The EL may have lost the state below the head it still has: moving the
-                    // head to the last VALID block and resending fixes that (docs/engines.md).
-                    let heads =
-                        labels(prev, &local, &agreed, |b| inserted.get(&b.number) == Some(&b.hash));
-                    debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last VALID block and resending");
-                    let again = match self.forkchoice(fcu, &heads).await {
-                        Ok(()) => self.engine.new_payload(&p).await.map_err(StepError::from),
-                        Err(e) => Err(e),
-                    };
-                    match again {
-                        Ok(s) => {
-                            status = s;
-                            since_fcu = 0;
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                }
-                match classify(&status) {
-                    Verdict::Advance => {}
-                    Verdict::Pending => {
-                        result = Err(StepError::Pending { head: p.block });
-                        break;
-                    }
-                    Verdict::Reject(reason) => {
-                        result = Err(StepError::Invalid { block: p.block, reason });
-                        break;
-                    }
-                }
-                prev = p.block;
-                fcu = p.fcu;
-                inserted.insert(p.block.number, p.block.hash);
-                since_fcu += 1;
-                progress.tick(p.block.number);
-                if since_fcu >= FCU_EVERY_BLOCKS {
-                    let heads =
-                        labels(prev, &local, &agreed, |b| inserted.get(&b.number) == Some(&b.hash));
-                    if let Err(e) = self.forkchoice(fcu, &heads).await {
-                        result = Err(e);
-                        break;
-                    }
-                    since_fcu = 0;
-                }
-            }
+        let (tx, mut rx) = mpsc::channel(self.config.prefetch);
+        let fetch = self.fetch_range(from, end, tx);
+        let feed = async {
+            let out = self.feed(&mut rx, &local, &agreed, version, known, end - from + 1).await;
             drop(rx);
-            if since_fcu > 0 {
-                let heads =
-                    labels(prev, &local, &agreed, |b| inserted.get(&b.number) == Some(&b.hash));
-                let fcu_res = self.forkchoice(fcu, &heads).await;
-                if result.is_ok() {
-                    result = fcu_res;
-                }
-                if prev != local.head {
-                    progress.done(&heads);
-                }
-            }
-            result
+            out
         };
-        let ((), result) = tokio::join!(fetcher, inserter);
+        let ((), (fed, result)) = tokio::join!(fetch, feed);
         match result {
             Ok(()) => Ok(StepOutcome::Progress),
-            Err(StepError::Discontinuity { block, parent, local: at }) => {
-                warn!(target: "lightcl::sync", block = %block, parent = %parent, local = %at,
-                    "source block does not link to the local chain; holding (no writes past it)");
-                Ok(StepOutcome::Idle)
+            Err(StepError::Discontinuity { block, parent, local: below }) if fed.blocks == 0 => {
+                // The sources' next block does not sit on our head: our head is not on their
+                // chain. Recover from the height of our head.
+                info!(target: "lightcl::sync", block = %block, parent = %parent, local_head = %below,
+                    "the sources' next block does not link to the EL's head: divergence");
+                let target = match self.config.follow {
+                    Follow::Safe => agreed.safe,
+                    Follow::Latest => agreed.head,
+                };
+                self.recover(local.head.number, local, agreed, target, version).await
+            }
+            Err(StepError::Discontinuity { block, parent, local: below }) => {
+                warn!(target: "lightcl::sync", block = %block, parent = %parent, below = %below,
+                    "the sources' chain changed during catch-up; planning again");
+                Ok(StepOutcome::Progress)
             }
             Err(e) => Err(e),
         }
@@ -588,7 +509,7 @@ impl Follower {
 }
 
 /// Outcome of one step.
-enum StepOutcome {
+pub(super) enum StepOutcome {
     /// Something was done; run again at once.
     Progress,
     /// Nothing to do (or holding); wait for the next poll or wake-up.
@@ -599,7 +520,7 @@ enum StepOutcome {
 
 /// Errors within one step; the loop logs and retries them with backoff.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(super) enum StepError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -615,54 +536,14 @@ enum StepError {
     Pending { head: BlockRef },
     #[error("the EL rejected block {block} as INVALID: {reason}; this branch is not followed")]
     Invalid { block: BlockRef, reason: String },
+    #[error("divergence recovery spent its budget of searches and time; trying again later")]
+    RecoveryBudget,
+    #[error(
+        "the EL cannot execute the sources' branch on top of {ancestor} (its state is gone) and \
+         could not be rolled back there ({reason}); enable the debug API on the EL's JSON-RPC \
+         (geth: --http.api ...,debug) or run it with historical state"
+    )]
+    CannotRewind { ancestor: BlockRef, reason: String },
     #[error("forkchoiceUpdated answered VALID but the EL head is {have:?}, not {wanted}")]
     HeadDidNotMove { wanted: BlockRef, have: Option<BlockRef> },
-}
-
-/// The catch-up progress log: height, target, rate, ETA every few seconds.
-struct Progress {
-    start: Instant,
-    last_log: Instant,
-    interval: Duration,
-    from: u64,
-    target: u64,
-    done: u64,
-}
-
-impl Progress {
-    fn new(from: u64, target: u64, interval_ms: u64) -> Self {
-        let now = Instant::now();
-        Self {
-            start: now,
-            last_log: now,
-            interval: Duration::from_millis(interval_ms),
-            from,
-            target,
-            done: 0,
-        }
-    }
-
-    fn tick(&mut self, height: u64) {
-        self.done += 1;
-        if self.last_log.elapsed() < self.interval {
-            return;
-        }
-        self.last_log = Instant::now();
-        let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
-        let left = self.target.saturating_sub(height);
-        let eta = Duration::from_secs_f64(left as f64 / rate.max(1e-3));
-        info!(target: "lightcl::sync", height, target = self.target, blocks_per_sec = format!("{rate:.1}"),
-            eta = ?Duration::from_secs(eta.as_secs()), "catching up");
-    }
-
-    fn done(&self, heads: &Heads) {
-        let secs = format!("{:.1}", self.start.elapsed().as_secs_f64());
-        if self.done > 1 {
-            info!(target: "lightcl::sync", head = %heads.head, safe = %heads.safe, finalized = %heads.finalized,
-                blocks = self.done, from = self.from, seconds = secs, "inserted");
-        } else {
-            debug!(target: "lightcl::sync", head = %heads.head, safe = %heads.safe, finalized = %heads.finalized,
-                blocks = self.done, from = self.from, seconds = secs, "inserted");
-        }
-    }
 }

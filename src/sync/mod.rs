@@ -1,4 +1,8 @@
-//! Synchronisation: the pure planner and the driver loop that executes its steps.
+//! Synchronisation: the pure planner and ancestor search, and the driver loop that executes
+//! their steps (catch-up pipeline, divergence recovery).
 
+pub mod ancestor;
 pub mod driver;
+mod pipeline;
 pub mod plan;
+mod recover;

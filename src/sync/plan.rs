@@ -19,6 +19,8 @@ pub struct View {
     pub local_at_target: Option<B256>,
     /// The sources' (agreed) hash at the local finalized height.
     pub source_at_local_finalized: Option<B256>,
+    /// False when the local head is above the target and the sources do not hold it.
+    pub local_head_on_source: bool,
 }
 
 /// The next step.
@@ -71,6 +73,11 @@ pub fn plan(v: &View) -> Step {
         return Step::Insert { from: v.local.head.number + 1, to: target.number };
     }
     match v.local_at_target {
+        Some(h) if h == target.hash && !v.local_head_on_source => {
+            // The sources do not hold our head (they reorged below it, or it came from
+            // elsewhere): the divergence is between the target and our head.
+            Step::Diverged { at: v.local.head.number }
+        }
         Some(h) if h == target.hash => {
             // The target is on the local chain. The head stays where it is when it is already
             // beyond the target (following safe after latest): moving it back would rewind.
@@ -141,6 +148,7 @@ mod tests {
             follow,
             local_at_target: (target.number <= local.head.number).then(|| b(target.number).hash),
             source_at_local_finalized: Some(local.finalized.hash),
+            local_head_on_source: true,
         }
     }
 
@@ -175,6 +183,14 @@ mod tests {
                     ..view(heads(260, 0, 0), heads(300, 250, 0), Follow::Safe)
                 },
                 Step::Diverged { at: 250 },
+            ),
+            (
+                "local head above the target, unknown to the sources",
+                View {
+                    local_head_on_source: false,
+                    ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::Diverged { at: 300 },
             ),
             (
                 "source disagrees with local finalized",

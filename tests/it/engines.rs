@@ -390,3 +390,53 @@ async fn geth_payloads_more_than_128_ahead_of_head_are_ignored() {
 async fn op_geth_payloads_more_than_128_ahead_of_head_are_ignored() {
     check_payloads_ahead(ChainKind::Optimism).await;
 }
+
+// --- deep side branches ------------------------------------------------------------------------
+
+/// The EL holds a 200-block branch above block 50; the other branch's block 51 arrives. Returns
+/// (answer to it, head after debug_setHead(50), answers to 51..=260 after the rewind, answer to
+/// the final forkchoice, head).
+async fn deep_side_branch(kind: ChainKind) -> (Answer, u64, Vec<String>, Answer, u64) {
+    let src = ElNode::spawn(kind, "source").await.expect("spawn");
+    let mut main = Producer::new(&src).await.expect("producer");
+    main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
+    let local = src.sibling("local").await.expect("spawn local");
+    let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
+    rival.build_many(200, TxMix::new(1, 0)).await.expect("rival");
+    main.build_many(210, TxMix::new(1, 0)).await.expect("main");
+    let first = new_payload(&local.engine, main.block(51).expect("b51")).await.expect("np");
+    let _: serde_json::Value =
+        local.rpc.call("debug_setHead", serde_json::json!(["0x32"])).await.expect("setHead");
+    let rewound = local.head().await.expect("head").number;
+    let g = main.genesis().hash;
+    let mut answers = Vec::new();
+    for n in 51..=260 {
+        answers
+            .push(new_payload(&local.engine, main.block(n).expect("b")).await.expect("np").status);
+        if n % 64 == 0 {
+            fcu(&local, h(&main, n), g, g).await;
+        }
+    }
+    answers.dedup();
+    let f = fcu(&local, h(&main, 260), g, g).await;
+    let head = local.head().await.expect("head").number;
+    (status(&first.status), rewound, answers, f, head)
+}
+
+async fn check_deep_side_branch(kind: ChainKind) {
+    // Only 128 states are kept: a branch from 200 blocks back cannot execute (ACCEPTED, the block
+    // is not even stored). debug_setHead rolls chain and state back through the state history;
+    // then the branch executes and a forkchoice makes it canonical.
+    let got = deep_side_branch(kind).await;
+    assert_eq!(got, (status("ACCEPTED"), 50, vec!["VALID".to_string()], status("VALID"), 260));
+}
+
+#[tokio::test]
+async fn geth_deep_side_branch_needs_set_head() {
+    check_deep_side_branch(ChainKind::Ethereum).await;
+}
+
+#[tokio::test]
+async fn op_geth_deep_side_branch_needs_set_head() {
+    check_deep_side_branch(ChainKind::Optimism).await;
+}

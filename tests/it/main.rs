@@ -7,5 +7,6 @@ mod bad_input;
 mod engines;
 mod follow;
 mod packaging;
+mod recovery;
 mod resilience;
 mod testbed;

@@ -1,0 +1,229 @@
+//! Divergence recovery: the EL holds another branch than the sources above its finalized block.
+//!
+//! 1. Search the highest common block in `[local finalized, divergence)` ([`AncestorSearch`]);
+//!    disagreement at local finalized is a finalized divergence: halt.
+//! 2. Pin: the target's hash was captured before the search; fetch the blocks from the ancestor
+//!    to the target and accept the ancestor only if they link by parent hash from it to the
+//!    pinned hash. Otherwise (a load-balanced source answering from different branches) search
+//!    again, within a budget of attempts and time.
+//! 3. Reset: a forkchoice to the ancestor (head = ancestor, safe = min(ancestor, safe), finalized
+//!    unchanged). ELs differ (geth rewinds up to 32 blocks, op-geth never does), so nothing
+//!    depends on it.
+//! 4. Replay the source blocks with newPayload and move the forkchoice to them: an ordinary reorg
+//!    on every EL; then read the head back.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::ancestor::{AncestorSearch, SearchState};
+use super::driver::{Follower, RunError, StepError, StepOutcome};
+use crate::chain::{BlockRef, Heads, Label};
+use crate::engine::client::BlockAt;
+use crate::engine::{Verdict, classify};
+use crate::payload::{FcuVersion, Payload};
+
+/// Searches per recovery before giving up for this round.
+const MAX_ATTEMPTS: u32 = 3;
+/// Time per recovery before giving up for this round.
+const TIME_BUDGET: Duration = Duration::from_secs(120);
+/// Most blocks replayed in one recovery; a deeper one continues as ordinary catch-up.
+const MAX_REPLAY: u64 = 8_192;
+
+/// Why a candidate ancestor was not accepted.
+enum Pin {
+    /// The fetched blocks link the ancestor to the pinned hash.
+    Linked(Vec<Payload>),
+    /// They do not: the sources answered from more than one branch.
+    Broken(String),
+}
+
+impl Follower {
+    /// Brings the EL from its branch back onto the sources' chain (see the module doc).
+    pub(super) async fn recover(
+        &self,
+        diverged_at: u64,
+        local: Heads,
+        agreed: Heads,
+        target: BlockRef,
+        version: FcuVersion,
+    ) -> Result<StepOutcome, StepError> {
+        let started = Instant::now();
+        let diverged_at = diverged_at.min(local.head.number);
+        let mut lookups = 0u32;
+        warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
+            local_finalized = %local.finalized, "the EL's chain differs from the sources'; recovering");
+        for attempt in 1..=MAX_ATTEMPTS {
+            if started.elapsed() > TIME_BUDGET {
+                break;
+            }
+            // 1. Search.
+            let mut search = AncestorSearch::new(local.finalized.number, diverged_at);
+            let mut local_hashes = HashMap::new();
+            let ancestor = loop {
+                match search.next() {
+                    SearchState::Probe(n) => {
+                        let mine =
+                            self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
+                        let theirs = self.agreed_hash_at(n).await?;
+                        lookups += 2;
+                        if let Some(h) = mine {
+                            local_hashes.insert(n, h);
+                        }
+                        search.answer(n, mine.is_some() && mine == theirs);
+                    }
+                    SearchState::Found(a) => match local_hashes.get(&a) {
+                        Some(h) => break BlockRef::new(a, *h),
+                        None => return Err(StepError::Missing { number: a }),
+                    },
+                    SearchState::FinalizedDiverged(n) => {
+                        let sources_hash = self.agreed_hash_at(n).await?.unwrap_or_default();
+                        return Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
+                            number: n,
+                            local: local.finalized.hash,
+                            sources_hash,
+                        }));
+                    }
+                }
+            };
+            if target.number <= ancestor.number {
+                // The sources' chain is a prefix of ours up to the target: nothing to replay
+                // yet. Ask for the rewind (geth honours it); otherwise wait for newer blocks.
+                self.reset(&local, ancestor, version).await?;
+                info!(target: "lightcl::recovery", ancestor = %ancestor, target = %target,
+                    "nothing to replay above the common ancestor yet; waiting for the sources");
+                return Ok(StepOutcome::Idle);
+            }
+            // 2. Pin.
+            let end = target.number.min(ancestor.number + MAX_REPLAY);
+            let pinned = if end == target.number {
+                target.hash
+            } else {
+                self.agreed_hash_at(end).await?.ok_or(StepError::Missing { number: end })?
+            };
+            let payloads = match self.pin(ancestor, end, pinned).await? {
+                Pin::Linked(p) => p,
+                Pin::Broken(why) => {
+                    warn!(target: "lightcl::recovery", attempt, candidate = %ancestor, pinned_height = end,
+                        pinned = %pinned, why, "the replay blocks do not link the candidate ancestor to \
+                        the pinned target (sources answering from different branches?); searching again");
+                    continue;
+                }
+            };
+            // 3. Reset.
+            let base = self.reset(&local, ancestor, version).await?;
+            info!(target: "lightcl::recovery", ancestor = %ancestor, depth = local.head.number - ancestor.number,
+                lookups, replay = payloads.len(), "reset to the common ancestor; replaying the sources' blocks");
+            // 4. Replay. The first block tells whether the EL still has the ancestor's state.
+            if let Some(first) = payloads.first() {
+                match classify(&self.engine.new_payload(first).await?) {
+                    Verdict::Advance => {}
+                    Verdict::Pending => self.rewind_for_state(ancestor).await?,
+                    Verdict::Reject(reason) => {
+                        return Err(StepError::Invalid { block: first.block, reason });
+                    }
+                }
+            }
+            let total = payloads.len() as u64;
+            let (tx, mut rx) = mpsc::channel(payloads.len().max(1));
+            for p in payloads {
+                if tx.try_send(Ok(p)).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            let (fed, result) =
+                self.feed(&mut rx, &base, &agreed, version, HashMap::new(), total).await;
+            result?;
+            let head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+            if head != Some(fed.last) {
+                return Err(StepError::HeadDidNotMove { wanted: fed.last, have: head });
+            }
+            info!(target: "lightcl::recovery", diverged_at, ancestor = %ancestor,
+                depth = local.head.number - ancestor.number, lookups, replayed = fed.blocks,
+                attempts = attempt, seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
+                head = %fed.last, "recovered");
+            return Ok(StepOutcome::Progress);
+        }
+        warn!(target: "lightcl::recovery", lookups, seconds = started.elapsed().as_secs(),
+            "recovery gave up for now (budget spent); holding and trying again later");
+        Err(StepError::RecoveryBudget)
+    }
+
+    /// Fetches `ancestor+1..=end` and checks they link from the ancestor to `pinned`.
+    async fn pin(
+        &self,
+        ancestor: BlockRef,
+        end: u64,
+        pinned: alloy_primitives::B256,
+    ) -> Result<Pin, StepError> {
+        let count = (end - ancestor.number) as usize;
+        let (tx, mut rx) = mpsc::channel(count.max(1));
+        self.fetch_range(ancestor.number + 1, end, tx).await;
+        let mut payloads = Vec::with_capacity(count);
+        while let Ok(item) = rx.try_recv() {
+            payloads.push(item?);
+        }
+        let mut prev = ancestor;
+        for p in &payloads {
+            if p.parent_hash != prev.hash {
+                return Ok(Pin::Broken(format!(
+                    "block {} has parent {}, not {}",
+                    p.block, p.parent_hash, prev
+                )));
+            }
+            prev = p.block;
+        }
+        if payloads.len() != count || prev.hash != pinned {
+            return Ok(Pin::Broken(format!("chain ends at {prev}, pinned {pinned} at #{end}")));
+        }
+        Ok(Pin::Linked(payloads))
+    }
+
+    /// The EL cannot execute on top of a deep ancestor (geth keeps 128 recent states): roll it
+    /// back to the ancestor with `debug_setHead`, which restores the state from its history. The
+    /// ancestor is at or above local finalized, so finality is never crossed.
+    async fn rewind_for_state(&self, ancestor: BlockRef) -> Result<(), StepError> {
+        warn!(target: "lightcl::recovery", ancestor = %ancestor,
+            "the EL no longer has the state of the common ancestor (too deep for its recent-state \
+             window); rolling it back with debug_setHead");
+        if let Err(e) = self.engine.set_head(ancestor.number).await {
+            if e.is_retryable() {
+                return Err(e.into());
+            }
+            return Err(StepError::CannotRewind { ancestor, reason: e.to_string() });
+        }
+        let head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        if head != Some(ancestor) {
+            return Err(StepError::CannotRewind {
+                ancestor,
+                reason: format!("after debug_setHead the EL head is {head:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The courtesy reset: forkchoice to the ancestor with finalized unchanged. Refusals (geth
+    /// -38006 beyond its rewind limit) are expected and ignored; an unreachable EL is an error.
+    async fn reset(
+        &self,
+        local: &Heads,
+        ancestor: BlockRef,
+        version: FcuVersion,
+    ) -> Result<Heads, StepError> {
+        let safe = if local.safe.number > ancestor.number { ancestor } else { local.safe };
+        let base = Heads { head: ancestor, safe, finalized: local.finalized };
+        match self.engine.forkchoice_updated(self.fcu_version(version), &base).await {
+            Ok(status) => {
+                debug!(target: "lightcl::recovery", status = ?status.status, "reset answered")
+            }
+            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(e) => {
+                debug!(target: "lightcl::recovery", error = %e, "the EL refused the reset; replaying anyway")
+            }
+        }
+        Ok(base)
+    }
+}

@@ -1,0 +1,222 @@
+//! Divergence recovery end to end on real ELs: the follower EL holds a rival branch; lightcl
+//! finds the common ancestor, resets, replays, and never crosses finality.
+
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::proxy::{Proxy, Route};
+use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
+
+use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels};
+
+/// A source chain and a follower EL on a rival branch.
+struct Diverged {
+    src: ElNode,
+    main: Producer,
+    local: ElNode,
+    rival: Producer,
+}
+
+/// The source builds `ancestor` blocks; the follower EL gets them and then `depth` rival blocks
+/// (its finalized label at `local_fin`); the source then builds past the rival's height.
+async fn diverged(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
+    let mix = TxMix::new(1, 0);
+    let src = ElNode::spawn(kind, "source").await.expect("spawn source");
+    let mut main = Producer::new(&src).await.expect("producer");
+    main.build_many(ancestor, mix).await.expect("prefix");
+    let local = src.sibling("local").await.expect("spawn local");
+    let mut rival = main.fork_onto(&local, ancestor, 77).await.expect("fork");
+    rival.build_many(depth, mix).await.expect("rival branch");
+    let rival_safe = local_fin.max(ancestor);
+    assert!(rival.set_labels(rival_safe, local_fin).await.expect("labels").is_valid());
+    main.build_many(depth + 10, mix).await.expect("source goes on");
+    let tip = main.head().number;
+    assert!(main.set_labels(tip, tip - 5).await.expect("labels").is_valid());
+    Diverged { src, main, local, rival }
+}
+
+fn h(p: &Producer, n: u64) -> B256 {
+    p.hash_at(n).expect("hash")
+}
+
+fn field(line: &str, name: &str) -> Option<u64> {
+    let rest = line.split(&format!(" {name}=")).nth(1)?;
+    rest.trim_start_matches('#').split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Converges; returns the lookups the recovery reported.
+async fn recovers(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> u64 {
+    let d = diverged(kind, ancestor, depth, local_fin).await;
+    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    let tip = d.main.head().number;
+    wait_labels(
+        &d.local,
+        (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5)),
+        Duration::from_secs(180),
+        &lc,
+    )
+    .await;
+    let log = lc.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(" recovered"))
+        .unwrap_or_else(|| panic!("no recovery logged:\n{}", tail(&log, 30)));
+    assert_eq!(field(line, "ancestor"), Some(ancestor), "{line}");
+    assert_eq!(field(line, "depth"), Some(depth), "{line}");
+    let lookups = field(line, "lookups").expect("lookups in the log");
+    let range = ancestor + depth - local_fin;
+    let bound = 2 * (64 - (range - 1).leading_zeros() as u64) + 4;
+    assert!(lookups <= bound, "{lookups} lookups for range {range} (bound {bound})");
+    eprintln!("RECOVERY {kind:?} depth {depth}: {line}");
+    // The rival branch is gone from the canonical chain.
+    assert_eq!(
+        d.local.block_at(ancestor + 1).await.expect("b").map(|b| b.hash),
+        Some(h(&d.main, ancestor + 1))
+    );
+    assert_ne!(h(&d.rival, ancestor + 1), h(&d.main, ancestor + 1));
+    lookups
+}
+
+#[tokio::test]
+async fn op_geth_recovers_depth_3() {
+    recovers(ChainKind::Optimism, 40, 3, 30).await;
+}
+
+#[tokio::test]
+async fn geth_recovers_depth_3() {
+    recovers(ChainKind::Ethereum, 40, 3, 30).await;
+}
+
+#[tokio::test]
+async fn op_geth_recovers_depth_200() {
+    recovers(ChainKind::Optimism, 50, 200, 40).await;
+}
+
+#[tokio::test]
+async fn geth_recovers_depth_200_past_its_rewind_limit() {
+    recovers(ChainKind::Ethereum, 50, 200, 40).await;
+}
+
+#[tokio::test]
+async fn divergence_right_above_local_finalized_recovers() {
+    let d = diverged(ChainKind::Optimism, 40, 5, 40).await;
+    let fin_before = d.local.block("finalized").await.expect("fin").expect("set");
+    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    let tip = d.main.head().number;
+    wait_labels(
+        &d.local,
+        (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5)),
+        Duration::from_secs(120),
+        &lc,
+    )
+    .await;
+    assert_eq!(fin_before.hash, h(&d.main, 40), "local finalized was the common block");
+    assert!(lc.log().contains(" recovered"));
+}
+
+#[tokio::test]
+async fn divergence_below_local_finalized_halts_without_writes() {
+    // The follower finalized block 45 of the rival branch, which forks after 40.
+    let d = diverged(ChainKind::Optimism, 40, 10, 45).await;
+    let before = label_hashes(&d.local).await;
+    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    assert!(
+        lc.wait_log("finalized divergence at height 45", Duration::from_secs(60)).await,
+        "{}",
+        tail(&lc.log(), 20)
+    );
+    let log = lc.log();
+    assert!(
+        log.contains(&h(&d.rival, 45).to_string()) && log.contains(&h(&d.main, 45).to_string()),
+        "both hashes named:\n{}",
+        tail(&log, 10)
+    );
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(label_hashes(&d.local).await, before, "the EL changed after the halt");
+    }
+    assert!(
+        lc.wait_exit(Duration::from_millis(10)).await.is_none(),
+        "lightcl stays up while halted"
+    );
+    let st = lc.stop().await.expect("exits on SIGTERM");
+    assert_eq!(st.code(), Some(4), "halted exit code");
+}
+
+#[tokio::test]
+async fn flapping_source_never_resets_to_a_non_common_block() {
+    // Source A: main chain. Source B: a second branch forking from A after 60. The follower:
+    // a third branch forking after 50, finalized at 45. A proxy alternates between A and B.
+    let d = diverged(ChainKind::Optimism, 50, 20, 45).await;
+    let b_node = d.src.sibling("branch-b").await.expect("spawn B");
+    let mut b = d.main.fork_onto(&b_node, 60, 99).await.expect("fork B");
+    b.build_many(30, TxMix::new(1, 0)).await.expect("B blocks");
+    let tip = b.head().number;
+    assert!(b.set_labels(tip, tip - 5).await.expect("labels").is_valid());
+    let proxy = Proxy::start(vec![d.src.http_url(), b_node.http_url()]).await.expect("proxy");
+    proxy.set_route(Route::Alternate);
+    let cfg = FollowerConfig {
+        sources: vec![proxy.url().to_string()],
+        ..FollowerConfig::new(&d.src, &d.local)
+    };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    let fin45 = h(&d.main, 45);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let fin = d.local.block("finalized").await.expect("fin").expect("set");
+        assert!(fin.number >= 45, "finalized moved back: {fin:?}");
+        if fin.number == 45 {
+            assert_eq!(fin.hash, fin45, "finalized changed hash");
+        }
+    }
+    proxy.set_route(Route::Fixed(0));
+    let main_tip = d.main.head().number;
+    wait_labels(
+        &d.local,
+        (h(&d.main, main_tip), h(&d.main, main_tip), h(&d.main, main_tip - 5)),
+        Duration::from_secs(120),
+        &lc,
+    )
+    .await;
+    // Every reset named a block common to the follower's branch and both source branches.
+    for line in lc.log().lines().filter(|l| l.contains("reset to the common ancestor")) {
+        let n = field(line, "ancestor").expect("ancestor height");
+        assert!((45..=50).contains(&n), "reset to #{n}, not a common ancestor in [45, 50]: {line}");
+        assert!(line.contains(&h(&d.main, n).to_string()), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn killed_during_replay_then_converges() {
+    let d = diverged(ChainKind::Ethereum, 30, 150, 20).await;
+    let proxy = Proxy::start(vec![d.src.http_url()]).await.expect("proxy");
+    let cfg = FollowerConfig {
+        sources: vec![proxy.url().to_string()],
+        extra: "prefetch = 4\nfetch_concurrency = 1".into(),
+        ..FollowerConfig::new(&d.src, &d.local)
+    };
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    assert!(
+        lc.wait_log("reset to the common ancestor", Duration::from_secs(120)).await,
+        "{}",
+        tail(&lc.log(), 20)
+    );
+    lc.kill();
+    let tip = d.main.head().number;
+    assert!(
+        !lc.log().contains(" recovered"),
+        "the replay finished before the kill; the test proves nothing"
+    );
+    lc.restart().expect("restart");
+    wait_labels(
+        &d.local,
+        (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5)),
+        Duration::from_secs(180),
+        &lc,
+    )
+    .await;
+}
