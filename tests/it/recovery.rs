@@ -58,6 +58,8 @@ async fn recovers(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) ->
         &lc,
     )
     .await;
+    // The EL converges a moment before lightcl logs the recovery.
+    assert!(lc.wait_log(" recovered", Duration::from_secs(10)).await, "{}", tail(&lc.log(), 30));
     let log = lc.log();
     let line = log
         .lines()
@@ -114,7 +116,7 @@ async fn divergence_right_above_local_finalized_recovers() {
     )
     .await;
     assert_eq!(fin_before.hash, h(&d.main, 40), "local finalized was the common block");
-    assert!(lc.log().contains(" recovered"));
+    assert!(lc.wait_log(" recovered", Duration::from_secs(10)).await);
 }
 
 #[tokio::test]
