@@ -280,6 +280,14 @@ async fn check_command(config: &Config) -> ExitCode {
                     println!("EL JSON-RPC: FAILED: {e}");
                 }
             }
+            match engine.has_debug_api().await {
+                Ok(true) => println!("EL debug API: available (deep divergence recovery possible)"),
+                Ok(false) => println!(
+                    "EL debug API: not enabled; divergences deeper than the EL's recent-state window \
+                     (128 blocks on geth) cannot be recovered automatically"
+                ),
+                Err(e) => println!("EL debug API: unknown ({e})"),
+            }
             match engine.exchange_capabilities().await {
                 Ok(caps) => println!("EL Engine API: ok, JWT accepted, {} methods", caps.len()),
                 Err(e) => {

@@ -162,6 +162,12 @@ impl EngineClient {
             .map(|_| ())
     }
 
+    /// Whether the EL's JSON-RPC serves the `debug` namespace (`rpc_modules`).
+    pub async fn has_debug_api(&self) -> Result<bool, EngineError> {
+        let v = self.call(false, "rpc_modules", json!([]), self.call_timeout).await?;
+        Ok(v.get("debug").is_some())
+    }
+
     /// eth_chainId of the EL.
     pub async fn chain_id(&self) -> Result<u64, EngineError> {
         let v = self.call(false, "eth_chainId", json!([]), self.call_timeout).await?;
