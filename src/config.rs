@@ -158,6 +158,8 @@ pub struct Config {
     pub chain_id: u64,
     /// Source RPCs (one or more).
     pub sources: Vec<SourceEntry>,
+    /// How many sources must agree (by hash) before a label moves: all, majority, or a number.
+    pub quorum: crate::source::quorum::Quorum,
     /// safe or latest.
     pub follow: Follow,
     /// Poll interval of the sources, ms.
@@ -182,6 +184,7 @@ impl Default for Config {
             chain: ChainKind::Optimism,
             chain_id: 0,
             sources: Vec::new(),
+            quorum: crate::source::quorum::Quorum::default(),
             follow: Follow::Safe,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             prefetch: DEFAULT_PREFETCH,
@@ -284,6 +287,7 @@ impl Config {
             check_url(s.url(), &["http", "https", "ws", "wss"])
                 .map_err(|p| bad(&format!("sources[{i}]"), p))?;
         }
+        self.quorum.check(self.sources.len()).map_err(|p| bad("quorum", p))?;
         check_url(&self.engine.url, &["http", "https"]).map_err(|p| bad("engine.url", p))?;
         check_url(&self.engine.rpc_url, &["http", "https"])
             .map_err(|p| bad("engine.rpc_url", p))?;
@@ -332,11 +336,12 @@ impl Config {
         let sources: Vec<String> =
             self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
         format!(
-            "chain={:?} chain_id={} follow={:?} sources=[{}] engine={} el_rpc={} jwt_secret_file={}",
+            "chain={:?} chain_id={} follow={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={}",
             self.chain,
             self.chain_id,
             self.follow,
             sources.join(", "),
+            self.quorum,
             RedactedUrl::new(&self.engine.url),
             RedactedUrl::new(&self.engine.rpc_url),
             self.engine.jwt_secret_file.display()

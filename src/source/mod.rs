@@ -1,5 +1,7 @@
 //! Sources: the trusted JSON-RPC endpoints whose canonical chain the EL must hold.
 
+pub mod health;
+pub mod quorum;
 pub mod rpc;
 
 pub use rpc::RpcSource;

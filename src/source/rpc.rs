@@ -1,13 +1,15 @@
 //! A source over HTTP or WebSocket JSON-RPC (alloy provider as transport).
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use alloy_provider::{Provider, RootProvider};
 use serde_json::{Value, json};
 
 use super::SourceError;
+use super::health::{Health, HealthSnapshot, Transition};
 use crate::chain::{BlockRef, Label};
 use crate::config::{ChainKind, SourceEntry};
 use crate::engine::client::parse_quantity;
@@ -23,6 +25,7 @@ pub struct RpcSource {
     kind: ChainKind,
     timeout: Duration,
     websocket: bool,
+    health: Arc<Health>,
 }
 
 /// The message of an error and its causes, joined.
@@ -63,7 +66,15 @@ impl RpcSource {
                 return Err(SourceError::Timeout { source_name: name, method: "connect".into() });
             }
         };
-        Ok(Self { name, url: entry.url().to_string(), provider, kind, timeout, websocket })
+        Ok(Self {
+            name,
+            url: entry.url().to_string(),
+            provider,
+            kind,
+            timeout,
+            websocket,
+            health: Arc::new(Health::default()),
+        })
     }
 
     /// The name used in logs.
@@ -76,15 +87,56 @@ impl RpcSource {
         self.websocket
     }
 
+    /// Whether the source may be asked now (it is not backing off after failures).
+    pub fn available(&self) -> bool {
+        self.health.available(Instant::now())
+    }
+
+    /// Its health, for status output.
+    pub fn health(&self) -> HealthSnapshot {
+        self.health.snapshot(Instant::now())
+    }
+
+    /// Records its reported latest height (for lag).
+    pub fn set_head(&self, head: u64) {
+        self.health.set_head(head);
+    }
+
+    /// Records a failure found by the caller (a block that does not link, a bad block).
+    pub fn penalise(&self, reason: &'static str) {
+        self.log_transition(self.health.failure(reason, Instant::now()), reason);
+    }
+
+    fn log_transition(&self, t: Transition, reason: &str) {
+        match t {
+            Transition::None => {}
+            Transition::Failing { consecutive, retry_in } => tracing::warn!(
+                target: "lightcl::source", source = %self.name, reason, consecutive,
+                retry_in = ?retry_in,
+                "source failing; it counts as not agreeing and is retried after a backoff"),
+            Transition::Recovered { after } => tracing::info!(
+                target: "lightcl::source", source = %self.name, failures = after,
+                "source answering again; re-admitted"),
+        }
+    }
+
     async fn request(&self, method: &'static str, params: Value) -> Result<Value, SourceError> {
+        let started = Instant::now();
         let fut = self.provider.raw_request::<Value, Value>(Cow::Borrowed(method), params);
-        match tokio::time::timeout(self.timeout, fut).await {
+        let res = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => {
                 Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() })
             }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(method, e)),
+        };
+        match &res {
+            Ok(_) => self.log_transition(self.health.success(started.elapsed()), "ok"),
+            Err(e) => {
+                self.log_transition(self.health.failure(e.reason(), Instant::now()), e.reason())
+            }
         }
+        res
     }
 
     fn classify(&self, method: &str, e: alloy_provider::transport::TransportError) -> SourceError {
@@ -154,9 +206,10 @@ impl RpcSource {
         if v.is_null() {
             return Ok(None);
         }
-        from_rpc_block(self.kind, &number.to_string(), v)
-            .map(Some)
-            .map_err(|error| SourceError::BadBlock { source_name: self.name.clone(), error })
+        from_rpc_block(self.kind, &number.to_string(), v).map(Some).map_err(|error| {
+            self.penalise("bad_block");
+            SourceError::BadBlock { source_name: self.name.clone(), error }
+        })
     }
 
     /// A stream of new-head notifications (WebSocket sources only).

@@ -134,6 +134,8 @@ pub(super) struct Follower {
     pub(super) token: CancellationToken,
     wake: Arc<Notify>,
     tasks: tokio::task::JoinSet<()>,
+    /// The last disagreement logged and when (to log a persisting one only now and then).
+    pub(super) last_disagreement: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
 
 impl Follower {
@@ -211,6 +213,7 @@ impl Follower {
             token,
             wake: Arc::new(Notify::new()),
             tasks: tokio::task::JoinSet::new(),
+            last_disagreement: std::sync::Mutex::new(None),
         };
         f.spawn_subscriptions();
         Ok(Some(f))
@@ -345,60 +348,6 @@ impl Follower {
         }
     }
 
-    /// Reads every source's label and returns the one they all agree on (by hash), if any.
-    async fn agreed_label(&self, label: Label) -> Result<Option<BlockRef>, StepError> {
-        let mut reported = Vec::new();
-        for s in &self.sources {
-            match s.label(label).await? {
-                Some(b) => reported.push(b),
-                None => return Ok(None),
-            }
-        }
-        let Some(lowest) = reported.iter().min_by_key(|b| b.number).copied() else {
-            return Ok(None);
-        };
-        for (s, r) in self.sources.iter().zip(&reported) {
-            let hash = if r.number == lowest.number {
-                Some(r.hash)
-            } else {
-                s.hash_at(lowest.number).await?
-            };
-            if hash != Some(lowest.hash) {
-                warn!(target: "lightcl::source", %label, source = s.name(), height = lowest.number,
-                    theirs = ?hash, others = %lowest.hash, "sources disagree; holding this label");
-                return Ok(None);
-            }
-        }
-        Ok(Some(lowest))
-    }
-
-    /// The hash every source holds at `number`, if they all hold the same one.
-    pub(super) async fn agreed_hash_at(&self, number: u64) -> Result<Option<B256>, StepError> {
-        let mut agreed = None;
-        for s in &self.sources {
-            match (s.hash_at(number).await?, agreed) {
-                (None, _) => return Ok(None),
-                (Some(h), None) => agreed = Some(h),
-                (Some(h), Some(a)) if h == a => {}
-                (Some(h), Some(a)) => {
-                    debug!(target: "lightcl::source", height = number, source = s.name(), theirs = %h, others = %a, "sources disagree on a block");
-                    return Ok(None);
-                }
-            }
-        }
-        Ok(agreed)
-    }
-
-    async fn agreed_heads(&self) -> Result<Option<Heads>, StepError> {
-        let head = self.agreed_label(Label::Latest).await?;
-        let safe = self.agreed_label(Label::Safe).await?;
-        let finalized = self.agreed_label(Label::Finalized).await?;
-        Ok(match (head, safe, finalized) {
-            (Some(head), Some(safe), Some(finalized)) => Some(Heads { head, safe, finalized }),
-            _ => None,
-        })
-    }
-
     /// One round: read, plan, execute.
     async fn step(&mut self, reassert: &mut bool) -> Result<StepOutcome, StepError> {
         let (local, version) = self.engine.heads().await?;
@@ -408,7 +357,7 @@ impl Follower {
                 finalized = %local.finalized, "EL forkchoice re-asserted");
             *reassert = false;
         }
-        let Some(agreed) = self.agreed_heads().await? else {
+        let Some(agreed) = self.agreed_heads(local.finalized.number).await? else {
             return Ok(StepOutcome::Idle);
         };
         let follow = self.config.follow;
@@ -478,7 +427,11 @@ impl Follower {
             }
         }
         let (tx, mut rx) = mpsc::channel(self.config.prefetch);
-        let fetch = self.fetch_range(from, end, tx);
+        let target = match self.config.follow {
+            Follow::Safe => agreed.safe,
+            Follow::Latest => agreed.head,
+        };
+        let fetch = self.fetch_range(from, end, target, tx);
         let feed = async {
             let out = self.feed(&mut rx, &local, &agreed, version, known, end - from + 1).await;
             drop(rx);
@@ -527,6 +480,12 @@ pub(super) enum StepError {
     Source(#[from] SourceError),
     #[error("the sources have no block {number} yet")]
     Missing { number: u64 },
+    #[error("no source is available (all are backing off after errors)")]
+    NoSource,
+    #[error(
+        "the sources give no agreed block at height {number} (down, backing off or split); cannot compare yet"
+    )]
+    NoAgreement { number: u64 },
     #[error("block {block} has parent {parent}, but the block below it here is {local}")]
     Discontinuity { block: BlockRef, parent: B256, local: BlockRef },
     #[error(

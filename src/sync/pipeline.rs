@@ -21,8 +21,11 @@ use crate::payload::{FcuVersion, Payload};
 /// head moves (docs/engines.md).
 pub const FCU_EVERY_BLOCKS: u64 = 64;
 
+/// A payload and the index of the source that served it.
+pub type Fetched = (usize, Payload);
+
 /// A stream of payloads in height order, ending early at the first error.
-pub type PayloadRx = mpsc::Receiver<Result<Payload, StepError>>;
+pub type PayloadRx = mpsc::Receiver<Result<Fetched, StepError>>;
 
 /// What a feed achieved.
 #[derive(Debug, Clone, Copy)]
@@ -34,21 +37,55 @@ pub struct Fed {
 }
 
 impl Follower {
-    /// Fetches `from..=to` with `fetch_concurrency` requests in flight, spread over the sources,
-    /// into `tx` (capacity: the prefetch window). Stops at the first error or when `tx` closes.
+    /// A source served a block of another branch than its neighbours: it backs off, unless it
+    /// is the only source (then there is nothing better to ask, and the budgeted search and
+    /// pinning deal with it).
+    pub(super) fn penalise_inconsistent(&self, served_by: usize) {
+        if self.sources.len() > 1
+            && let Some(s) = self.sources.get(served_by)
+        {
+            s.penalise("inconsistent_chain");
+        }
+    }
+
+    /// The available sources whose chain holds `target` (so every block below it is theirs too):
+    /// the only ones payloads are fetched from.
+    pub(super) async fn holders_of(&self, target: BlockRef) -> Vec<usize> {
+        let checks = futures_util::future::join_all(self.sources.iter().enumerate().map(
+            |(i, s)| async move {
+                (s.available()
+                    && s.hash_at(target.number).await.ok().flatten() == Some(target.hash))
+                .then_some(i)
+            },
+        ))
+        .await;
+        checks.into_iter().flatten().collect()
+    }
+
+    /// Fetches `from..=to` with `fetch_concurrency` requests in flight, spread over the sources
+    /// that hold the target (see [`Self::holders_of`]), into `tx` (capacity: the prefetch
+    /// window). The feed checks every block against the agreed chain. Stops at the first error
+    /// or when `tx` closes.
     pub(super) async fn fetch_range(
         &self,
         from: u64,
         to: u64,
-        tx: mpsc::Sender<Result<Payload, StepError>>,
+        target: BlockRef,
+        tx: mpsc::Sender<Result<Fetched, StepError>>,
     ) {
+        let usable = self.holders_of(target).await;
+        if usable.is_empty() {
+            let _ = tx.send(Err(StepError::NoSource)).await;
+            return;
+        }
         let sources = &self.sources;
+        let usable = &usable;
         let mut stream = futures_util::stream::iter(from..=to)
             .map(|n| {
-                let s = &sources[(n as usize) % sources.len()];
+                let i = usable[(n as usize) % usable.len()];
                 async move {
-                    match s.payload(n).await {
-                        Ok(Some(p)) => Ok(p),
+                    match sources[i].payload(n).await {
+                        Ok(Some(p)) => Ok((i, p)),
                         Ok(None) => Err(StepError::Missing { number: n }),
                         Err(e) => Err(StepError::Source(e)),
                     }
@@ -95,8 +132,8 @@ impl Follower {
             if self.token.is_cancelled() {
                 break;
             }
-            let p = match item {
-                Ok(p) => p,
+            let (served_by, p) = match item {
+                Ok(x) => x,
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -107,6 +144,11 @@ impl Follower {
                 || (p.block.number == agreed.finalized.number
                     && p.block.hash != agreed.finalized.hash);
             if p.parent_hash != prev.hash || off_label {
+                if fed > 0 || off_label {
+                    // Mid-chain: this source served a block of another branch than the blocks
+                    // before it (or than the agreed labels).
+                    self.penalise_inconsistent(served_by);
+                }
                 result = Err(StepError::Discontinuity {
                     block: p.block,
                     parent: p.parent_hash,

@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::ancestor::{AncestorSearch, SearchState};
 use super::driver::{Follower, RunError, StepError, StepOutcome};
+use super::pipeline::Fetched;
 use crate::chain::{BlockRef, Heads, Label};
 use crate::engine::client::BlockAt;
 use crate::engine::{Verdict, classify};
-use crate::payload::{FcuVersion, Payload};
+use crate::payload::FcuVersion;
 
 /// Searches per recovery before giving up for this round.
 const MAX_ATTEMPTS: u32 = 3;
@@ -35,7 +36,7 @@ const MAX_REPLAY: u64 = 8_192;
 /// Why a candidate ancestor was not accepted.
 enum Pin {
     /// The fetched blocks link the ancestor to the pinned hash.
-    Linked(Vec<Payload>),
+    Linked(Vec<Fetched>),
     /// They do not: the sources answered from more than one branch.
     Broken(String),
 }
@@ -69,6 +70,11 @@ impl Follower {
                             self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
                         let theirs = self.agreed_hash_at(n).await?;
                         lookups += 2;
+                        if theirs.is_none() && n == local.finalized.number {
+                            // No agreed answer at the floor (sources down, backing off or split):
+                            // that is not evidence of a finalized divergence. Try again later.
+                            return Err(StepError::NoAgreement { number: n });
+                        }
                         if let Some(h) = mine {
                             local_hashes.insert(n, h);
                         }
@@ -79,7 +85,10 @@ impl Follower {
                         None => return Err(StepError::Missing { number: a }),
                     },
                     SearchState::FinalizedDiverged(n) => {
-                        let sources_hash = self.agreed_hash_at(n).await?.unwrap_or_default();
+                        // Halt only on positive evidence: the quorum agrees on another hash.
+                        let Some(sources_hash) = self.agreed_hash_at(n).await? else {
+                            return Err(StepError::NoAgreement { number: n });
+                        };
                         return Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
                             number: n,
                             local: local.finalized.hash,
@@ -117,7 +126,7 @@ impl Follower {
             info!(target: "lightcl::recovery", ancestor = %ancestor, depth = local.head.number - ancestor.number,
                 lookups, replay = payloads.len(), "reset to the common ancestor; replaying the sources' blocks");
             // 4. Replay. The first block tells whether the EL still has the ancestor's state.
-            if let Some(first) = payloads.first() {
+            if let Some((_, first)) = payloads.first() {
                 match classify(&self.engine.new_payload(first).await?) {
                     Verdict::Advance => {}
                     Verdict::Pending => self.rewind_for_state(ancestor).await?,
@@ -161,14 +170,15 @@ impl Follower {
     ) -> Result<Pin, StepError> {
         let count = (end - ancestor.number) as usize;
         let (tx, mut rx) = mpsc::channel(count.max(1));
-        self.fetch_range(ancestor.number + 1, end, tx).await;
+        self.fetch_range(ancestor.number + 1, end, BlockRef::new(end, pinned), tx).await;
         let mut payloads = Vec::with_capacity(count);
         while let Ok(item) = rx.try_recv() {
             payloads.push(item?);
         }
         let mut prev = ancestor;
-        for p in &payloads {
+        for (served_by, p) in &payloads {
             if p.parent_hash != prev.hash {
+                self.penalise_inconsistent(*served_by);
                 return Ok(Pin::Broken(format!(
                     "block {} has parent {}, not {}",
                     p.block, p.parent_hash, prev

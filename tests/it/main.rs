@@ -7,6 +7,7 @@ mod bad_input;
 mod engines;
 mod follow;
 mod packaging;
+mod quorum;
 mod recovery;
 mod resilience;
 mod testbed;
