@@ -6,6 +6,16 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash scripts/install-els.sh
+# promtool checks the alert rules (Debian package "prometheus"; only the tool is used).
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "test.sh: installing promtool (Debian package prometheus)" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+        || { echo "test.sh: could not install the prometheus package (for promtool)" >&2; exit 1; }
+    # The package starts a prometheus service where it can; the tests need only promtool.
+    $SUDO pkill -x prometheus 2>/dev/null || true
+fi
 CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
 
 # EL-heavy tests start two to four EL processes each; two at a time fits a 2-core machine.

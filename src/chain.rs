@@ -3,9 +3,10 @@
 use std::fmt;
 
 use alloy_primitives::B256;
+use serde::Serialize;
 
 /// A block by height and hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct BlockRef {
     /// Height.
     pub number: u64,
@@ -55,7 +56,7 @@ impl fmt::Display for Label {
 }
 
 /// The three labels of one chain view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Heads {
     /// Latest (the EL's head).
     pub head: BlockRef,

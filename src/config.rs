@@ -138,6 +138,21 @@ impl fmt::Debug for EngineConfig {
     }
 }
 
+/// Operations API settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of /metrics, /healthz, /readyz, /status ("" disables the API).
+    pub listen: String,
+    /// /readyz answers ready only within this many blocks of the sources' target.
+    pub ready_max_lag_blocks: u64,
+}
+
+/// Default API address.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:9301";
+/// Default readiness lag bound.
+pub const DEFAULT_READY_MAX_LAG_BLOCKS: u64 = 4;
+
 /// Logging settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -174,6 +189,8 @@ pub struct Config {
     pub progress_interval_ms: u64,
     /// Engine API and EL settings.
     pub engine: EngineConfig,
+    /// Operations API.
+    pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -198,6 +215,10 @@ impl Default for Config {
                 new_payload_timeout_ms: DEFAULT_NEW_PAYLOAD_TIMEOUT_MS,
                 forkchoice_timeout_ms: DEFAULT_FORKCHOICE_TIMEOUT_MS,
                 call_timeout_ms: DEFAULT_EL_CALL_TIMEOUT_MS,
+            },
+            api: ApiConfig {
+                listen: DEFAULT_API_LISTEN.into(),
+                ready_max_lag_blocks: DEFAULT_READY_MAX_LAG_BLOCKS,
             },
             log: LogConfig { format: LogFormat::Text, level: "info".into() },
         }
@@ -307,6 +328,15 @@ impl Config {
             if v == 0 {
                 return Err(bad(key, "must be greater than 0".into()));
             }
+        }
+        if !self.api.listen.is_empty() && self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(bad(
+                "api.listen",
+                format!(
+                    "`{}` is not an address:port (e.g. 127.0.0.1:9301); \"\" disables the API",
+                    self.api.listen
+                ),
+            ));
         }
         if self.fetch_concurrency > self.prefetch {
             return Err(bad(

@@ -18,6 +18,7 @@
 //! safe/finalized; a payload is sent only if it hashes to the claimed block and links to its
 //! parent; every engine answer is checked and the head is read back.
 
+pub mod api;
 pub mod chain;
 pub mod config;
 pub mod engine;

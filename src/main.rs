@@ -40,6 +40,14 @@ enum Command {
     /// Validate the configuration, connect to every source and the EL, check chain ids and the
     /// JWT, print a summary, and exit.
     Check(Opts),
+    /// Print a running lightcl's status (from its /status endpoint) for a person.
+    Status {
+        /// The API base URL (default: from api.listen in the configuration).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
 }
 
 #[derive(Args, Debug, Default, Clone)]
@@ -164,6 +172,7 @@ fn main() -> ExitCode {
     let (check, opts) = match cli.command {
         Some(Command::Run(o)) => (false, o.merged(&cli.opts)),
         Some(Command::Check(o)) => (true, o.merged(&cli.opts)),
+        Some(Command::Status { api, opts }) => return status_command(api, opts.merged(&cli.opts)),
         None => (false, cli.opts),
     };
     let config = match Config::load(opts.config.as_deref(), opts.flag_values()) {
@@ -190,7 +199,9 @@ fn main() -> ExitCode {
             tracing::error!(target: "lightcl", error = %e, "exiting");
             eprintln!("lightcl: {e}");
             ExitCode::from(match e {
-                RunError::ChainIdMismatch { .. } | RunError::Unauthorized(_) => EXIT_STARTUP,
+                RunError::ChainIdMismatch { .. } | RunError::Unauthorized(_) | RunError::Api(_) => {
+                    EXIT_STARTUP
+                }
                 RunError::FinalizedDivergence { .. } => EXIT_HALTED,
                 RunError::Engine(_) => EXIT_RUNTIME,
             })
@@ -308,4 +319,101 @@ async fn check_command(config: &Config) -> ExitCode {
         println!("check FAILED");
         ExitCode::from(EXIT_STARTUP)
     }
+}
+
+/// `lightcl status`: fetch /status and print it for a person. Exit 0 when ready, 1 otherwise.
+fn status_command(api: Option<String>, opts: Opts) -> ExitCode {
+    let base = match api {
+        Some(u) => u,
+        None => match Config::load(opts.config.as_deref(), opts.flag_values()) {
+            Ok(c) if !c.api.listen.is_empty() => format!("http://{}", c.api.listen),
+            Ok(_) => {
+                eprintln!("lightcl: the API is disabled (api.listen = \"\"); pass --api URL");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                eprintln!("lightcl: {e} (or pass --api URL)");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let url = format!("{}/status", base.trim_end_matches('/'));
+    let fetch = async {
+        let resp = reqwest::Client::new().get(&url).timeout(Duration::from_secs(5)).send().await?;
+        resp.json::<serde_json::Value>().await
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lightcl: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let v = match runtime.block_on(fetch) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("lightcl: cannot read {url}: {e}; is lightcl running with its API there?");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    print!("{}", render_status(&v));
+    if v["ready"].as_bool() == Some(true) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+fn render_status(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let st = &v["state"];
+    let block = |b: &serde_json::Value| match (b["number"].as_u64(), b["hash"].as_str()) {
+        (Some(n), Some(h)) => format!("#{n} {h}"),
+        _ => "-".to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lightcl {}  mode: {}  ready: {}",
+        v["version"].as_str().unwrap_or("?"),
+        st["mode"].as_str().unwrap_or("?"),
+        if v["ready"].as_bool() == Some(true) {
+            "yes".to_string()
+        } else {
+            format!("no ({})", v["not_ready_because"].as_str().unwrap_or("?"))
+        }
+    );
+    if let Some(h) = st["halted"].as_str() {
+        let _ = writeln!(out, "HALTED: {h}");
+    }
+    for (name, key) in [("EL", "local"), ("sources (agreed)", "agreed")] {
+        let _ = writeln!(
+            out,
+            "{name:<17} latest {}  safe {}  finalized {}",
+            block(&st[key]["head"]),
+            block(&st[key]["safe"]),
+            block(&st[key]["finalized"])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "lag               {} blocks, {} s since the EL head's timestamp",
+        st["lag_blocks"].as_u64().map_or("?".into(), |n| n.to_string()),
+        st["lag_seconds"].as_u64().map_or("?".into(), |n| n.to_string())
+    );
+    if let Some(e) = st["last_error"].as_str() {
+        let _ = writeln!(out, "last error        {e}");
+    }
+    for s in st["sources"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "source {:<40} {} head {} latency {} errors {}",
+            s["name"].as_str().unwrap_or("?"),
+            if s["up"].as_bool() == Some(true) { "up  " } else { "DOWN" },
+            s["head"].as_u64().map_or("-".into(), |n| n.to_string()),
+            s["latency_ms"].as_f64().map_or("-".into(), |n| format!("{n:.1} ms")),
+            s["errors"]
+        );
+    }
+    out
 }

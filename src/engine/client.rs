@@ -22,6 +22,8 @@ pub struct LocalBlock {
     pub parent_hash: B256,
     /// The forkchoiceUpdated version for a head at this block.
     pub fcu: FcuVersion,
+    /// Timestamp.
+    pub timestamp: u64,
 }
 
 /// Talks to one EL.
@@ -37,6 +39,7 @@ pub struct EngineClient {
     forkchoice_timeout: Duration,
     call_timeout: Duration,
     next_id: AtomicU64,
+    metrics: Option<std::sync::Arc<crate::api::Metrics>>,
 }
 
 impl EngineClient {
@@ -54,10 +57,45 @@ impl EngineClient {
             forkchoice_timeout: Duration::from_millis(cfg.forkchoice_timeout_ms),
             call_timeout: Duration::from_millis(cfg.call_timeout_ms),
             next_id: AtomicU64::new(1),
+            metrics: None,
         })
     }
 
+    /// Records every call's latency and result in `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::api::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     async fn call(
+        &self,
+        authed: bool,
+        method: &str,
+        params: Value,
+        timeout: Duration,
+    ) -> Result<Value, EngineError> {
+        let started = std::time::Instant::now();
+        let res = self.call_inner(authed, method, params, timeout).await;
+        if let Some(m) = &self.metrics {
+            use crate::api::metrics::{EL_UP, ENGINE_REQUESTS, ENGINE_SECONDS, labels};
+            let result = match &res {
+                Ok(_) => "ok",
+                Err(EngineError::Unreachable { .. }) => "unreachable",
+                Err(EngineError::Timeout { .. }) => "timeout",
+                Err(EngineError::Unauthorized { .. }) => "unauthorized",
+                Err(EngineError::Rpc { .. }) => "rpc_error",
+                Err(_) => "error",
+            };
+            let l = labels(&[("method", method), ("result", result)]);
+            m.add(ENGINE_REQUESTS, &l, 1.0);
+            m.add(ENGINE_SECONDS, &l, started.elapsed().as_secs_f64());
+            let up = !matches!(result, "unreachable" | "timeout");
+            m.set(EL_UP, "", if up { 1.0 } else { 0.0 });
+        }
+        res
+    }
+
+    async fn call_inner(
         &self,
         authed: bool,
         method: &str,
@@ -199,8 +237,9 @@ impl EngineClient {
         })
     }
 
-    /// The EL's head, safe and finalized (unset labels read as genesis).
-    pub async fn heads(&self) -> Result<(Heads, FcuVersion), EngineError> {
+    /// The EL's head, safe and finalized (unset labels read as genesis), the forkchoice version
+    /// for its head, and the head's timestamp.
+    pub async fn heads(&self) -> Result<(Heads, FcuVersion, u64), EngineError> {
         let head = self.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| {
             EngineError::Decode {
                 method: "eth_getBlockByNumber".into(),
@@ -214,7 +253,7 @@ impl EngineClient {
         let safe = self.block(BlockAt::Label(Label::Safe)).await?.map_or(genesis, |b| b.block);
         let finalized =
             self.block(BlockAt::Label(Label::Finalized)).await?.map_or(genesis, |b| b.block);
-        Ok((Heads { head: head.block, safe, finalized }, head.fcu))
+        Ok((Heads { head: head.block, safe, finalized }, head.fcu, head.timestamp))
     }
 }
 
@@ -238,7 +277,8 @@ fn local_block(v: &Value) -> Option<LocalBlock> {
     } else {
         FcuVersion::V1
     };
-    Some(LocalBlock { block: BlockRef::new(number, hash), parent_hash, fcu })
+    let timestamp = v.get("timestamp").and_then(parse_quantity).unwrap_or(0);
+    Some(LocalBlock { block: BlockRef::new(number, hash), parent_hash, fcu, timestamp })
 }
 
 /// Parses a JSON-RPC quantity ("0x1a").

@@ -14,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::plan::{Step, View, plan};
+use crate::api::metrics::{self as m, labels};
+use crate::api::{self, Mode, Shared, SourceStatus};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::{ChainKind, Config, Follow};
 use crate::engine::client::BlockAt;
 use crate::engine::{EngineClient, EngineError, Verdict, classify};
 use crate::payload::FcuVersion;
+use crate::redact::RedactedUrl;
 use crate::source::{RpcSource, SourceError};
 
 /// Blocks fed per pipeline run before the loop re-plans (keeps the target fresh).
@@ -52,6 +55,9 @@ pub enum RunError {
     /// The EL cannot be used (setup).
     #[error("engine setup: {0}")]
     Engine(EngineError),
+    /// The operations API cannot start.
+    #[error("{0}")]
+    Api(String),
     /// The sources disagree with the local finalized block; nothing more was sent to the EL.
     #[error(
         "finalized divergence at height {number}: the EL's finalized block is {local}, the sources \
@@ -106,8 +112,22 @@ async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> bool {
 /// Runs the follower until `shutdown` resolves or a fatal error.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let token = CancellationToken::new();
+    let names: Vec<String> = config
+        .sources
+        .iter()
+        .map(|e| {
+            e.name().map(str::to_string).unwrap_or_else(|| RedactedUrl::new(e.url()).to_string())
+        })
+        .collect();
+    let shared = Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks));
+    let api = if config.api.listen.is_empty() {
+        None
+    } else {
+        let listener = api::bind(&config.api.listen).await.map_err(RunError::Api)?;
+        Some(tokio::spawn(api::serve(listener, shared.clone(), token.clone())))
+    };
     let follower = async {
-        let res = Follower::start(config, token.clone()).await;
+        let res = Follower::start(config, token.clone(), shared.clone()).await;
         match res {
             Ok(Some(mut f)) => f.follow().await,
             Ok(None) => Ok(()),
@@ -116,14 +136,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     tokio::pin!(follower);
     tokio::pin!(shutdown);
-    tokio::select! {
+    let res = tokio::select! {
         res = &mut follower => res,
         _ = &mut shutdown => {
             info!(target: "lightcl", "shutdown requested; finishing the current engine call");
             token.cancel();
             follower.await
         }
+    };
+    token.cancel();
+    if let Some(task) = api {
+        let _ = task.await;
     }
+    res
 }
 
 /// The follower's state: clients, cancellation, background tasks.
@@ -136,13 +161,21 @@ pub(super) struct Follower {
     tasks: tokio::task::JoinSet<()>,
     /// The last disagreement logged and when (to log a persisting one only now and then).
     pub(super) last_disagreement: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    /// What the API reports.
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Follower {
     /// Connects and checks everything before the first engine write. `Ok(None)`: cancelled.
-    async fn start(config: Config, token: CancellationToken) -> Result<Option<Self>, RunError> {
+    async fn start(
+        config: Config,
+        token: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> Result<Option<Self>, RunError> {
         info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
-        let engine = EngineClient::new(&config.engine).map_err(RunError::Engine)?;
+        let engine = EngineClient::new(&config.engine)
+            .map_err(RunError::Engine)?
+            .with_metrics(shared.metrics.clone());
         let timeout = Duration::from_millis(config.source_timeout_ms);
         let mut sources = Vec::new();
         for entry in &config.sources {
@@ -214,6 +247,7 @@ impl Follower {
             wake: Arc::new(Notify::new()),
             tasks: tokio::task::JoinSet::new(),
             last_disagreement: std::sync::Mutex::new(None),
+            shared,
         };
         f.spawn_subscriptions();
         Ok(Some(f))
@@ -276,9 +310,12 @@ impl Follower {
                 Ok(StepOutcome::Halt(e)) => return self.halted(e).await,
                 Err(e) => {
                     let d = backoff.next_delay();
+                    let text = e.to_string();
+                    self.shared.update(|s| s.last_error = Some(text));
                     match &e {
                         StepError::Engine(err) if err.is_retryable() => {
                             reassert = true;
+                            self.shared.update(|s| s.el_up = false);
                             warn!(target: "lightcl::engine", error = %err, retry_in = ?d, "EL unavailable; waiting for it")
                         }
                         StepError::Engine(EngineError::Unauthorized { .. }) => {
@@ -303,6 +340,12 @@ impl Follower {
     /// Halted: no more engine writes. Stays up saying why (so monitoring sees it) until the
     /// operator stops it; then the error is returned (exit code 4).
     async fn halted(&mut self, e: RunError) -> Result<(), RunError> {
+        self.shared.metrics.set(m::HALTED, "", 1.0);
+        let why = e.to_string();
+        self.shared.update(|s| {
+            s.mode = Mode::Halted;
+            s.halted = Some(why);
+        });
         loop {
             error!(target: "lightcl", error = %e, "HALTED: no more writes to the EL until an operator intervenes");
             if !sleep_or_cancel(&self.token, HALT_REMINDER).await {
@@ -318,6 +361,84 @@ impl Follower {
             ChainKind::Optimism => v.max(FcuVersion::V2),
             ChainKind::Ethereum => v,
         }
+    }
+
+    /// Publishes the sources' health to the API and metrics.
+    fn publish_sources(&self) {
+        let sources: Vec<SourceStatus> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let h = s.health();
+                let l = labels(&[("source", s.name())]);
+                let mx = &self.shared.metrics;
+                mx.set(m::SOURCE_UP, &l, if h.up { 1.0 } else { 0.0 });
+                mx.set(m::SOURCE_LATENCY, &l, h.latency.map_or(0.0, |d| d.as_secs_f64()));
+                mx.set(m::SOURCE_HEAD, &l, h.head.unwrap_or(0) as f64);
+                for (reason, n) in &h.errors {
+                    mx.set(
+                        m::SOURCE_ERRORS,
+                        &labels(&[("source", s.name()), ("reason", reason)]),
+                        *n as f64,
+                    );
+                }
+                SourceStatus {
+                    name: s.name().to_string(),
+                    up: h.up,
+                    latency_ms: h.latency.map(|d| d.as_secs_f64() * 1e3),
+                    consecutive_errors: h.consecutive_errors,
+                    errors: h.errors,
+                    head: h.head,
+                }
+            })
+            .collect();
+        self.shared.update(|s| s.sources = sources);
+    }
+
+    /// Publishes heads, lag and mode to the API and metrics.
+    pub(super) fn publish(
+        &self,
+        local: &Heads,
+        agreed: Option<(&Heads, BlockRef)>,
+        head_time: u64,
+        mode: Mode,
+    ) {
+        let mx = &self.shared.metrics;
+        for (label, b) in
+            [("latest", local.head), ("safe", local.safe), ("finalized", local.finalized)]
+        {
+            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let lag_seconds = now.saturating_sub(head_time);
+        mx.set(m::LAG_SECONDS, "", lag_seconds as f64);
+        let lag = agreed.map(|(a, target)| {
+            for (label, b) in [("latest", a.head), ("safe", a.safe), ("finalized", a.finalized)] {
+                mx.set(m::AGREED_HEAD, &labels(&[("label", label)]), b.number as f64);
+            }
+            target.number.saturating_sub(local.head.number)
+        });
+        if let Some(l) = lag {
+            mx.set(m::LAG_BLOCKS, "", l as f64);
+        }
+        let (local, agreed) = (*local, agreed.map(|(a, _)| *a));
+        self.shared.update(|s| {
+            s.local = Some(local);
+            if agreed.is_some() {
+                s.agreed = agreed;
+                s.lag_blocks = lag;
+            }
+            s.lag_seconds = Some(lag_seconds);
+            s.el_up = true;
+            if s.mode != Mode::Halted {
+                s.mode = mode;
+            }
+            if mode == Mode::Following {
+                s.last_error = None;
+            }
+        });
     }
 
     /// Sends a forkchoice update and checks it took effect (I6): VALID, and the head reads back.
@@ -350,7 +471,8 @@ impl Follower {
 
     /// One round: read, plan, execute.
     async fn step(&mut self, reassert: &mut bool) -> Result<StepOutcome, StepError> {
-        let (local, version) = self.engine.heads().await?;
+        let (local, version, head_time) = self.engine.heads().await?;
+        self.publish_sources();
         if *reassert {
             self.forkchoice(version, &local).await?;
             info!(target: "lightcl::engine", head = %local.head, safe = %local.safe,
@@ -358,8 +480,11 @@ impl Follower {
             *reassert = false;
         }
         let Some(agreed) = self.agreed_heads(local.finalized.number).await? else {
+            self.shared.metrics.set(m::SOURCES_AGREE, "", 0.0);
+            self.publish(&local, None, head_time, Mode::Holding);
             return Ok(StepOutcome::Idle);
         };
+        self.shared.metrics.set(m::SOURCES_AGREE, "", 1.0);
         let follow = self.config.follow;
         let target = match follow {
             Follow::Safe => agreed.safe,
@@ -386,7 +511,16 @@ impl Follower {
             source_at_local_finalized,
             local_head_on_source,
         };
-        match plan(&view) {
+        let step = plan(&view);
+        let lag = target.number.saturating_sub(local.head.number);
+        let mode = match &step {
+            Step::Diverged { .. } => Mode::Recovering,
+            Step::FinalizedDivergence { .. } => Mode::Halted,
+            _ if lag > self.config.api.ready_max_lag_blocks => Mode::CatchingUp,
+            _ => Mode::Following,
+        };
+        self.publish(&local, Some((&agreed, target)), head_time, mode);
+        match step {
             Step::Idle => Ok(StepOutcome::Idle),
             Step::Promote(next) => {
                 self.forkchoice(version, &next).await?;

@@ -12,6 +12,7 @@ use tracing::{debug, info};
 
 use super::driver::{Follower, StepError};
 use super::plan::labels;
+use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads};
 use crate::engine::{Verdict, classify};
 use crate::payload::{FcuVersion, Payload};
@@ -188,7 +189,7 @@ impl Follower {
                 }
             }
             match verdict {
-                Verdict::Advance => {}
+                Verdict::Advance => self.shared.metrics.add(m::PAYLOADS, "", 1.0),
                 Verdict::Pending => {
                     if !pending {
                         debug!(target: "lightcl::engine", block = %p.block, "EL cannot execute yet; feeding on in order");
@@ -196,6 +197,7 @@ impl Follower {
                     pending = true;
                 }
                 Verdict::Reject(reason) => {
+                    self.shared.metrics.add(m::INVALID, "", 1.0);
                     result = Err(StepError::Invalid { block: p.block, reason });
                     break;
                 }
@@ -205,7 +207,10 @@ impl Follower {
             known.insert(p.block.number, p.block.hash);
             since_fcu += 1;
             fed += 1;
-            progress.tick(p.block.number);
+            if let Some(rate) = progress.tick(p.block.number) {
+                self.shared.metrics.set(m::CATCHUP_RATE, "", rate);
+                self.shared.update(|_| {});
+            }
             if since_fcu >= FCU_EVERY_BLOCKS && !pending {
                 if let Err(e) = self.forkchoice(fcu, &heads_for(prev, &known)).await {
                     result = Err(e);
@@ -251,10 +256,11 @@ impl Progress {
         }
     }
 
-    fn tick(&mut self, height: u64) {
+    /// Counts a block; every interval logs progress and returns the rate.
+    fn tick(&mut self, height: u64) -> Option<f64> {
         self.done += 1;
         if self.last_log.elapsed() < self.interval {
-            return;
+            return None;
         }
         self.last_log = Instant::now();
         let rate = self.done as f64 / self.start.elapsed().as_secs_f64().max(1e-3);
@@ -262,6 +268,7 @@ impl Progress {
         let eta = Duration::from_secs((left as f64 / rate.max(1e-3)) as u64);
         info!(target: "lightcl::sync", height, target = self.target,
             blocks_per_sec = format!("{rate:.1}"), eta = ?eta, "catching up");
+        Some(rate)
     }
 
     fn done(&self, heads: &Heads) {

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::ancestor::{AncestorSearch, SearchState};
 use super::driver::{Follower, RunError, StepError, StepOutcome};
 use super::pipeline::Fetched;
+use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads, Label};
 use crate::engine::client::BlockAt;
 use crate::engine::{Verdict, classify};
@@ -54,6 +55,7 @@ impl Follower {
         let started = Instant::now();
         let diverged_at = diverged_at.min(local.head.number);
         let mut lookups = 0u32;
+        self.shared.metrics.add(m::DIVERGENCES, "", 1.0);
         warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
             local_finalized = %local.finalized, "the EL's chain differs from the sources'; recovering");
         for attempt in 1..=MAX_ATTEMPTS {
@@ -150,8 +152,11 @@ impl Follower {
             if head != Some(fed.last) {
                 return Err(StepError::HeadDidNotMove { wanted: fed.last, have: head });
             }
+            let depth = local.head.number - ancestor.number;
+            self.shared.metrics.add(m::RECOVERIES, "", 1.0);
+            self.shared.metrics.set(m::RECOVERY_DEPTH, "", depth as f64);
             info!(target: "lightcl::recovery", diverged_at, ancestor = %ancestor,
-                depth = local.head.number - ancestor.number, lookups, replayed = fed.blocks,
+                depth, lookups, replayed = fed.blocks,
                 attempts = attempt, seconds = format!("{:.2}", started.elapsed().as_secs_f64()),
                 head = %fed.last, "recovered");
             return Ok(StepOutcome::Progress);

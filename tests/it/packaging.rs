@@ -64,3 +64,54 @@ fn check_command_reports_bad_config_with_exit_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`chain_id` (from command-line flag)"), "{stderr}");
 }
+
+/// GitHub-style anchor of a Markdown heading.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+        .collect::<String>()
+        .replace(' ', "-")
+}
+
+#[test]
+fn every_alert_has_a_runbook_section() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rules = std::fs::read_to_string(format!("{root}/monitoring/alerts.yml")).expect("rules");
+    let runbook = std::fs::read_to_string(format!("{root}/docs/runbook.md")).expect("runbook");
+    let anchors: Vec<String> =
+        runbook.lines().filter_map(|l| l.strip_prefix("## ")).map(slug).collect();
+    let alerts = rules.matches("- alert:").count();
+    let links: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook: \"docs/runbook.md#"))
+        .map(|l| l.trim_end_matches('"'))
+        .collect();
+    assert!(alerts >= 6, "expected at least 6 alerts, found {alerts}");
+    assert_eq!(links.len(), alerts, "every alert needs a runbook annotation");
+    for link in links {
+        assert!(
+            anchors.iter().any(|a| a == link),
+            "runbook has no section #{link} (has {anchors:?})"
+        );
+    }
+}
+
+#[test]
+fn alert_rules_pass_promtool() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let Ok(out) = Command::new("promtool")
+        .args(["check", "rules", &format!("{root}/monitoring/alerts.yml")])
+        .output()
+    else {
+        panic!(
+            "promtool is not installed; scripts/test.sh installs it (Debian package prometheus)"
+        );
+    };
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool check rules failed:\n{text}");
+    assert!(text.contains("7 rules found"), "{text}");
+}

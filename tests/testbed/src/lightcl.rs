@@ -61,7 +61,8 @@ impl FollowerConfig {
         format!(
             "chain = \"{chain}\"\nchain_id = {}\nsources = [{}]\nfollow = \"{}\"\n\
              poll_interval_ms = {}\nprogress_interval_ms = 1000\n{}\n\n[engine]\nurl = {:?}\n\
-             rpc_url = {:?}\njwt_secret_file = {:?}\n\n[log]\nlevel = \"info,lightcl=debug\"\n",
+             rpc_url = {:?}\njwt_secret_file = {:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
+             [log]\nlevel = \"info,lightcl=debug\"\n",
             self.chain_id,
             sources.join(", "),
             self.follow,

@@ -1,0 +1,205 @@
+//! Operations API: Prometheus `/metrics`, `/healthz` (the loop is alive), `/readyz` (EL
+//! reachable, not halted, lag within bound: what a load balancer needs), `/status` (JSON).
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::chain::Heads;
+pub use metrics::Metrics;
+
+/// How long the loop may go without a tick before `/healthz` fails.
+const LIVENESS: Duration = Duration::from_secs(120);
+
+/// What the follower is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Connecting and checking.
+    #[default]
+    Starting,
+    /// Far behind the target, inserting.
+    CatchingUp,
+    /// At (or within the lag bound of) the target.
+    Following,
+    /// The sources agree on nothing newer; holding.
+    Holding,
+    /// Bringing the EL back from another branch.
+    Recovering,
+    /// Finalized divergence: no engine writes.
+    Halted,
+}
+
+/// One source, as status shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceStatus {
+    /// Name (credentials redacted).
+    pub name: String,
+    /// Usable now.
+    pub up: bool,
+    /// Smoothed latency in ms.
+    pub latency_ms: Option<f64>,
+    /// Consecutive errors.
+    pub consecutive_errors: u32,
+    /// Errors by reason.
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Latest height it reported.
+    pub head: Option<u64>,
+}
+
+/// The follower's state as the API reports it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct State {
+    /// Mode.
+    pub mode: Mode,
+    /// Local heads.
+    pub local: Option<Heads>,
+    /// Agreed heads.
+    pub agreed: Option<Heads>,
+    /// Blocks behind the follow target.
+    pub lag_blocks: Option<u64>,
+    /// Seconds since the local head's timestamp.
+    pub lag_seconds: Option<u64>,
+    /// The EL answered the last call.
+    pub el_up: bool,
+    /// Why lightcl is halted.
+    pub halted: Option<String>,
+    /// The last step error.
+    pub last_error: Option<String>,
+    /// Sources.
+    pub sources: Vec<SourceStatus>,
+    #[serde(skip)]
+    last_tick: Option<Instant>,
+}
+
+/// State shared between the follower and the API server.
+#[derive(Debug)]
+pub struct Shared {
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    ready_max_lag: u64,
+}
+
+impl Shared {
+    /// New shared state for these sources.
+    pub fn new(sources: &[String], ready_max_lag: u64) -> Self {
+        Self { metrics: Arc::new(Metrics::new(sources)), state: Mutex::default(), ready_max_lag }
+    }
+
+    /// Changes the state (and marks the loop alive).
+    pub fn update(&self, f: impl FnOnce(&mut State)) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        s.last_tick = Some(Instant::now());
+    }
+
+    /// A copy of the state.
+    pub fn snapshot(&self) -> State {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Ready for traffic: the EL answers, not halted, in sync within the lag bound.
+    pub fn readiness(&self) -> Result<(), String> {
+        let s = self.snapshot();
+        if let Some(why) = s.halted {
+            return Err(format!("halted: {why}"));
+        }
+        if !s.el_up {
+            return Err("the EL is not answering".into());
+        }
+        match s.lag_blocks {
+            None => Err("not synced yet".into()),
+            Some(lag) if lag > self.ready_max_lag => Err(format!(
+                "{lag} blocks behind the sources (ready within {})",
+                self.ready_max_lag
+            )),
+            Some(_) if s.mode == Mode::Recovering => Err("recovering from a divergence".into()),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Alive: the loop ticked recently.
+    pub fn alive(&self) -> bool {
+        self.snapshot().last_tick.is_none_or(|t| t.elapsed() < LIVENESS)
+    }
+
+    /// The `/status` document.
+    pub fn status_json(&self) -> Value {
+        let s = self.snapshot();
+        let ready = self.readiness();
+        json!({
+            "version": crate::VERSION,
+            "ready": ready.is_ok(),
+            "not_ready_because": ready.err(),
+            "state": s,
+        })
+    }
+}
+
+/// Serves the API on `listen` until `token` is cancelled.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        info!(target: "lightcl::api", %addr, "serving /metrics /healthz /readyz /status");
+    }
+    loop {
+        let conn = tokio::select! {
+            _ = token.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        let Ok((mut stream, _)) = conn else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
+            {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, ctype, body) = route(&shared, path);
+            let head = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+fn route(shared: &Shared, path: &str) -> (&'static str, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    match path {
+        "/metrics" => ("200 OK", "text/plain; version=0.0.4", shared.metrics.render()),
+        "/healthz" if shared.alive() => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" => ("503 Service Unavailable", TEXT, "the follow loop is stuck\n".into()),
+        "/readyz" => match shared.readiness() {
+            Ok(()) => ("200 OK", TEXT, "ready\n".into()),
+            Err(why) => ("503 Service Unavailable", TEXT, format!("not ready: {why}\n")),
+        },
+        "/status" => ("200 OK", "application/json", shared.status_json().to_string()),
+        _ => ("404 Not Found", TEXT, "try /metrics, /healthz, /readyz or /status\n".into()),
+    }
+}
+
+/// Binds the API address, with an error that says what to change.
+pub async fn bind(listen: &str) -> Result<TcpListener, String> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("api.listen `{listen}` is not an address:port ({e})"))?;
+    TcpListener::bind(addr).await.map_err(|e| {
+        warn!(target: "lightcl::api", %addr, error = %e, "cannot bind the API address");
+        format!("cannot listen on api.listen {addr}: {e}; choose a free address or set api.listen = \"\" to disable")
+    })
+}
