@@ -395,6 +395,31 @@ impl Follower {
         self.shared.update(|s| s.sources = sources);
     }
 
+    /// Publishes the heads a feed just moved the EL to (during a long catch-up).
+    pub(super) fn publish_progress(&self, heads: &Heads, agreed: &Heads) {
+        let target = match self.config.follow {
+            Follow::Safe => agreed.safe,
+            Follow::Latest => agreed.head,
+        };
+        let mx = &self.shared.metrics;
+        for (label, b) in
+            [("latest", heads.head), ("safe", heads.safe), ("finalized", heads.finalized)]
+        {
+            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
+        }
+        let lag = target.number.saturating_sub(heads.head.number);
+        mx.set(m::LAG_BLOCKS, "", lag as f64);
+        let heads = *heads;
+        let behind = lag > self.config.api.ready_max_lag_blocks;
+        self.shared.update(|s| {
+            s.local = Some(heads);
+            s.lag_blocks = Some(lag);
+            if matches!(s.mode, Mode::CatchingUp | Mode::Following) {
+                s.mode = if behind { Mode::CatchingUp } else { Mode::Following };
+            }
+        });
+    }
+
     /// Publishes heads, lag and mode to the API and metrics.
     pub(super) fn publish(
         &self,

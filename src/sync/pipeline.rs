@@ -212,16 +212,21 @@ impl Follower {
                 self.shared.update(|_| {});
             }
             if since_fcu >= FCU_EVERY_BLOCKS && !pending {
-                if let Err(e) = self.forkchoice(fcu, &heads_for(prev, &known)).await {
+                let heads = heads_for(prev, &known);
+                if let Err(e) = self.forkchoice(fcu, &heads).await {
                     result = Err(e);
                     break;
                 }
+                self.publish_progress(&heads, agreed);
                 since_fcu = 0;
             }
         }
         if since_fcu > 0 {
             let heads = heads_for(prev, &known);
             let fcu_res = self.forkchoice(fcu, &heads).await;
+            if fcu_res.is_ok() {
+                self.publish_progress(&heads, agreed);
+            }
             if result.is_ok() {
                 result = fcu_res;
             }

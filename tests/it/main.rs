@@ -6,6 +6,7 @@
 mod bad_input;
 mod engines;
 mod follow;
+mod ops;
 mod packaging;
 mod quorum;
 mod recovery;

@@ -11,16 +11,16 @@ use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
 use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels};
 
 /// A source chain and a follower EL on a rival branch.
-struct Diverged {
-    src: ElNode,
-    main: Producer,
-    local: ElNode,
-    rival: Producer,
+pub struct Diverged {
+    pub src: ElNode,
+    pub main: Producer,
+    pub local: ElNode,
+    pub rival: Producer,
 }
 
 /// The source builds `ancestor` blocks; the follower EL gets them and then `depth` rival blocks
 /// (its finalized label at `local_fin`); the source then builds past the rival's height.
-async fn diverged(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
+pub async fn diverged(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
     let mix = TxMix::new(1, 0);
     let src = ElNode::spawn(kind, "source").await.expect("spawn source");
     let mut main = Producer::new(&src).await.expect("producer");
