@@ -19,7 +19,17 @@ async fn api_url(lc: &Lightcl) -> String {
     );
     let log = lc.log();
     let line = log.lines().find(|l| l.contains("serving /metrics")).expect("line");
-    let addr = line.split("addr=").nth(1).expect("addr").split_whitespace().next().expect("addr");
+    let addr = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) => v["fields"]["addr"].as_str().expect("addr field").to_string(),
+        Err(_) => line
+            .split("addr=")
+            .nth(1)
+            .expect("addr")
+            .split_whitespace()
+            .next()
+            .expect("addr")
+            .to_string(),
+    };
     format!("http://{addr}")
 }
 
@@ -147,7 +157,8 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
     drop(lc);
 
     let d = diverged(ChainKind::Optimism, 40, 10, 45).await;
-    let lc = Lightcl::start(lightcl_bin(), &FollowerConfig::new(&d.src, &d.local)).expect("start");
+    let cfg = FollowerConfig { json_logs: true, ..FollowerConfig::new(&d.src, &d.local) };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     let api = api_url(&lc).await;
     assert!(lc.wait_log("HALTED", Duration::from_secs(60)).await, "{}", tail(&lc.log(), 20));
     let (_, m) = get(&format!("{api}/metrics")).await;
@@ -165,4 +176,13 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
         "{status}"
     );
     assert_eq!(get(&format!("{api}/healthz")).await.0, 200, "halted but alive");
+    // JSON logs: every line is an object with a level, a target and fields.
+    for line in lc.log().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["target"].is_string() && v["fields"].is_object(),
+            "{line}"
+        );
+    }
 }

@@ -33,6 +33,8 @@ pub struct FollowerConfig {
     pub poll_interval_ms: u64,
     /// Extra TOML lines at the top level.
     pub extra: String,
+    /// Log as JSON lines instead of text.
+    pub json_logs: bool,
 }
 
 impl FollowerConfig {
@@ -48,6 +50,7 @@ impl FollowerConfig {
             follow: "safe",
             poll_interval_ms: 200,
             extra: String::new(),
+            json_logs: false,
         }
     }
 
@@ -62,7 +65,7 @@ impl FollowerConfig {
             "chain = \"{chain}\"\nchain_id = {}\nsources = [{}]\nfollow = \"{}\"\n\
              poll_interval_ms = {}\nprogress_interval_ms = 1000\n{}\n\n[engine]\nurl = {:?}\n\
              rpc_url = {:?}\njwt_secret_file = {:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
-             [log]\nlevel = \"info,lightcl=debug\"\n",
+             [log]\nlevel = \"info,lightcl=debug\"\nformat = \"{}\"\n",
             self.chain_id,
             sources.join(", "),
             self.follow,
@@ -71,6 +74,7 @@ impl FollowerConfig {
             self.engine_url,
             self.el_rpc_url,
             self.jwt_file.display().to_string(),
+            if self.json_logs { "json" } else { "text" },
         )
     }
 }
