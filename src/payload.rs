@@ -159,16 +159,25 @@ fn verify<T: alloy_eips::eip2718::Encodable2718>(
 
 /// Builds the payload for a full block as `eth_getBlockByNumber(n, true)` returns it.
 pub fn from_rpc_block(kind: ChainKind, what: &str, json: Value) -> Result<Payload, PayloadError> {
+    from_rpc_block_str(kind, what, &json.to_string())
+}
+
+/// The same from the JSON text (decoded straight into typed blocks, no intermediate tree).
+pub fn from_rpc_block_str(
+    kind: ChainKind,
+    what: &str,
+    json: &str,
+) -> Result<Payload, PayloadError> {
     match kind {
         ChainKind::Optimism => op_payload(what, json),
         ChainKind::Ethereum => eth_payload(what, json),
     }
 }
 
-fn op_payload(what: &str, json: Value) -> Result<Payload, PayloadError> {
+fn op_payload(what: &str, json: &str) -> Result<Payload, PayloadError> {
     let kind = ChainKind::Optimism;
     let rpc: alloy_rpc_types_eth::Block<op_alloy_rpc_types::Transaction> =
-        serde_json::from_value(json).map_err(|e| decode_err(what, kind, e))?;
+        serde_json::from_str(json).map_err(|e| decode_err(what, kind, e))?;
     let claimed = rpc.header.hash;
     let block = rpc.into_consensus().map_transactions(|t| t.inner.into_inner());
     // On OP (Isthmus) the withdrawals root is the message passer's storage root, not a root of
@@ -208,10 +217,10 @@ fn is_prague(number: u64, requests_hash: Option<B256>) -> Result<bool, PayloadEr
     }
 }
 
-fn eth_payload(what: &str, json: Value) -> Result<Payload, PayloadError> {
+fn eth_payload(what: &str, json: &str) -> Result<Payload, PayloadError> {
     let kind = ChainKind::Ethereum;
     let rpc: alloy_rpc_types_eth::Block =
-        serde_json::from_value(json).map_err(|e| decode_err(what, kind, e))?;
+        serde_json::from_str(json).map_err(|e| decode_err(what, kind, e))?;
     let claimed = rpc.header.hash;
     let block = rpc.into_consensus().map_transactions(|t| t.inner.into_inner());
     let block_ref = verify(claimed, &block, true)?;

@@ -13,6 +13,15 @@ use crate::config::EngineConfig;
 use crate::payload::{FcuVersion, Payload};
 use crate::redact::RedactedUrl;
 
+/// A JSON-RPC request borrowing its params.
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'a str,
+    params: &'a Value,
+}
+
 /// A block as the EL reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalBlock {
@@ -71,7 +80,7 @@ impl EngineClient {
         &self,
         authed: bool,
         method: &str,
-        params: Value,
+        params: &Value,
         timeout: Duration,
     ) -> Result<Value, EngineError> {
         let started = std::time::Instant::now();
@@ -99,7 +108,7 @@ impl EngineClient {
         &self,
         authed: bool,
         method: &str,
-        params: Value,
+        params: &Value,
         timeout: Duration,
     ) -> Result<Value, EngineError> {
         let (url, shown) = if authed {
@@ -108,7 +117,8 @@ impl EngineClient {
             (&self.rpc_url, &self.shown_rpc)
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
+        // Serialised straight from the borrowed params: a payload is never copied.
+        let body = Request { jsonrpc: "2.0", id, method, params };
         let mut req = self.http.post(url).json(&body).timeout(timeout);
         if authed {
             req = req.bearer_auth(self.secret.token()?);
@@ -160,7 +170,7 @@ impl EngineClient {
             "engine_forkchoiceUpdatedV3",
         ];
         let v = self
-            .call(true, "engine_exchangeCapabilities", json!([ours]), self.call_timeout)
+            .call(true, "engine_exchangeCapabilities", &json!([ours]), self.call_timeout)
             .await?;
         serde_json::from_value(v).map_err(|e| EngineError::Decode {
             method: "engine_exchangeCapabilities".into(),
@@ -170,7 +180,7 @@ impl EngineClient {
 
     /// engine_newPayloadVn for a verified payload.
     pub async fn new_payload(&self, p: &Payload) -> Result<PayloadStatus, EngineError> {
-        let v = self.call(true, p.method, p.params.clone(), self.new_payload_timeout).await?;
+        let v = self.call(true, p.method, &p.params, self.new_payload_timeout).await?;
         serde_json::from_value(v)
             .map_err(|e| EngineError::Decode { method: p.method.into(), message: e.to_string() })
     }
@@ -187,7 +197,7 @@ impl EngineClient {
             "finalizedBlockHash": heads.finalized.hash,
         });
         let method = version.method();
-        let v = self.call(true, method, json!([state, null]), self.forkchoice_timeout).await?;
+        let v = self.call(true, method, &json!([state, null]), self.forkchoice_timeout).await?;
         serde_json::from_value(v.get("payloadStatus").cloned().unwrap_or(Value::Null))
             .map_err(|e| EngineError::Decode { method: method.into(), message: e.to_string() })
     }
@@ -195,20 +205,20 @@ impl EngineClient {
     /// `debug_setHead(number)` on the EL's JSON-RPC: rolls chain and state back to `number`
     /// (geth and op-geth; it deletes the blocks above). Used only above local finalized.
     pub async fn set_head(&self, number: u64) -> Result<(), EngineError> {
-        self.call(false, "debug_setHead", json!([format!("{number:#x}")]), self.forkchoice_timeout)
+        self.call(false, "debug_setHead", &json!([format!("{number:#x}")]), self.forkchoice_timeout)
             .await
             .map(|_| ())
     }
 
     /// Whether the EL's JSON-RPC serves the `debug` namespace (`rpc_modules`).
     pub async fn has_debug_api(&self) -> Result<bool, EngineError> {
-        let v = self.call(false, "rpc_modules", json!([]), self.call_timeout).await?;
+        let v = self.call(false, "rpc_modules", &json!([]), self.call_timeout).await?;
         Ok(v.get("debug").is_some())
     }
 
     /// eth_chainId of the EL.
     pub async fn chain_id(&self) -> Result<u64, EngineError> {
-        let v = self.call(false, "eth_chainId", json!([]), self.call_timeout).await?;
+        let v = self.call(false, "eth_chainId", &json!([]), self.call_timeout).await?;
         parse_quantity(&v).ok_or_else(|| EngineError::Decode {
             method: "eth_chainId".into(),
             message: format!("not a quantity: {v}"),
@@ -221,7 +231,8 @@ impl EngineClient {
             BlockAt::Label(l) => l.tag().to_string(),
             BlockAt::Number(n) => format!("{n:#x}"),
         };
-        let res = self.call(false, "eth_getBlockByNumber", json!([tag, false]), self.call_timeout);
+        let params = json!([tag, false]);
+        let res = self.call(false, "eth_getBlockByNumber", &params, self.call_timeout);
         let v = match res.await {
             Ok(v) => v,
             // geth answers an error, not null, for a label it has not set yet.

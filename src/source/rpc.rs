@@ -13,7 +13,7 @@ use super::health::{Health, HealthSnapshot, Transition};
 use crate::chain::{BlockRef, Label};
 use crate::config::{ChainKind, SourceEntry};
 use crate::engine::client::parse_quantity;
-use crate::payload::{Payload, from_rpc_block};
+use crate::payload::{Payload, from_rpc_block_str};
 use crate::redact::RedactedUrl;
 
 /// One source.
@@ -121,8 +121,25 @@ impl RpcSource {
     }
 
     async fn request(&self, method: &'static str, params: Value) -> Result<Value, SourceError> {
+        self.request_as::<Value>(method, params).await
+    }
+
+    /// A request whose result stays JSON text (full blocks: decoded once, straight to types).
+    async fn request_raw(
+        &self,
+        method: &'static str,
+        params: Value,
+    ) -> Result<Box<serde_json::value::RawValue>, SourceError> {
+        self.request_as(method, params).await
+    }
+
+    async fn request_as<R: alloy_json_rpc::RpcRecv>(
+        &self,
+        method: &'static str,
+        params: Value,
+    ) -> Result<R, SourceError> {
         let started = Instant::now();
-        let fut = self.provider.raw_request::<Value, Value>(Cow::Borrowed(method), params);
+        let fut = self.provider.raw_request::<Value, R>(Cow::Borrowed(method), params);
         let res = match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => {
                 Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() })
@@ -202,11 +219,12 @@ impl RpcSource {
 
     /// The full block at `number`, verified (hash, roots) and turned into a payload.
     pub async fn payload(&self, number: u64) -> Result<Option<Payload>, SourceError> {
-        let v = self.request("eth_getBlockByNumber", json!([format!("{number:#x}"), true])).await?;
-        if v.is_null() {
+        let raw =
+            self.request_raw("eth_getBlockByNumber", json!([format!("{number:#x}"), true])).await?;
+        if raw.get() == "null" {
             return Ok(None);
         }
-        from_rpc_block(self.kind, &number.to_string(), v).map(Some).map_err(|error| {
+        from_rpc_block_str(self.kind, &number.to_string(), raw.get()).map(Some).map_err(|error| {
             self.penalise("bad_block");
             SourceError::BadBlock { source_name: self.name.clone(), error }
         })
