@@ -56,6 +56,16 @@ pub enum Follow {
     Latest,
 }
 
+impl Follow {
+    /// The agreed block the local head follows.
+    pub fn target(self, agreed: &crate::chain::Heads) -> crate::chain::BlockRef {
+        match self {
+            Self::Safe => agreed.safe,
+            Self::Latest => agreed.head,
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -19,6 +19,7 @@
 //! parent; every engine answer is checked and the head is read back.
 
 pub mod api;
+pub mod backoff;
 pub mod chain;
 pub mod config;
 pub mod engine;

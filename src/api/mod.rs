@@ -103,6 +103,11 @@ impl Shared {
         s.last_tick = Some(Instant::now());
     }
 
+    /// Marks the loop alive (for /healthz) without changing anything else.
+    pub fn tick(&self) {
+        self.update(|_| {});
+    }
+
     /// A copy of the state.
     pub fn snapshot(&self) -> State {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()

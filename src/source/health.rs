@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::backoff::Backoff;
+
 /// First backoff after a failure; doubles per consecutive failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest backoff.
@@ -45,13 +47,27 @@ pub struct HealthSnapshot {
     pub head: Option<u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     consecutive: u32,
+    backoff: Backoff,
     errors: BTreeMap<&'static str, u64>,
     retry_at: Option<Instant>,
     latency: Option<Duration>,
     head: Option<u64>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            consecutive: 0,
+            backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+            errors: BTreeMap::new(),
+            retry_at: None,
+            latency: None,
+            head: None,
+        }
+    }
 }
 
 /// Health of one source, shared by its clones.
@@ -79,6 +95,7 @@ impl Health {
         });
         let before = s.consecutive;
         s.consecutive = 0;
+        s.backoff.reset();
         s.retry_at = None;
         if before > 0 { Transition::Recovered { after: before } } else { Transition::None }
     }
@@ -88,8 +105,7 @@ impl Health {
         let mut s = self.lock();
         *s.errors.entry(reason).or_default() += 1;
         s.consecutive += 1;
-        let shift = (s.consecutive - 1).min(16);
-        let retry_in = FIRST_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF);
+        let retry_in = s.backoff.next_delay();
         s.retry_at = Some(now + retry_in);
         // Log the first failure and then every tenth, not every retry.
         if s.consecutive == 1 || s.consecutive.is_multiple_of(10) {

@@ -16,8 +16,9 @@ use tracing::{debug, error, info, warn};
 use super::plan::{Step, View, plan};
 use crate::api::metrics::{self as m, labels};
 use crate::api::{self, Mode, Shared, SourceStatus};
+use crate::backoff::Backoff;
 use crate::chain::{BlockRef, Heads, Label};
-use crate::config::{ChainKind, Config, Follow};
+use crate::config::{ChainKind, Config};
 use crate::engine::client::BlockAt;
 use crate::engine::{EngineClient, EngineError, Verdict, classify};
 use crate::payload::FcuVersion;
@@ -28,10 +29,6 @@ use crate::source::{RpcSource, SourceError};
 const MAX_BATCH: u64 = 8_192;
 /// How often a halted follower repeats why it is halted.
 const HALT_REMINDER: Duration = Duration::from_secs(60);
-/// First retry delay after an error; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-/// Longest wait between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why the follower stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -73,32 +70,6 @@ pub enum RunError {
         /// Sources' hash.
         sources_hash: B256,
     },
-}
-
-/// Doubling backoff between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self { next: MIN_BACKOFF }
-    }
-}
-
-impl Backoff {
-    /// The delay to wait now; the next one doubles (bounded).
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(MAX_BACKOFF);
-        d
-    }
-
-    /// Back to the shortest delay after a success.
-    pub fn reset(&mut self) {
-        self.next = MIN_BACKOFF;
-    }
 }
 
 /// Sleeps `d` unless cancelled first; false when cancelled.
@@ -397,10 +368,7 @@ impl Follower {
 
     /// Publishes the heads a feed just moved the EL to (during a long catch-up).
     pub(super) fn publish_progress(&self, heads: &Heads, agreed: &Heads) {
-        let target = match self.config.follow {
-            Follow::Safe => agreed.safe,
-            Follow::Latest => agreed.head,
-        };
+        let target = self.config.follow.target(agreed);
         let mx = &self.shared.metrics;
         for (label, b) in
             [("latest", heads.head), ("safe", heads.safe), ("finalized", heads.finalized)]
@@ -511,10 +479,7 @@ impl Follower {
         };
         self.shared.metrics.set(m::SOURCES_AGREE, "", 1.0);
         let follow = self.config.follow;
-        let target = match follow {
-            Follow::Safe => agreed.safe,
-            Follow::Latest => agreed.head,
-        };
+        let target = follow.target(&agreed);
         let local_at_target = if target.number <= local.head.number {
             self.engine.block(BlockAt::Number(target.number)).await?.map(|b| b.block.hash)
         } else {
@@ -586,10 +551,7 @@ impl Follower {
             }
         }
         let (tx, mut rx) = mpsc::channel(self.config.prefetch);
-        let target = match self.config.follow {
-            Follow::Safe => agreed.safe,
-            Follow::Latest => agreed.head,
-        };
+        let target = self.config.follow.target(&agreed);
         let fetch = self.fetch_range(from, end, target, tx);
         let feed = async {
             let out = self.feed(&mut rx, &local, &agreed, version, known, end - from + 1).await;
@@ -604,10 +566,6 @@ impl Follower {
                 // chain. Recover from the height of our head.
                 info!(target: "lightcl::sync", block = %block, parent = %parent, local_head = %below,
                     "the sources' next block does not link to the EL's head: divergence");
-                let target = match self.config.follow {
-                    Follow::Safe => agreed.safe,
-                    Follow::Latest => agreed.head,
-                };
                 self.recover(local.head.number, local, agreed, target, version).await
             }
             Err(StepError::Discontinuity { block, parent, local: below }) => {

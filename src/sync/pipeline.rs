@@ -209,7 +209,7 @@ impl Follower {
             fed += 1;
             if let Some(rate) = progress.tick(p.block.number) {
                 self.shared.metrics.set(m::CATCHUP_RATE, "", rate);
-                self.shared.update(|_| {});
+                self.shared.tick();
             }
             if since_fcu >= FCU_EVERY_BLOCKS && !pending {
                 let heads = heads_for(prev, &known);

@@ -54,10 +54,7 @@ pub enum Step {
 impl View {
     /// The source label the head follows.
     pub fn target(&self) -> BlockRef {
-        match self.follow {
-            Follow::Safe => self.agreed.safe,
-            Follow::Latest => self.agreed.head,
-        }
+        self.follow.target(&self.agreed)
     }
 }
 
@@ -138,10 +135,7 @@ mod tests {
     }
 
     fn view(local: Heads, agreed: Heads, follow: Follow) -> View {
-        let target = match follow {
-            Follow::Safe => agreed.safe,
-            Follow::Latest => agreed.head,
-        };
+        let target = follow.target(&agreed);
         View {
             local,
             agreed,

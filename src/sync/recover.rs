@@ -65,6 +65,8 @@ impl Follower {
             // 1. Search.
             let mut search = AncestorSearch::new(local.finalized.number, diverged_at);
             let mut local_hashes = HashMap::new();
+            // The sources' hash at the floor, kept for the halt message (no second lookup).
+            let mut floor_theirs = None;
             let ancestor = loop {
                 match search.next() {
                     SearchState::Probe(n) => {
@@ -72,6 +74,9 @@ impl Follower {
                             self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
                         let theirs = self.agreed_hash_at(n).await?;
                         lookups += 2;
+                        if n == local.finalized.number {
+                            floor_theirs = theirs;
+                        }
                         if theirs.is_none() && n == local.finalized.number {
                             // No agreed answer at the floor (sources down, backing off or split):
                             // that is not evidence of a finalized divergence. Try again later.
@@ -88,7 +93,12 @@ impl Follower {
                     },
                     SearchState::FinalizedDiverged(n) => {
                         // Halt only on positive evidence: the quorum agrees on another hash.
-                        let Some(sources_hash) = self.agreed_hash_at(n).await? else {
+                        // The floor's answer is reused when it was probed.
+                        let floor = match floor_theirs {
+                            Some(h) => Some(h),
+                            None => self.agreed_hash_at(n).await?,
+                        };
+                        let Some(sources_hash) = floor else {
                             return Err(StepError::NoAgreement { number: n });
                         };
                         return Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
