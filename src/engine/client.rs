@@ -257,13 +257,15 @@ impl EngineClient {
                 message: "no latest block".into(),
             }
         })?;
-        let genesis = match self.block(BlockAt::Number(0)).await? {
-            Some(g) => g.block,
-            None => head.block,
+        let safe = self.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block);
+        let finalized = self.block(BlockAt::Label(Label::Finalized)).await?.map(|b| b.block);
+        // Genesis stands in for unset labels; read only then (not on every poll).
+        let genesis = if safe.is_none() || finalized.is_none() {
+            self.block(BlockAt::Number(0)).await?.map_or(head.block, |g| g.block)
+        } else {
+            head.block
         };
-        let safe = self.block(BlockAt::Label(Label::Safe)).await?.map_or(genesis, |b| b.block);
-        let finalized =
-            self.block(BlockAt::Label(Label::Finalized)).await?.map_or(genesis, |b| b.block);
+        let (safe, finalized) = (safe.unwrap_or(genesis), finalized.unwrap_or(genesis));
         Ok((Heads { head: head.block, safe, finalized }, head.fcu, head.timestamp))
     }
 }
