@@ -3,10 +3,10 @@
 use std::fmt;
 
 use alloy_primitives::B256;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A block by height and hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlockRef {
     /// Height.
     pub number: u64,

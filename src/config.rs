@@ -33,6 +33,8 @@ pub const DEFAULT_ENGINE_URL: &str = "http://127.0.0.1:8551";
 pub const DEFAULT_EL_RPC_URL: &str = "http://127.0.0.1:8545";
 /// Default JWT secret file.
 pub const DEFAULT_JWT_SECRET_FILE: &str = "/etc/lightcl/jwt.hex";
+/// Default folder of the state file (systemd's `StateDirectory=lightcl`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/lightcl";
 /// Default interval of the catch-up progress log.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
 
@@ -197,6 +199,8 @@ pub struct Config {
     pub source_timeout_ms: u64,
     /// Interval of the catch-up progress log, ms.
     pub progress_interval_ms: u64,
+    /// Folder of the state file (the finality floor lightcl remembers across restarts).
+    pub state_dir: PathBuf,
     /// Engine API and EL settings.
     pub engine: EngineConfig,
     /// Operations API.
@@ -218,6 +222,7 @@ impl Default for Config {
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
+            state_dir: DEFAULT_STATE_DIR.into(),
             engine: EngineConfig {
                 url: DEFAULT_ENGINE_URL.into(),
                 jwt_secret_file: DEFAULT_JWT_SECRET_FILE.into(),
@@ -376,7 +381,7 @@ impl Config {
         let sources: Vec<String> =
             self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
         format!(
-            "chain={:?} chain_id={} follow={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={}",
+            "chain={:?} chain_id={} follow={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
             self.chain,
             self.chain_id,
             self.follow,
@@ -384,7 +389,8 @@ impl Config {
             self.quorum,
             RedactedUrl::new(&self.engine.url),
             RedactedUrl::new(&self.engine.rpc_url),
-            self.engine.jwt_secret_file.display()
+            self.engine.jwt_secret_file.display(),
+            self.state_dir.display()
         )
     }
 }

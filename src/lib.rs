@@ -26,10 +26,11 @@ pub mod engine;
 pub mod payload;
 pub mod redact;
 pub mod source;
+pub mod state;
 pub mod sync;
 
 pub use config::Config;
-pub use sync::driver::{RunError, run};
+pub use sync::driver::{Parts, RunError, run, run_with};
 
 /// The crate version, as reported by `lightcl --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use figment::value::{Dict, Value};
 use lightcl::config::{Config, FlagValues, LogFormat};
 use lightcl::engine::EngineClient;
-use lightcl::source::RpcSource;
+use lightcl::source::{RpcSource, Source};
 use lightcl::{RunError, run};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -199,10 +199,11 @@ fn main() -> ExitCode {
             tracing::error!(target: "lightcl", error = %e, "exiting");
             eprintln!("lightcl: {e}");
             ExitCode::from(match e {
-                RunError::ChainIdMismatch { .. } | RunError::Unauthorized(_) | RunError::Api(_) => {
-                    EXIT_STARTUP
-                }
-                RunError::FinalizedDivergence { .. } => EXIT_HALTED,
+                RunError::ChainIdMismatch { .. }
+                | RunError::Unauthorized(_)
+                | RunError::Api(_)
+                | RunError::State(_) => EXIT_STARTUP,
+                RunError::FinalizedDivergence { .. } | RunError::ElLeftFloor { .. } => EXIT_HALTED,
                 RunError::Engine(_) => EXIT_RUNTIME,
             })
         }
@@ -247,32 +248,38 @@ async fn check_command(config: &Config) -> ExitCode {
     let timeout = Duration::from_millis(config.source_timeout_ms);
     for entry in &config.sources {
         let shown = lightcl::redact::RedactedUrl::new(entry.url());
-        match RpcSource::connect(entry, config.chain, timeout).await {
-            Ok(s) => match (s.chain_id().await, s.label(lightcl::chain::Label::Latest).await) {
-                (Ok(id), Ok(latest)) if id == config.chain_id => {
-                    println!(
-                        "source {}: ok, chain id {id}, latest {}",
-                        s.name(),
-                        latest.map_or("none".into(), |b| b.to_string())
-                    );
-                }
-                (Ok(id), Ok(_)) => {
-                    ok = false;
-                    println!(
-                        "source {}: WRONG CHAIN: chain id {id}, expected {}",
-                        s.name(),
-                        config.chain_id
-                    );
-                }
-                (Err(e), _) | (_, Err(e)) => {
-                    ok = false;
-                    println!("source {shown}: FAILED: {e}");
-                }
-            },
-            Err(e) => {
+        let s = RpcSource::new(entry, timeout);
+        match (s.chain_id().await, s.labels().await) {
+            (Ok(id), Ok(labels)) if id == config.chain_id => {
+                println!(
+                    "source {}: ok, chain id {id}, latest {}",
+                    s.name(),
+                    labels.latest.map_or("none".into(), |b| b.to_string())
+                );
+            }
+            (Ok(id), Ok(_)) => {
+                ok = false;
+                println!(
+                    "source {}: WRONG CHAIN: chain id {id}, expected {}",
+                    s.name(),
+                    config.chain_id
+                );
+            }
+            (Err(e), _) | (_, Err(e)) => {
                 ok = false;
                 println!("source {shown}: FAILED: {e}");
             }
+        }
+    }
+    match lightcl::state::StateFile::open(&config.state_dir, config.chain_id) {
+        Ok((f, floor)) => println!(
+            "state file {}: ok, finality floor {}",
+            f.path().display(),
+            floor.map_or("not set yet".into(), |b| b.to_string())
+        ),
+        Err(e) => {
+            ok = false;
+            println!("state file: FAILED: {e}");
         }
     }
     match EngineClient::new(&config.engine) {

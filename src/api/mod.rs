@@ -65,6 +65,8 @@ pub struct State {
     pub local: Option<Heads>,
     /// Agreed heads.
     pub agreed: Option<Heads>,
+    /// The finality floor lightcl remembers (state file).
+    pub floor: Option<crate::chain::BlockRef>,
     /// Blocks behind the follow target.
     pub lag_blocks: Option<u64>,
     /// Seconds since the local head's timestamp.

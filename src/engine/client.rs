@@ -7,7 +7,7 @@ use alloy_primitives::B256;
 use serde_json::{Value, json};
 
 use super::jwt::JwtSecret;
-use super::{EngineError, PayloadStatus};
+use super::{BoxFuture, Engine, EngineError, PayloadStatus};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::EngineConfig;
 use crate::payload::{FcuVersion, Payload};
@@ -35,8 +35,7 @@ pub struct LocalBlock {
     pub timestamp: u64,
 }
 
-/// Talks to one EL.
-#[derive(Debug)]
+/// Talks to one EL. Its Debug output shows the URLs redacted.
 pub struct EngineClient {
     http: reqwest::Client,
     engine_url: String,
@@ -49,6 +48,15 @@ pub struct EngineClient {
     call_timeout: Duration,
     next_id: AtomicU64,
     metrics: Option<std::sync::Arc<crate::api::Metrics>>,
+}
+
+impl std::fmt::Debug for EngineClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineClient")
+            .field("engine_url", &self.shown_engine)
+            .field("rpc_url", &self.shown_rpc)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EngineClient {
@@ -185,8 +193,9 @@ impl EngineClient {
             .map_err(|e| EngineError::Decode { method: p.method.into(), message: e.to_string() })
     }
 
-    /// engine_forkchoiceUpdatedVn without payload attributes.
-    pub async fn forkchoice_updated(
+    /// engine_forkchoiceUpdatedVn without payload attributes (sent only through the gate, via
+    /// the [`Engine`] trait).
+    async fn fcu_call(
         &self,
         version: FcuVersion,
         heads: &Heads,
@@ -235,8 +244,14 @@ impl EngineClient {
         let res = self.call(false, "eth_getBlockByNumber", &params, self.call_timeout);
         let v = match res.await {
             Ok(v) => v,
-            // geth answers an error, not null, for a label it has not set yet.
-            Err(EngineError::Rpc { .. }) if matches!(at, BlockAt::Label(_)) => Value::Null,
+            // geth answers an error ("finalized block not found"), not null, for a label it has
+            // not set yet. Any other error stays an error: never read as "unset" (that would
+            // move finalized back to genesis).
+            Err(EngineError::Rpc { message, .. })
+                if matches!(at, BlockAt::Label(_)) && is_unset_label(&message) =>
+            {
+                Value::Null
+            }
             Err(e) => return Err(e),
         };
         if v.is_null() {
@@ -247,27 +262,6 @@ impl EngineClient {
             message: "block without number/hash/parentHash".into(),
         })
     }
-
-    /// The EL's head, safe and finalized (unset labels read as genesis), the forkchoice version
-    /// for its head, and the head's timestamp.
-    pub async fn heads(&self) -> Result<(Heads, FcuVersion, u64), EngineError> {
-        let head = self.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| {
-            EngineError::Decode {
-                method: "eth_getBlockByNumber".into(),
-                message: "no latest block".into(),
-            }
-        })?;
-        let safe = self.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block);
-        let finalized = self.block(BlockAt::Label(Label::Finalized)).await?.map(|b| b.block);
-        // Genesis stands in for unset labels; read only then (not on every poll).
-        let genesis = if safe.is_none() || finalized.is_none() {
-            self.block(BlockAt::Number(0)).await?.map_or(head.block, |g| g.block)
-        } else {
-            head.block
-        };
-        let (safe, finalized) = (safe.unwrap_or(genesis), finalized.unwrap_or(genesis));
-        Ok((Heads { head: head.block, safe, finalized }, head.fcu, head.timestamp))
-    }
 }
 
 /// Which block to read from the EL.
@@ -277,6 +271,45 @@ pub enum BlockAt {
     Label(Label),
     /// By height.
     Number(u64),
+}
+
+/// Whether an error message for a label read means "this label is not set yet" (geth:
+/// "safe block not found", "finalized block not found").
+pub fn is_unset_label(message: &str) -> bool {
+    message.contains("block not found")
+}
+
+impl Engine for EngineClient {
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, EngineError>> {
+        Box::pin(EngineClient::chain_id(self))
+    }
+
+    fn capabilities(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        Box::pin(self.exchange_capabilities())
+    }
+
+    fn block(&self, at: BlockAt) -> BoxFuture<'_, Result<Option<LocalBlock>, EngineError>> {
+        Box::pin(EngineClient::block(self, at))
+    }
+
+    fn new_payload<'a>(
+        &'a self,
+        p: &'a Payload,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>> {
+        Box::pin(EngineClient::new_payload(self, p))
+    }
+
+    fn forkchoice_updated<'a>(
+        &'a self,
+        version: FcuVersion,
+        heads: &'a Heads,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>> {
+        Box::pin(self.fcu_call(version, heads))
+    }
+
+    fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(EngineClient::set_head(self, number))
+    }
 }
 
 fn local_block(v: &Value) -> Option<LocalBlock> {

@@ -3,12 +3,69 @@
 pub mod client;
 pub mod jwt;
 
+use std::fmt;
 use std::time::Duration;
 
 use alloy_primitives::B256;
 use serde::Deserialize;
 
-pub use client::EngineClient;
+pub use client::{BlockAt, EngineClient, LocalBlock};
+
+use crate::chain::Heads;
+use crate::payload::{FcuVersion, Payload};
+
+/// A boxed future, so the I/O traits can be used as trait objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The local EL as the follower uses it: reads over JSON-RPC, writes over the Engine API. The
+/// follower is written against this trait; [`EngineClient`] speaks to a real EL, and the test
+/// bed's simulated EL stands in for it in the simulation tests.
+///
+/// Forkchoice updates are sent only by [`crate::sync::gate::Gate`], which checks every one
+/// against the finality floor first.
+pub trait Engine: Send + Sync + fmt::Debug {
+    /// eth_chainId.
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, EngineError>>;
+    /// engine_exchangeCapabilities: proves the JWT, lists the EL's Engine API methods.
+    fn capabilities(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>>;
+    /// A block of the EL's canonical chain by label or height (`None`: it has none there).
+    /// An unset label (geth answers "safe block not found") is `None`; any other error is an
+    /// error, never "unset".
+    fn block(&self, at: BlockAt) -> BoxFuture<'_, Result<Option<LocalBlock>, EngineError>>;
+    /// engine_newPayloadVn for a verified payload.
+    fn new_payload<'a>(&'a self, p: &'a Payload)
+    -> BoxFuture<'a, Result<PayloadStatus, EngineError>>;
+    /// engine_forkchoiceUpdatedVn without attributes. Call only through the gate.
+    fn forkchoice_updated<'a>(
+        &'a self,
+        version: FcuVersion,
+        heads: &'a Heads,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>>;
+    /// debug_setHead: rolls chain and state back to `number` (geth, op-geth; a no-op on reth).
+    fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>>;
+}
+
+/// The EL's heads as read back: head, safe and finalized (labels it has not set yet read as
+/// genesis), the forkchoice version for its head, and the head's timestamp. A failed read is an
+/// error, never "unset".
+pub async fn read_heads(engine: &dyn Engine) -> Result<(Heads, FcuVersion, u64), EngineError> {
+    use crate::chain::Label;
+    let missing = |what: &str| EngineError::Decode {
+        method: "eth_getBlockByNumber".into(),
+        message: format!("no {what} block"),
+    };
+    let head = engine.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| missing("latest"))?;
+    let safe = engine.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block);
+    let finalized = engine.block(BlockAt::Label(Label::Finalized)).await?.map(|b| b.block);
+    // Genesis stands in for unset labels; read only then (not on every poll).
+    let genesis = if safe.is_none() || finalized.is_none() {
+        engine.block(BlockAt::Number(0)).await?.ok_or_else(|| missing("genesis"))?.block
+    } else {
+        head.block
+    };
+    let (safe, finalized) = (safe.unwrap_or(genesis), finalized.unwrap_or(genesis));
+    Ok((Heads { head: head.block, safe, finalized }, head.fcu, head.timestamp))
+}
 
 /// What went wrong talking to the EL. "The EL said INVALID" is not an error here: it is a
 /// [`PayloadStatus`] the caller classifies.

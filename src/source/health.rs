@@ -1,10 +1,17 @@
 //! Per-source health: latency, consecutive errors by kind, exponential backoff. A source in
 //! backoff counts as not agreeing; it is tried again when its backoff ends and is re-admitted on
 //! its first success.
+//!
+//! Lies (a block that fails verification, breaks the agreed chain, or that the EL rejects as
+//! INVALID) are counted apart from transport errors: a later successful request does not clear
+//! them, so a source that answers quickly but keeps lying stays benched for longer and longer.
+//! The lie backoff starts over only after [`LIE_FORGIVEN_AFTER`] without a new lie.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 
@@ -12,6 +19,12 @@ use crate::backoff::Backoff;
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// First bench after a lie; doubles per lie.
+const FIRST_LIE_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest bench after lies.
+const MAX_LIE_BACKOFF: Duration = Duration::from_secs(600);
+/// A source whose last lie is this old starts again from the first lie backoff.
+pub const LIE_FORGIVEN_AFTER: Duration = Duration::from_secs(3600);
 
 /// What changed with a recorded outcome (for logging transitions once).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +68,10 @@ struct State {
     retry_at: Option<Instant>,
     latency: Option<Duration>,
     head: Option<u64>,
+    lies: u32,
+    lie_backoff: Backoff,
+    benched_until: Option<Instant>,
+    last_lie: Option<Instant>,
 }
 
 impl Default for State {
@@ -66,6 +83,10 @@ impl Default for State {
             retry_at: None,
             latency: None,
             head: None,
+            lies: 0,
+            lie_backoff: Backoff::new(FIRST_LIE_BACKOFF, MAX_LIE_BACKOFF),
+            benched_until: None,
+            last_lie: None,
         }
     }
 }
@@ -81,9 +102,25 @@ impl Health {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the source may be asked now (not in backoff).
+    /// Whether the source may be asked now (not in backoff, not benched for lying).
     pub fn available(&self, now: Instant) -> bool {
-        self.lock().retry_at.is_none_or(|t| now >= t)
+        let s = self.lock();
+        s.retry_at.is_none_or(|t| now >= t) && s.benched_until.is_none_or(|t| now >= t)
+    }
+
+    /// Records a lie of kind `reason` at `now`: the source is benched; successes do not clear
+    /// it. Returns how long.
+    pub fn lie(&self, reason: &'static str, now: Instant) -> Duration {
+        let mut s = self.lock();
+        *s.errors.entry(reason).or_default() += 1;
+        if s.last_lie.is_some_and(|t| now.duration_since(t) >= LIE_FORGIVEN_AFTER) {
+            s.lie_backoff.reset();
+        }
+        s.lies += 1;
+        s.last_lie = Some(now);
+        let d = s.lie_backoff.next_delay();
+        s.benched_until = Some(now + d);
+        d
     }
 
     /// Records a successful request that took `latency`.
@@ -124,7 +161,8 @@ impl Health {
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
         let s = self.lock();
         HealthSnapshot {
-            up: s.consecutive == 0 || s.retry_at.is_none_or(|t| now >= t),
+            up: (s.consecutive == 0 || s.retry_at.is_none_or(|t| now >= t))
+                && s.benched_until.is_none_or(|t| now >= t),
             consecutive_errors: s.consecutive,
             errors: s.errors.clone(),
             latency: s.latency,
@@ -159,5 +197,22 @@ mod tests {
         assert_eq!(h.success(Duration::from_millis(5)), Transition::Recovered { after: 22 });
         assert!(h.available(t0));
         assert_eq!(h.success(Duration::from_millis(5)), Transition::None);
+    }
+
+    #[test]
+    fn lies_are_not_cleared_by_successes() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.lie("bad_block", t0), FIRST_LIE_BACKOFF);
+        h.success(Duration::from_millis(1));
+        assert!(!h.available(t0), "a success does not lift the bench");
+        let second = h.lie("bad_block", t0 + FIRST_LIE_BACKOFF);
+        assert_eq!(second, FIRST_LIE_BACKOFF * 2, "a repeated lie benches for longer");
+        h.success(Duration::from_millis(1));
+        let third = h.lie("bad_block", t0 + FIRST_LIE_BACKOFF * 3);
+        assert_eq!(third, FIRST_LIE_BACKOFF * 4);
+        let much_later = t0 + LIE_FORGIVEN_AFTER * 2;
+        assert_eq!(h.lie("bad_block", much_later), FIRST_LIE_BACKOFF, "old lies are forgiven");
+        assert_eq!(h.snapshot(much_later).errors.get("bad_block"), Some(&4));
     }
 }

@@ -3,10 +3,81 @@
 pub mod health;
 pub mod quorum;
 pub mod rpc;
+pub mod set;
+
+use std::fmt;
+
+use alloy_primitives::B256;
+use futures_util::stream::BoxStream;
 
 pub use rpc::RpcSource;
+pub use set::SourceSet;
 
+use crate::chain::BlockRef;
+pub use crate::engine::BoxFuture;
 use crate::payload::PayloadError;
+
+/// Which block to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockId {
+    /// The source's canonical block at this height.
+    Number(u64),
+    /// The block with this hash.
+    Hash(B256),
+}
+
+impl fmt::Display for BlockId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "#{n}"),
+            Self::Hash(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+/// A source's latest, safe and finalized blocks, read together (`None`: not set there).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelReport {
+    /// latest.
+    pub latest: Option<BlockRef>,
+    /// safe.
+    pub safe: Option<BlockRef>,
+    /// finalized.
+    pub finalized: Option<BlockRef>,
+}
+
+impl LabelReport {
+    /// The block reported for `label`.
+    pub fn get(&self, label: crate::chain::Label) -> Option<BlockRef> {
+        use crate::chain::Label;
+        match label {
+            Label::Latest => self.latest,
+            Label::Safe => self.safe,
+            Label::Finalized => self.finalized,
+        }
+    }
+}
+
+/// One trusted source as the follower uses it. [`RpcSource`] speaks JSON-RPC; the test bed's
+/// simulated sources stand in for it in the simulation tests. A source only answers: its health,
+/// penalties and agreement with the others are the business of [`SourceSet`], and every block
+/// it serves is verified there (I5) before anything else sees it.
+pub trait Source: Send + Sync + fmt::Debug {
+    /// The name used in logs (never a URL with credentials).
+    fn name(&self) -> &str;
+    /// eth_chainId.
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, SourceError>>;
+    /// latest, safe and finalized, each number and hash from one block read.
+    fn labels(&self) -> BoxFuture<'_, Result<LabelReport, SourceError>>;
+    /// The hash of its canonical block at `number` (`None`: it has no block there yet).
+    fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>>;
+    /// A full block (transactions included) as JSON text, unverified (`None`: unknown).
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>>;
+    /// New-head notifications, where the transport can push them (`None`: poll only).
+    fn subscribe_heads(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>>;
+}
 
 /// What went wrong with one source.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +120,34 @@ pub enum SourceError {
         /// What.
         message: String,
     },
+    /// An HTTP status other than 2xx (a proxy or the node itself failing), not unreachable.
+    #[error("source {source_name} answered {method} with HTTP {status}")]
+    Http {
+        /// Source name.
+        source_name: String,
+        /// Method.
+        method: String,
+        /// Status.
+        status: u16,
+    },
+    /// A block that breaks the agreed chain (I4).
+    #[error("source {source_name} served a block off the agreed chain: {message}")]
+    Inconsistent {
+        /// Source name.
+        source_name: String,
+        /// What did not match.
+        message: String,
+    },
+    /// The EL found a block this source served INVALID.
+    #[error("source {source_name} served block {block}, which the EL rejected as INVALID: {reason}")]
+    InvalidBlock {
+        /// Source name.
+        source_name: String,
+        /// The block.
+        block: BlockRef,
+        /// The EL's reason.
+        reason: String,
+    },
     /// A block that is not what it claims to be (I5): a lying or broken source.
     #[error("source {source_name} served a block that fails verification: {error}")]
     BadBlock {
@@ -60,6 +159,18 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// A block that breaks the chain the quorum agreed on (a sibling at the target, a block
+    /// that does not link), served by this source.
+    pub fn inconsistent(source_name: &str, message: String) -> Self {
+        Self::Inconsistent { source_name: source_name.to_string(), message }
+    }
+
+    /// Whether the source itself is to blame for what it served (a lie, not a transport
+    /// problem): such errors cost it more than a timeout does.
+    pub fn is_lie(&self) -> bool {
+        matches!(self, Self::BadBlock { .. } | Self::Inconsistent { .. } | Self::InvalidBlock { .. })
+    }
+
     /// Stable short reason for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -68,6 +179,9 @@ impl SourceError {
             Self::Rpc { .. } => "rpc_error",
             Self::Malformed { .. } => "malformed",
             Self::BadBlock { .. } => "bad_block",
+            Self::Inconsistent { .. } => "inconsistent_chain",
+            Self::InvalidBlock { .. } => "invalid_block",
+            Self::Http { .. } => "http_error",
         }
     }
 }

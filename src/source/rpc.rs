@@ -1,31 +1,41 @@
 //! A source over HTTP or WebSocket JSON-RPC (alloy provider as transport).
 
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::fmt;
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use alloy_provider::{Provider, RootProvider};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
+use tokio::sync::OnceCell;
 
-use super::SourceError;
-use super::health::{Health, HealthSnapshot, Transition};
+use super::{BlockId, BoxFuture, LabelReport, Source, SourceError};
 use crate::chain::{BlockRef, Label};
-use crate::config::{ChainKind, SourceEntry};
+use crate::config::SourceEntry;
 use crate::engine::client::parse_quantity;
-use crate::payload::{Payload, from_rpc_block_str};
 use crate::redact::RedactedUrl;
 
-/// One source.
-#[derive(Debug, Clone)]
+/// One source. Its Debug output and every error it returns show the URL redacted.
+#[derive(Clone)]
 pub struct RpcSource {
     name: String,
     url: String,
-    provider: RootProvider,
-    kind: ChainKind,
+    shown: String,
+    /// Connected on first use (a WebSocket source may be down at start).
+    provider: std::sync::Arc<OnceCell<RootProvider>>,
     timeout: Duration,
     websocket: bool,
-    health: Arc<Health>,
+}
+
+impl fmt::Debug for RpcSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RpcSource")
+            .field("name", &self.name)
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The message of an error and its causes, joined.
@@ -44,42 +54,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl RpcSource {
-    /// Connects (a WebSocket handshake for ws URLs; HTTP connects lazily).
-    pub async fn connect(
-        entry: &SourceEntry,
-        kind: ChainKind,
-        timeout: Duration,
-    ) -> Result<Self, SourceError> {
+    /// A source for `entry`; it connects on first use (HTTP connects per request anyway).
+    pub fn new(entry: &SourceEntry, timeout: Duration) -> Self {
         let shown = RedactedUrl::new(entry.url()).to_string();
         let name = entry.name().map(str::to_string).unwrap_or_else(|| shown.clone());
-        let websocket = entry.url().starts_with("ws");
-        let connect = RootProvider::connect(entry.url());
-        let provider = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                return Err(SourceError::Unreachable {
-                    source_name: name,
-                    message: redact_in(&error_chain(&e), entry.url(), &shown),
-                });
-            }
-            Err(_) => {
-                return Err(SourceError::Timeout { source_name: name, method: "connect".into() });
-            }
-        };
-        Ok(Self {
+        Self {
             name,
             url: entry.url().to_string(),
-            provider,
-            kind,
+            shown,
+            provider: std::sync::Arc::new(OnceCell::new()),
             timeout,
-            websocket,
-            health: Arc::new(Health::default()),
-        })
-    }
-
-    /// The name used in logs.
-    pub fn name(&self) -> &str {
-        &self.name
+            websocket: entry.url().starts_with("ws"),
+        }
     }
 
     /// Whether the source is a WebSocket (can push new heads).
@@ -87,93 +73,87 @@ impl RpcSource {
         self.websocket
     }
 
-    /// Whether the source may be asked now (it is not backing off after failures).
-    pub fn available(&self) -> bool {
-        self.health.available(Instant::now())
+    async fn provider(&self) -> Result<&RootProvider, SourceError> {
+        self.provider
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(self.timeout, RootProvider::connect(&self.url)).await {
+                    Ok(Ok(p)) => Ok(p),
+                    Ok(Err(e)) => Err(SourceError::Unreachable {
+                        source_name: self.name.clone(),
+                        message: self.redact(&error_chain(&e)),
+                    }),
+                    Err(_) => Err(SourceError::Timeout {
+                        source_name: self.name.clone(),
+                        method: "connect".into(),
+                    }),
+                }
+            })
+            .await
     }
 
-    /// Its health, for status output.
-    pub fn health(&self) -> HealthSnapshot {
-        self.health.snapshot(Instant::now())
-    }
-
-    /// Records its reported latest height (for lag).
-    pub fn set_head(&self, head: u64) {
-        self.health.set_head(head);
-    }
-
-    /// Records a failure found by the caller (a block that does not link, a bad block).
-    pub fn penalise(&self, reason: &'static str) {
-        self.log_transition(self.health.failure(reason, Instant::now()), reason);
-    }
-
-    fn log_transition(&self, t: Transition, reason: &str) {
-        match t {
-            Transition::None => {}
-            Transition::Failing { consecutive, retry_in } => tracing::warn!(
-                target: "lightcl::source", source = %self.name, reason, consecutive,
-                retry_in = ?retry_in,
-                "source failing; it counts as not agreeing and is retried after a backoff"),
-            Transition::Recovered { after } => tracing::info!(
-                target: "lightcl::source", source = %self.name, failures = after,
-                "source answering again; re-admitted"),
-        }
-    }
-
-    async fn request(&self, method: &'static str, params: Value) -> Result<Value, SourceError> {
-        self.request_as::<Value>(method, params).await
-    }
-
-    /// A request whose result stays JSON text (full blocks: decoded once, straight to types).
-    async fn request_raw(
-        &self,
-        method: &'static str,
-        params: Value,
-    ) -> Result<Box<serde_json::value::RawValue>, SourceError> {
-        self.request_as(method, params).await
-    }
-
-    async fn request_as<R: alloy_json_rpc::RpcRecv>(
+    async fn request<R: alloy_json_rpc::RpcRecv>(
         &self,
         method: &'static str,
         params: Value,
     ) -> Result<R, SourceError> {
-        let started = Instant::now();
-        let fut = self.provider.raw_request::<Value, R>(Cow::Borrowed(method), params);
-        let res = match tokio::time::timeout(self.timeout, fut).await {
+        let provider = self.provider().await?;
+        let fut = provider.raw_request::<Value, R>(Cow::Borrowed(method), params);
+        match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => {
                 Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() })
             }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(method, e)),
-        };
-        match &res {
-            Ok(_) => self.log_transition(self.health.success(started.elapsed()), "ok"),
-            Err(e) => {
-                self.log_transition(self.health.failure(e.reason(), Instant::now()), e.reason())
+        }
+    }
+
+    /// Removes the URL (as given, and as a URL parser normalises it) and any password from a
+    /// message: transport errors print the URL they were sending to.
+    fn redact(&self, message: &str) -> String {
+        let mut out = message.replace(&self.url, &self.shown);
+        if let Ok(u) = url::Url::parse(&self.url) {
+            out = out.replace(u.as_str(), &self.shown);
+            if let Some(pw) = u.password() {
+                out = out.replace(pw, "***");
+            }
+            // Path segments and query values the redaction hides.
+            for seg in u.path_segments().into_iter().flatten() {
+                if seg.len() >= 8 && !self.shown.contains(seg) {
+                    out = out.replace(seg, "***");
+                }
+            }
+            for (k, v) in u.query_pairs() {
+                out = out.replace(&format!("{k}={v}"), &format!("{k}=***"));
+                if v.len() >= 4 {
+                    out = out.replace(v.as_ref(), "***");
+                }
             }
         }
-        res
+        out
     }
 
     fn classify(&self, method: &str, e: alloy_provider::transport::TransportError) -> SourceError {
-        use alloy_provider::transport::RpcError;
-        let shown = RedactedUrl::new(&self.url).to_string();
+        use alloy_provider::transport::{RpcError, TransportErrorKind};
         match e {
             RpcError::ErrorResp(p) => SourceError::Rpc {
                 source_name: self.name.clone(),
                 method: method.into(),
                 code: p.code,
-                message: p.message.to_string(),
+                message: self.redact(&p.message),
             },
             RpcError::DeserError { err, .. } => SourceError::Malformed {
                 source_name: self.name.clone(),
                 method: method.into(),
                 message: err.to_string(),
             },
+            RpcError::Transport(TransportErrorKind::HttpError(h)) => SourceError::Http {
+                source_name: self.name.clone(),
+                method: method.into(),
+                status: h.status,
+            },
             other => SourceError::Unreachable {
                 source_name: self.name.clone(),
-                message: redact_in(&error_chain(&other), &self.url, &shown),
+                message: self.redact(&error_chain(&other)),
             },
         }
     }
@@ -186,26 +166,9 @@ impl RpcSource {
         }
     }
 
-    /// eth_chainId.
-    pub async fn chain_id(&self) -> Result<u64, SourceError> {
-        let v = self.request("eth_chainId", json!([])).await?;
-        parse_quantity(&v)
-            .ok_or_else(|| self.malformed("eth_chainId", format!("not a quantity: {v}")))
-    }
-
-    /// The block at `label`, number and hash from one call so they are coherent.
-    pub async fn label(&self, label: Label) -> Result<Option<BlockRef>, SourceError> {
-        self.header_ref(label.tag().to_string()).await
-    }
-
-    /// The hash of the source's canonical block at `number`.
-    pub async fn hash_at(&self, number: u64) -> Result<Option<B256>, SourceError> {
-        Ok(self.header_ref(format!("{number:#x}")).await?.map(|b| b.hash))
-    }
-
     async fn header_ref(&self, tag: String) -> Result<Option<BlockRef>, SourceError> {
         let method = "eth_getBlockByNumber";
-        let v = self.request(method, json!([tag, false])).await?;
+        let v: Value = self.request(method, json!([tag, false])).await?;
         if v.is_null() {
             return Ok(None);
         }
@@ -217,29 +180,43 @@ impl RpcSource {
         }
     }
 
-    /// The full block at `number`, verified (hash, roots) and turned into a payload.
-    pub async fn payload(&self, number: u64) -> Result<Option<Payload>, SourceError> {
-        let raw =
-            self.request_raw("eth_getBlockByNumber", json!([format!("{number:#x}"), true])).await?;
+    async fn read_labels(&self) -> Result<LabelReport, SourceError> {
+        let read = |l: Label| self.header_ref(l.tag().to_string());
+        let (latest, safe, finalized) =
+            tokio::join!(read(Label::Latest), read(Label::Safe), read(Label::Finalized));
+        // A label the node has not set yet is an error on geth ("safe block not found").
+        let unset = |r: Result<Option<BlockRef>, SourceError>| match r {
+            Err(SourceError::Rpc { message, .. })
+                if crate::engine::client::is_unset_label(&message) =>
+            {
+                Ok(None)
+            }
+            other => other,
+        };
+        Ok(LabelReport { latest: latest?, safe: unset(safe)?, finalized: unset(finalized)? })
+    }
+
+    async fn read_block(&self, at: BlockId) -> Result<Option<Box<str>>, SourceError> {
+        let raw: Box<serde_json::value::RawValue> = match at {
+            BlockId::Number(n) => {
+                self.request("eth_getBlockByNumber", json!([format!("{n:#x}"), true])).await?
+            }
+            BlockId::Hash(h) => self.request("eth_getBlockByHash", json!([h, true])).await?,
+        };
         if raw.get() == "null" {
             return Ok(None);
         }
-        from_rpc_block_str(self.kind, &number.to_string(), raw.get()).map(Some).map_err(|error| {
-            self.penalise("bad_block");
-            SourceError::BadBlock { source_name: self.name.clone(), error }
-        })
+        Ok(Some(raw.into()))
     }
 
-    /// A stream of new-head notifications (WebSocket sources only).
-    pub async fn subscribe_heads(
-        &self,
-    ) -> Result<Option<futures_util::stream::BoxStream<'static, Value>>, SourceError> {
+    async fn subscribe(&self) -> Result<Option<BoxStream<'static, ()>>, SourceError> {
         if !self.websocket {
             return Ok(None);
         }
-        let sub = self.provider.subscribe::<_, Value>(("newHeads",));
+        let provider = self.provider().await?;
+        let sub = provider.subscribe::<_, Value>(("newHeads",));
         match tokio::time::timeout(self.timeout, sub).await {
-            Ok(Ok(s)) => Ok(Some(Box::pin(s.into_stream()))),
+            Ok(Ok(s)) => Ok(Some(s.into_stream().map(|_| ()).boxed())),
             Ok(Err(e)) => Err(self.classify("eth_subscribe", e)),
             Err(_) => Err(SourceError::Timeout {
                 source_name: self.name.clone(),
@@ -249,14 +226,55 @@ impl RpcSource {
     }
 }
 
-/// Replaces the URL (as given, and as a URL parser normalises it) in an error message.
-fn redact_in(message: &str, raw: &str, shown: &str) -> String {
-    let mut out = message.replace(raw, shown);
-    if let Ok(u) = url::Url::parse(raw) {
-        out = out.replace(u.as_str(), shown);
-        if let Some(pw) = u.password() {
-            out = out.replace(pw, "***");
-        }
+impl Source for RpcSource {
+    fn name(&self) -> &str {
+        &self.name
     }
-    out
+
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, SourceError>> {
+        Box::pin(async move {
+            let v: Value = self.request("eth_chainId", json!([])).await?;
+            parse_quantity(&v)
+                .ok_or_else(|| self.malformed("eth_chainId", format!("not a quantity: {v}")))
+        })
+    }
+
+    fn labels(&self) -> BoxFuture<'_, Result<LabelReport, SourceError>> {
+        Box::pin(self.read_labels())
+    }
+
+    fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>> {
+        Box::pin(async move { Ok(self.header_ref(format!("{number:#x}")).await?.map(|b| b.hash)) })
+    }
+
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>> {
+        Box::pin(self.read_block(at))
+    }
+
+    fn subscribe_heads(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
+        Box::pin(self.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_and_debug_never_show_the_key() {
+        let key = "abcdef0123456789abcdef0123456789";
+        let entry = SourceEntry::Url(format!("https://user:pw@rpc.example.com/v2/{key}?token=zz9"));
+        let s = RpcSource::new(&entry, Duration::from_secs(1));
+        let msg = format!(
+            "error sending request for url (https://rpc.example.com/v2/{key}?token=zz9): pw {key}"
+        );
+        let shown = s.redact(&msg);
+        for secret in [key, "zz9", ":pw@", " pw "] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains(key) && !dbg.contains("pw"), "{dbg}");
+    }
 }

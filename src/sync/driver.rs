@@ -1,6 +1,7 @@
 //! The follower loop: read the local heads back from the EL, read the agreed source heads,
-//! plan, execute. Catch-up runs as a bounded prefetch pipeline so the EL never waits on the
-//! network.
+//! plan, execute. Start-up checks live in `startup.rs`, what the API and metrics show in
+//! `publish.rs`, the catch-up pipeline in `pipeline.rs`, divergence recovery in `recover.rs`;
+//! every forkchoice leaves through the gate (`gate.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,25 +9,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::gate::{Gate, GateError, Lineage};
 use super::plan::{Step, View, plan};
-use crate::api::metrics::{self as m, labels};
-use crate::api::{self, Mode, Shared, SourceStatus};
+use crate::api::metrics as m;
+use crate::api::{self, Mode, Shared};
 use crate::backoff::Backoff;
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::{ChainKind, Config};
-use crate::engine::client::BlockAt;
-use crate::engine::{EngineClient, EngineError, Verdict, classify};
+use crate::engine::{BlockAt, Engine, EngineClient, EngineError, Verdict, classify, read_heads};
 use crate::payload::FcuVersion;
-use crate::redact::RedactedUrl;
-use crate::source::{RpcSource, SourceError};
+use crate::source::set::Agreed;
+use crate::source::{RpcSource, Source, SourceError, SourceSet};
+use crate::state::{StateError, StateFile};
 
-/// Blocks fed per pipeline run before the loop re-plans (keeps the target fresh).
-const MAX_BATCH: u64 = 8_192;
 /// How often a halted follower repeats why it is halted.
 const HALT_REMINDER: Duration = Duration::from_secs(60);
 
@@ -52,15 +51,19 @@ pub enum RunError {
     /// The EL cannot be used (setup).
     #[error("engine setup: {0}")]
     Engine(EngineError),
+    /// The state file cannot be used.
+    #[error("{0}")]
+    State(StateError),
     /// The operations API cannot start.
     #[error("{0}")]
     Api(String),
-    /// The sources disagree with the local finalized block; nothing more was sent to the EL.
+    /// The sources disagree with the local finalized block (or the remembered floor); nothing
+    /// more was sent to the EL.
     #[error(
-        "finalized divergence at height {number}: the EL's finalized block is {local}, the sources \
-         say {sources_hash}. lightcl halted and sent nothing more to the EL. Check the sources first; if \
-         they are right, the EL must be rebuilt or rolled back below {number} by hand (see the \
-         runbook)"
+        "finalized divergence at height {number}: lightcl's finalized block there is {local}, the \
+         sources say {sources_hash}. lightcl halted and sent nothing more to the EL. Check the \
+         sources first; if they are right, the EL must be rebuilt or rolled back below {number} \
+         by hand and the state file removed (see the runbook, \"Finalized divergence\")"
     )]
     FinalizedDivergence {
         /// Height.
@@ -70,27 +73,73 @@ pub enum RunError {
         /// Sources' hash.
         sources_hash: B256,
     },
+    /// The EL's own chain does not hold the finality floor lightcl remembers.
+    #[error(
+        "the EL's chain holds {el:?} at height {number}, but lightcl remembers {floor} as \
+         finalized there (state file): the EL was moved across finality by something else, or \
+         rebuilt. lightcl halted and sent nothing to the EL. If the EL's chain is the right one, \
+         remove the state file (see the runbook, \"State file\")"
+    )]
+    ElLeftFloor {
+        /// Height of the floor.
+        number: u64,
+        /// The floor.
+        floor: BlockRef,
+        /// What the EL holds there.
+        el: Option<B256>,
+    },
+}
+
+/// What the follower runs against: the EL, the sources, and the state of the floor.
+#[derive(Debug)]
+pub struct Parts {
+    /// The local EL.
+    pub engine: Arc<dyn Engine>,
+    /// The sources, in configuration order.
+    pub sources: Vec<Arc<dyn Source>>,
+    /// Where the floor is kept, and the floor it held at start.
+    pub state: (StateFile, Option<crate::chain::BlockRef>),
+    /// Shared API state (a fresh one when `None`).
+    pub shared: Option<Arc<Shared>>,
 }
 
 /// Sleeps `d` unless cancelled first; false when cancelled.
-async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> bool {
+pub(super) async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
         _ = token.cancelled() => false,
         _ = tokio::time::sleep(d) => true,
     }
 }
 
-/// Runs the follower until `shutdown` resolves or a fatal error.
+/// Runs the follower with the configured endpoints until `shutdown` resolves or a fatal error.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let token = CancellationToken::new();
-    let names: Vec<String> = config
+    let state = StateFile::open(&config.state_dir, config.chain_id).map_err(RunError::State)?;
+    let timeout = Duration::from_millis(config.source_timeout_ms);
+    let sources: Vec<Arc<dyn Source>> = config
         .sources
         .iter()
-        .map(|e| {
-            e.name().map(str::to_string).unwrap_or_else(|| RedactedUrl::new(e.url()).to_string())
-        })
+        .map(|e| Arc::new(RpcSource::new(e, timeout)) as Arc<dyn Source>)
         .collect();
+    let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     let shared = Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks));
+    let engine = EngineClient::new(&config.engine)
+        .map_err(RunError::Engine)?
+        .with_metrics(shared.metrics.clone());
+    let parts = Parts { engine: Arc::new(engine), sources, state, shared: Some(shared) };
+    run_with(config, parts, shutdown).await
+}
+
+/// Runs the follower against `parts` (the simulation tests pass simulated ones).
+pub async fn run_with(
+    config: Config,
+    parts: Parts,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let token = CancellationToken::new();
+    let shared = parts.shared.clone().unwrap_or_else(|| {
+        let names: Vec<String> = parts.sources.iter().map(|s| s.name().to_string()).collect();
+        Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks))
+    });
     let api = if config.api.listen.is_empty() {
         None
     } else {
@@ -98,8 +147,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Some(tokio::spawn(api::serve(listener, shared.clone(), token.clone())))
     };
     let follower = async {
-        let res = Follower::start(config, token.clone(), shared.clone()).await;
-        match res {
+        match Follower::start(config, parts, token.clone(), shared.clone()).await {
             Ok(Some(mut f)) => f.follow().await,
             Ok(None) => Ok(()),
             Err(e) => Err(e),
@@ -122,142 +170,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     res
 }
 
-/// The follower's state: clients, cancellation, background tasks.
+/// The follower's state: clients, the gate, cancellation, background tasks.
 pub(super) struct Follower {
     pub(super) config: Config,
-    pub(super) engine: EngineClient,
-    pub(super) sources: Vec<RpcSource>,
+    pub(super) engine: Arc<dyn Engine>,
+    pub(super) sources: SourceSet,
+    pub(super) gate: Gate,
     pub(super) token: CancellationToken,
-    wake: Arc<Notify>,
-    tasks: tokio::task::JoinSet<()>,
-    /// The last disagreement logged and when (to log a persisting one only now and then).
-    pub(super) last_disagreement: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) tasks: tokio::task::JoinSet<()>,
     /// What the API reports.
     pub(super) shared: Arc<Shared>,
 }
 
 impl Follower {
-    /// Connects and checks everything before the first engine write. `Ok(None)`: cancelled.
-    async fn start(
-        config: Config,
-        token: CancellationToken,
-        shared: Arc<Shared>,
-    ) -> Result<Option<Self>, RunError> {
-        info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
-        let engine = EngineClient::new(&config.engine)
-            .map_err(RunError::Engine)?
-            .with_metrics(shared.metrics.clone());
-        let timeout = Duration::from_millis(config.source_timeout_ms);
-        let mut sources = Vec::new();
-        for entry in &config.sources {
-            let mut backoff = Backoff::default();
-            let source = loop {
-                let attempt = async {
-                    let s = RpcSource::connect(entry, config.chain, timeout).await?;
-                    let id = s.chain_id().await?;
-                    Ok::<_, SourceError>((s, id))
-                };
-                match attempt.await {
-                    Ok((s, id)) if id == config.chain_id => break s,
-                    Ok((s, id)) => {
-                        return Err(RunError::ChainIdMismatch {
-                            who: format!("source {}", s.name()),
-                            expected: config.chain_id,
-                            got: id,
-                        });
-                    }
-                    Err(e) => {
-                        let d = backoff.next_delay();
-                        warn!(target: "lightcl::source", error = %e, retry_in = ?d,
-                            "source not usable at start; retrying");
-                        if !sleep_or_cancel(&token, d).await {
-                            return Ok(None);
-                        }
-                    }
-                }
-            };
-            info!(target: "lightcl::source", source = source.name(), chain_id = config.chain_id,
-                websocket = source.is_websocket(), "source connected");
-            sources.push(source);
-        }
-        let mut backoff = Backoff::default();
-        loop {
-            let check = async {
-                let id = engine.chain_id().await?;
-                let caps = engine.exchange_capabilities().await?;
-                Ok::<_, EngineError>((id, caps))
-            };
-            match check.await {
-                Ok((id, _)) if id != config.chain_id => {
-                    return Err(RunError::ChainIdMismatch {
-                        who: "the local EL".into(),
-                        expected: config.chain_id,
-                        got: id,
-                    });
-                }
-                Ok((_, caps)) => {
-                    info!(target: "lightcl::engine", capabilities = caps.len(), "EL connected, JWT accepted");
-                    break;
-                }
-                Err(e @ EngineError::Unauthorized { .. }) => return Err(RunError::Unauthorized(e)),
-                Err(e) if e.is_retryable() => {
-                    let d = backoff.next_delay();
-                    warn!(target: "lightcl::engine", error = %e, retry_in = ?d, "EL not reachable at start; retrying");
-                    if !sleep_or_cancel(&token, d).await {
-                        return Ok(None);
-                    }
-                }
-                Err(e) => return Err(RunError::Engine(e)),
-            }
-        }
-        let mut f = Self {
-            config,
-            engine,
-            sources,
-            token,
-            wake: Arc::new(Notify::new()),
-            tasks: tokio::task::JoinSet::new(),
-            last_disagreement: std::sync::Mutex::new(None),
-            shared,
-        };
-        f.spawn_subscriptions();
-        Ok(Some(f))
-    }
-
-    /// One task per WebSocket source turning new-head notifications into wake-ups.
-    fn spawn_subscriptions(&mut self) {
-        let websockets: Vec<RpcSource> =
-            self.sources.iter().filter(|s| s.is_websocket()).cloned().collect();
-        for s in websockets {
-            let (wake, token) = (self.wake.clone(), self.token.clone());
-            self.tasks.spawn(async move {
-                let mut backoff = Backoff::default();
-                while !token.is_cancelled() {
-                    match s.subscribe_heads().await {
-                        Ok(Some(mut stream)) => {
-                            backoff.reset();
-                            loop {
-                                tokio::select! {
-                                    _ = token.cancelled() => return,
-                                    item = stream.next() => match item {
-                                        Some(_) => wake.notify_one(),
-                                        None => break,
-                                    },
-                                }
-                            }
-                            warn!(target: "lightcl::source", source = s.name(), "newHeads subscription ended; resubscribing");
-                        }
-                        Ok(None) => return,
-                        Err(e) => warn!(target: "lightcl::source", source = s.name(), error = %e, "cannot subscribe to newHeads; polling only"),
-                    }
-                    if !sleep_or_cancel(&token, backoff.next_delay()).await {
-                        return;
-                    }
-                }
-            });
-        }
-    }
-
     /// The main loop.
     async fn follow(&mut self) -> Result<(), RunError> {
         let mut backoff = Backoff::default();
@@ -279,6 +205,11 @@ impl Follower {
                     }
                 }
                 Ok(StepOutcome::Halt(e)) => return self.halted(e).await,
+                Err(StepError::Fatal(fatal)) => {
+                    self.token.cancel();
+                    while self.tasks.join_next().await.is_some() {}
+                    return Err(fatal);
+                }
                 Err(e) => {
                     let d = backoff.next_delay();
                     let text = e.to_string();
@@ -323,6 +254,7 @@ impl Follower {
                 break;
             }
         }
+        self.token.cancel();
         while self.tasks.join_next().await.is_some() {}
         Err(e)
     }
@@ -334,113 +266,15 @@ impl Follower {
         }
     }
 
-    /// Publishes the sources' health to the API and metrics.
-    fn publish_sources(&self) {
-        let sources: Vec<SourceStatus> = self
-            .sources
-            .iter()
-            .map(|s| {
-                let h = s.health();
-                let l = labels(&[("source", s.name())]);
-                let mx = &self.shared.metrics;
-                mx.set(m::SOURCE_UP, &l, if h.up { 1.0 } else { 0.0 });
-                mx.set(m::SOURCE_LATENCY, &l, h.latency.map_or(0.0, |d| d.as_secs_f64()));
-                mx.set(m::SOURCE_HEAD, &l, h.head.unwrap_or(0) as f64);
-                for (reason, n) in &h.errors {
-                    mx.set(
-                        m::SOURCE_ERRORS,
-                        &labels(&[("source", s.name()), ("reason", reason)]),
-                        *n as f64,
-                    );
-                }
-                SourceStatus {
-                    name: s.name().to_string(),
-                    up: h.up,
-                    latency_ms: h.latency.map(|d| d.as_secs_f64() * 1e3),
-                    consecutive_errors: h.consecutive_errors,
-                    errors: h.errors,
-                    head: h.head,
-                }
-            })
-            .collect();
-        self.shared.update(|s| s.sources = sources);
-    }
-
-    /// Publishes the heads a feed just moved the EL to (during a long catch-up).
-    pub(super) fn publish_progress(&self, heads: &Heads, agreed: &Heads) {
-        let target = self.config.follow.target(agreed);
-        let mx = &self.shared.metrics;
-        for (label, b) in
-            [("latest", heads.head), ("safe", heads.safe), ("finalized", heads.finalized)]
-        {
-            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
-        }
-        let lag = target.number.saturating_sub(heads.head.number);
-        mx.set(m::LAG_BLOCKS, "", lag as f64);
-        let heads = *heads;
-        let behind = lag > self.config.api.ready_max_lag_blocks;
-        self.shared.update(|s| {
-            s.local = Some(heads);
-            s.lag_blocks = Some(lag);
-            if matches!(s.mode, Mode::CatchingUp | Mode::Following) {
-                s.mode = if behind { Mode::CatchingUp } else { Mode::Following };
-            }
-        });
-    }
-
-    /// Publishes heads, lag and mode to the API and metrics.
-    pub(super) fn publish(
-        &self,
-        local: &Heads,
-        agreed: Option<(&Heads, BlockRef)>,
-        head_time: u64,
-        mode: Mode,
-    ) {
-        let mx = &self.shared.metrics;
-        for (label, b) in
-            [("latest", local.head), ("safe", local.safe), ("finalized", local.finalized)]
-        {
-            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let lag_seconds = now.saturating_sub(head_time);
-        mx.set(m::LAG_SECONDS, "", lag_seconds as f64);
-        let lag = agreed.map(|(a, target)| {
-            for (label, b) in [("latest", a.head), ("safe", a.safe), ("finalized", a.finalized)] {
-                mx.set(m::AGREED_HEAD, &labels(&[("label", label)]), b.number as f64);
-            }
-            target.number.saturating_sub(local.head.number)
-        });
-        if let Some(l) = lag {
-            mx.set(m::LAG_BLOCKS, "", l as f64);
-        }
-        let (local, agreed) = (*local, agreed.map(|(a, _)| *a));
-        self.shared.update(|s| {
-            s.local = Some(local);
-            if agreed.is_some() {
-                s.agreed = agreed;
-                s.lag_blocks = lag;
-            }
-            s.lag_seconds = Some(lag_seconds);
-            s.el_up = true;
-            if s.mode != Mode::Halted {
-                s.mode = mode;
-            }
-            if mode == Mode::Following {
-                s.last_error = None;
-            }
-        });
-    }
-
-    /// Sends a forkchoice update and checks it took effect (I6): VALID, and the head reads back.
+    /// Sends a forkchoice update through the gate and checks it took effect (I6): VALID, and
+    /// the head reads back.
     pub(super) async fn forkchoice(
         &self,
         version: FcuVersion,
         heads: &Heads,
+        lineage: &Lineage<'_>,
     ) -> Result<(), StepError> {
-        let status = self.engine.forkchoice_updated(self.fcu_version(version), heads).await?;
+        let status = self.gate.forkchoice(self.fcu_version(version), heads, lineage).await?;
         match classify(&status) {
             Verdict::Advance => {}
             Verdict::Pending => return Err(StepError::Pending { head: heads.head }),
@@ -462,17 +296,37 @@ impl Follower {
         }
     }
 
+    /// The EL's canonical hash at `n`, if `n` is at or below its head.
+    async fn local_hash(&self, n: u64, head: BlockRef) -> Result<Option<B256>, StepError> {
+        if n > head.number {
+            return Ok(None);
+        }
+        if n == head.number {
+            return Ok(Some(head.hash));
+        }
+        Ok(self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash))
+    }
+
     /// One round: read, plan, execute.
     async fn step(&mut self, reassert: &mut bool) -> Result<StepOutcome, StepError> {
-        let (local, version, head_time) = self.engine.heads().await?;
+        if self.sources.admitted() < self.sources.len() {
+            self.admit_sources().await?;
+        }
+        let (el, version, head_time) = read_heads(self.engine.as_ref()).await?;
+        let local = match self.reconcile_floor(el).await? {
+            Ok(local) => local,
+            Err(halt) => return Ok(StepOutcome::Halt(halt)),
+        };
         self.publish_sources();
         if *reassert {
-            self.forkchoice(version, &local).await?;
+            let empty = HashMap::new();
+            let lineage = Lineage { base: local.head, above: &empty };
+            self.forkchoice(version, &local, &lineage).await?;
             info!(target: "lightcl::engine", head = %local.head, safe = %local.safe,
                 finalized = %local.finalized, "EL forkchoice re-asserted");
             *reassert = false;
         }
-        let Some(agreed) = self.agreed_heads(local.finalized.number).await? else {
+        let Some(agreed) = self.sources.agreed_heads(local.finalized.number).await else {
             self.shared.metrics.set(m::SOURCES_AGREE, "", 0.0);
             self.publish(&local, None, head_time, Mode::Holding);
             return Ok(StepOutcome::Idle);
@@ -480,25 +334,35 @@ impl Follower {
         self.shared.metrics.set(m::SOURCES_AGREE, "", 1.0);
         let follow = self.config.follow;
         let target = follow.target(&agreed);
-        let local_at_target = if target.number <= local.head.number {
-            self.engine.block(BlockAt::Number(target.number)).await?.map(|b| b.block.hash)
-        } else {
-            None
+        // The checkpoint: the highest block lightcl knows to be final, from the EL or the floor.
+        let checkpoint = match self.gate.floor() {
+            Some(f) if f.number > local.finalized.number => f,
+            _ => local.finalized,
         };
-        let source_at_local_finalized = if local.finalized.number == 0 {
+        let source_at_checkpoint = if checkpoint.number == 0 {
             None
         } else {
-            self.agreed_hash_at(local.finalized.number).await?
+            self.sources.agreed_at(checkpoint.number).await.hash()
         };
-        // A local head above the target must still be on the sources' chain.
-        let local_head_on_source = local.head.number <= target.number
-            || self.agreed_hash_at(local.head.number).await? == Some(local.head.hash);
+        // A local head above the target must still be on the sources' chain; a quorum that has
+        // no block there yet (lagging replicas) is not evidence either way.
+        let local_head_on_source = if local.head.number <= target.number {
+            Some(true)
+        } else {
+            match self.sources.agreed_at(local.head.number).await {
+                Agreed::Hash(h) => Some(h == local.head.hash),
+                Agreed::Unknown => None,
+            }
+        };
         let view = View {
             local,
             agreed,
             follow,
-            local_at_target,
-            source_at_local_finalized,
+            checkpoint,
+            source_at_checkpoint,
+            local_at_target: self.local_hash(target.number, local.head).await?,
+            local_at_safe: self.local_hash(agreed.safe.number, local.head).await?,
+            local_at_finalized: self.local_hash(agreed.finalized.number, local.head).await?,
             local_head_on_source,
         };
         let step = plan(&view);
@@ -513,7 +377,9 @@ impl Follower {
         match step {
             Step::Idle => Ok(StepOutcome::Idle),
             Step::Promote(next) => {
-                self.forkchoice(version, &next).await?;
+                let empty = HashMap::new();
+                let lineage = Lineage { base: local.head, above: &empty };
+                self.forkchoice(version, &next, &lineage).await?;
                 debug!(target: "lightcl::sync", head = %next.head, safe = %next.safe,
                     finalized = %next.finalized, "labels moved");
                 Ok(StepOutcome::Progress)
@@ -530,8 +396,9 @@ impl Follower {
         }
     }
 
-    /// Fetches blocks `from..=to` (at most [`MAX_BATCH`]) with a bounded prefetch window and
-    /// feeds them in order. A first block that does not link to the local head is a divergence.
+    /// Fetches blocks `from..=to` (at most `prefetch` per round, so memory stays bounded) with
+    /// a bounded prefetch window and feeds them in order. A first block that does not link to
+    /// the local head is a divergence only if the quorum says the local head is not theirs.
     async fn insert(
         &self,
         from: u64,
@@ -540,35 +407,41 @@ impl Follower {
         agreed: Heads,
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
-        let end = to.min(from + MAX_BATCH - 1);
-        // Agreed labels already on the local chain may be used in the batch's forkchoices.
-        let mut known = HashMap::new();
-        for b in [agreed.safe, agreed.finalized] {
-            if b.number <= local.head.number
-                && self.engine.block(BlockAt::Number(b.number)).await?.map(|l| l.block) == Some(b)
-            {
-                known.insert(b.number, b.hash);
-            }
-        }
+        let end = to.min(from + super::pipeline::MAX_BATCH - 1);
         let (tx, mut rx) = mpsc::channel(self.config.prefetch);
         let target = self.config.follow.target(&agreed);
         let fetch = self.fetch_range(from, end, target, tx);
         let feed = async {
-            let out = self.feed(&mut rx, &local, &agreed, version, known, end - from + 1).await;
+            let out = self.feed(&mut rx, &local, &agreed, version, false, end - from + 1).await;
             drop(rx);
             out
         };
         let ((), (fed, result)) = tokio::join!(fetch, feed);
         match result {
             Ok(()) => Ok(StepOutcome::Progress),
-            Err(StepError::Discontinuity { block, parent, local: below }) if fed.blocks == 0 => {
-                // The sources' next block does not sit on our head: our head is not on their
-                // chain. Recover from the height of our head.
-                info!(target: "lightcl::sync", block = %block, parent = %parent, local_head = %below,
-                    "the sources' next block does not link to the EL's head: divergence");
-                self.recover(local.head.number, local, agreed, target, version).await
+            Err(StepError::Discontinuity { block, parent, local: below, served_by })
+                if fed.blocks == 0 =>
+            {
+                // The block offered next does not sit on our head. Either our head is not on
+                // the sources' chain, or the source that served it lies: ask the quorum.
+                match self.sources.agreed_at(local.head.number).await {
+                    Agreed::Hash(h) if h == local.head.hash => {
+                        let e = SourceError::inconsistent(
+                            self.sources.name(served_by),
+                            format!("block {block} has parent {parent}, but the agreed block below it is {below}"),
+                        );
+                        self.sources.blame(served_by, &e);
+                        Err(StepError::Source(e))
+                    }
+                    Agreed::Hash(_) => {
+                        info!(target: "lightcl::sync", block = %block, parent = %parent, local_head = %below,
+                            "the sources' chain does not hold the EL's head: divergence");
+                        self.recover(local.head.number, local, agreed, target, version).await
+                    }
+                    Agreed::Unknown => Err(StepError::NoAgreement { number: local.head.number }),
+                }
             }
-            Err(StepError::Discontinuity { block, parent, local: below }) => {
+            Err(StepError::Discontinuity { block, parent, local: below, .. }) => {
                 warn!(target: "lightcl::sync", block = %block, parent = %parent, below = %below,
                     "the sources' chain changed during catch-up; planning again");
                 Ok(StepOutcome::Progress)
@@ -588,23 +461,29 @@ pub(super) enum StepOutcome {
     Halt(RunError),
 }
 
-/// Errors within one step; the loop logs and retries them with backoff.
+/// Errors within one step; the loop logs and retries them with backoff (except `Fatal`).
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StepError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Gate(GateError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Fatal(RunError),
     #[error("the sources have no block {number} yet")]
     Missing { number: u64 },
     #[error("no source is available (all are backing off after errors)")]
     NoSource,
     #[error(
-        "the sources give no agreed block at height {number} (down, backing off or split); cannot compare yet"
+        "the sources give no agreed block at height {number} (down, lagging, backing off or split); cannot compare yet"
     )]
     NoAgreement { number: u64 },
     #[error("block {block} has parent {parent}, but the block below it here is {local}")]
-    Discontinuity { block: BlockRef, parent: B256, local: BlockRef },
+    Discontinuity { block: BlockRef, parent: B256, local: BlockRef, served_by: usize },
     #[error(
         "the EL answered SYNCING for {head}: it cannot execute it yet (missing parent or state). \
          If this repeats after an EL crash, the EL came back in snap-sync mode: see the runbook"
@@ -622,4 +501,14 @@ pub(super) enum StepError {
     CannotRewind { ancestor: BlockRef, reason: String },
     #[error("forkchoiceUpdated answered VALID but the EL head is {have:?}, not {wanted}")]
     HeadDidNotMove { wanted: BlockRef, have: Option<BlockRef> },
+}
+
+impl From<GateError> for StepError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Engine(e) => Self::Engine(e),
+            GateError::State(e) => Self::State(e),
+            other => Self::Gate(other),
+        }
+    }
 }

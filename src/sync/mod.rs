@@ -1,9 +1,11 @@
 //! Synchronisation: the pure planner and ancestor search, and the driver loop that executes
 //! their steps (catch-up pipeline, divergence recovery).
 
-mod agree;
 pub mod ancestor;
 pub mod driver;
+pub mod gate;
 mod pipeline;
 pub mod plan;
+mod publish;
 mod recover;
+pub mod startup;

@@ -11,16 +11,21 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::driver::{Follower, StepError};
+use super::gate::Lineage;
 use super::plan::labels;
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads};
 use crate::engine::{Verdict, classify};
 use crate::payload::{FcuVersion, Payload};
+use crate::source::{BlockId, SourceError};
 
 /// A forkchoice update at least every this many fed blocks. geth and op-geth keep 128 state
 /// layers above their head; payloads fed further ahead than that are ignored (SYNCING) until the
 /// head moves (docs/engines.md).
 pub const FCU_EVERY_BLOCKS: u64 = 64;
+/// Blocks fed per catch-up round before the loop re-plans (keeps the target fresh). Memory is
+/// bounded by the prefetch window, not by this.
+pub const MAX_BATCH: u64 = 8_192;
 
 /// A payload and the index of the source that served it.
 pub type Fetched = (usize, Payload);
@@ -38,35 +43,9 @@ pub struct Fed {
 }
 
 impl Follower {
-    /// A source served a block of another branch than its neighbours: it backs off, unless it
-    /// is the only source (then there is nothing better to ask, and the budgeted search and
-    /// pinning deal with it).
-    pub(super) fn penalise_inconsistent(&self, served_by: usize) {
-        if self.sources.len() > 1
-            && let Some(s) = self.sources.get(served_by)
-        {
-            s.penalise("inconsistent_chain");
-        }
-    }
-
-    /// The available sources whose chain holds `target` (so every block below it is theirs too):
-    /// the only ones payloads are fetched from.
-    pub(super) async fn holders_of(&self, target: BlockRef) -> Vec<usize> {
-        let checks = futures_util::future::join_all(self.sources.iter().enumerate().map(
-            |(i, s)| async move {
-                (s.available()
-                    && s.hash_at(target.number).await.ok().flatten() == Some(target.hash))
-                .then_some(i)
-            },
-        ))
-        .await;
-        checks.into_iter().flatten().collect()
-    }
-
     /// Fetches `from..=to` with `fetch_concurrency` requests in flight, spread over the sources
-    /// that hold the target (see [`Self::holders_of`]), into `tx` (capacity: the prefetch
-    /// window). The feed checks every block against the agreed chain. Stops at the first error
-    /// or when `tx` closes.
+    /// that hold the target, into `tx` (capacity: the prefetch window). The feed checks every
+    /// block against the agreed chain. Stops at the first error or when `tx` closes.
     pub(super) async fn fetch_range(
         &self,
         from: u64,
@@ -74,7 +53,7 @@ impl Follower {
         target: BlockRef,
         tx: mpsc::Sender<Result<Fetched, StepError>>,
     ) {
-        let usable = self.holders_of(target).await;
+        let usable = self.sources.holders_of(target).await;
         if usable.is_empty() {
             let _ = tx.send(Err(StepError::NoSource)).await;
             return;
@@ -85,7 +64,7 @@ impl Follower {
             .map(|n| {
                 let i = usable[(n as usize) % usable.len()];
                 async move {
-                    match sources[i].payload(n).await {
+                    match sources.payload(i, BlockId::Number(n)).await {
                         Ok(Some(p)) => Ok((i, p)),
                         Ok(None) => Err(StepError::Missing { number: n }),
                         Err(e) => Err(StepError::Source(e)),
@@ -101,19 +80,40 @@ impl Follower {
         }
     }
 
-    /// Feeds payloads in order on top of `base.head`. `known` holds (height -> hash) of blocks
-    /// known to be on the chain being built below the base, so agreed labels there may be used.
-    /// Returns what was fed and the first error.
+    /// Blames `served_by` for `what` and returns the error for the step.
+    fn off_chain(&self, served_by: usize, what: String) -> StepError {
+        let e = SourceError::inconsistent(self.sources.name(served_by), what);
+        self.sources.blame(served_by, &e);
+        StepError::Source(e)
+    }
+
+    /// Whether `block` is on the agreed chain: the target itself, or the quorum holds it.
+    /// `Ok(None)`: the quorum holds nothing there (not evidence either way).
+    async fn is_agreed(&self, block: BlockRef, target: BlockRef) -> Option<bool> {
+        if block.number == target.number {
+            return Some(block.hash == target.hash);
+        }
+        self.sources.agreed_at(block.number).await.hash().map(|h| h == block.hash)
+    }
+
+    /// Feeds payloads in order on top of `base.head`. Every block must link to the one before
+    /// it, and a block at the height of an agreed label, the target or the floor must be that
+    /// block. Unless `pinned` (recovery: the whole range was checked to link to the pinned
+    /// target before), a head is sent only once the quorum holds it, so every head sent is the
+    /// agreed block or an agreed ancestor of it. Returns what was fed and the first error.
     pub(super) async fn feed(
         &self,
         rx: &mut PayloadRx,
         base: &Heads,
         agreed: &Heads,
         version: FcuVersion,
-        mut known: HashMap<u64, B256>,
+        pinned: bool,
         total: u64,
     ) -> (Fed, Result<(), StepError>) {
+        let target = self.config.follow.target(agreed);
+        let floor = self.gate.floor();
         let mut prev = base.head;
+        let mut prev_served_by = None;
         let mut fcu = version;
         let mut progress = Progress::new(
             base.head.number + 1,
@@ -121,13 +121,16 @@ impl Follower {
             self.config.progress_interval_ms,
         );
         let mut since_fcu = 0u64;
+        // The highest fed block known to be on the agreed chain, and its forkchoice version.
+        let mut sendable: Option<(BlockRef, FcuVersion)> = None;
         // Set while the EL answers SYNCING/ACCEPTED (state it lacks): keep feeding in order and
         // let the final forkchoice make it execute them (I6).
         let mut pending = false;
         let mut fed = 0u64;
-        let heads_for = |prev: BlockRef, known: &HashMap<u64, B256>| {
-            labels(prev, base, agreed, |b| known.get(&b.number) == Some(&b.hash))
-        };
+        let mut known: HashMap<u64, B256> = HashMap::new();
+        // Checks of fixed heights: agreed labels, the target, the floor.
+        let mut fixed: Vec<BlockRef> = vec![agreed.safe, agreed.finalized, target];
+        fixed.extend(floor);
         let mut result = Ok(());
         while let Some(item) = rx.recv().await {
             if self.token.is_cancelled() {
@@ -140,21 +143,42 @@ impl Follower {
                     break;
                 }
             };
-            let off_label = (p.block.number == agreed.safe.number
-                && p.block.hash != agreed.safe.hash)
-                || (p.block.number == agreed.finalized.number
-                    && p.block.hash != agreed.finalized.hash);
-            if p.parent_hash != prev.hash || off_label {
-                if fed > 0 || off_label {
-                    // Mid-chain: this source served a block of another branch than the blocks
-                    // before it (or than the agreed labels).
-                    self.penalise_inconsistent(served_by);
+            if let Some(want) = fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash) {
+                result = Err(self.off_chain(
+                    served_by,
+                    format!("served {} where the agreed chain holds {want}", p.block),
+                ));
+                break;
+            }
+            if p.parent_hash != prev.hash {
+                if fed > 0 {
+                    // Who broke the chain: the block before (if the quorum does not hold it) or
+                    // this one.
+                    match (self.sources.agreed_at(prev.number).await.hash(), prev_served_by) {
+                        (Some(h), Some(before)) if h != prev.hash => {
+                            result = Err(self.off_chain(
+                                before,
+                                format!("served {prev}, the agreed chain holds {h} there"),
+                            ));
+                        }
+                        (Some(_), _) => {
+                            result = Err(self.off_chain(
+                                served_by,
+                                format!("block {} has parent {}, not {prev}", p.block, p.parent_hash),
+                            ));
+                        }
+                        (None, _) => {
+                            result = Err(StepError::NoAgreement { number: prev.number });
+                        }
+                    }
+                } else {
+                    result = Err(StepError::Discontinuity {
+                        block: p.block,
+                        parent: p.parent_hash,
+                        local: prev,
+                        served_by,
+                    });
                 }
-                result = Err(StepError::Discontinuity {
-                    block: p.block,
-                    parent: p.parent_hash,
-                    local: prev,
-                });
                 break;
             }
             let mut verdict = match self.engine.new_payload(&p).await {
@@ -164,11 +188,16 @@ impl Follower {
                     break;
                 }
             };
-            if verdict == Verdict::Pending && !pending && prev != base.head {
+            if verdict == Verdict::Pending
+                && !pending
+                && let Some((head, v)) = sendable
+            {
                 // The EL may have flattened away the state below a head that fell too far
-                // behind: move the head to the last VALID block and resend once.
-                debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last VALID block and resending");
-                let again = match self.forkchoice(fcu, &heads_for(prev, &known)).await {
+                // behind: move the head to the last agreed VALID block and resend once.
+                debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last agreed block and resending");
+                let heads = self.heads_for(head, base, agreed, &known);
+                let lineage = Lineage { base: base.head, above: &known };
+                let again = match self.forkchoice(v, &heads, &lineage).await {
                     Ok(()) => self
                         .engine
                         .new_payload(&p)
@@ -198,11 +227,18 @@ impl Follower {
                 }
                 Verdict::Reject(reason) => {
                     self.shared.metrics.add(m::INVALID, "", 1.0);
+                    let e = SourceError::InvalidBlock {
+                        source_name: self.sources.name(served_by).to_string(),
+                        block: p.block,
+                        reason: reason.clone(),
+                    };
+                    self.sources.blame(served_by, &e);
                     result = Err(StepError::Invalid { block: p.block, reason });
                     break;
                 }
             }
             prev = p.block;
+            prev_served_by = Some(served_by);
             fcu = p.fcu;
             known.insert(p.block.number, p.block.hash);
             since_fcu += 1;
@@ -212,8 +248,20 @@ impl Follower {
                 self.shared.tick();
             }
             if since_fcu >= FCU_EVERY_BLOCKS && !pending {
-                let heads = heads_for(prev, &known);
-                if let Err(e) = self.forkchoice(fcu, &heads).await {
+                match self.agreed_head(prev, target, pinned).await {
+                    Some(true) => sendable = Some((prev, fcu)),
+                    Some(false) => {
+                        result = Err(self.off_chain(
+                            served_by,
+                            format!("served {prev}, which the quorum does not hold"),
+                        ));
+                        break;
+                    }
+                    None => continue,
+                }
+                let heads = self.heads_for(prev, base, agreed, &known);
+                let lineage = Lineage { base: base.head, above: &known };
+                if let Err(e) = self.forkchoice(fcu, &heads, &lineage).await {
                     result = Err(e);
                     break;
                 }
@@ -222,8 +270,27 @@ impl Follower {
             }
         }
         if since_fcu > 0 {
-            let heads = heads_for(prev, &known);
-            let fcu_res = self.forkchoice(fcu, &heads).await;
+            if fed > 0 {
+                match self.agreed_head(prev, target, pinned).await {
+                    Some(true) => sendable = Some((prev, fcu)),
+                    Some(false) => {
+                        if result.is_ok()
+                            && let Some(by) = prev_served_by
+                        {
+                            result = Err(self.off_chain(
+                                by,
+                                format!("served {prev}, which the quorum does not hold"),
+                            ));
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let last = sendable.filter(|(b, _)| b.number > base.head.number);
+            let (head, v) = last.unwrap_or((base.head, version));
+            let heads = self.heads_for(head, base, agreed, &known);
+            let lineage = Lineage { base: base.head, above: &known };
+            let fcu_res = self.forkchoice(v, &heads, &lineage).await;
             if fcu_res.is_ok() {
                 self.publish_progress(&heads, agreed);
             }
@@ -233,9 +300,49 @@ impl Follower {
             if fed > 0 {
                 progress.done(&heads);
             }
+            prev = head;
         }
         (Fed { last: prev, blocks: fed }, result)
     }
+
+    /// Whether a fed head may be sent: pinned ranges always, otherwise only a head the quorum
+    /// holds (`None`: it holds nothing there yet).
+    async fn agreed_head(&self, head: BlockRef, target: BlockRef, pinned: bool) -> Option<bool> {
+        if pinned { Some(true) } else { self.is_agreed(head, target).await }
+    }
+
+    /// The forkchoice for `head` on the fed branch: safe and finalized move to the agreed ones
+    /// where the branch holds them by hash, and to the floor where the branch reaches it (an EL
+    /// refilled after losing blocks).
+    fn heads_for(
+        &self,
+        head: BlockRef,
+        base: &Heads,
+        agreed: &Heads,
+        known: &HashMap<u64, B256>,
+    ) -> Heads {
+        let mut below = *base;
+        if let Some(f) = self.gate.floor()
+            && f.number > below.finalized.number
+            && head.number >= f.number
+            && (known.get(&f.number) == Some(&f.hash) || f.number <= base.head.number)
+        {
+            below.finalized = f;
+            if below.safe.number < f.number {
+                below.safe = f;
+            }
+        }
+        let on_branch = |b: &BlockRef| {
+            known.get(&b.number) == Some(&b.hash)
+                || (b.number <= base.head.number && base_labels_hold(base, b))
+        };
+        labels(head, &below, agreed, on_branch)
+    }
+}
+
+/// Whether `b` is one of the base's own labels (known to be on its chain).
+fn base_labels_hold(base: &Heads, b: &BlockRef) -> bool {
+    *b == base.head || *b == base.safe || *b == base.finalized
 }
 
 /// The catch-up progress log: height, target, rate, ETA every few seconds.

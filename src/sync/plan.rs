@@ -15,12 +15,20 @@ pub struct View {
     pub agreed: Heads,
     /// What the local head follows.
     pub follow: Follow,
+    /// The highest block known to be final: the EL's finalized block, or the remembered floor
+    /// when that is higher.
+    pub checkpoint: BlockRef,
+    /// The quorum's hash at the checkpoint's height (`None`: no agreed answer; not evidence).
+    pub source_at_checkpoint: Option<B256>,
     /// The EL's hash at the height of the follow target (if at or below the local head).
     pub local_at_target: Option<B256>,
-    /// The sources' (agreed) hash at the local finalized height.
-    pub source_at_local_finalized: Option<B256>,
-    /// False when the local head is above the target and the sources do not hold it.
-    pub local_head_on_source: bool,
+    /// The EL's hash at the height of the agreed safe block (if at or below the local head).
+    pub local_at_safe: Option<B256>,
+    /// The EL's hash at the height of the agreed finalized block (if at or below the head).
+    pub local_at_finalized: Option<B256>,
+    /// Whether the quorum holds the local head (asked only when it is above the target):
+    /// `Some(false)` the quorum holds another block there, `None` it holds none (lagging).
+    pub local_head_on_source: Option<bool>,
 }
 
 /// The next step.
@@ -60,26 +68,38 @@ impl View {
 
 /// Decides the next step.
 pub fn plan(v: &View) -> Step {
-    if let Some(source) = v.source_at_local_finalized
-        && source != v.local.finalized.hash
+    // Halt only on positive evidence: the quorum holds another hash at the checkpoint.
+    if let Some(source) = v.source_at_checkpoint
+        && source != v.checkpoint.hash
     {
-        return Step::FinalizedDivergence { local: v.local.finalized, source };
+        return Step::FinalizedDivergence { local: v.checkpoint, source };
     }
     let target = v.target();
     if target.number > v.local.head.number {
         return Step::Insert { from: v.local.head.number + 1, to: target.number };
     }
     match v.local_at_target {
-        Some(h) if h == target.hash && !v.local_head_on_source => {
-            // The sources do not hold our head (they reorged below it, or it came from
-            // elsewhere): the divergence is between the target and our head.
+        Some(h) if h == target.hash && v.local_head_on_source == Some(false) => {
+            // The quorum holds another block at our head's height (they reorged below it, or
+            // it came from elsewhere): the divergence is between the target and our head.
             Step::Diverged { at: v.local.head.number }
         }
         Some(h) if h == target.hash => {
             // The target is on the local chain. The head stays where it is when it is already
             // beyond the target (following safe after latest): moving it back would rewind.
+            // Labels move only to agreed blocks the local chain holds by hash (I1, I4).
             let head = if target.number < v.local.head.number { v.local.head } else { target };
-            let next = labels(head, &v.local, &v.agreed, |b| b.number <= target.number);
+            let on_chain = |b: &BlockRef| {
+                let local = if *b == v.agreed.safe {
+                    v.local_at_safe
+                } else if *b == v.agreed.finalized {
+                    v.local_at_finalized
+                } else {
+                    None
+                };
+                b.number <= target.number && local == Some(b.hash)
+            };
+            let next = labels(head, &v.local, &v.agreed, on_chain);
             if next == v.local { Step::Idle } else { Step::Promote(next) }
         }
         _ => Step::Diverged { at: target.number },
@@ -136,13 +156,17 @@ mod tests {
 
     fn view(local: Heads, agreed: Heads, follow: Follow) -> View {
         let target = follow.target(&agreed);
+        let at = |n: u64| (n <= local.head.number).then(|| b(n).hash);
         View {
             local,
             agreed,
             follow,
-            local_at_target: (target.number <= local.head.number).then(|| b(target.number).hash),
-            source_at_local_finalized: Some(local.finalized.hash),
-            local_head_on_source: true,
+            checkpoint: local.finalized,
+            source_at_checkpoint: Some(local.finalized.hash),
+            local_at_target: at(target.number),
+            local_at_safe: at(agreed.safe.number),
+            local_at_finalized: at(agreed.finalized.number),
+            local_head_on_source: Some(true),
         }
     }
 
@@ -181,15 +205,57 @@ mod tests {
             (
                 "local head above the target, unknown to the sources",
                 View {
-                    local_head_on_source: false,
+                    local_head_on_source: Some(false),
                     ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Safe)
                 },
                 Step::Diverged { at: 300 },
             ),
             (
+                "local head above the target, the quorum has no block there yet (lagging): \
+                 not a divergence, labels still move",
+                View {
+                    local_head_on_source: None,
+                    ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::Promote(heads(300, 250, 200)),
+            ),
+            (
+                "agreed finalized has another hash locally: finalized not moved (by hash)",
+                View {
+                    local_at_finalized: Some(other(200).hash),
+                    ..view(heads(250, 100, 50), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::Promote(heads(250, 250, 50)),
+            ),
+            (
+                "agreed safe has another hash locally: safe not moved",
+                View {
+                    local_at_safe: Some(other(250).hash),
+                    ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Latest)
+                },
+                Step::Promote(heads(300, 200, 200)),
+            ),
+            (
+                "quorum disagrees with the remembered floor above the EL's finalized: halt",
+                View {
+                    checkpoint: b(120),
+                    source_at_checkpoint: Some(other(120).hash),
+                    ..view(heads(100, 60, 50), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::FinalizedDivergence { local: b(120), source: other(120).hash },
+            ),
+            (
+                "no agreed answer at the checkpoint: no halt",
+                View {
+                    source_at_checkpoint: None,
+                    ..view(heads(0, 0, 0), heads(300, 250, 200), Follow::Safe)
+                },
+                Step::Insert { from: 1, to: 250 },
+            ),
+            (
                 "source disagrees with local finalized",
                 View {
-                    source_at_local_finalized: Some(other(50).hash),
+                    source_at_checkpoint: Some(other(50).hash),
                     ..view(heads(100, 60, 50), heads(300, 250, 200), Follow::Safe)
                 },
                 Step::FinalizedDivergence { local: b(50), source: other(50).hash },

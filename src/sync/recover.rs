@@ -20,10 +20,11 @@ use tracing::{debug, info, warn};
 
 use super::ancestor::{AncestorSearch, SearchState};
 use super::driver::{Follower, RunError, StepError, StepOutcome};
+use super::gate::{GateError, Lineage};
 use super::pipeline::Fetched;
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads, Label};
-use crate::engine::client::BlockAt;
+use crate::engine::BlockAt;
 use crate::engine::{Verdict, classify};
 use crate::payload::FcuVersion;
 
@@ -31,8 +32,6 @@ use crate::payload::FcuVersion;
 const MAX_ATTEMPTS: u32 = 3;
 /// Time per recovery before giving up for this round.
 const TIME_BUDGET: Duration = Duration::from_secs(120);
-/// Most blocks replayed in one recovery; a deeper one continues as ordinary catch-up.
-const MAX_REPLAY: u64 = 8_192;
 
 /// Why a candidate ancestor was not accepted.
 enum Pin {
@@ -53,7 +52,9 @@ impl Follower {
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
         let started = Instant::now();
-        let diverged_at = diverged_at.min(local.head.number);
+        // The search covers [local finalized, diverged): at least the finalized block itself,
+        // which is checked first (a head equal to finalized is no evidence of anything).
+        let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);
         let mut lookups = 0u32;
         self.shared.metrics.add(m::DIVERGENCES, "", 1.0);
         warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
@@ -72,20 +73,19 @@ impl Follower {
                     SearchState::Probe(n) => {
                         let mine =
                             self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
-                        let theirs = self.agreed_hash_at(n).await?;
                         lookups += 2;
-                        if n == local.finalized.number {
-                            floor_theirs = theirs;
-                        }
-                        if theirs.is_none() && n == local.finalized.number {
-                            // No agreed answer at the floor (sources down, backing off or split):
-                            // that is not evidence of a finalized divergence. Try again later.
+                        // No agreed answer (sources down, lagging, backing off or split) is not
+                        // evidence of disagreement: try again later.
+                        let Some(theirs) = self.sources.agreed_at(n).await.hash() else {
                             return Err(StepError::NoAgreement { number: n });
+                        };
+                        if n == local.finalized.number {
+                            floor_theirs = Some(theirs);
                         }
                         if let Some(h) = mine {
                             local_hashes.insert(n, h);
                         }
-                        search.answer(n, mine.is_some() && mine == theirs);
+                        search.answer(n, mine == Some(theirs));
                     }
                     SearchState::Found(a) => match local_hashes.get(&a) {
                         Some(h) => break BlockRef::new(a, *h),
@@ -96,11 +96,14 @@ impl Follower {
                         // The floor's answer is reused when it was probed.
                         let floor = match floor_theirs {
                             Some(h) => Some(h),
-                            None => self.agreed_hash_at(n).await?,
+                            None => self.sources.agreed_at(n).await.hash(),
                         };
                         let Some(sources_hash) = floor else {
                             return Err(StepError::NoAgreement { number: n });
                         };
+                        if sources_hash == local.finalized.hash {
+                            return Err(StepError::NoAgreement { number: n });
+                        }
                         return Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
                             number: n,
                             local: local.finalized.hash,
@@ -118,11 +121,13 @@ impl Follower {
                 return Ok(StepOutcome::Idle);
             }
             // 2. Pin.
-            let end = target.number.min(ancestor.number + MAX_REPLAY);
+            // At most one prefetch window of payloads is held in memory; a deeper recovery
+            // continues as ordinary catch-up from the replayed head.
+            let end = target.number.min(ancestor.number + self.config.prefetch as u64);
             let pinned = if end == target.number {
                 target.hash
             } else {
-                self.agreed_hash_at(end).await?.ok_or(StepError::Missing { number: end })?
+                self.sources.agreed_at(end).await.hash().ok_or(StepError::NoAgreement { number: end })?
             };
             let payloads = match self.pin(ancestor, end, pinned).await? {
                 Pin::Linked(p) => p,
@@ -155,8 +160,7 @@ impl Follower {
                 }
             }
             drop(tx);
-            let (fed, result) =
-                self.feed(&mut rx, &base, &agreed, version, HashMap::new(), total).await;
+            let (fed, result) = self.feed(&mut rx, &base, &agreed, version, true, total).await;
             result?;
             let head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
             if head != Some(fed.last) {
@@ -191,15 +195,30 @@ impl Follower {
             payloads.push(item?);
         }
         let mut prev = ancestor;
+        let mut prev_served_by = None;
         for (served_by, p) in &payloads {
             if p.parent_hash != prev.hash {
-                self.penalise_inconsistent(*served_by);
+                // Blame the source that broke the chain: the one before if the quorum does not
+                // hold its block, else this one.
+                let culprit = match (prev_served_by, self.sources.agreed_at(prev.number).await.hash()) {
+                    (Some(before), Some(h)) if h != prev.hash => Some(before),
+                    (_, Some(_)) => Some(*served_by),
+                    (_, None) => None,
+                };
+                if let Some(i) = culprit {
+                    let e = crate::source::SourceError::inconsistent(
+                        self.sources.name(i),
+                        format!("block {} does not link to {prev} during recovery", p.block),
+                    );
+                    self.sources.blame(i, &e);
+                }
                 return Ok(Pin::Broken(format!(
                     "block {} has parent {}, not {}",
                     p.block, p.parent_hash, prev
                 )));
             }
             prev = p.block;
+            prev_served_by = Some(*served_by);
         }
         if payloads.len() != count || prev.hash != pinned {
             return Ok(Pin::Broken(format!("chain ends at {prev}, pinned {pinned} at #{end}")));
@@ -240,13 +259,16 @@ impl Follower {
     ) -> Result<Heads, StepError> {
         let safe = if local.safe.number > ancestor.number { ancestor } else { local.safe };
         let base = Heads { head: ancestor, safe, finalized: local.finalized };
-        match self.engine.forkchoice_updated(self.fcu_version(version), &base).await {
+        let empty = HashMap::new();
+        let lineage = Lineage { base: ancestor, above: &empty };
+        match self.gate.forkchoice(self.fcu_version(version), &base, &lineage).await {
             Ok(status) => {
                 debug!(target: "lightcl::recovery", status = ?status.status, "reset answered")
             }
-            Err(e) if e.is_retryable() => return Err(e.into()),
+            Err(GateError::Engine(e)) if e.is_retryable() => return Err(e.into()),
+            Err(GateError::State(e)) => return Err(e.into()),
             Err(e) => {
-                debug!(target: "lightcl::recovery", error = %e, "the EL refused the reset; replaying anyway")
+                debug!(target: "lightcl::recovery", error = %e, "the reset was refused; replaying anyway")
             }
         }
         Ok(base)

@@ -1,0 +1,202 @@
+//! The forkchoice gate: every forkchoiceUpdated lightcl sends leaves through
+//! [`Gate::forkchoice`], which checks it against the finality floor first and refuses (an error,
+//! no write) anything that breaks I1-I3, whoever asked for it:
+//!
+//! - I1: finalized <= safe <= head, each on the head's branch (checked by hash);
+//! - I2: finalized is at or above the floor, and the head's branch holds the floor's hash;
+//! - I3: the head descends from the floor.
+//!
+//! The floor is the highest finalized block lightcl ever sent (answered VALID) or read back
+//! from the EL. It only moves forward and is written to the state file before the gate returns,
+//! so an EL that comes back from a crash with an older finalized block cannot make lightcl
+//! forget it.
+//!
+//! The one exception is an EL that lost blocks below the floor (a crash took it back to
+//! genesis): while the driver says so ([`Gate::set_refilling`]), a head below the floor may be
+//! sent, on the chain the quorum agreed runs through the floor; its labels stay below it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use alloy_primitives::B256;
+use tracing::{error, info};
+
+use crate::chain::{BlockRef, Heads};
+use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus, Status};
+use crate::payload::FcuVersion;
+use crate::state::{StateError, StateFile};
+
+/// What the caller knows of the head's branch: it sits on `base`, a block of the EL's canonical
+/// chain, and `above` holds the hashes of the branch's blocks above `base` (fed and verified to
+/// link by parent hash). Below `base` the branch is the EL's canonical chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Lineage<'a> {
+    /// A block on the EL's canonical chain the branch builds on.
+    pub base: BlockRef,
+    /// Heights above `base` -> hash, for the branch being sent.
+    pub above: &'a HashMap<u64, B256>,
+}
+
+/// Why the gate sent nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The forkchoice breaks an invariant: nothing was sent.
+    #[error("forkchoice refused by the finality gate (nothing sent to the EL): {0}")]
+    Refused(String),
+    /// Talking to the EL failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The floor could not be persisted.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The gate and the floor it guards.
+#[derive(Debug)]
+pub struct Gate {
+    engine: Arc<dyn Engine>,
+    floor: std::sync::Mutex<Option<BlockRef>>,
+    store: Option<StateFile>,
+    refilling: AtomicBool,
+}
+
+impl Gate {
+    /// A gate in front of `engine` starting from `floor` (read from `store`, if any).
+    pub fn new(engine: Arc<dyn Engine>, floor: Option<BlockRef>, store: Option<StateFile>) -> Self {
+        Self {
+            engine,
+            floor: std::sync::Mutex::new(floor),
+            store,
+            refilling: AtomicBool::new(false),
+        }
+    }
+
+    /// The floor.
+    pub fn floor(&self) -> Option<BlockRef> {
+        *self.floor.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the EL is being refilled below the floor.
+    pub fn refilling(&self) -> bool {
+        self.refilling.load(Ordering::Relaxed)
+    }
+
+    /// Says whether the EL lost blocks below the floor and is being refilled.
+    pub fn set_refilling(&self, on: bool) {
+        self.refilling.store(on, Ordering::Relaxed);
+    }
+
+    /// Raises the floor to `finalized` if it is higher (the caller has checked that it descends
+    /// from the floor), persisting it first.
+    pub fn raise(&self, finalized: BlockRef) -> Result<(), StateError> {
+        let mut floor = self.floor.lock().unwrap_or_else(|p| p.into_inner());
+        if floor.is_some_and(|f| f.number >= finalized.number) {
+            return Ok(());
+        }
+        if let Some(store) = &self.store {
+            store.store(finalized)?;
+        }
+        if floor.is_none_or(|f| finalized.number > f.number + 1000) {
+            info!(target: "lightcl::gate", floor = %finalized, "finality floor raised");
+        }
+        *floor = Some(finalized);
+        Ok(())
+    }
+
+    /// The hash of the branch at `n` per `lineage` (`None`: unknown).
+    async fn hash_on_branch(
+        &self,
+        n: u64,
+        lineage: &Lineage<'_>,
+        base_checked: &mut bool,
+    ) -> Result<Option<B256>, EngineError> {
+        if n > lineage.base.number {
+            return Ok(lineage.above.get(&n).copied());
+        }
+        if n == lineage.base.number {
+            return Ok(Some(lineage.base.hash));
+        }
+        if !*base_checked {
+            // Below the base the branch is the EL's canonical chain: only if the base is on it.
+            let at_base = self.engine.block(BlockAt::Number(lineage.base.number)).await?;
+            if at_base.map(|b| b.block.hash) != Some(lineage.base.hash) {
+                return Ok(None);
+            }
+            *base_checked = true;
+        }
+        Ok(self.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash))
+    }
+
+    /// Checks `heads` against I1-I3 and the floor; the reason when refused.
+    async fn check(&self, heads: &Heads, lineage: &Lineage<'_>) -> Result<Option<String>, EngineError> {
+        let Heads { head, safe, finalized } = *heads;
+        if !(finalized.number <= safe.number && safe.number <= head.number) {
+            return Ok(Some(format!(
+                "labels out of order: head {head}, safe {safe}, finalized {finalized}"
+            )));
+        }
+        let mut base_checked = false;
+        if head.number <= lineage.base.number {
+            let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
+            if on != Some(head.hash) {
+                return Ok(Some(format!("head {head} is not on the branch it claims")));
+            }
+        }
+        for (what, b) in [("safe", safe), ("finalized", finalized)] {
+            if b == head {
+                continue;
+            }
+            let on = self.hash_on_branch(b.number, lineage, &mut base_checked).await?;
+            if on != Some(b.hash) {
+                return Ok(Some(format!(
+                    "{what} {b} is not an ancestor of head {head} (the branch holds {on:?} there)"
+                )));
+            }
+        }
+        let Some(floor) = self.floor() else { return Ok(None) };
+        if head.number < floor.number {
+            if self.refilling.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            return Ok(Some(format!(
+                "head {head} is below the finality floor {floor}: that would rewind across finality"
+            )));
+        }
+        if finalized.number < floor.number {
+            return Ok(Some(format!("finalized {finalized} is below the finality floor {floor}")));
+        }
+        let at_floor = if floor.number == head.number {
+            Some(head.hash)
+        } else {
+            self.hash_on_branch(floor.number, lineage, &mut base_checked).await?
+        };
+        if at_floor != Some(floor.hash) {
+            return Ok(Some(format!(
+                "head {head} does not descend from the finality floor {floor} (its branch holds \
+                 {at_floor:?} there)"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Sends the forkchoice if it passes the checks; raises the floor when the EL answers VALID.
+    pub async fn forkchoice(
+        &self,
+        version: FcuVersion,
+        heads: &Heads,
+        lineage: &Lineage<'_>,
+    ) -> Result<PayloadStatus, GateError> {
+        if let Some(why) = self.check(heads, lineage).await? {
+            error!(target: "lightcl::gate", head = %heads.head, safe = %heads.safe,
+                finalized = %heads.finalized, floor = ?self.floor().map(|f| f.to_string()), why,
+                "forkchoice refused by the finality gate; nothing sent");
+            return Err(GateError::Refused(why));
+        }
+        let status = self.engine.forkchoice_updated(version, heads).await?;
+        if status.status == Status::Valid {
+            self.raise(heads.finalized)?;
+        }
+        Ok(status)
+    }
+}

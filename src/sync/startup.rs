@@ -1,0 +1,202 @@
+//! Start-up and the checks that repeat on every round: sources admitted once their chain id is
+//! checked (the follower starts as soon as the quorum can be met), the EL checked (chain id,
+//! JWT), and the EL's finalized block reconciled with the remembered floor.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::driver::{Follower, Parts, RunError, StepError, sleep_or_cancel};
+use super::gate::Gate;
+use crate::api::Shared;
+use crate::backoff::Backoff;
+use crate::chain::Heads;
+use crate::config::Config;
+use crate::engine::{BlockAt, Engine, EngineError};
+use crate::source::SourceSet;
+
+/// Checks the EL: chain id and a JWT-authenticated call. Shared with `lightcl check`.
+pub async fn check_engine(engine: &dyn Engine, chain_id: u64) -> Result<usize, RunError> {
+    let id = engine.chain_id().await.map_err(engine_err)?;
+    if id != chain_id {
+        return Err(RunError::ChainIdMismatch {
+            who: "the local EL".into(),
+            expected: chain_id,
+            got: id,
+        });
+    }
+    let caps = engine.capabilities().await.map_err(engine_err)?;
+    Ok(caps.len())
+}
+
+fn engine_err(e: EngineError) -> RunError {
+    match e {
+        e @ EngineError::Unauthorized { .. } => RunError::Unauthorized(e),
+        e => RunError::Engine(e),
+    }
+}
+
+impl Follower {
+    /// Connects and checks everything before the first engine write. `Ok(None)`: cancelled.
+    pub(super) async fn start(
+        config: Config,
+        parts: Parts,
+        token: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> Result<Option<Self>, RunError> {
+        info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
+        let Parts { engine, sources, state: (store, floor), .. } = parts;
+        if let Some(f) = floor {
+            info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
+                "finality floor read from the state file");
+        }
+        let sources = SourceSet::new(sources, config.chain, config.chain_id, config.quorum);
+        let gate = Gate::new(engine.clone(), floor, Some(store));
+        let mut f = Self {
+            config,
+            engine,
+            sources,
+            gate,
+            token,
+            wake: Arc::new(Notify::new()),
+            tasks: tokio::task::JoinSet::new(),
+            shared,
+        };
+        // Sources: start once the quorum can be met; the rest are admitted when they answer.
+        let mut backoff = Backoff::default();
+        loop {
+            match f.admit_sources().await {
+                Ok(n) if n >= f.sources.required() => break,
+                Ok(n) => {
+                    let d = backoff.next_delay();
+                    warn!(target: "lightcl::source", admitted = n, required = f.sources.required(),
+                        configured = f.sources.len(), retry_in = ?d,
+                        "not enough sources answer yet to meet the quorum; retrying");
+                    if !sleep_or_cancel(&f.token, d).await {
+                        return Ok(None);
+                    }
+                }
+                Err(StepError::Fatal(e)) => return Err(e),
+                Err(e) => return Err(RunError::Api(e.to_string())),
+            }
+        }
+        let mut backoff = Backoff::default();
+        loop {
+            match check_engine(f.engine.as_ref(), f.config.chain_id).await {
+                Ok(caps) => {
+                    info!(target: "lightcl::engine", capabilities = caps, "EL connected, JWT accepted");
+                    break;
+                }
+                Err(RunError::Engine(e)) if e.is_retryable() => {
+                    let d = backoff.next_delay();
+                    warn!(target: "lightcl::engine", error = %e, retry_in = ?d, "EL not reachable at start; retrying");
+                    if !sleep_or_cancel(&f.token, d).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        f.spawn_subscriptions();
+        Ok(Some(f))
+    }
+
+    /// Admits the sources that answer with the right chain id; a wrong one is fatal.
+    pub(super) async fn admit_sources(&self) -> Result<usize, StepError> {
+        self.sources.admit().await.map_err(|w| {
+            StepError::Fatal(RunError::ChainIdMismatch {
+                who: format!("source {}", w.source),
+                expected: self.config.chain_id,
+                got: w.got,
+            })
+        })
+    }
+
+    /// One task per push-capable source turning new-head notifications into wake-ups.
+    fn spawn_subscriptions(&mut self) {
+        let sources: Vec<_> = self.sources.sources().cloned().collect();
+        for s in sources {
+            let (wake, token) = (self.wake.clone(), self.token.clone());
+            self.tasks.spawn(async move {
+                let mut backoff = Backoff::default();
+                while !token.is_cancelled() {
+                    match s.subscribe_heads().await {
+                        Ok(Some(mut stream)) => {
+                            backoff.reset();
+                            loop {
+                                tokio::select! {
+                                    _ = token.cancelled() => return,
+                                    item = stream.next() => match item {
+                                        Some(()) => wake.notify_one(),
+                                        None => break,
+                                    },
+                                }
+                            }
+                            warn!(target: "lightcl::source", source = s.name(), "newHeads subscription ended; resubscribing");
+                        }
+                        Ok(None) => return,
+                        Err(e) => warn!(target: "lightcl::source", source = s.name(), error = %e, "cannot subscribe to newHeads; polling only"),
+                    }
+                    if !sleep_or_cancel(&token, backoff.next_delay()).await {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// The local view with the remembered floor applied. The EL's finalized block may be older
+    /// than the floor (an EL back from a crash): when the EL still holds the floor block, the
+    /// floor stands in for its finalized block; when it lost it, the EL is being refilled and
+    /// its labels stay below the floor. An EL whose own chain holds another block at the floor
+    /// height is a halt. A finalized block of the EL above the floor, on the floor's chain,
+    /// raises the floor.
+    pub(super) async fn reconcile_floor(
+        &self,
+        el: Heads,
+    ) -> Result<Result<Heads, RunError>, StepError> {
+        let Some(floor) = self.gate.floor() else {
+            self.gate.set_refilling(false);
+            if el.finalized.number > 0 {
+                self.gate.raise(el.finalized)?;
+            }
+            return Ok(Ok(el));
+        };
+        if el.head.number < floor.number {
+            if !self.gate_refilling_logged(el) {
+                self.gate.set_refilling(true);
+            }
+            return Ok(Ok(el));
+        }
+        self.gate.set_refilling(false);
+        let el_at_floor = if el.finalized.number == floor.number {
+            Some(el.finalized.hash)
+        } else {
+            self.engine.block(BlockAt::Number(floor.number)).await?.map(|b| b.block.hash)
+        };
+        if el_at_floor != Some(floor.hash) {
+            return Ok(Err(RunError::ElLeftFloor { number: floor.number, floor, el: el_at_floor }));
+        }
+        if el.finalized.number > floor.number {
+            self.gate.raise(el.finalized)?;
+            return Ok(Ok(el));
+        }
+        let safe = if el.safe.number < floor.number { floor } else { el.safe };
+        Ok(Ok(Heads { head: el.head, safe, finalized: floor }))
+    }
+
+    /// Logs (once per episode) that the EL lost blocks below the floor; returns whether it was
+    /// already known.
+    fn gate_refilling_logged(&self, el: Heads) -> bool {
+        let was = self.gate.refilling();
+        if !was {
+            warn!(target: "lightcl::gate", el_head = %el.head, floor = ?self.gate.floor().map(|f| f.to_string()),
+                "the EL's head is below the finality floor lightcl remembers (it lost blocks, for \
+                 example in a crash); refilling it along the chain through the floor");
+        }
+        was
+    }
+}
