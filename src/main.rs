@@ -271,16 +271,13 @@ async fn check_command(config: &Config) -> ExitCode {
             }
         }
     }
-    match lightcl::state::StateFile::open(&config.state_dir, config.chain_id) {
-        Ok((f, floor)) => println!(
-            "state file {}: ok, finality floor {}",
-            f.path().display(),
-            floor.map_or("not set yet".into(), |b| b.to_string())
-        ),
-        Err(e) => {
-            ok = false;
-            println!("state file: FAILED: {e}");
-        }
+    if config.state_dir.exists() {
+        check_state(config, &mut ok);
+    } else {
+        println!(
+            "state file: {} does not exist yet; `lightcl run` creates it (it must be writable)",
+            config.state_dir.display()
+        );
     }
     match EngineClient::new(&config.engine) {
         Ok(engine) => {
@@ -325,6 +322,21 @@ async fn check_command(config: &Config) -> ExitCode {
     } else {
         println!("check FAILED");
         ExitCode::from(EXIT_STARTUP)
+    }
+}
+
+/// The state file part of `lightcl check`.
+fn check_state(config: &Config, ok: &mut bool) {
+    match lightcl::state::StateFile::open(&config.state_dir, config.chain_id) {
+        Ok((f, floor)) => println!(
+            "state file {}: ok, finality floor {}",
+            f.path().display(),
+            floor.map_or("not set yet".into(), |b| b.to_string())
+        ),
+        Err(e) => {
+            *ok = false;
+            println!("state file: FAILED: {e}");
+        }
     }
 }
 

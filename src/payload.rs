@@ -102,6 +102,15 @@ pub enum PayloadError {
         /// Recomputed root.
         computed: B256,
     },
+    /// The withdrawals list does not match what the header commits to (missing, or present
+    /// where the header has none, or any on an OP chain).
+    #[error("block {number}: {what}; every field sent to the EL must be committed by the header")]
+    Withdrawals {
+        /// Height.
+        number: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// A Prague block with execution requests, which eth_getBlockByNumber does not return.
     #[error(
         "block {number} carries execution requests (requestsHash {requests_hash}), which JSON-RPC \
@@ -146,13 +155,39 @@ fn verify<T: alloy_eips::eip2718::Encodable2718>(
             computed: tx_root,
         });
     }
-    if check_withdrawals
-        && let (Some(ws), Some(root)) = (&block.body.withdrawals, block.header.withdrawals_root)
-    {
-        let computed = calculate_withdrawals_root(ws);
-        if computed != root {
-            return Err(PayloadError::WithdrawalsRootMismatch { number, header: root, computed });
+    let body = block.body.withdrawals.as_ref();
+    if check_withdrawals {
+        match (body, block.header.withdrawals_root) {
+            (Some(ws), Some(root)) => {
+                let computed = calculate_withdrawals_root(ws);
+                if computed != root {
+                    return Err(PayloadError::WithdrawalsRootMismatch {
+                        number,
+                        header: root,
+                        computed,
+                    });
+                }
+            }
+            (None, Some(_)) => {
+                return Err(PayloadError::Withdrawals {
+                    number,
+                    what: "the header has a withdrawals root but the block carries no withdrawals list",
+                });
+            }
+            (Some(_), None) => {
+                return Err(PayloadError::Withdrawals {
+                    number,
+                    what: "the block carries withdrawals but the header has no withdrawals root",
+                });
+            }
+            (None, None) => {}
         }
+    } else if body.is_some_and(|ws| !ws.is_empty()) {
+        // OP chains have no withdrawals; their withdrawalsRoot (Isthmus) is a storage root.
+        return Err(PayloadError::Withdrawals {
+            number,
+            what: "an OP block carries withdrawals, which OP chains never have",
+        });
     }
     Ok(BlockRef::new(number, computed))
 }
@@ -290,7 +325,7 @@ mod tests {
     #[test]
     fn tampering_is_caught() {
         type Edit = fn(&mut Value);
-        let cases: [(ChainKind, &str, Edit); 6] = [
+        let cases: [(ChainKind, &str, Edit); 8] = [
             (ChainKind::Optimism, "hash", |j| j["gasUsed"] = Value::from("0x1")),
             (ChainKind::Optimism, "txroot", |j| {
                 j["transactions"][1]["value"] = Value::from("0x2a")
@@ -305,6 +340,17 @@ mod tests {
             }),
             (ChainKind::Ethereum, "txroot", |j| {
                 j["transactions"][0]["nonce"] = Value::from("0x99")
+            }),
+            (ChainKind::Ethereum, "withdrawals-list", |j| {
+                if let Some(o) = j.as_object_mut() {
+                    o.remove("withdrawals");
+                }
+            }),
+            (ChainKind::Optimism, "withdrawals-list", |j| {
+                j["withdrawals"] = serde_json::json!([{
+                    "index": "0x0", "validatorIndex": "0x1",
+                    "address": "0x0000000000000000000000000000000000000001", "amount": "0x5"
+                }]);
             }),
             (ChainKind::Ethereum, "withdrawals", |j| {
                 j["withdrawals"] = serde_json::json!([{
@@ -321,6 +367,7 @@ mod tests {
                 PayloadError::HashMismatch { .. } => "hash",
                 PayloadError::TransactionsRootMismatch { .. } => "txroot",
                 PayloadError::WithdrawalsRootMismatch { .. } => "withdrawals",
+                PayloadError::Withdrawals { .. } => "withdrawals-list",
                 other => panic!("{kind}: unexpected {other}"),
             };
             assert_eq!(got, want, "{kind}");

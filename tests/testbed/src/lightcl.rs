@@ -98,6 +98,12 @@ impl Lightcl {
     /// Writes `toml` as the config and starts `bin ARGS... --config FILE`.
     pub fn start_with_args(bin: &Path, toml: &str, args: &[&str]) -> Result<Self, Error> {
         let dir = tempfile::Builder::new().prefix("lightcl-proc-").tempdir().map_err(Error::Io)?;
+        // The state file lives with the process folder, so it survives restarts of lightcl.
+        let toml = if toml.contains("state_dir") {
+            toml.to_string()
+        } else {
+            format!("state_dir = {:?}\n{toml}", dir.path().join("state").display().to_string())
+        };
         fs::write(dir.path().join("lightcl.toml"), toml).map_err(Error::Io)?;
         let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         all.push("--config".into());
@@ -131,6 +137,11 @@ impl Lightcl {
         self.child = Some(cmd.spawn().map_err(|e| Error::Spawn(format!("lightcl: {e}")))?);
         self.exit = None;
         Ok(())
+    }
+
+    /// The folder of its state file.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The process id while running.
