@@ -137,6 +137,20 @@ impl Gate {
             )));
         }
         let mut base_checked = false;
+        if safe.hash.is_zero() && finalized.hash.is_zero() {
+            // Labels left unset: only a refill below the floor sends them so.
+            let floor_above = self.floor().is_some_and(|f| head.number < f.number);
+            if !(self.refilling() && floor_above) {
+                return Ok(Some("labels unset outside a refill below the floor".into()));
+            }
+            if head.number <= lineage.base.number {
+                let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
+                if on != Some(head.hash) {
+                    return Ok(Some(format!("head {head} is not on the branch it claims")));
+                }
+            }
+            return Ok(None);
+        }
         if head.number <= lineage.base.number {
             let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
             if on != Some(head.hash) {
@@ -187,6 +201,12 @@ impl Gate {
         heads: &Heads,
         lineage: &Lineage<'_>,
     ) -> Result<PayloadStatus, GateError> {
+        // Below the floor (an EL refilled after losing blocks) the labels are sent unset (zero
+        // hash, as the Engine API allows): the EL keeps its own, and nothing below the floor is
+        // ever called safe or final again.
+        let unset = BlockRef::new(0, B256::ZERO);
+        let below_floor = self.refilling() && self.floor().is_some_and(|f| heads.head.number < f.number);
+        let heads = &if below_floor { Heads { head: heads.head, safe: unset, finalized: unset } } else { *heads };
         if let Some(why) = self.check(heads, lineage).await? {
             error!(target: "lightcl::gate", head = %heads.head, safe = %heads.safe,
                 finalized = %heads.finalized, floor = ?self.floor().map(|f| f.to_string()), why,
@@ -194,7 +214,7 @@ impl Gate {
             return Err(GateError::Refused(why));
         }
         let status = self.engine.forkchoice_updated(version, heads).await?;
-        if status.status == Status::Valid {
+        if status.status == Status::Valid && !below_floor {
             self.raise(heads.finalized)?;
         }
         Ok(status)

@@ -11,4 +11,5 @@ mod packaging;
 mod quorum;
 mod recovery;
 mod resilience;
+mod sim;
 mod testbed;

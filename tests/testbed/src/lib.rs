@@ -14,6 +14,7 @@ pub mod node;
 pub mod producer;
 pub mod proxy;
 pub mod rpc;
+pub mod sim;
 pub mod txs;
 
 use std::path::PathBuf;

@@ -1,0 +1,444 @@
+//! A simulated EL with the behaviour profiles of docs/engines.md, and the invariant checker
+//! that sees every forkchoice lightcl sends.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use alloy_eips::eip4895::Withdrawal;
+use alloy_primitives::B256;
+use lightcl::chain::{BlockRef, Heads, Label};
+use lightcl::engine::{
+    BlockAt, BoxFuture, Engine, EngineError, LocalBlock, PayloadStatus, Status,
+};
+use lightcl::payload::{FcuVersion, Payload};
+
+use super::{Rng, SharedWorld, lock};
+
+/// How an EL treats the Engine API calls lightcl relies on (docs/engines.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Rewinds up to 32 blocks on a forkchoice to a canonical ancestor (not below its finalized
+    /// block), keeps 128 recent states, comes back at genesis after a crash.
+    Geth,
+    /// Never rewinds on a forkchoice; applies labels even backwards; keeps 128 states.
+    OpGeth,
+    /// A forkchoice to a canonical ancestor changes nothing; `debug_setHead` does nothing; side
+    /// branches execute from historical state.
+    Reth,
+}
+
+/// The EL's chain and labels.
+#[derive(Debug)]
+struct Chain {
+    /// Canonical hashes by height.
+    canonical: Vec<B256>,
+    /// Blocks it has executed (hash).
+    executed: HashSet<B256>,
+    safe: Option<BlockRef>,
+    finalized: Option<BlockRef>,
+}
+
+/// Faults the test switches on and off.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Every call fails as unreachable.
+    pub down: bool,
+    /// Probability that a label read fails with a JSON-RPC error.
+    pub label_read_errors: f64,
+}
+
+/// What the checker found and counted.
+#[derive(Debug, Default, Clone)]
+pub struct Record {
+    /// Invariant violations, in order (empty: the run was safe).
+    pub violations: Vec<String>,
+    /// Forkchoice updates received.
+    pub forkchoices: u64,
+    /// Payloads received.
+    pub payloads: u64,
+    /// The highest finalized block ever sent (survives EL crashes: it is the checker's).
+    pub max_finalized: Option<BlockRef>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    profile: Profile,
+    chain: Chain,
+    faults: Faults,
+    record: Record,
+    rng: Rng,
+    /// Writes refused while lightcl must not write (for example after it halted).
+    writes_forbidden: bool,
+}
+
+/// The simulated EL. Clones share it.
+#[derive(Debug, Clone)]
+pub struct SimEl {
+    world: SharedWorld,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn unreachable(method: &str) -> EngineError {
+    EngineError::Unreachable { url: "sim-el".into(), method: method.into(), message: "down".into() }
+}
+
+impl SimEl {
+    /// An EL of `profile` holding the honest chain's genesis.
+    pub fn new(world: SharedWorld, profile: Profile, seed: u64) -> Self {
+        let genesis = lock(&world).honest[0];
+        let chain = Chain {
+            canonical: vec![genesis],
+            executed: HashSet::from([genesis]),
+            safe: None,
+            finalized: None,
+        };
+        let inner = Inner {
+            profile,
+            chain,
+            faults: Faults::default(),
+            record: Record::default(),
+            rng: Rng::new(seed ^ 0xe1),
+            writes_forbidden: false,
+        };
+        Self { world, inner: Arc::new(Mutex::new(inner)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fills the EL with `chain[1..=head]` as if it had executed it, with these labels.
+    pub fn prefill(&self, chain: &[B256], head: u64, safe: Option<u64>, finalized: Option<u64>) {
+        let mut me = self.lock();
+        let c = &mut me.chain;
+        c.canonical = chain[..=head as usize].to_vec();
+        c.executed.extend(c.canonical.iter().copied());
+        c.safe = safe.map(|n| BlockRef::new(n, chain[n as usize]));
+        c.finalized = finalized.map(|n| BlockRef::new(n, chain[n as usize]));
+    }
+
+    /// Changes the faults.
+    pub fn set_faults(&self, f: Faults) {
+        self.lock().faults = f;
+    }
+
+    /// From now on any write is a violation (lightcl halted and must stay quiet).
+    pub fn forbid_writes(&self) {
+        self.lock().writes_forbidden = true;
+    }
+
+    /// A crash and restart: what survives depends on the profile (geth: back at genesis;
+    /// op-geth and reth: back a few blocks, labels forgotten).
+    pub fn crash(&self) {
+        let mut me = self.lock();
+        let back = me.rng.range(0, 40) as usize;
+        let profile = me.profile;
+        let c = &mut me.chain;
+        let keep = match profile {
+            Profile::Geth => 1,
+            Profile::OpGeth | Profile::Reth => c.canonical.len().saturating_sub(back).max(1),
+        };
+        c.canonical.truncate(keep);
+        c.executed = c.canonical.iter().copied().collect();
+        c.safe = None;
+        c.finalized = None;
+    }
+
+    /// The checker's record.
+    pub fn record(&self) -> Record {
+        self.lock().record.clone()
+    }
+
+    /// The EL's heads now (unset labels as `None`).
+    pub fn heads(&self) -> (BlockRef, Option<BlockRef>, Option<BlockRef>) {
+        let me = self.lock();
+        let c = &me.chain;
+        let n = c.canonical.len() - 1;
+        (BlockRef::new(n as u64, c.canonical[n]), c.safe, c.finalized)
+    }
+
+    fn local_block(&self, b: BlockRef) -> Option<LocalBlock> {
+        let w = lock(&self.world);
+        let blk = w.block(&b.hash)?;
+        Some(LocalBlock {
+            block: b,
+            parent_hash: blk.parent,
+            fcu: FcuVersion::V3,
+            timestamp: 1_000 + b.number * 2,
+        })
+    }
+
+    fn read(&self, at: BlockAt) -> Result<Option<LocalBlock>, EngineError> {
+        let found = {
+            let mut me = self.lock();
+            if me.faults.down {
+                return Err(unreachable("eth_getBlockByNumber"));
+            }
+            let c = &me.chain;
+            let tip = BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1]);
+            let found = match at {
+                BlockAt::Number(n) => c.canonical.get(n as usize).map(|h| BlockRef::new(n, *h)),
+                BlockAt::Label(Label::Latest) => Some(tip),
+                BlockAt::Label(l) => {
+                    let p = me.faults.label_read_errors;
+                    if p > 0.0 && me.rng.chance(p) {
+                        return Err(EngineError::Rpc {
+                            method: "eth_getBlockByNumber".into(),
+                            code: -32000,
+                            message: "internal error: database read failed".into(),
+                        });
+                    }
+                    // An unset label reads as `None` at this level (EngineClient maps geth's
+                    // "safe block not found" error to it).
+                    let c = &me.chain;
+                    if l == Label::Safe { c.safe } else { c.finalized }
+                }
+            };
+            found
+        };
+        Ok(found.and_then(|b| self.local_block(b)))
+    }
+
+    fn new_payload_now(&self, p: &Payload) -> Result<PayloadStatus, EngineError> {
+        let w = lock(&self.world);
+        let mut me = self.lock();
+        if me.faults.down {
+            return Err(unreachable("engine_newPayloadV4"));
+        }
+        if me.writes_forbidden {
+            me.record.violations.push(format!("newPayload {} after lightcl halted", p.block));
+        }
+        me.record.payloads += 1;
+        // I5: only the genuine block may reach the EL.
+        let genuine = w.block(&p.block.hash);
+        let sent_ws: Option<Vec<Withdrawal>> =
+            serde_json::from_value(p.params[0]["withdrawals"].clone()).ok();
+        let intact = genuine.is_some_and(|g| {
+            g.id == p.block
+                && g.parent == p.parent_hash
+                && sent_ws.as_ref() == Some(&g.withdrawals)
+                && p.params[0]["gasUsed"] == "0x0"
+        });
+        if !intact {
+            me.record.violations.push(format!("I5: payload {} is not the genuine block", p.block));
+            return Ok(status(Status::Invalid));
+        }
+        let c = &mut me.chain;
+        if c.executed.contains(&p.block.hash) {
+            return Ok(status(Status::Valid));
+        }
+        if !c.executed.contains(&p.parent_hash) {
+            return Ok(status(Status::Syncing));
+        }
+        // geth and op-geth keep the state of the last 128 blocks only.
+        let tip = (c.canonical.len() - 1) as u64;
+        let parent_number = p.block.number - 1;
+        if me.profile != Profile::Reth && tip > parent_number + 128 {
+            return Ok(status(Status::Syncing));
+        }
+        me.chain.executed.insert(p.block.hash);
+        Ok(status(Status::Valid))
+    }
+
+    fn forkchoice_now(&self, heads: &Heads) -> Result<PayloadStatus, EngineError> {
+        let w = lock(&self.world);
+        let mut me = self.lock();
+        if me.faults.down {
+            return Err(unreachable("engine_forkchoiceUpdatedV3"));
+        }
+        me.record.forkchoices += 1;
+        let current_head = {
+            let c = &me.chain;
+            BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1])
+        };
+        // The checker: every forkchoice lightcl sends must keep I1-I4.
+        let mut bad = Vec::new();
+        if me.writes_forbidden {
+            bad.push("forkchoice after lightcl halted".to_string());
+        }
+        let Heads { head, safe, finalized } = *heads;
+        // Zero-hash labels mean "unset" (the Engine API allows it): only the head is checked.
+        let unset = safe.hash.is_zero() && finalized.hash.is_zero();
+        // Re-sending the EL's own forkchoice decides nothing new.
+        let noop = head == current_head && Some(safe) == me.chain.safe && Some(finalized) == me.chain.finalized;
+        if unset {
+            if let Some(max) = me.record.max_finalized
+                && !(head.number < max.number && w.descends(max, head))
+            {
+                bad.push(format!("I3: head {head} with unset labels is not on the way to finalized {max}"));
+            }
+        } else if !(finalized.number <= safe.number && safe.number <= head.number) {
+            bad.push(format!("I1: labels out of order {heads:?}"));
+        }
+        if !unset && (!w.descends(head, safe) || !w.descends(head, finalized)) {
+            bad.push(format!("I1: safe {safe} or finalized {finalized} not an ancestor of head {head}"));
+        }
+        if let Some(max) = me.record.max_finalized
+            && !unset
+        {
+            if finalized.number < max.number || !w.descends(finalized, max) {
+                bad.push(format!("I2: finalized {finalized} moves back from or off {max}"));
+            }
+            if !w.descends(head, max) {
+                bad.push(format!("I3: head {head} does not descend from finalized {max}"));
+            }
+        }
+        if !unset && !noop && !w.ever_safe.contains(&safe.hash) && safe.number > 0 {
+            bad.push(format!("I4: safe {safe} was never agreed safe by the honest sources"));
+        }
+        if !unset && !noop && !w.ever_final.contains(&finalized.hash) && finalized.number > 0 {
+            bad.push(format!("I4: finalized {finalized} was never agreed final"));
+        }
+        if !noop && head.number > 0 && !w.ever_honest.contains(&head.hash) {
+            bad.push(format!("head {head} was never on the honest chain"));
+        }
+        // A needless rewind: the EL's head is on the honest chain, and lightcl asks for an
+        // ancestor of it (geth would rewind).
+        let honest_now = w.honest.get(current_head.number as usize) == Some(&current_head.hash);
+        if honest_now && head.number < current_head.number && w.descends(current_head, head) {
+            bad.push(format!("needless rewind from honest head {current_head} to {head}"));
+        }
+        if !unset && finalized.number > me.record.max_finalized.map_or(0, |m| m.number) {
+            me.record.max_finalized = Some(finalized);
+        }
+        me.record.violations.extend(bad);
+        // The EL's own behaviour.
+        let c = &me.chain;
+        if !c.executed.contains(&head.hash) {
+            return Ok(status(Status::Syncing));
+        }
+        for l in [safe, finalized] {
+            if !l.hash.is_zero() && (!c.executed.contains(&l.hash) || !w.descends(head, l)) {
+                return Err(EngineError::Rpc {
+                    method: "engine_forkchoiceUpdatedV3".into(),
+                    code: -38002,
+                    message: "Invalid forkchoice state".into(),
+                });
+            }
+        }
+        let tip = (c.canonical.len() - 1) as u64;
+        let is_canonical = c.canonical.get(head.number as usize) == Some(&head.hash);
+        let stored_final = c.finalized.map_or(0, |f| f.number);
+        let profile = me.profile;
+        if is_canonical && head.number < tip {
+            match profile {
+                Profile::Geth if head.number <= stored_final => return Ok(status(Status::Valid)),
+                Profile::Geth if tip - head.number > 32 => {
+                    return Err(EngineError::Rpc {
+                        method: "engine_forkchoiceUpdatedV3".into(),
+                        code: -38006,
+                        message: "too deep reorg".into(),
+                    });
+                }
+                Profile::Geth => me.chain.canonical.truncate(head.number as usize + 1),
+                Profile::OpGeth => {}
+                Profile::Reth => return Ok(status(Status::Valid)),
+            }
+        } else if !is_canonical {
+            // A reorg (or extension) to an executed block: its ancestry becomes canonical.
+            let mut path = Vec::new();
+            let mut cur = head.hash;
+            while let Some(b) = w.block(&cur) {
+                let n = b.id.number as usize;
+                if me.chain.canonical.get(n) == Some(&cur) {
+                    break;
+                }
+                path.push(cur);
+                if n == 0 {
+                    break;
+                }
+                cur = b.parent;
+            }
+            let base = head.number as usize + 1 - path.len();
+            if path.iter().any(|h| !me.chain.executed.contains(h)) {
+                return Ok(status(Status::Syncing));
+            }
+            me.chain.canonical.truncate(base);
+            me.chain.canonical.extend(path.into_iter().rev());
+        }
+        if !unset {
+            me.chain.safe = Some(safe);
+            me.chain.finalized = Some(finalized);
+        }
+        Ok(status(Status::Valid))
+    }
+
+    fn set_head_now(&self, number: u64) -> Result<(), EngineError> {
+        let mut me = self.lock();
+        if me.faults.down {
+            return Err(unreachable("debug_setHead"));
+        }
+        if me.writes_forbidden {
+            me.record.violations.push(format!("debug_setHead {number} after lightcl halted"));
+        }
+        if me.profile == Profile::Reth {
+            return Ok(());
+        }
+        let c = &mut me.chain;
+        if (number as usize) < c.canonical.len() {
+            c.canonical.truncate(number as usize + 1);
+            let keep: HashSet<B256> = c.canonical.iter().copied().collect();
+            c.executed.retain(|h| keep.contains(h));
+            for l in [&mut c.safe, &mut c.finalized] {
+                if l.is_some_and(|b| b.number > number) {
+                    *l = None;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn status(s: Status) -> PayloadStatus {
+    PayloadStatus { status: s, latest_valid_hash: None, validation_error: None }
+}
+
+impl Engine for SimEl {
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, EngineError>> {
+        Box::pin(async move {
+            if self.lock().faults.down { Err(unreachable("eth_chainId")) } else { Ok(1337) }
+        })
+    }
+
+    fn capabilities(&self) -> BoxFuture<'_, Result<Vec<String>, EngineError>> {
+        Box::pin(async move {
+            if self.lock().faults.down {
+                Err(unreachable("engine_exchangeCapabilities"))
+            } else {
+                Ok(vec!["engine_newPayloadV4".into(), "engine_forkchoiceUpdatedV3".into()])
+            }
+        })
+    }
+
+    fn block(&self, at: BlockAt) -> BoxFuture<'_, Result<Option<LocalBlock>, EngineError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.read(at)
+        })
+    }
+
+    fn new_payload<'a>(
+        &'a self,
+        p: &'a Payload,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.new_payload_now(p)
+        })
+    }
+
+    fn forkchoice_updated<'a>(
+        &'a self,
+        _version: FcuVersion,
+        heads: &'a Heads,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.forkchoice_now(heads)
+        })
+    }
+
+    fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>> {
+        Box::pin(async move { self.set_head_now(number) })
+    }
+}

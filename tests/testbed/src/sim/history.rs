@@ -1,0 +1,449 @@
+//! One simulated history: a world, an EL, sources, lightcl (restarted when the history says),
+//! events on a timeline, then a healing phase; and what the checker and the liveness check saw.
+//! Everything is a function of [`Setup`], and a random `Setup` is a function of a seed.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lightcl::Config;
+use lightcl::api::{Mode, Shared, SourceStatus};
+use lightcl::chain::BlockRef;
+use lightcl::config::{ChainKind, Follow, SourceEntry};
+use lightcl::engine::Engine;
+use lightcl::source::Source;
+use lightcl::source::quorum::{Quorum, QuorumName};
+use lightcl::state::StateFile;
+use lightcl::{Parts, RunError, run_with};
+use tokio::time::Instant;
+
+use super::el::{Faults, Profile, Record, SimEl};
+use super::source::{Behaviour, SimSource, Tamper};
+use super::{Rng, SharedWorld, World, lock};
+
+/// How the EL starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prefill {
+    /// Fresh, at genesis.
+    Genesis,
+    /// The honest chain up to this height, labels `(safe, finalized)` (None: unset).
+    Honest { head: u64, safe: Option<u64>, finalized: Option<u64> },
+    /// A branch of its own: the honest chain up to `keep`, then `extra` blocks of its own; its
+    /// finalized label at `finalized` (may be above `keep`: a finalized divergence).
+    Rival { keep: u64, extra: u64, finalized: Option<u64> },
+}
+
+/// Something that happens at a time in a history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Event {
+    /// The honest chain reorgs this deep (above its finalized block).
+    Reorg(u64),
+    /// The honest chain reorgs below its finalized block (lightcl must halt if it had it).
+    FinalityReorg,
+    /// The EL crashes and restarts.
+    ElCrash,
+    /// The EL is unreachable for this long (ms).
+    ElDown(u64),
+    /// The EL's label reads fail with this probability for this long (ms).
+    LabelReadErrors(f64, u64),
+    /// lightcl is stopped and started again.
+    LightclRestart,
+    /// A source changes behaviour.
+    Behave(usize, Behaviour),
+}
+
+/// Everything a history is made of.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The seed it came from (for the replay command).
+    pub seed: u64,
+    /// EL profile.
+    pub profile: Profile,
+    /// What the head follows.
+    pub follow: Follow,
+    /// Quorum.
+    pub quorum: Quorum,
+    /// One behaviour per source.
+    pub sources: Vec<Behaviour>,
+    /// Error rate of every source.
+    pub error_rate: f64,
+    /// One source is slow by this much (ms; 0: none).
+    pub slow_ms: u64,
+    /// Honest chain length at start.
+    pub initial_len: u64,
+    /// How the EL starts.
+    pub prefill: Prefill,
+    /// Events, by time in ms.
+    pub events: Vec<(u64, Event)>,
+    /// The honest chain grows a block this often (ms) during the adversarial phase.
+    pub block_ms: u64,
+    /// Length of the adversarial phase (ms); then everything heals and the chain stops.
+    pub duration_ms: u64,
+    /// How long after healing lightcl has to converge (ms).
+    pub heal_ms: u64,
+    /// lightcl's prefetch window.
+    pub prefetch: usize,
+}
+
+/// What a history showed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Invariant and liveness violations (empty: passed).
+    pub violations: Vec<String>,
+    /// lightcl halted.
+    pub halted: bool,
+    /// The EL reached the honest target with the honest labels.
+    pub converged: bool,
+    /// The checker's counts.
+    pub record: Record,
+    /// Source health at the end (from the last lightcl run).
+    pub sources: Vec<SourceStatus>,
+}
+
+impl Setup {
+    /// A history with one honest source, an EL at genesis, and no events.
+    pub fn quiet(seed: u64) -> Self {
+        Self {
+            seed,
+            profile: Profile::Geth,
+            follow: Follow::Safe,
+            quorum: Quorum::Named(QuorumName::All),
+            sources: vec![Behaviour::Honest],
+            error_rate: 0.0,
+            slow_ms: 0,
+            initial_len: 40,
+            prefill: Prefill::Genesis,
+            events: Vec::new(),
+            block_ms: 2_000,
+            duration_ms: 30_000,
+            heal_ms: 600_000,
+            prefetch: 32,
+        }
+    }
+
+    /// A random adversarial history for `seed`. At most a minority of the quorum lies about
+    /// labels, so the honest chain is what any quorum agrees on.
+    pub fn random(seed: u64) -> Self {
+        let mut r = Rng::new(seed);
+        let mut s = Self::quiet(seed);
+        s.profile = r.pick(&[Profile::Geth, Profile::OpGeth, Profile::Reth]);
+        s.follow = r.pick(&[Follow::Safe, Follow::Latest]);
+        let n = r.range(1, 3) as usize;
+        s.quorum = match n {
+            1 => Quorum::Named(QuorumName::All),
+            2 => Quorum::Named(QuorumName::All),
+            _ => r.pick(&[Quorum::Named(QuorumName::All), Quorum::Named(QuorumName::Majority)]),
+        };
+        let required = s.quorum.required(n);
+        s.sources = vec![Behaviour::Honest; n];
+        // Liars: payload liars anywhere (verification and linking must catch them); label and
+        // branch liars only where the honest sources still make a quorum without them.
+        let payload_liars = [
+            Behaviour::SiblingAtTarget,
+            Behaviour::Tamper(Tamper::DropWithdrawals),
+            Behaviour::Tamper(Tamper::ChangeWithdrawal),
+            Behaviour::Tamper(Tamper::ChangeHeader),
+            Behaviour::WrongParent,
+        ];
+        let label_liars = [Behaviour::LabelLies, Behaviour::Flapping, Behaviour::Lagging(7), Behaviour::Down];
+        if n > 1 && r.chance(0.6) {
+            let i = r.range(0, n as u64 - 1) as usize;
+            s.sources[i] = if n - 1 >= required && r.chance(0.5) {
+                r.pick(&label_liars)
+            } else {
+                r.pick(&payload_liars)
+            };
+        } else if r.chance(0.3) {
+            s.sources[0] = r.pick(&[Behaviour::Lagging(3), Behaviour::Flapping]);
+        }
+        if r.chance(0.3) {
+            s.error_rate = r.pick(&[0.05, 0.2]);
+        }
+        if r.chance(0.2) {
+            s.slow_ms = r.pick(&[300, 3_000]);
+        }
+        s.initial_len = r.range(0, 120);
+        let len = s.initial_len;
+        s.prefill = match r.range(0, 3) {
+            0 => Prefill::Genesis,
+            1 | 2 => {
+                let head = r.range(0, len);
+                let fin = len.saturating_sub(12).min(head);
+                let f = r.chance(0.8).then(|| r.range(0, fin));
+                let safe = f.map(|f| r.range(f, head.min(len.saturating_sub(4)).max(f)));
+                Prefill::Honest { head, safe, finalized: f }
+            }
+            _ => {
+                let keep = r.range(len.saturating_sub(12), len);
+                let extra = r.range(1, 40);
+                Prefill::Rival { keep, extra, finalized: Some(keep.min(len.saturating_sub(12))) }
+            }
+        };
+        s.duration_ms = r.range(10_000, 60_000);
+        let kinds = r.range(0, 4);
+        for _ in 0..kinds {
+            let t = r.range(0, s.duration_ms);
+            let e = match r.range(0, 8) {
+                0 | 1 => Event::Reorg(r.range(1, 10)),
+                2 => Event::ElCrash,
+                3 => Event::ElDown(r.range(1_000, 20_000)),
+                4 => Event::LabelReadErrors(r.pick(&[0.3, 1.0]), r.range(1_000, 10_000)),
+                5 => Event::LightclRestart,
+                6 if r.chance(0.2) => Event::FinalityReorg,
+                _ => Event::Reorg(r.range(1, 4)),
+            };
+            s.events.push((t, e));
+        }
+        s.events.sort_by_key(|(t, _)| *t);
+        s.prefetch = r.pick(&[8, 32, 256]);
+        s
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            chain: ChainKind::Ethereum,
+            chain_id: 1337,
+            sources: (0..self.sources.len()).map(|i| SourceEntry::Url(format!("http://sim{i}"))).collect(),
+            quorum: self.quorum,
+            follow: self.follow,
+            poll_interval_ms: 1_000,
+            prefetch: self.prefetch,
+            fetch_concurrency: 4.min(self.prefetch),
+            source_timeout_ms: 2_000,
+            api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
+            ..Config::default()
+        }
+    }
+}
+
+/// Runs one history on a paused clock in a fresh single-threaded runtime.
+pub fn run(setup: &Setup) -> Outcome {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build();
+    match rt {
+        Ok(rt) => rt.block_on(run_async(setup)),
+        Err(e) => Outcome {
+            violations: vec![format!("cannot build a runtime: {e}")],
+            halted: false,
+            converged: false,
+            record: Record::default(),
+            sources: Vec::new(),
+        },
+    }
+}
+
+/// Whether the EL holds the honest target and labels.
+fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
+    let w = lock(world);
+    let (head, safe, fin) = el.heads();
+    let at = |n: u64| w.at(&w.honest, n);
+    let target = match follow {
+        Follow::Safe => at(w.safe),
+        Follow::Latest => Some(w.tip()),
+    };
+    // Following safe, a head that was already ahead on the honest chain may stay there.
+    let head_ok = Some(head) == target
+        || (follow == Follow::Safe && at(head.number) == Some(head) && head.number >= w.safe);
+    head_ok && safe == at(w.safe) && fin == at(w.finalized)
+}
+
+async fn run_async(setup: &Setup) -> Outcome {
+    let world: SharedWorld = Arc::new(Mutex::new(World::new(setup.initial_len)));
+    let el = SimEl::new(world.clone(), setup.profile, setup.seed);
+    {
+        let mut w = lock(&world);
+        match setup.prefill {
+            Prefill::Genesis => {}
+            Prefill::Honest { head, safe, finalized } => {
+                let c = w.honest.clone();
+                el.prefill(&c, head, safe, finalized);
+            }
+            Prefill::Rival { keep, extra, finalized } => {
+                let honest = w.honest.clone();
+                let c = w.branch(&honest, keep, extra);
+                let head = (c.len() - 1) as u64;
+                el.prefill(&c, head, finalized, finalized);
+            }
+        }
+    }
+    let sources: Vec<SimSource> = setup
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let s = SimSource::new(world.clone(), &format!("s{i}"), *b, setup.seed ^ (i as u64 + 7));
+            s.set_error_rate(setup.error_rate);
+            if i == 0 && setup.slow_ms > 0 {
+                s.set_slow(Duration::from_millis(setup.slow_ms));
+            }
+            s
+        })
+        .collect();
+    let start = Instant::now();
+    let heal_at = start + Duration::from_millis(setup.duration_ms);
+    let end_at = heal_at + Duration::from_millis(setup.heal_ms);
+    // The world's own clock: blocks, events, healing.
+    let driver = {
+        let (world, el, sources, setup) = (world.clone(), el.clone(), sources.clone(), setup.clone());
+        tokio::spawn(async move {
+            let mut events: std::collections::VecDeque<(u64, Event)> =
+                setup.events.iter().copied().filter(|(_, e)| *e != Event::LightclRestart).collect();
+            let mut next_block = start + Duration::from_millis(setup.block_ms);
+            let mut ends: Vec<(Instant, Faults)> = Vec::new();
+            loop {
+                let next_event = events.front().map(|(t, _)| start + Duration::from_millis(*t));
+                let wake = [Some(next_block), next_event, ends.first().map(|e| e.0), Some(heal_at)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(heal_at);
+                tokio::time::sleep_until(wake).await;
+                let now = Instant::now();
+                if now >= heal_at {
+                    for s in &sources {
+                        s.set_behaviour(Behaviour::Honest);
+                        s.set_error_rate(0.0);
+                        s.set_slow(Duration::ZERO);
+                    }
+                    el.set_faults(Faults::default());
+                    return;
+                }
+                ends.retain(|(t, f)| {
+                    if *t <= now {
+                        el.set_faults(*f);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                if now >= next_block {
+                    lock(&world).grow(1);
+                    next_block = now + Duration::from_millis(setup.block_ms);
+                }
+                while let Some(&(t, e)) = events.front() {
+                    if start + Duration::from_millis(t) > now {
+                        break;
+                    }
+                    match e {
+                        Event::Reorg(d) => lock(&world).reorg(d),
+                        Event::FinalityReorg => {
+                            let mut w = lock(&world);
+                            let keep = w.finalized.saturating_sub(3);
+                            w.reorg_below_finality(keep);
+                        }
+                        Event::ElCrash => el.crash(),
+                        Event::ElDown(ms) => {
+                            el.set_faults(Faults { down: true, ..Faults::default() });
+                            ends.push((now + Duration::from_millis(ms), Faults::default()));
+                        }
+                        Event::LabelReadErrors(p, ms) => {
+                            el.set_faults(Faults { label_read_errors: p, ..Faults::default() });
+                            ends.push((now + Duration::from_millis(ms), Faults::default()));
+                        }
+                        Event::Behave(i, b) => {
+                            if let Some(s) = sources.get(i) {
+                                s.set_behaviour(b);
+                            }
+                        }
+                        Event::LightclRestart => {}
+                    }
+                    events.pop_front();
+                }
+                ends.sort_by_key(|e| e.0);
+            }
+        })
+    };
+    // lightcl, restarted at the restart events, with its floor kept across restarts.
+    let floor_cell: Arc<Mutex<Option<BlockRef>>> = Arc::new(Mutex::new(None));
+    let mut segment_ends: Vec<Instant> = setup
+        .events
+        .iter()
+        .filter(|(_, e)| *e == Event::LightclRestart)
+        .map(|(t, _)| start + Duration::from_millis(*t))
+        .collect();
+    segment_ends.push(end_at);
+    let mut halted = false;
+    let mut violations = Vec::new();
+    let mut last_sources = Vec::new();
+    let names: Vec<String> = (0..sources.len()).map(|i| format!("s{i}")).collect();
+    for seg_end in segment_ends {
+        let shared = Arc::new(Shared::new(&names, 4));
+        let parts = Parts {
+            engine: Arc::new(el.clone()) as Arc<dyn Engine>,
+            sources: sources.iter().map(|s| Arc::new(s.clone()) as Arc<dyn Source>).collect(),
+            state: StateFile::memory(floor_cell.clone()),
+            shared: Some(shared.clone()),
+        };
+        let stop = {
+            let (shared, el, world) = (shared.clone(), el.clone(), world.clone());
+            let follow = setup.follow;
+            async move {
+                let mut halted_since = None;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let now = Instant::now();
+                    if now >= seg_end {
+                        return;
+                    }
+                    if shared.snapshot().mode == Mode::Halted {
+                        el.forbid_writes();
+                        let since = *halted_since.get_or_insert(now);
+                        if now >= since + Duration::from_secs(30) {
+                            return;
+                        }
+                    } else if now >= heal_at && converged(&world, &el, follow) {
+                        return;
+                    }
+                }
+            }
+        };
+        let res = run_with(setup.config(), parts, stop).await;
+        last_sources = shared.snapshot().sources;
+        match res {
+            Ok(()) => {}
+            Err(RunError::FinalizedDivergence { .. } | RunError::ElLeftFloor { .. }) => {
+                halted = true;
+            }
+            Err(e) => violations.push(format!("lightcl stopped with an error: {e}")),
+        }
+        if halted || (Instant::now() >= heal_at && converged(&world, &el, setup.follow)) {
+            break;
+        }
+    }
+    driver.abort();
+    let record = el.record();
+    violations.extend(record.violations.iter().cloned());
+    let is_converged = converged(&world, &el, setup.follow);
+    // Liveness: halting is right only if lightcl had finalized a block the honest chain no
+    // longer holds (or the EL came with one); otherwise it must have converged.
+    let lost_finality = {
+        let w = lock(&world);
+        let max = record.max_finalized;
+        let el_final = el.heads().2;
+        [max, el_final, *floor_cell.lock().unwrap_or_else(|p| p.into_inner())]
+            .into_iter()
+            .flatten()
+            .any(|f| w.at(&w.honest, f.number) != Some(f))
+    };
+    if halted && !lost_finality {
+        violations.push("halted without a finalized divergence".into());
+    }
+    if !halted && !is_converged && !lost_finality {
+        let w = lock(&world);
+        violations.push(format!(
+            "did not converge: EL {:?}, honest tip {} safe #{} finalized #{}",
+            el.heads(),
+            w.tip(),
+            w.safe,
+            w.finalized
+        ));
+    }
+    if !halted && lost_finality {
+        violations.push("did not halt although the honest chain no longer holds a finalized block".into());
+    }
+    Outcome {
+        violations,
+        halted,
+        converged: is_converged,
+        record,
+        sources: last_sources,
+    }
+}

@@ -1,0 +1,273 @@
+//! The simulation: lightcl's real follower loop (`lightcl::run_with`) against a simulated EL and
+//! simulated sources, in one process, on a paused tokio clock, so that thousands of seeded
+//! adversarial histories run in seconds and any failing seed replays exactly.
+//!
+//! - [`World`]: every block that exists (real Ethereum-shaped blocks whose headers hash and
+//!   whose withdrawals root match, so lightcl's verification runs for real), the honest chain
+//!   and what it has ever called safe and finalized.
+//! - [`el::SimEl`]: an EL with the behaviour profiles of docs/engines.md (geth, op-geth, reth)
+//!   and the invariant checker that records every forkchoice breaking I1-I5.
+//! - [`source::SimSource`]: sources that are honest, lag, flap between branches, serve a sibling
+//!   or a tampered block, lie about labels, fail at a rate, are slow, or down.
+//! - [`history`]: seeded random histories and the liveness check at their end.
+
+pub mod el;
+pub mod history;
+pub mod source;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use alloy_consensus::proofs::calculate_withdrawals_root;
+use alloy_eips::eip4895::{Withdrawal, Withdrawals};
+use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_primitives::{Address, B256, Bytes};
+use lightcl::chain::BlockRef;
+
+/// A small deterministic generator (splitmix64): the whole simulation is a function of a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo + 1) }
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+
+    /// One of `items`.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next_u64() % items.len() as u64) as usize]
+    }
+}
+
+/// One block of the simulated world.
+#[derive(Debug)]
+pub struct SimBlock {
+    /// Height and hash.
+    pub id: BlockRef,
+    /// Parent hash.
+    pub parent: B256,
+    /// Its full JSON-RPC form (`eth_getBlockByNumber(n, true)`).
+    pub json: Arc<str>,
+    /// Its withdrawals (what a payload must carry).
+    pub withdrawals: Vec<Withdrawal>,
+}
+
+/// A chain: block hashes by height, from genesis.
+pub type Chain = Vec<B256>;
+
+/// Every block, the honest chain and its label history.
+#[derive(Debug, Default)]
+pub struct World {
+    blocks: HashMap<B256, Arc<SimBlock>>,
+    /// The chain honest sources serve now.
+    pub honest: Chain,
+    /// Its safe height.
+    pub safe: u64,
+    /// Its finalized height.
+    pub finalized: u64,
+    /// Blocks that were ever on the honest chain.
+    pub ever_honest: HashSet<B256>,
+    /// Blocks the honest chain ever called safe (or below safe).
+    pub ever_safe: HashSet<B256>,
+    /// Blocks the honest chain ever called finalized (or below).
+    pub ever_final: HashSet<B256>,
+    /// A second branch for flapping sources and siblings (forks off the honest chain).
+    pub rival: Chain,
+    foreign: Chain,
+    next_salt: u64,
+}
+
+/// The world, shared by the simulated EL and sources.
+pub type SharedWorld = Arc<Mutex<World>>;
+
+/// Locks the world (a poisoned lock is still usable: the test fails on its own).
+pub fn lock(w: &SharedWorld) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl World {
+    /// A world with a genesis block and an honest chain of `len` blocks above it.
+    pub fn new(len: u64) -> Self {
+        let mut w = Self::default();
+        let genesis = w.make_block(B256::ZERO, 0);
+        w.honest = vec![genesis];
+        w.grow(len);
+        w.rival = w.honest.clone();
+        w
+    }
+
+    /// A block by hash.
+    pub fn block(&self, hash: &B256) -> Option<&Arc<SimBlock>> {
+        self.blocks.get(hash)
+    }
+
+    /// The honest chain's tip.
+    pub fn tip(&self) -> BlockRef {
+        self.at(&self.honest, (self.honest.len() - 1) as u64).unwrap_or(BlockRef::new(0, B256::ZERO))
+    }
+
+    /// `chain`'s block at `n`.
+    pub fn at(&self, chain: &Chain, n: u64) -> Option<BlockRef> {
+        chain.get(n as usize).map(|h| BlockRef::new(n, *h))
+    }
+
+    /// Builds a block on `parent` (height from the parent); `salt` makes siblings differ.
+    fn make_block(&mut self, parent: B256, salt: u64) -> B256 {
+        let number = self.blocks.get(&parent).map_or(0, |p| p.id.number + 1);
+        let ws = vec![Withdrawal {
+            index: number,
+            validator_index: salt,
+            address: Address::with_last_byte(1),
+            amount: number + 1,
+        }];
+        let header = alloy_consensus::Header {
+            parent_hash: parent,
+            number,
+            gas_limit: 30_000_000,
+            timestamp: 1_000 + number * 2,
+            extra_data: Bytes::from(salt.to_be_bytes().to_vec()),
+            base_fee_per_gas: Some(7),
+            withdrawals_root: Some(calculate_withdrawals_root(&ws)),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            ..Default::default()
+        };
+        let rpc = alloy_rpc_types_eth::Block::<alloy_rpc_types_eth::Transaction>::empty(
+            alloy_rpc_types_eth::Header::new(header),
+        )
+        .with_withdrawals(Some(Withdrawals::new(ws.clone())));
+        let hash = rpc.header.hash;
+        let json: Arc<str> = serde_json::to_string(&rpc).unwrap_or_default().into();
+        let block = SimBlock { id: BlockRef::new(number, hash), parent, json, withdrawals: ws };
+        self.blocks.insert(hash, Arc::new(block));
+        hash
+    }
+
+    fn salt(&mut self) -> u64 {
+        self.next_salt += 1;
+        self.next_salt
+    }
+
+    /// `base` up to height `keep`, then `extra` new blocks.
+    pub fn branch(&mut self, base: &Chain, keep: u64, extra: u64) -> Chain {
+        let mut c: Chain = base[..=(keep as usize).min(base.len() - 1)].to_vec();
+        let salt = self.salt();
+        for _ in 0..extra {
+            let parent = c[c.len() - 1];
+            c.push(self.make_block(parent, salt));
+        }
+        c
+    }
+
+    /// Length of the chain of another genesis (built on demand).
+    pub fn foreign_len(&self) -> u64 {
+        self.foreign.len() as u64
+    }
+
+    /// Extends the chain of another genesis (its blocks link to nothing the honest chain has)
+    /// by `n` blocks.
+    pub fn extend_foreign(&mut self, n: u64) {
+        if self.foreign.is_empty() {
+            let g = self.make_block(B256::repeat_byte(0xf0), 1_000_000);
+            self.foreign.push(g);
+        }
+        for _ in 0..n {
+            let parent = self.foreign[self.foreign.len() - 1];
+            let b = self.make_block(parent, 1_000_000);
+            self.foreign.push(b);
+        }
+    }
+
+    /// The foreign chain's block at `n`.
+    pub fn foreign_at(&self, n: u64) -> Option<B256> {
+        self.foreign.get(n as usize).copied()
+    }
+
+    /// Grows the honest chain by `n` blocks and moves its labels (safe 4 below the tip,
+    /// finalized 12 below).
+    pub fn grow(&mut self, n: u64) {
+        let honest = self.honest.clone();
+        let keep = (honest.len() - 1) as u64;
+        self.honest = self.branch(&honest, keep, n);
+        let tip = (self.honest.len() - 1) as u64;
+        self.set_labels(tip.saturating_sub(4), tip.saturating_sub(12));
+    }
+
+    /// Sets the honest labels (they never move back) and records them.
+    pub fn set_labels(&mut self, safe: u64, finalized: u64) {
+        self.safe = self.safe.max(safe);
+        self.finalized = self.finalized.max(finalized).min(self.safe);
+        for (i, h) in self.honest.iter().enumerate() {
+            self.ever_honest.insert(*h);
+            if i as u64 <= self.safe {
+                self.ever_safe.insert(*h);
+            }
+            if i as u64 <= self.finalized {
+                self.ever_final.insert(*h);
+            }
+        }
+    }
+
+    /// Reorgs the honest chain `depth` blocks deep (never below its finalized block) and
+    /// makes the old branch the rival.
+    pub fn reorg(&mut self, depth: u64) {
+        let tip = (self.honest.len() - 1) as u64;
+        let keep = tip.saturating_sub(depth).max(self.finalized);
+        let old = self.honest.clone();
+        self.honest = self.branch(&old, keep, tip - keep + 1);
+        self.rival = old;
+        self.safe = self.safe.min(keep);
+        let (s, f) = (self.safe, self.finalized);
+        self.set_labels(s, f);
+    }
+
+    /// Reorgs the honest chain below its finalized block (the one history where halting is
+    /// right): a finalized divergence.
+    pub fn reorg_below_finality(&mut self, keep: u64) {
+        let tip = (self.honest.len() - 1) as u64;
+        let old = self.honest.clone();
+        self.honest = self.branch(&old, keep, tip - keep + 2);
+        self.rival = old;
+        self.safe = keep;
+        self.finalized = keep;
+        let t = (self.honest.len() - 1) as u64;
+        self.set_labels(t.saturating_sub(4), t.saturating_sub(12));
+    }
+
+    /// Whether `descendant` has `ancestor` on its parent chain (or is it).
+    pub fn descends(&self, descendant: BlockRef, ancestor: BlockRef) -> bool {
+        if ancestor.number > descendant.number {
+            return false;
+        }
+        let mut cur = descendant.hash;
+        loop {
+            let Some(b) = self.blocks.get(&cur) else { return false };
+            if b.id.number == ancestor.number {
+                return b.id.hash == ancestor.hash;
+            }
+            cur = b.parent;
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Simulated sources: honest, or one of the ways a real source goes wrong.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use futures_util::stream::BoxStream;
+use lightcl::chain::BlockRef;
+use lightcl::source::{BlockId, BoxFuture, LabelReport, Source, SourceError};
+use serde_json::Value;
+
+use super::{Chain, Rng, SharedWorld, World, lock};
+
+/// How a tampering source changes the blocks it serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Drops the withdrawals list (the header still commits to one).
+    DropWithdrawals,
+    /// Changes a withdrawal's amount.
+    ChangeWithdrawal,
+    /// Changes a header field (gasUsed).
+    ChangeHeader,
+}
+
+/// What a source does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Serves the honest chain and labels.
+    Honest,
+    /// A replica this many blocks behind the honest tip.
+    Lagging(u64),
+    /// A load-balanced source whose replicas sit on two branches: each answer comes from the
+    /// honest chain or the rival branch at random.
+    Flapping,
+    /// Honest labels, but a sibling block for payloads at the height of the honest safe and
+    /// latest blocks.
+    SiblingAtTarget,
+    /// Honest labels and hashes; blocks tampered with.
+    Tamper(Tamper),
+    /// Labels out of order: safe above latest, finalized above safe.
+    LabelLies,
+    /// Serves, for payloads, blocks of another genesis (they link to nothing here).
+    WrongParent,
+    /// Unreachable.
+    Down,
+}
+
+#[derive(Debug)]
+struct State {
+    behaviour: Behaviour,
+    error_rate: f64,
+    slow: Duration,
+    rng: Rng,
+}
+
+/// A simulated source. Clones share it.
+#[derive(Debug, Clone)]
+pub struct SimSource {
+    name: String,
+    world: SharedWorld,
+    state: Arc<Mutex<State>>,
+}
+
+impl SimSource {
+    /// A source named `name` behaving as `behaviour`.
+    pub fn new(world: SharedWorld, name: &str, behaviour: Behaviour, seed: u64) -> Self {
+        let state = State { behaviour, error_rate: 0.0, slow: Duration::ZERO, rng: Rng::new(seed) };
+        Self { name: name.to_string(), world, state: Arc::new(Mutex::new(state)) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes what it does.
+    pub fn set_behaviour(&self, b: Behaviour) {
+        self.lock().behaviour = b;
+    }
+
+    /// What it does now.
+    pub fn behaviour(&self) -> Behaviour {
+        self.lock().behaviour
+    }
+
+    /// Fails this share of requests (half as JSON-RPC errors, half as timeouts).
+    pub fn set_error_rate(&self, p: f64) {
+        self.lock().error_rate = p;
+    }
+
+    /// Answers after `d`.
+    pub fn set_slow(&self, d: Duration) {
+        self.lock().slow = d;
+    }
+
+    /// Waits as configured, then fails now and then; returns the behaviour and a coin.
+    async fn prelude(&self, method: &str) -> Result<(Behaviour, bool), SourceError> {
+        let (behaviour, slow, fail, timeout, coin) = {
+            let mut s = self.lock();
+            let p = s.error_rate;
+            let fail = p > 0.0 && s.rng.chance(p);
+            let timeout = s.rng.chance(0.5);
+            let coin = s.rng.chance(0.5);
+            (s.behaviour, s.slow, fail, timeout, coin)
+        };
+        if !slow.is_zero() {
+            tokio::time::sleep(slow).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+        if behaviour == Behaviour::Down {
+            return Err(SourceError::Unreachable {
+                source_name: self.name.clone(),
+                message: "connection refused".into(),
+            });
+        }
+        if fail {
+            if timeout {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() });
+            }
+            return Err(SourceError::Rpc {
+                source_name: self.name.clone(),
+                method: method.into(),
+                code: -32603,
+                message: "internal error".into(),
+            });
+        }
+        Ok((behaviour, coin))
+    }
+
+    /// The chain and labels this source shows now.
+    fn view(w: &World, b: Behaviour, coin: bool) -> (Chain, u64, u64) {
+        match b {
+            Behaviour::Lagging(k) => {
+                let keep = w.honest.len().saturating_sub(k as usize).max(1);
+                let c = w.honest[..keep].to_vec();
+                let top = (keep - 1) as u64;
+                (c, w.safe.min(top), w.finalized.min(top))
+            }
+            Behaviour::Flapping if coin => {
+                let top = (w.rival.len() - 1) as u64;
+                (w.rival.clone(), w.safe.min(top), w.finalized.min(top))
+            }
+            _ => (w.honest.clone(), w.safe, w.finalized),
+        }
+    }
+}
+
+/// A sibling of the honest block at `n` (cached in the world's rival-of-height map).
+fn sibling(w: &mut World, n: u64) -> Option<B256> {
+    if n == 0 || n as usize >= w.honest.len() {
+        return None;
+    }
+    let honest = w.honest.clone();
+    let c = w.branch(&honest, n - 1, 1);
+    c.get(n as usize).copied()
+}
+
+fn tampered(json: &str, how: Tamper) -> Box<str> {
+    let mut v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
+    match how {
+        Tamper::DropWithdrawals => {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("withdrawals");
+            }
+        }
+        Tamper::ChangeWithdrawal => v["withdrawals"][0]["amount"] = Value::from("0x99999"),
+        Tamper::ChangeHeader => v["gasUsed"] = Value::from("0x1"),
+    }
+    v.to_string().into()
+}
+
+impl Source for SimSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, SourceError>> {
+        Box::pin(async move {
+            self.prelude("eth_chainId").await?;
+            Ok(1337)
+        })
+    }
+
+    fn labels(&self) -> BoxFuture<'_, Result<LabelReport, SourceError>> {
+        Box::pin(async move {
+            let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
+            let w = lock(&self.world);
+            let (c, safe, fin) = Self::view(&w, b, coin);
+            let top = (c.len() - 1) as u64;
+            let at = |n: u64| c.get(n as usize).map(|h| BlockRef::new(n, *h));
+            if b == Behaviour::LabelLies {
+                let bogus = |n: u64| Some(BlockRef::new(n, B256::with_last_byte((n % 250) as u8 + 1)));
+                return Ok(LabelReport { latest: at(top), safe: bogus(top + 3), finalized: bogus(top + 9) });
+            }
+            Ok(LabelReport { latest: at(top), safe: at(safe), finalized: at(fin) })
+        })
+    }
+
+    fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>> {
+        Box::pin(async move {
+            let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
+            let w = lock(&self.world);
+            let (c, _, _) = Self::view(&w, b, coin);
+            Ok(c.get(number as usize).copied())
+        })
+    }
+
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>> {
+        Box::pin(async move {
+            let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
+            let mut w = lock(&self.world);
+            let (c, safe, _) = Self::view(&w, b, coin);
+            let hash = match at {
+                BlockId::Number(n) => c.get(n as usize).copied(),
+                BlockId::Hash(h) => w.block(&h).map(|_| h),
+            };
+            let Some(mut hash) = hash else { return Ok(None) };
+            let number = w.block(&hash).map_or(0, |b| b.id.number);
+            match b {
+                Behaviour::SiblingAtTarget
+                    if number == safe || number == (c.len() - 1) as u64 =>
+                {
+                    if let Some(s) = sibling(&mut w, number) {
+                        hash = s;
+                    }
+                }
+                Behaviour::WrongParent if number > 0 => {
+                    while w.foreign_len() <= number {
+                        w.extend_foreign(64);
+                    }
+                    if let Some(f) = w.foreign_at(number) {
+                        hash = f;
+                    }
+                }
+                _ => {}
+            }
+            let json = w.block(&hash).map(|b| b.json.clone());
+            Ok(json.map(|j| match b {
+                Behaviour::Tamper(how) => tampered(&j, how),
+                _ => Box::<str>::from(&*j),
+            }))
+        })
+    }
+
+    fn subscribe_heads(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
+        Box::pin(async { Ok(None) })
+    }
+}
