@@ -84,6 +84,12 @@ pub fn plan(v: &View) -> Step {
             // it came from elsewhere): the divergence is between the target and our head.
             Step::Diverged { at: v.local.head.number }
         }
+        Some(h) if h == target.hash && v.local_head_on_source.is_none() => {
+            // The quorum holds nothing at our head's height yet (lagging replicas, or a head
+            // from a branch of its own): no evidence either way, and no forkchoice may carry a
+            // head the quorum has not agreed on. Wait.
+            Step::Idle
+        }
         Some(h) if h == target.hash => {
             // The target is on the local chain. The head stays where it is when it is already
             // beyond the target (following safe after latest): moving it back would rewind.
@@ -212,12 +218,12 @@ mod tests {
             ),
             (
                 "local head above the target, the quorum has no block there yet (lagging): \
-                 not a divergence, labels still move",
+                 not a divergence; nothing is sent until it can tell",
                 View {
                     local_head_on_source: None,
                     ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Safe)
                 },
-                Step::Promote(heads(300, 250, 200)),
+                Step::Idle,
             ),
             (
                 "agreed finalized has another hash locally: finalized not moved (by hash)",

@@ -200,7 +200,8 @@ impl SimEl {
     }
 
     fn new_payload_now(&self, p: &Payload) -> Result<PayloadStatus, EngineError> {
-        let w = lock(&self.world);
+        let mut w = lock(&self.world);
+        w.in_flight -= 1;
         let mut me = self.lock();
         if me.faults.down {
             return Err(unreachable("engine_newPayloadV4"));

@@ -97,6 +97,10 @@ pub struct Outcome {
     pub record: Record,
     /// Source health at the end (from the last lightcl run).
     pub sources: Vec<SourceStatus>,
+    /// The EL's head height when the sources healed (progress made under the faults).
+    pub head_at_heal: u64,
+    /// Most blocks served by the sources but not yet given to the EL at any time.
+    pub max_in_flight: i64,
 }
 
 impl Setup {
@@ -226,6 +230,8 @@ pub fn run(setup: &Setup) -> Outcome {
             converged: false,
             record: Record::default(),
             sources: Vec::new(),
+            head_at_heal: 0,
+            max_in_flight: 0,
         },
     }
 }
@@ -281,8 +287,10 @@ async fn run_async(setup: &Setup) -> Outcome {
     let heal_at = start + Duration::from_millis(setup.duration_ms);
     let end_at = heal_at + Duration::from_millis(setup.heal_ms);
     // The world's own clock: blocks, events, healing.
+    let head_at_heal = Arc::new(Mutex::new(0u64));
     let driver = {
         let (world, el, sources, setup) = (world.clone(), el.clone(), sources.clone(), setup.clone());
+        let head_at_heal = head_at_heal.clone();
         tokio::spawn(async move {
             let mut events: std::collections::VecDeque<(u64, Event)> =
                 setup.events.iter().copied().filter(|(_, e)| *e != Event::LightclRestart).collect();
@@ -298,6 +306,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                 tokio::time::sleep_until(wake).await;
                 let now = Instant::now();
                 if now >= heal_at {
+                    *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()) = el.heads().0.number;
                     for s in &sources {
                         s.set_behaviour(Behaviour::Honest);
                         s.set_error_rate(0.0);
@@ -445,5 +454,7 @@ async fn run_async(setup: &Setup) -> Outcome {
         converged: is_converged,
         record,
         sources: last_sources,
+        head_at_heal: *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()),
+        max_in_flight: lock(&world).max_in_flight,
     }
 }

@@ -95,6 +95,10 @@ pub struct World {
     pub rival: Chain,
     foreign: Chain,
     next_salt: u64,
+    /// Blocks served by sources and not yet given to the EL (a measure of lightcl's buffers).
+    pub in_flight: i64,
+    /// The most `in_flight` ever was.
+    pub max_in_flight: i64,
 }
 
 /// The world, shared by the simulated EL and sources.

@@ -39,6 +39,9 @@ pub enum Behaviour {
     Tamper(Tamper),
     /// Labels out of order: safe above latest, finalized above safe.
     LabelLies,
+    /// Latest and finalized from the honest chain, safe from the rival branch: a safe block
+    /// that is not an ancestor of latest.
+    MixedLabels,
     /// Serves, for payloads, blocks of another genesis (they link to nothing here).
     WrongParent,
     /// Unreachable.
@@ -193,6 +196,10 @@ impl Source for SimSource {
                 let bogus = |n: u64| Some(BlockRef::new(n, B256::with_last_byte((n % 250) as u8 + 1)));
                 return Ok(LabelReport { latest: at(top), safe: bogus(top + 3), finalized: bogus(top + 9) });
             }
+            if b == Behaviour::MixedLabels {
+                let rival = w.at(&w.rival, safe.min((w.rival.len() - 1) as u64));
+                return Ok(LabelReport { latest: at(top), safe: rival, finalized: at(fin) });
+            }
             Ok(LabelReport { latest: at(top), safe: at(safe), finalized: at(fin) })
         })
     }
@@ -236,6 +243,10 @@ impl Source for SimSource {
                 _ => {}
             }
             let json = w.block(&hash).map(|b| b.json.clone());
+            if json.is_some() {
+                w.in_flight += 1;
+                w.max_in_flight = w.max_in_flight.max(w.in_flight);
+            }
             Ok(json.map(|j| match b {
                 Behaviour::Tamper(how) => tampered(&j, how),
                 _ => Box::<str>::from(&*j),
