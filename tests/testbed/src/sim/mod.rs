@@ -19,7 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use alloy_consensus::proofs::calculate_withdrawals_root;
-use alloy_eips::eip4895::{Withdrawal, Withdrawals};
+use alloy_eips::eip4895::Withdrawal;
 use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
 use alloy_primitives::{Address, B256, Bytes};
 use lightcl::chain::BlockRef;
@@ -70,6 +70,46 @@ pub struct SimBlock {
     pub json: Arc<str>,
     /// Its withdrawals (what a payload must carry).
     pub withdrawals: Vec<Withdrawal>,
+}
+
+/// The block as `eth_getBlockByNumber(n, true)` returns it, written directly (the generic
+/// serialiser is slow in unoptimised test builds, and this runs for every simulated block).
+fn block_json(h: &alloy_consensus::Header, hash: B256, w: &Withdrawal) -> String {
+    let z = B256::ZERO;
+    format!(
+        concat!(
+            r#"{{"hash":"{hash}","parentHash":"{parent}","sha3Uncles":"{ommers}","miner":"{miner}","#,
+            r#""stateRoot":"{state}","transactionsRoot":"{txroot}","receiptsRoot":"{rroot}","#,
+            r#""logsBloom":"{bloom}","difficulty":"{diff:#x}","number":"{number:#x}","gasLimit":"{gl:#x}","#,
+            r#""gasUsed":"0x0","timestamp":"{ts:#x}","extraData":"{extra}","mixHash":"{mix}","#,
+            r#""nonce":"{nonce}","baseFeePerGas":"0x7","withdrawalsRoot":"{wroot}","#,
+            r#""blobGasUsed":"0x0","excessBlobGas":"0x0","parentBeaconBlockRoot":"{z}","#,
+            r#""requestsHash":"{reqs}","uncles":[],"transactions":[],"#,
+            r#""withdrawals":[{{"index":"{wi:#x}","validatorIndex":"{wv:#x}","address":"{wa}","amount":"{wm:#x}"}}]}}"#
+        ),
+        hash = hash,
+        parent = h.parent_hash,
+        ommers = h.ommers_hash,
+        miner = h.beneficiary,
+        z = z,
+        txroot = h.transactions_root,
+        state = h.state_root,
+        rroot = h.receipts_root,
+        diff = h.difficulty,
+        mix = h.mix_hash,
+        nonce = h.nonce,
+        bloom = h.logs_bloom,
+        number = h.number,
+        gl = h.gas_limit,
+        ts = h.timestamp,
+        extra = h.extra_data,
+        wroot = h.withdrawals_root.unwrap_or_default(),
+        reqs = h.requests_hash.unwrap_or_default(),
+        wi = w.index,
+        wv = w.validator_index,
+        wa = w.address,
+        wm = w.amount,
+    )
 }
 
 /// A chain: block hashes by height, from genesis.
@@ -158,13 +198,9 @@ impl World {
             requests_hash: Some(EMPTY_REQUESTS_HASH),
             ..Default::default()
         };
-        let rpc = alloy_rpc_types_eth::Block::<alloy_rpc_types_eth::Transaction>::empty(
-            alloy_rpc_types_eth::Header::new(header),
-        )
-        .with_withdrawals(Some(Withdrawals::new(ws.clone())));
-        let hash = rpc.header.hash;
-        let json: Arc<str> = serde_json::to_string(&rpc).unwrap_or_default().into();
-        let block = SimBlock { id: BlockRef::new(number, hash), parent, json, withdrawals: ws };
+        let hash = header.hash_slow();
+        let json = block_json(&header, hash, &ws[0]);
+        let block = SimBlock { id: BlockRef::new(number, hash), parent, json: json.into(), withdrawals: ws };
         self.blocks.insert(hash, Arc::new(block));
         hash
     }
