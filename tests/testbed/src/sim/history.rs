@@ -254,6 +254,8 @@ fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
 async fn run_async(setup: &Setup) -> Outcome {
     let world: SharedWorld = Arc::new(Mutex::new(World::new(setup.initial_len)));
     let el = SimEl::new(world.clone(), setup.profile, setup.seed);
+    let honest = setup.sources.iter().filter(|b| !matches!(b, Behaviour::Flapping)).count();
+    el.set_strict(honest >= setup.quorum.required(setup.sources.len()));
     {
         let mut w = lock(&world);
         match setup.prefill {
@@ -296,16 +298,21 @@ async fn run_async(setup: &Setup) -> Outcome {
                 setup.events.iter().copied().filter(|(_, e)| *e != Event::LightclRestart).collect();
             let mut next_block = start + Duration::from_millis(setup.block_ms);
             let mut ends: Vec<(Instant, Faults)> = Vec::new();
+            let mut healed = false;
             loop {
                 let next_event = events.front().map(|(t, _)| start + Duration::from_millis(*t));
-                let wake = [Some(next_block), next_event, ends.first().map(|e| e.0), Some(heal_at)]
+                let heal = (!healed).then_some(heal_at);
+                let wake = [Some(next_block), next_event, ends.first().map(|e| e.0), heal]
                     .into_iter()
                     .flatten()
                     .min()
                     .unwrap_or(heal_at);
                 tokio::time::sleep_until(wake).await;
                 let now = Instant::now();
-                if now >= heal_at {
+                if now >= heal_at && !healed {
+                    // Everything heals; the chain keeps growing (as real chains do, which is
+                    // also what lets an EL that never rewinds leave a stale branch).
+                    healed = true;
                     *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()) = el.heads().0.number;
                     for s in &sources {
                         s.set_behaviour(Behaviour::Honest);
@@ -313,7 +320,8 @@ async fn run_async(setup: &Setup) -> Outcome {
                         s.set_slow(Duration::ZERO);
                     }
                     el.set_faults(Faults::default());
-                    return;
+                    events.clear();
+                    ends.clear();
                 }
                 ends.retain(|(t, f)| {
                     if *t <= now {
@@ -373,6 +381,9 @@ async fn run_async(setup: &Setup) -> Outcome {
     let mut violations = Vec::new();
     let mut last_sources = Vec::new();
     let names: Vec<String> = (0..sources.len()).map(|i| format!("s{i}")).collect();
+    // Set when the EL is seen to hold the honest target after healing (the chain keeps
+    // growing, so this is judged at the moment, not after lightcl stopped).
+    let converged_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for seg_end in segment_ends {
         let shared = Arc::new(Shared::new(&names, 4));
         let parts = Parts {
@@ -383,6 +394,7 @@ async fn run_async(setup: &Setup) -> Outcome {
         };
         let stop = {
             let (shared, el, world) = (shared.clone(), el.clone(), world.clone());
+            let seen = converged_seen.clone();
             let follow = setup.follow;
             async move {
                 let mut halted_since = None;
@@ -399,6 +411,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                             return;
                         }
                     } else if now >= heal_at && converged(&world, &el, follow) {
+                        seen.store(true, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
                 }
@@ -413,14 +426,14 @@ async fn run_async(setup: &Setup) -> Outcome {
             }
             Err(e) => violations.push(format!("lightcl stopped with an error: {e}")),
         }
-        if halted || (Instant::now() >= heal_at && converged(&world, &el, setup.follow)) {
+        if halted || converged_seen.load(std::sync::atomic::Ordering::Relaxed) {
             break;
         }
     }
     driver.abort();
     let record = el.record();
     violations.extend(record.violations.iter().cloned());
-    let is_converged = converged(&world, &el, setup.follow);
+    let is_converged = converged_seen.load(std::sync::atomic::Ordering::Relaxed);
     // Liveness: halting is right only if lightcl had finalized a block the honest chain no
     // longer holds (or the EL came with one); otherwise it must have converged.
     let lost_finality = {

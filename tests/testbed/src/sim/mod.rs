@@ -133,6 +133,8 @@ pub struct World {
     pub ever_final: HashSet<B256>,
     /// A second branch for flapping sources and siblings (forks off the honest chain).
     pub rival: Chain,
+    /// The rival branch's safe and finalized heights (what it said when it was honest).
+    pub rival_labels: (u64, u64),
     foreign: Chain,
     next_salt: u64,
     /// Blocks served by sources and not yet given to the EL (a measure of lightcl's buffers).
@@ -157,6 +159,7 @@ impl World {
         w.honest = vec![genesis];
         w.grow(len);
         w.rival = w.honest.clone();
+        w.rival_labels = (w.safe, w.finalized);
         w
     }
 
@@ -278,6 +281,7 @@ impl World {
         let old = self.honest.clone();
         self.honest = self.branch(&old, keep, tip - keep + 1);
         self.rival = old;
+        self.rival_labels = (self.safe, self.finalized);
         self.safe = self.safe.min(keep);
         let (s, f) = (self.safe, self.finalized);
         self.set_labels(s, f);
@@ -290,6 +294,7 @@ impl World {
         let old = self.honest.clone();
         self.honest = self.branch(&old, keep, tip - keep + 2);
         self.rival = old;
+        self.rival_labels = (self.safe, self.finalized);
         self.safe = keep;
         self.finalized = keep;
         let t = (self.honest.len() - 1) as u64;

@@ -141,8 +141,8 @@ impl SimSource {
                 (c, w.safe.min(top), w.finalized.min(top))
             }
             Behaviour::Flapping if coin => {
-                let top = (w.rival.len() - 1) as u64;
-                (w.rival.clone(), w.safe.min(top), w.finalized.min(top))
+                let (safe, fin) = w.rival_labels;
+                (w.rival.clone(), safe, fin)
             }
             _ => (w.honest.clone(), w.safe, w.finalized),
         }
@@ -197,7 +197,7 @@ impl Source for SimSource {
                 return Ok(LabelReport { latest: at(top), safe: bogus(top + 3), finalized: bogus(top + 9) });
             }
             if b == Behaviour::MixedLabels {
-                let rival = w.at(&w.rival, safe.min((w.rival.len() - 1) as u64));
+                let rival = w.at(&w.rival, w.rival_labels.0);
                 return Ok(LabelReport { latest: at(top), safe: rival, finalized: at(fin) });
             }
             Ok(LabelReport { latest: at(top), safe: at(safe), finalized: at(fin) })
