@@ -175,6 +175,19 @@ pub struct LogConfig {
     pub level: String,
 }
 
+impl LogConfig {
+    /// The tracing filter for `level`, with the HTTP transport's spans held at info: at debug
+    /// they carry the full request URL, API keys included, into every event inside them.
+    pub fn filter(&self) -> tracing_subscriber::EnvFilter {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.level)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        match "alloy_transport_http=info".parse() {
+            Ok(d) => filter.add_directive(d),
+            Err(_) => filter,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -118,7 +118,9 @@ impl StateFile {
     }
 
     /// A state kept in `cell` instead of a file (simulations: the cell outlives a restart).
-    pub fn memory(cell: std::sync::Arc<std::sync::Mutex<Option<BlockRef>>>) -> (Self, Option<BlockRef>) {
+    pub fn memory(
+        cell: std::sync::Arc<std::sync::Mutex<Option<BlockRef>>>,
+    ) -> (Self, Option<BlockRef>) {
         let floor = *cell.lock().unwrap_or_else(|p| p.into_inner());
         (Self { path: PathBuf::from("<memory>"), chain_id: 0, memory: Some(cell) }, floor)
     }
@@ -134,12 +136,11 @@ impl StateFile {
             *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(floor);
             return Ok(());
         }
-        let io = |e: std::io::Error| StateError::Io {
-            path: self.path.clone(),
-            message: e.to_string(),
-        };
-        let text = serde_json::to_vec_pretty(&OnDisk { format: FORMAT, chain_id: self.chain_id, floor })
-            .map_err(|e| io(std::io::Error::other(e)))?;
+        let io =
+            |e: std::io::Error| StateError::Io { path: self.path.clone(), message: e.to_string() };
+        let text =
+            serde_json::to_vec_pretty(&OnDisk { format: FORMAT, chain_id: self.chain_id, floor })
+                .map_err(|e| io(std::io::Error::other(e)))?;
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = fs::File::create(&tmp).map_err(io)?;

@@ -33,8 +33,10 @@ pub trait Engine: Send + Sync + fmt::Debug {
     /// error, never "unset".
     fn block(&self, at: BlockAt) -> BoxFuture<'_, Result<Option<LocalBlock>, EngineError>>;
     /// engine_newPayloadVn for a verified payload.
-    fn new_payload<'a>(&'a self, p: &'a Payload)
-    -> BoxFuture<'a, Result<PayloadStatus, EngineError>>;
+    fn new_payload<'a>(
+        &'a self,
+        p: &'a Payload,
+    ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>>;
     /// engine_forkchoiceUpdatedVn without attributes. Call only through the gate.
     fn forkchoice_updated<'a>(
         &'a self,
@@ -54,7 +56,8 @@ pub async fn read_heads(engine: &dyn Engine) -> Result<(Heads, FcuVersion, u64),
         method: "eth_getBlockByNumber".into(),
         message: format!("no {what} block"),
     };
-    let head = engine.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| missing("latest"))?;
+    let head =
+        engine.block(BlockAt::Label(Label::Latest)).await?.ok_or_else(|| missing("latest"))?;
     let safe = engine.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block);
     let finalized = engine.block(BlockAt::Label(Label::Finalized)).await?.map(|b| b.block);
     // Genesis stands in for unset labels; read only then (not on every poll).

@@ -74,9 +74,8 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// A full block (transactions included) as JSON text, unverified (`None`: unknown).
     fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>>;
     /// New-head notifications, where the transport can push them (`None`: poll only).
-    fn subscribe_heads(
-        &self,
-    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>>;
+    fn subscribe_heads(&self)
+    -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>>;
 }
 
 /// What went wrong with one source.
@@ -139,7 +138,9 @@ pub enum SourceError {
         message: String,
     },
     /// The EL found a block this source served INVALID.
-    #[error("source {source_name} served block {block}, which the EL rejected as INVALID: {reason}")]
+    #[error(
+        "source {source_name} served block {block}, which the EL rejected as INVALID: {reason}"
+    )]
     InvalidBlock {
         /// Source name.
         source_name: String,
@@ -168,7 +169,10 @@ impl SourceError {
     /// Whether the source itself is to blame for what it served (a lie, not a transport
     /// problem): such errors cost it more than a timeout does.
     pub fn is_lie(&self) -> bool {
-        matches!(self, Self::BadBlock { .. } | Self::Inconsistent { .. } | Self::InvalidBlock { .. })
+        matches!(
+            self,
+            Self::BadBlock { .. } | Self::Inconsistent { .. } | Self::InvalidBlock { .. }
+        )
     }
 
     /// Stable short reason for logs and metrics.

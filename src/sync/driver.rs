@@ -428,7 +428,9 @@ impl Follower {
                     Agreed::Hash(h) if h == local.head.hash => {
                         let e = SourceError::inconsistent(
                             self.sources.name(served_by),
-                            format!("block {block} has parent {parent}, but the agreed block below it is {below}"),
+                            format!(
+                                "block {block} has parent {parent}, but the agreed block below it is {below}"
+                            ),
                         );
                         self.sources.blame(served_by, &e);
                         Err(StepError::Source(e))

@@ -129,7 +129,11 @@ impl Gate {
     }
 
     /// Checks `heads` against I1-I3 and the floor; the reason when refused.
-    async fn check(&self, heads: &Heads, lineage: &Lineage<'_>) -> Result<Option<String>, EngineError> {
+    async fn check(
+        &self,
+        heads: &Heads,
+        lineage: &Lineage<'_>,
+    ) -> Result<Option<String>, EngineError> {
         let Heads { head, safe, finalized } = *heads;
         if !(finalized.number <= safe.number && safe.number <= head.number) {
             return Ok(Some(format!(
@@ -205,8 +209,13 @@ impl Gate {
         // hash, as the Engine API allows): the EL keeps its own, and nothing below the floor is
         // ever called safe or final again.
         let unset = BlockRef::new(0, B256::ZERO);
-        let below_floor = self.refilling() && self.floor().is_some_and(|f| heads.head.number < f.number);
-        let heads = &if below_floor { Heads { head: heads.head, safe: unset, finalized: unset } } else { *heads };
+        let below_floor =
+            self.refilling() && self.floor().is_some_and(|f| heads.head.number < f.number);
+        let heads = &if below_floor {
+            Heads { head: heads.head, safe: unset, finalized: unset }
+        } else {
+            *heads
+        };
         if let Some(why) = self.check(heads, lineage).await? {
             error!(target: "lightcl::gate", head = %heads.head, safe = %heads.safe,
                 finalized = %heads.finalized, floor = ?self.floor().map(|f| f.to_string()), why,

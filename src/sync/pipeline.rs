@@ -143,7 +143,9 @@ impl Follower {
                     break;
                 }
             };
-            if let Some(want) = fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash) {
+            if let Some(want) =
+                fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash)
+            {
                 result = Err(self.off_chain(
                     served_by,
                     format!("served {} where the agreed chain holds {want}", p.block),
@@ -164,7 +166,10 @@ impl Follower {
                         (Some(_), _) => {
                             result = Err(self.off_chain(
                                 served_by,
-                                format!("block {} has parent {}, not {prev}", p.block, p.parent_hash),
+                                format!(
+                                    "block {} has parent {}, not {prev}",
+                                    p.block, p.parent_hash
+                                ),
                             ));
                         }
                         (None, _) => {

@@ -127,7 +127,11 @@ impl Follower {
             let pinned = if end == target.number {
                 target.hash
             } else {
-                self.sources.agreed_at(end).await.hash().ok_or(StepError::NoAgreement { number: end })?
+                self.sources
+                    .agreed_at(end)
+                    .await
+                    .hash()
+                    .ok_or(StepError::NoAgreement { number: end })?
             };
             let payloads = match self.pin(ancestor, end, pinned).await? {
                 Pin::Linked(p) => p,
@@ -200,11 +204,12 @@ impl Follower {
             if p.parent_hash != prev.hash {
                 // Blame the source that broke the chain: the one before if the quorum does not
                 // hold its block, else this one.
-                let culprit = match (prev_served_by, self.sources.agreed_at(prev.number).await.hash()) {
-                    (Some(before), Some(h)) if h != prev.hash => Some(before),
-                    (_, Some(_)) => Some(*served_by),
-                    (_, None) => None,
-                };
+                let culprit =
+                    match (prev_served_by, self.sources.agreed_at(prev.number).await.hash()) {
+                        (Some(before), Some(h)) if h != prev.hash => Some(before),
+                        (_, Some(_)) => Some(*served_by),
+                        (_, None) => None,
+                    };
                 if let Some(i) = culprit {
                     let e = crate::source::SourceError::inconsistent(
                         self.sources.name(i),

@@ -7,9 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use alloy_eips::eip4895::Withdrawal;
 use alloy_primitives::B256;
 use lightcl::chain::{BlockRef, Heads, Label};
-use lightcl::engine::{
-    BlockAt, BoxFuture, Engine, EngineError, LocalBlock, PayloadStatus, Status,
-};
+use lightcl::engine::{BlockAt, BoxFuture, Engine, EngineError, LocalBlock, PayloadStatus, Status};
 use lightcl::payload::{FcuVersion, Payload};
 
 use super::{Rng, SharedWorld, lock};
@@ -185,7 +183,8 @@ impl SimEl {
                 return Err(unreachable("eth_getBlockByNumber"));
             }
             let c = &me.chain;
-            let tip = BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1]);
+            let tip =
+                BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1]);
             let found = match at {
                 BlockAt::Number(n) => c.canonical.get(n as usize).map(|h| BlockRef::new(n, *h)),
                 BlockAt::Label(Label::Latest) => Some(tip),
@@ -211,7 +210,7 @@ impl SimEl {
 
     fn new_payload_now(&self, p: &Payload) -> Result<PayloadStatus, EngineError> {
         let mut w = lock(&self.world);
-        w.in_flight -= 1;
+        w.in_flight = 0;
         let mut me = self.lock();
         if me.faults.down {
             return Err(unreachable("engine_newPayloadV4"));
@@ -271,18 +270,24 @@ impl SimEl {
         // Zero-hash labels mean "unset" (the Engine API allows it): only the head is checked.
         let unset = safe.hash.is_zero() && finalized.hash.is_zero();
         // Re-sending the EL's own forkchoice decides nothing new.
-        let noop = head == current_head && Some(safe) == me.chain.safe && Some(finalized) == me.chain.finalized;
+        let noop = head == current_head
+            && Some(safe) == me.chain.safe
+            && Some(finalized) == me.chain.finalized;
         if unset {
             if let Some(max) = me.record.max_finalized
                 && !(head.number < max.number && w.descends(max, head))
             {
-                bad.push(format!("I3: head {head} with unset labels is not on the way to finalized {max}"));
+                bad.push(format!(
+                    "I3: head {head} with unset labels is not on the way to finalized {max}"
+                ));
             }
         } else if !(finalized.number <= safe.number && safe.number <= head.number) {
             bad.push(format!("I1: labels out of order {heads:?}"));
         }
         if !unset && (!w.descends(head, safe) || !w.descends(head, finalized)) {
-            bad.push(format!("I1: safe {safe} or finalized {finalized} not an ancestor of head {head}"));
+            bad.push(format!(
+                "I1: safe {safe} or finalized {finalized} not an ancestor of head {head}"
+            ));
         }
         if let Some(max) = me.record.max_finalized
             && !unset
@@ -308,7 +313,11 @@ impl SimEl {
         // A needless rewind: the EL's head is on the honest chain, and lightcl asks for an
         // ancestor of it (geth would rewind).
         let honest_now = w.honest.get(current_head.number as usize) == Some(&current_head.hash);
-        if me.strict && honest_now && head.number < current_head.number && w.descends(current_head, head) {
+        if me.strict
+            && honest_now
+            && head.number < current_head.number
+            && w.descends(current_head, head)
+        {
             bad.push(format!("needless rewind from honest head {current_head} to {head}"));
         }
         if !unset && finalized.number > me.record.max_finalized.map_or(0, |m| m.number) {

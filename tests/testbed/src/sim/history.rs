@@ -99,7 +99,7 @@ pub struct Outcome {
     pub sources: Vec<SourceStatus>,
     /// The EL's head height when the sources healed (progress made under the faults).
     pub head_at_heal: u64,
-    /// Most blocks served by the sources but not yet given to the EL at any time.
+    /// Most blocks served by the sources between two payloads given to the EL.
     pub max_in_flight: i64,
 }
 
@@ -148,7 +148,8 @@ impl Setup {
             Behaviour::Tamper(Tamper::ChangeHeader),
             Behaviour::WrongParent,
         ];
-        let label_liars = [Behaviour::LabelLies, Behaviour::Flapping, Behaviour::Lagging(7), Behaviour::Down];
+        let label_liars =
+            [Behaviour::LabelLies, Behaviour::Flapping, Behaviour::Lagging(7), Behaviour::Down];
         if n > 1 && r.chance(0.6) {
             let i = r.range(0, n as u64 - 1) as usize;
             s.sources[i] = if n - 1 >= required && r.chance(0.5) {
@@ -206,7 +207,9 @@ impl Setup {
         Config {
             chain: ChainKind::Ethereum,
             chain_id: 1337,
-            sources: (0..self.sources.len()).map(|i| SourceEntry::Url(format!("http://sim{i}"))).collect(),
+            sources: (0..self.sources.len())
+                .map(|i| SourceEntry::Url(format!("http://sim{i}")))
+                .collect(),
             quorum: self.quorum,
             follow: self.follow,
             poll_interval_ms: 1_000,
@@ -277,7 +280,8 @@ async fn run_async(setup: &Setup) -> Outcome {
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            let s = SimSource::new(world.clone(), &format!("s{i}"), *b, setup.seed ^ (i as u64 + 7));
+            let s =
+                SimSource::new(world.clone(), &format!("s{i}"), *b, setup.seed ^ (i as u64 + 7));
             s.set_error_rate(setup.error_rate);
             if i == 0 && setup.slow_ms > 0 {
                 s.set_slow(Duration::from_millis(setup.slow_ms));
@@ -291,7 +295,8 @@ async fn run_async(setup: &Setup) -> Outcome {
     // The world's own clock: blocks, events, healing.
     let head_at_heal = Arc::new(Mutex::new(0u64));
     let driver = {
-        let (world, el, sources, setup) = (world.clone(), el.clone(), sources.clone(), setup.clone());
+        let (world, el, sources, setup) =
+            (world.clone(), el.clone(), sources.clone(), setup.clone());
         let head_at_heal = head_at_heal.clone();
         tokio::spawn(async move {
             let mut events: std::collections::VecDeque<(u64, Event)> =
@@ -410,7 +415,9 @@ async fn run_async(setup: &Setup) -> Outcome {
                         if now >= since + Duration::from_secs(30) {
                             return;
                         }
-                    } else if now >= heal_at && converged(&world, &el, follow) {
+                    } else if now >= heal_at + Duration::from_secs(1)
+                        && converged(&world, &el, follow)
+                    {
                         seen.store(true, std::sync::atomic::Ordering::Relaxed);
                         return;
                     }
@@ -459,7 +466,9 @@ async fn run_async(setup: &Setup) -> Outcome {
         ));
     }
     if !halted && lost_finality {
-        violations.push("did not halt although the honest chain no longer holds a finalized block".into());
+        violations.push(
+            "did not halt although the honest chain no longer holds a finalized block".into(),
+        );
     }
     Outcome {
         violations,

@@ -137,7 +137,8 @@ pub struct World {
     pub rival_labels: (u64, u64),
     foreign: Chain,
     next_salt: u64,
-    /// Blocks served by sources and not yet given to the EL (a measure of lightcl's buffers).
+    /// Blocks served by the sources since the EL last received a payload: an upper bound on
+    /// what lightcl buffers (it also counts blocks lightcl fetched and dropped).
     pub in_flight: i64,
     /// The most `in_flight` ever was.
     pub max_in_flight: i64,
@@ -170,7 +171,8 @@ impl World {
 
     /// The honest chain's tip.
     pub fn tip(&self) -> BlockRef {
-        self.at(&self.honest, (self.honest.len() - 1) as u64).unwrap_or(BlockRef::new(0, B256::ZERO))
+        self.at(&self.honest, (self.honest.len() - 1) as u64)
+            .unwrap_or(BlockRef::new(0, B256::ZERO))
     }
 
     /// `chain`'s block at `n`.
@@ -203,7 +205,12 @@ impl World {
         };
         let hash = header.hash_slow();
         let json = block_json(&header, hash, &ws[0]);
-        let block = SimBlock { id: BlockRef::new(number, hash), parent, json: json.into(), withdrawals: ws };
+        let block = SimBlock {
+            id: BlockRef::new(number, hash),
+            parent,
+            json: json.into(),
+            withdrawals: ws,
+        };
         self.blocks.insert(hash, Arc::new(block));
         hash
     }

@@ -119,7 +119,10 @@ impl SimSource {
         if fail {
             if timeout {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                return Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() });
+                return Err(SourceError::Timeout {
+                    source_name: self.name.clone(),
+                    method: method.into(),
+                });
             }
             return Err(SourceError::Rpc {
                 source_name: self.name.clone(),
@@ -193,8 +196,13 @@ impl Source for SimSource {
             let top = (c.len() - 1) as u64;
             let at = |n: u64| c.get(n as usize).map(|h| BlockRef::new(n, *h));
             if b == Behaviour::LabelLies {
-                let bogus = |n: u64| Some(BlockRef::new(n, B256::with_last_byte((n % 250) as u8 + 1)));
-                return Ok(LabelReport { latest: at(top), safe: bogus(top + 3), finalized: bogus(top + 9) });
+                let bogus =
+                    |n: u64| Some(BlockRef::new(n, B256::with_last_byte((n % 250) as u8 + 1)));
+                return Ok(LabelReport {
+                    latest: at(top),
+                    safe: bogus(top + 3),
+                    finalized: bogus(top + 9),
+                });
             }
             if b == Behaviour::MixedLabels {
                 let rival = w.at(&w.rival, w.rival_labels.0);
@@ -225,9 +233,7 @@ impl Source for SimSource {
             let Some(mut hash) = hash else { return Ok(None) };
             let number = w.block(&hash).map_or(0, |b| b.id.number);
             match b {
-                Behaviour::SiblingAtTarget
-                    if number == safe || number == (c.len() - 1) as u64 =>
-                {
+                Behaviour::SiblingAtTarget if number == safe || number == (c.len() - 1) as u64 => {
                     if let Some(s) = sibling(&mut w, number) {
                         hash = s;
                     }
