@@ -154,8 +154,16 @@ impl SourceSet {
                 }
                 Ok(got) => return Err(WrongChain { source: self.name(i).to_string(), got }),
                 Err(e) => {
-                    debug!(target: "lightcl::source", source = self.name(i), error = %e,
-                        "source not admitted yet (chain id unknown)");
+                    // Said at warn on the first failure and every tenth, like other failures.
+                    let n = self.members[i].health.snapshot(Instant::now()).consecutive_errors;
+                    if n == 1 || n.is_multiple_of(10) {
+                        warn!(target: "lightcl::source", source = self.name(i), error = %e,
+                            failures = n, "source not usable yet (its chain id is not checked); \
+                            retrying; it counts once it answers with the right chain id");
+                    } else {
+                        debug!(target: "lightcl::source", source = self.name(i), error = %e,
+                            "source not usable yet");
+                    }
                 }
             }
         }

@@ -222,3 +222,71 @@ async fn killed_during_replay_then_converges() {
     )
     .await;
 }
+
+/// The remembered floor end to end: lightcl finalizes block 30 on op-geth; the EL is SIGKILLed
+/// and comes back with its head and finalized block at genesis (docs/engines.md); lightcl is
+/// restarted against a source whose chain forks after block 20, below the floor. lightcl must
+/// refuse it as a finalized divergence and send nothing of that branch to the EL.
+#[tokio::test]
+async fn crashed_el_does_not_make_lightcl_forget_finality() {
+    let kind = ChainKind::Optimism;
+    let mix = TxMix::new(1, 0);
+    let src = ElNode::spawn(kind, "source").await.expect("spawn source");
+    let mut main = Producer::new(&src).await.expect("producer");
+    main.build_many(40, mix).await.expect("chain");
+    assert!(main.set_labels(40, 30).await.expect("labels").is_valid());
+    let mut local = src.sibling("local").await.expect("spawn local");
+    let cfg = FollowerConfig::new(&src, &local);
+    let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    wait_labels(&local, (h(&main, 40), h(&main, 40), h(&main, 30)), Duration::from_secs(120), &lc)
+        .await;
+    let st = lc.stop().await.expect("stops on SIGTERM");
+    assert_eq!(st.code(), Some(0));
+    let floor = std::fs::read_to_string(lc.state_dir().join("floor.json")).expect("state file");
+    assert!(floor.contains(&h(&main, 30).to_string()), "the floor is block 30: {floor}");
+
+    // The EL crashes and comes back at genesis.
+    local.kill();
+    local.start().await.expect("restart the EL");
+    let genesis = main.genesis().hash;
+    let back = label_hashes(&local).await;
+    assert_eq!(back.0, genesis, "op-geth comes back at genesis after SIGKILL");
+    assert_eq!(back.2, Some(genesis), "and reports genesis as finalized");
+
+    // A source on a branch forking after 20, below the floor, agreed by itself as final.
+    let branch_node = src.sibling("branch").await.expect("spawn branch source");
+    let mut branch = main.fork_onto(&branch_node, 20, 55).await.expect("fork");
+    branch.build_many(30, mix).await.expect("branch blocks");
+    let tip = branch.head().number;
+    assert!(branch.set_labels(tip, tip - 5).await.expect("labels").is_valid());
+    let state_dir = lc.state_dir();
+    let cfg = FollowerConfig {
+        sources: vec![branch_node.http_url()],
+        extra: format!("state_dir = {:?}", state_dir.display().to_string()),
+        ..FollowerConfig::new(&branch_node, &local)
+    };
+    let mut lc2 = Lightcl::start(lightcl_bin(), &cfg).expect("start again");
+    assert!(
+        lc2.wait_log("finalized divergence at height 30", Duration::from_secs(60)).await,
+        "{}",
+        tail(&lc2.log(), 30)
+    );
+    // Nothing of the branch reached the EL: no payload, no forkchoice.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        for n in 21..=tip {
+            let b = local.block_by_hash(h(&branch, n)).await.expect("read");
+            assert!(b.is_none(), "branch block {n} reached the EL:\n{}", tail(&lc2.log(), 30));
+        }
+        let now = label_hashes(&local).await;
+        assert!(now.0 != h(&branch, 21) && now.1 != Some(h(&branch, 21)), "{now:?}");
+    }
+    let log = lc2.log();
+    assert!(
+        log.contains(&h(&main, 30).to_string()),
+        "names the remembered block:\n{}",
+        tail(&log, 10)
+    );
+    let st = lc2.stop().await.expect("exits on SIGTERM");
+    assert_eq!(st.code(), Some(4), "halted exit code");
+}

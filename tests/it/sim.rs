@@ -117,7 +117,7 @@ fn lies_of(out: &Outcome, source: &str) -> u64 {
         .sum()
 }
 
-/// 1. An EL whose head is its finalized block, and a source whose next block does not sit on
+/// Case 1: An EL whose head is its finalized block, and a source whose next block does not sit on
 /// it: no halt (the quorum holds the same finalized block), the source is blamed.
 #[test]
 fn case01_no_false_halt_when_head_is_finalized() {
@@ -140,7 +140,7 @@ fn case01_no_false_halt_when_head_is_finalized() {
     }
 }
 
-/// 2. Both sources agree on every label, one serves a sibling at the target: the EL never
+/// Case 2: Both sources agree on every label, one serves a sibling at the target: the EL never
 /// takes a head the quorum did not agree on, and lightcl is not wedged.
 #[test]
 fn case02_sibling_at_target_is_never_followed() {
@@ -158,7 +158,7 @@ fn case02_sibling_at_target_is_never_followed() {
     }
 }
 
-/// 3. The EL's label reads fail: finalized is never sent lower than it was (op-geth applies
+/// Case 3: The EL's label reads fail: finalized is never sent lower than it was (op-geth applies
 /// labels even backwards).
 #[test]
 fn case03_label_read_errors_never_move_finalized_back() {
@@ -175,7 +175,7 @@ fn case03_label_read_errors_never_move_finalized_back() {
     assert!(out.record.max_finalized.is_some_and(|f| f.number >= 28), "{out:?}");
 }
 
-/// 4. Blocks with missing, changed or injected withdrawals never reach the EL, are held
+/// Case 4: Blocks with missing, changed or injected withdrawals never reach the EL, are held
 /// against the source that served them, and the block comes from another source meanwhile.
 #[test]
 fn case04_tampered_withdrawals_are_refused_and_refetched() {
@@ -196,7 +196,7 @@ fn case04_tampered_withdrawals_are_refused_and_refetched() {
     }
 }
 
-/// 5. Sources agree on a safe block that is not an ancestor of their latest: a forkchoice
+/// Case 5: Sources agree on a safe block that is not an ancestor of their latest: a forkchoice
 /// never carries it (labels are checked by hash, not height).
 #[test]
 fn case05_labels_move_only_to_ancestors_by_hash() {
@@ -216,7 +216,7 @@ fn case05_labels_move_only_to_ancestors_by_hash() {
     check("case05", &setup);
 }
 
-/// 6. Majority of three with one source down from the start: lightcl starts and follows with
+/// Case 6: Majority of three with one source down from the start: lightcl starts and follows with
 /// the two that answer.
 #[test]
 fn case06_majority_starts_with_one_source_down() {
@@ -232,7 +232,7 @@ fn case06_majority_starts_with_one_source_down() {
     assert!(out.head_at_heal >= 50, "followed while one source was down: {out:?}");
 }
 
-/// 7. A replica behind the EL's head says "no block" there: that is not disagreement, and the
+/// Case 7: A replica behind the EL's head says "no block" there: that is not disagreement, and the
 /// EL is not rewound to the replica's tip.
 #[test]
 fn case07_lagging_replica_is_not_disagreement() {
@@ -252,7 +252,7 @@ fn case07_lagging_replica_is_not_disagreement() {
     }
 }
 
-/// 9. A divergence hundreds of blocks deep is recovered with at most one prefetch window of
+/// Case 9: A divergence hundreds of blocks deep is recovered with at most one prefetch window of
 /// blocks held at a time.
 #[test]
 fn case09_recovery_memory_is_bounded_by_prefetch() {
@@ -275,7 +275,7 @@ fn case09_recovery_memory_is_bounded_by_prefetch() {
     assert!(out.max_in_flight <= 2 * (8 + 4), "blocks held at once: {}", out.max_in_flight);
 }
 
-/// 10. Penalties land on the source that broke the chain, not on the honest one that served
+/// Case 10: Penalties land on the source that broke the chain, not on the honest one that served
 /// the next block, and a source that keeps lying stays benched although it answers quickly.
 #[test]
 fn case10_the_liar_is_blamed_and_stays_benched() {
@@ -312,7 +312,7 @@ impl std::io::Write for Captured {
     }
 }
 
-/// 8. A source URL with an API key in its path and query: the key reaches neither the logs
+/// Case 8: A source URL with an API key in its path and query: the key reaches neither the logs
 /// (debug level, transport errors included) nor `/status`. Real JSON-RPC client, unreachable
 /// endpoint, simulated EL.
 #[test]

@@ -185,7 +185,7 @@ impl SimEl {
             let c = &me.chain;
             let tip =
                 BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1]);
-            let found = match at {
+            match at {
                 BlockAt::Number(n) => c.canonical.get(n as usize).map(|h| BlockRef::new(n, *h)),
                 BlockAt::Label(Label::Latest) => Some(tip),
                 BlockAt::Label(l) => {
@@ -202,8 +202,7 @@ impl SimEl {
                     let c = &me.chain;
                     if l == Label::Safe { c.safe } else { c.finalized }
                 }
-            };
-            found
+            }
         };
         Ok(found.and_then(|b| self.local_block(b)))
     }

@@ -152,7 +152,7 @@ impl Setup {
             [Behaviour::LabelLies, Behaviour::Flapping, Behaviour::Lagging(7), Behaviour::Down];
         if n > 1 && r.chance(0.6) {
             let i = r.range(0, n as u64 - 1) as usize;
-            s.sources[i] = if n - 1 >= required && r.chance(0.5) {
+            s.sources[i] = if n > required && r.chance(0.5) {
                 r.pick(&label_liars)
             } else {
                 r.pick(&payload_liars)
