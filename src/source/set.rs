@@ -20,6 +20,8 @@ use crate::config::ChainKind;
 use crate::payload::{Payload, from_rpc_block_str};
 use crate::sync::ancestor::{AncestorSearch, SearchState};
 
+/// Most blocks walked by hash to confirm a finalized divergence.
+pub const CONFIRM_WALK: u64 = 64;
 /// How often a persisting disagreement is logged again.
 const DISAGREEMENT_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -308,6 +310,36 @@ impl SourceSet {
         }
     }
 
+    /// Confirms what the quorum's finalized chain holds at `height`, walking parent hashes down
+    /// from `finalized` (blocks fetched by hash, verified), at most [`CONFIRM_WALK`] blocks. A
+    /// by-number answer can come from a replica on a stale branch; a walk from the finalized
+    /// block by hash cannot, so this is the evidence a halt needs. Beyond the walk's reach the
+    /// by-number answer stands.
+    pub async fn confirm_at(&self, finalized: BlockRef, height: u64) -> Agreed {
+        if finalized.number < height {
+            return Agreed::Unknown;
+        }
+        if finalized.number - height > CONFIRM_WALK {
+            return self.agreed_at(height).await;
+        }
+        let walks = join_all((0..self.len()).map(|i| async move {
+            if !self.available(i) {
+                return None;
+            }
+            let mut cur = finalized;
+            while cur.number > height {
+                let p = self.payload(i, BlockId::Hash(cur.hash)).await.ok().flatten()?;
+                cur = BlockRef::new(cur.number - 1, p.parent_hash);
+            }
+            Some(cur.hash)
+        }))
+        .await;
+        match agree_at(&walks, self.required()) {
+            Some(h) => Agreed::Hash(h),
+            None => Agreed::Unknown,
+        }
+    }
+
     /// The available sources whose chain holds `target` (so every block below it is theirs
     /// too): the only ones payloads are fetched from.
     pub async fn holders_of(&self, target: BlockRef) -> Vec<usize> {
@@ -343,9 +375,13 @@ impl SourceSet {
         if let Some(b) = agree_on_labels(&reports, required, &lookups) {
             return Some(b);
         }
-        // No reported label is held by the quorum: find the highest block it does hold.
+        // No reported label is held by the quorum. For latest, find the highest block it does
+        // hold. Not for safe and finalized: a block is safe only if a source calls it (or a
+        // descendant) safe, and label reads and hash lookups a moment apart can straddle a
+        // reorg; a block found by height alone could be one nobody ever called safe.
+        let searchable = label == Label::Latest;
         let fallback = match quorum_top(&reports, required) {
-            Some(top) if top >= floor => {
+            Some(top) if top >= floor && searchable => {
                 let mut search = AncestorSearch::new(floor, top + 1);
                 let mut agreed = HashMap::new();
                 loop {

@@ -369,13 +369,22 @@ impl Follower {
         let lag = target.number.saturating_sub(local.head.number);
         let mode = match &step {
             Step::Diverged { .. } => Mode::Recovering,
-            Step::FinalizedDivergence { .. } => Mode::Halted,
+            Step::FinalizedDivergence { .. } => Mode::Holding,
+            Step::Conflict { .. } => Mode::Holding,
             _ if lag > self.config.api.ready_max_lag_blocks => Mode::CatchingUp,
             _ => Mode::Following,
         };
         self.publish(&local, Some((&agreed, target)), head_time, mode);
         match step {
             Step::Idle => Ok(StepOutcome::Idle),
+            Step::Conflict { local, source } => {
+                warn!(target: "lightcl::sync", height = local.number, finalized = %local.hash,
+                    sources = %source, sources_finalized = %agreed.finalized,
+                    "the sources hold another block at the height of lightcl's finalized block, \
+                     without calling it final; not following them, holding (a finalized \
+                     divergence if they finalize it)");
+                Err(StepError::NoAgreement { number: local.number })
+            }
             Step::Promote(next) => {
                 let empty = HashMap::new();
                 let lineage = Lineage { base: local.head, above: &empty };
@@ -386,12 +395,32 @@ impl Follower {
             }
             Step::Insert { from, to } => self.insert(from, to, local, agreed, version).await,
             Step::Diverged { at } => self.recover(at, local, agreed, target, version).await,
-            Step::FinalizedDivergence { local, source } => {
+            Step::FinalizedDivergence { local, .. } => self.confirm_halt(local, agreed).await,
+        }
+    }
+
+    /// Halts on a finalized divergence at `local` only once the quorum's finalized chain,
+    /// walked by hash, holds another block there; otherwise holds (the by-number answer came
+    /// from a stale replica).
+    pub(super) async fn confirm_halt(
+        &self,
+        local: BlockRef,
+        agreed: Heads,
+    ) -> Result<StepOutcome, StepError> {
+        match self.sources.confirm_at(agreed.finalized, local.number).await {
+            Agreed::Hash(h) if h != local.hash => {
                 Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
                     number: local.number,
                     local: local.hash,
-                    sources_hash: source,
+                    sources_hash: h,
                 }))
+            }
+            confirmed => {
+                warn!(target: "lightcl::sync", height = local.number, finalized = %local.hash,
+                    confirmed = ?confirmed, "a source answered another block at the height of \
+                    lightcl's finalized block, but the sources' finalized chain does not confirm \
+                    it; holding");
+                Err(StepError::NoAgreement { number: local.number })
             }
         }
     }

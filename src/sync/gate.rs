@@ -6,10 +6,10 @@
 //! - I2: finalized is at or above the floor, and the head's branch holds the floor's hash;
 //! - I3: the head descends from the floor.
 //!
-//! The floor is the highest finalized block lightcl ever sent (answered VALID) or read back
-//! from the EL. It only moves forward and is written to the state file before the gate returns,
-//! so an EL that comes back from a crash with an older finalized block cannot make lightcl
-//! forget it.
+//! The floor is the highest finalized block lightcl ever sent or read back from the EL. It only
+//! moves forward and is written to the state file before the forkchoice that carries it is
+//! sent, so an EL that comes back from a crash with an older finalized block cannot make
+//! lightcl forget it.
 //!
 //! The one exception is an EL that lost blocks below the floor (a crash took it back to
 //! genesis): while the driver says so ([`Gate::set_refilling`]), a head below the floor may be
@@ -23,7 +23,7 @@ use alloy_primitives::B256;
 use tracing::{error, info};
 
 use crate::chain::{BlockRef, Heads};
-use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus, Status};
+use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus};
 use crate::payload::FcuVersion;
 use crate::state::{StateError, StateFile};
 
@@ -198,7 +198,8 @@ impl Gate {
         Ok(None)
     }
 
-    /// Sends the forkchoice if it passes the checks; raises the floor when the EL answers VALID.
+    /// Sends the forkchoice if it passes the checks, raising the floor to its finalized block
+    /// first.
     pub async fn forkchoice(
         &self,
         version: FcuVersion,
@@ -222,10 +223,12 @@ impl Gate {
                 "forkchoice refused by the finality gate; nothing sent");
             return Err(GateError::Refused(why));
         }
-        let status = self.engine.forkchoice_updated(version, heads).await?;
-        if status.status == Status::Valid && !below_floor {
+        // The floor is the highest finalized block ever *sent*: written before the send, so
+        // that whatever the EL does with it (apply it, crash, answer SYNCING) it is never
+        // sent lower again.
+        if !below_floor {
             self.raise(heads.finalized)?;
         }
-        Ok(status)
+        Ok(self.engine.forkchoice_updated(version, heads).await?)
     }
 }

@@ -50,6 +50,15 @@ pub enum Step {
         /// A height where they differ.
         at: u64,
     },
+    /// The quorum holds another block at the checkpoint's height but does not call anything
+    /// that high final: its chain conflicts with our finality without claiming finality
+    /// itself (a stale replica, a branch that will be abandoned). Never followed; hold.
+    Conflict {
+        /// The checkpoint.
+        local: BlockRef,
+        /// The quorum's hash at its height.
+        source: B256,
+    },
     /// The sources disagree with the local finalized block: no engine writes (I2).
     FinalizedDivergence {
         /// Local finalized block.
@@ -68,11 +77,15 @@ impl View {
 
 /// Decides the next step.
 pub fn plan(v: &View) -> Step {
-    // Halt only on positive evidence: the quorum holds another hash at the checkpoint.
+    // Halt only on positive evidence: the quorum holds another hash at the checkpoint and
+    // calls a block at or above that height final.
     if let Some(source) = v.source_at_checkpoint
         && source != v.checkpoint.hash
     {
-        return Step::FinalizedDivergence { local: v.checkpoint, source };
+        if v.agreed.finalized.number >= v.checkpoint.number {
+            return Step::FinalizedDivergence { local: v.checkpoint, source };
+        }
+        return Step::Conflict { local: v.checkpoint, source };
     }
     let target = v.target();
     if target.number > v.local.head.number {
@@ -249,6 +262,14 @@ mod tests {
                     ..view(heads(100, 60, 50), heads(300, 250, 200), Follow::Safe)
                 },
                 Step::FinalizedDivergence { local: b(120), source: other(120).hash },
+            ),
+            (
+                "quorum holds another block at the checkpoint but its finalized is lower: hold",
+                View {
+                    source_at_checkpoint: Some(other(50).hash),
+                    ..view(heads(100, 60, 50), heads(300, 250, 40), Follow::Safe)
+                },
+                Step::Conflict { local: b(50), source: other(50).hash },
             ),
             (
                 "no agreed answer at the checkpoint: no halt",

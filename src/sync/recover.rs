@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::ancestor::{AncestorSearch, SearchState};
-use super::driver::{Follower, RunError, StepError, StepOutcome};
+use super::driver::{Follower, StepError, StepOutcome};
 use super::gate::{GateError, Lineage};
 use super::pipeline::Fetched;
 use crate::api::metrics as m;
@@ -104,11 +104,7 @@ impl Follower {
                         if sources_hash == local.finalized.hash {
                             return Err(StepError::NoAgreement { number: n });
                         }
-                        return Ok(StepOutcome::Halt(RunError::FinalizedDivergence {
-                            number: n,
-                            local: local.finalized.hash,
-                            sources_hash,
-                        }));
+                        return self.confirm_halt(local.finalized, agreed).await;
                     }
                 }
             };

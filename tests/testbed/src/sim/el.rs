@@ -299,7 +299,12 @@ impl SimEl {
             }
         }
         if !unset && !noop && !w.ever_safe.contains(&safe.hash) && safe.number > 0 {
-            bad.push(format!("I4: safe {safe} was never agreed safe by the honest sources"));
+            bad.push(format!(
+                "I4: safe {safe} was never agreed safe by the honest sources (honest safe #{}, \
+                 honest block there {:?})",
+                w.safe,
+                w.honest.get(safe.number as usize)
+            ));
         }
         if !unset && !noop && !w.ever_final.contains(&finalized.hash) && finalized.number > 0 {
             bad.push(format!("I4: finalized {finalized} was never agreed final"));

@@ -166,7 +166,7 @@ impl Setup {
         if r.chance(0.2) {
             s.slow_ms = r.pick(&[300, 3_000]);
         }
-        s.initial_len = r.range(0, 60);
+        s.initial_len = r.range(0, 40);
         let len = s.initial_len;
         s.prefill = match r.range(0, 3) {
             0 => Prefill::Genesis,
@@ -179,11 +179,11 @@ impl Setup {
             }
             _ => {
                 let keep = r.range(len.saturating_sub(12), len);
-                let extra = r.range(1, 20);
+                let extra = r.range(1, 16);
                 Prefill::Rival { keep, extra, finalized: Some(keep.min(len.saturating_sub(12))) }
             }
         };
-        s.duration_ms = r.range(10_000, 40_000);
+        s.duration_ms = r.range(8_000, 30_000);
         let kinds = r.range(0, 4);
         for _ in 0..kinds {
             let t = r.range(0, s.duration_ms);

@@ -9,7 +9,7 @@ use lightcl::chain::BlockRef;
 use lightcl::source::{BlockId, BoxFuture, LabelReport, Source, SourceError};
 use serde_json::Value;
 
-use super::{Chain, Rng, SharedWorld, World, lock};
+use super::{Rng, SharedWorld, World, lock};
 
 /// How a tampering source changes the blocks it serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,20 +134,19 @@ impl SimSource {
         Ok((behaviour, coin))
     }
 
-    /// The chain and labels this source shows now.
-    fn view(w: &World, b: Behaviour, coin: bool) -> (Chain, u64, u64) {
+    /// The chain this source shows now (a prefix of it for a lagging replica) and its labels.
+    fn view(w: &World, b: Behaviour, coin: bool) -> (&[B256], u64, u64) {
         match b {
             Behaviour::Lagging(k) => {
                 let keep = w.honest.len().saturating_sub(k as usize).max(1);
-                let c = w.honest[..keep].to_vec();
                 let top = (keep - 1) as u64;
-                (c, w.safe.min(top), w.finalized.min(top))
+                (&w.honest[..keep], w.safe.min(top), w.finalized.min(top))
             }
             Behaviour::Flapping if coin => {
                 let (safe, fin) = w.rival_labels;
-                (w.rival.clone(), safe, fin)
+                (&w.rival, safe, fin)
             }
-            _ => (w.honest.clone(), w.safe, w.finalized),
+            _ => (&w.honest, w.safe, w.finalized),
         }
     }
 }
@@ -226,6 +225,7 @@ impl Source for SimSource {
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let mut w = lock(&self.world);
             let (c, safe, _) = Self::view(&w, b, coin);
+            let top = (c.len() - 1) as u64;
             let hash = match at {
                 BlockId::Number(n) => c.get(n as usize).copied(),
                 BlockId::Hash(h) => w.block(&h).map(|_| h),
@@ -233,7 +233,7 @@ impl Source for SimSource {
             let Some(mut hash) = hash else { return Ok(None) };
             let number = w.block(&hash).map_or(0, |b| b.id.number);
             match b {
-                Behaviour::SiblingAtTarget if number == safe || number == (c.len() - 1) as u64 => {
+                Behaviour::SiblingAtTarget if number == safe || number == top => {
                     if let Some(s) = sibling(&mut w, number) {
                         hash = s;
                     }
