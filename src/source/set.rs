@@ -375,13 +375,9 @@ impl SourceSet {
         if let Some(b) = agree_on_labels(&reports, required, &lookups) {
             return Some(b);
         }
-        // No reported label is held by the quorum. For latest, find the highest block it does
-        // hold. Not for safe and finalized: a block is safe only if a source calls it (or a
-        // descendant) safe, and label reads and hash lookups a moment apart can straddle a
-        // reorg; a block found by height alone could be one nobody ever called safe.
-        let searchable = label == Label::Latest;
+        // No reported label is held by the quorum: find the highest block it does hold.
         let fallback = match quorum_top(&reports, required) {
-            Some(top) if top >= floor && searchable => {
+            Some(top) if top >= floor => {
                 let mut search = AncestorSearch::new(floor, top + 1);
                 let mut agreed = HashMap::new();
                 loop {
@@ -394,7 +390,8 @@ impl SourceSet {
                             search.answer(n, hash.is_some());
                         }
                         SearchState::Found(n) => {
-                            break agreed.get(&n).map(|h| BlockRef::new(n, *h));
+                            let Some(&h) = agreed.get(&n) else { break None };
+                            break self.still_below_labels(&reports, n, h).await.then_some(BlockRef::new(n, h));
                         }
                         SearchState::FinalizedDiverged(_) => break None,
                     }
@@ -404,6 +401,24 @@ impl SourceSet {
         };
         self.report_disagreement(label, &reports, fallback);
         fallback
+    }
+
+    /// Whether the quorum still holds `hash` at `n` below the label blocks it reported: each
+    /// counted source's canonical block at its reported label height is still that block. The
+    /// label reads and the search's lookups are a moment apart; a reorg in between would
+    /// otherwise let a block nobody called safe pass as an ancestor of the safe blocks.
+    async fn still_below_labels(&self, reports: &[Option<BlockRef>], n: u64, hash: B256) -> bool {
+        let checks = join_all(reports.iter().enumerate().map(|(i, r)| async move {
+            let Some(r) = *r else { return false };
+            if r.number < n || !self.available(i) {
+                return false;
+            }
+            let at_n = self.hash_at(i, n).await.ok().flatten();
+            let at_label = self.hash_at(i, r.number).await.ok().flatten();
+            at_n == Some(hash) && at_label == Some(r.hash)
+        }))
+        .await;
+        checks.into_iter().filter(|ok| *ok).count() >= self.required()
     }
 
     /// Says which source reports what when the quorum does not agree on a label block (rate
