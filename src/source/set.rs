@@ -391,7 +391,10 @@ impl SourceSet {
                         }
                         SearchState::Found(n) => {
                             let Some(&h) = agreed.get(&n) else { break None };
-                            break self.still_below_labels(&reports, n, h).await.then_some(BlockRef::new(n, h));
+                            break self
+                                .still_below_labels(&reports, n, h)
+                                .await
+                                .then_some(BlockRef::new(n, h));
                         }
                         SearchState::FinalizedDiverged(_) => break None,
                     }

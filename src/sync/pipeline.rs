@@ -122,9 +122,11 @@ impl Follower {
         );
         let mut since_fcu = 0u64;
         // The highest fed block known to be on the agreed chain, and its forkchoice version.
-        let mut sendable: Option<(BlockRef, FcuVersion)> = None;
-        // Set while the EL answers SYNCING/ACCEPTED (state it lacks): keep feeding in order and
-        // let the final forkchoice make it execute them (I6).
+        // The base head is the EL's own: a forkchoice to it is always allowed (the repair below
+        // uses it when the very first block answers SYNCING, as geth does after a restart).
+        let mut sendable: Option<(BlockRef, FcuVersion)> = Some((base.head, version));
+        // Set while the EL answers SYNCING/ACCEPTED (state it lacks): keep feeding in order (reth
+        // buffers them); the head moves only to blocks it executed (I6).
         let mut pending = false;
         let mut fed = 0u64;
         let mut known: HashMap<u64, B256> = HashMap::new();
@@ -193,10 +195,18 @@ impl Follower {
                     break;
                 }
             };
-            if verdict == Verdict::Pending
-                && !pending
-                && let Some((head, v)) = sendable
+            // The repair goes to the last block the EL executed (geth recovers the state of a
+            // block it holds when the forkchoice names it), if the quorum holds it.
+            let repair_to = if verdict != Verdict::Pending || pending {
+                None
+            } else if prev != base.head
+                && self.agreed_head(prev, target, pinned).await == Some(true)
             {
+                Some((prev, fcu))
+            } else {
+                sendable
+            };
+            if let Some((head, v)) = repair_to {
                 // The EL may have flattened away the state below a head that fell too far
                 // behind: move the head to the last agreed VALID block and resend once.
                 debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last agreed block and resending");
@@ -275,7 +285,10 @@ impl Follower {
             }
         }
         if since_fcu > 0 {
-            if fed > 0 {
+            // Never a head the EL could not execute: a forkchoice to a block above ones it
+            // answered SYNCING for sends geth into beacon sync towards it, which without peers
+            // never ends. The next round feeds again from the last block it executed.
+            if fed > 0 && !pending {
                 match self.agreed_head(prev, target, pinned).await {
                     Some(true) => sendable = Some((prev, fcu)),
                     Some(false) => {
