@@ -123,6 +123,12 @@ impl Health {
         d
     }
 
+    /// Counts an error of kind `reason` without a backoff: a single source's bad block, where
+    /// there is nobody better to ask and its answers at other heights are still needed.
+    pub fn record(&self, reason: &'static str) {
+        *self.lock().errors.entry(reason).or_default() += 1;
+    }
+
     /// Records a successful request that took `latency`.
     pub fn success(&self, latency: Duration) -> Transition {
         let mut s = self.lock();

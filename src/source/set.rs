@@ -205,11 +205,12 @@ impl SourceSet {
 
     /// Holds a lie against the source that told it (`error` names it): it is benched, longer
     /// for every repeat, and a later success does not clear that. With a single source there
-    /// is nobody better to ask, so it is only recorded.
+    /// is nobody better to ask, so it is only counted: benching it would also hide its answers
+    /// at the heights below, and the blocks already fed could never be confirmed.
     pub fn blame(&self, i: usize, error: &SourceError) {
         let m = &self.members[i];
         if self.members.len() == 1 {
-            m.health.failure(error.reason(), Instant::now());
+            m.health.record(error.reason());
             return;
         }
         let benched = m.health.lie(error.reason(), Instant::now());

@@ -198,6 +198,27 @@ fn case04_tampered_withdrawals_are_refused_and_refetched() {
 
 /// Case 5: Sources agree on a safe block that is not an ancestor of their latest: a forkchoice
 /// never carries it (labels are checked by hash, not height).
+/// Found by CI on a real op-geth: a single source serves one bad block. Blaming it benched it,
+/// so its answers at the heights below were not asked either, the blocks already fed could not
+/// be confirmed as agreed, and the head stayed where it was (at genesis) until the block came
+/// right. With nobody better to ask, the blocks below the bad one are followed.
+#[test]
+fn case11_single_source_bad_block_holds_right_below_it() {
+    logs();
+    for (seed, how) in [(111, Tamper::ChangeHeader), (112, Tamper::DropWithdrawals)] {
+        let setup = Setup {
+            sources: vec![Behaviour::TamperAt(how, 30)],
+            initial_len: 50,
+            duration_ms: 20_000,
+            ..Setup::quiet(seed)
+        };
+        let out = check("case11", &setup);
+        assert!(out.converged, "{how:?}: {out:?}");
+        assert_eq!(out.head_at_heal, 29, "{how:?}: must hold right below the bad block: {out:?}");
+        assert!(errors_of(&out, "s0", "bad_block") > 0, "{:?}", out.sources);
+    }
+}
+
 #[test]
 fn case05_labels_move_only_to_ancestors_by_hash() {
     logs();

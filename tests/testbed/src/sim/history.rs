@@ -159,6 +159,9 @@ impl Setup {
             };
         } else if r.chance(0.3) {
             s.sources[0] = r.pick(&[Behaviour::Lagging(3), Behaviour::Flapping]);
+        } else if n == 1 && r.chance(0.2) {
+            // A single source with one bad block: nobody else to ask, hold right below it.
+            s.sources[0] = Behaviour::TamperAt(Tamper::ChangeHeader, r.range(1, 60));
         }
         if r.chance(0.3) {
             s.error_rate = r.pick(&[0.05, 0.2]);

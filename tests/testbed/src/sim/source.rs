@@ -37,6 +37,8 @@ pub enum Behaviour {
     SiblingAtTarget,
     /// Honest labels and hashes; blocks tampered with.
     Tamper(Tamper),
+    /// Honest everywhere except the block at this one height, tampered with.
+    TamperAt(Tamper, u64),
     /// Labels out of order: safe above latest, finalized above safe.
     LabelLies,
     /// Latest and finalized from the honest chain, safe from the rival branch: a safe block
@@ -103,7 +105,9 @@ impl SimSource {
             let fail = p > 0.0 && s.rng.chance(p);
             let timeout = s.rng.chance(0.5);
             let coin = s.rng.chance(0.5);
-            (s.behaviour, s.slow, fail, timeout, coin)
+            // Network jitter: answers to requests in flight together come back in any order.
+            let jitter = Duration::from_micros(s.rng.range(0, 3_000));
+            (s.behaviour, s.slow + jitter, fail, timeout, coin)
         };
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
@@ -223,40 +227,13 @@ impl Source for SimSource {
     fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>> {
         Box::pin(async move {
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
-            let mut w = lock(&self.world);
-            let (c, safe, _) = Self::view(&w, b, coin);
-            let top = (c.len() - 1) as u64;
-            let hash = match at {
-                BlockId::Number(n) => c.get(n as usize).copied(),
-                BlockId::Hash(h) => w.block(&h).map(|_| h),
-            };
-            let Some(mut hash) = hash else { return Ok(None) };
-            let number = w.block(&hash).map_or(0, |b| b.id.number);
-            match b {
-                Behaviour::SiblingAtTarget if number == safe || number == top => {
-                    if let Some(s) = sibling(&mut w, number) {
-                        hash = s;
-                    }
-                }
-                Behaviour::WrongParent if number > 0 => {
-                    while w.foreign_len() <= number {
-                        w.extend_foreign(64);
-                    }
-                    if let Some(f) = w.foreign_at(number) {
-                        hash = f;
-                    }
-                }
-                _ => {}
+            let (out, late) = self.block_now(at, b, coin);
+            if late {
+                // The bad block comes from a slow replica: its answer arrives after those for
+                // the blocks above it that were asked for at the same time.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let json = w.block(&hash).map(|b| b.json.clone());
-            if json.is_some() {
-                w.in_flight += 1;
-                w.max_in_flight = w.max_in_flight.max(w.in_flight);
-            }
-            Ok(json.map(|j| match b {
-                Behaviour::Tamper(how) => tampered(&j, how),
-                _ => Box::<str>::from(&*j),
-            }))
+            Ok(out)
         })
     }
 
@@ -264,5 +241,47 @@ impl Source for SimSource {
         &self,
     ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
         Box::pin(async { Ok(None) })
+    }
+}
+
+impl SimSource {
+    /// The block `at` as this source serves it, and whether the answer comes late.
+    fn block_now(&self, at: BlockId, b: Behaviour, coin: bool) -> (Option<Box<str>>, bool) {
+        let mut w = lock(&self.world);
+        let (c, safe, _) = Self::view(&w, b, coin);
+        let top = (c.len() - 1) as u64;
+        let hash = match at {
+            BlockId::Number(n) => c.get(n as usize).copied(),
+            BlockId::Hash(h) => w.block(&h).map(|_| h),
+        };
+        let Some(mut hash) = hash else { return (None, false) };
+        let number = w.block(&hash).map_or(0, |b| b.id.number);
+        match b {
+            Behaviour::SiblingAtTarget if number == safe || number == top => {
+                if let Some(s) = sibling(&mut w, number) {
+                    hash = s;
+                }
+            }
+            Behaviour::WrongParent if number > 0 => {
+                while w.foreign_len() <= number {
+                    w.extend_foreign(64);
+                }
+                if let Some(f) = w.foreign_at(number) {
+                    hash = f;
+                }
+            }
+            _ => {}
+        }
+        let json = w.block(&hash).map(|b| b.json.clone());
+        if json.is_some() {
+            w.in_flight += 1;
+            w.max_in_flight = w.max_in_flight.max(w.in_flight);
+        }
+        let out = json.map(|j| match b {
+            Behaviour::Tamper(how) => tampered(&j, how),
+            Behaviour::TamperAt(how, at) if at == number => tampered(&j, how),
+            _ => Box::<str>::from(&*j),
+        });
+        (out, matches!(b, Behaviour::TamperAt(_, at) if at == number))
     }
 }
