@@ -210,6 +210,8 @@ pub struct Config {
     pub fetch_concurrency: usize,
     /// Timeout of one source request, ms.
     pub source_timeout_ms: u64,
+    /// Largest answer accepted from a source or the EL, MiB.
+    pub max_response_mib: usize,
     /// Interval of the catch-up progress log, ms.
     pub progress_interval_ms: u64,
     /// Folder of the state file (the finality floor lightcl remembers across restarts).
@@ -234,6 +236,7 @@ impl Default for Config {
             prefetch: DEFAULT_PREFETCH,
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
+            max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
             state_dir: DEFAULT_STATE_DIR.into(),
             engine: EngineConfig {
@@ -347,6 +350,7 @@ impl Config {
             ("prefetch", self.prefetch as u64),
             ("fetch_concurrency", self.fetch_concurrency as u64),
             ("source_timeout_ms", self.source_timeout_ms),
+            ("max_response_mib", self.max_response_mib as u64),
             ("progress_interval_ms", self.progress_interval_ms),
             ("engine.new_payload_timeout_ms", self.engine.new_payload_timeout_ms),
             ("engine.forkchoice_timeout_ms", self.engine.forkchoice_timeout_ms),

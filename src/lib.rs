@@ -23,6 +23,7 @@ pub mod backoff;
 pub mod chain;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod payload;
 pub mod redact;
 pub mod source;

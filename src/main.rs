@@ -13,6 +13,7 @@ use figment::value::{Dict, Value};
 use lightcl::config::{Config, FlagValues, LogFormat};
 use lightcl::engine::EngineClient;
 use lightcl::source::{RpcSource, Source};
+use lightcl::sync::startup::{check_engine_auth, check_engine_chain};
 use lightcl::{RunError, run};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -247,7 +248,7 @@ async fn check_command(config: &Config) -> ExitCode {
     let timeout = Duration::from_millis(config.source_timeout_ms);
     for entry in &config.sources {
         let shown = lightcl::redact::RedactedUrl::new(entry.url());
-        let s = RpcSource::new(entry, timeout);
+        let s = RpcSource::new(entry, timeout).with_max_response_mib(config.max_response_mib);
         match (s.chain_id().await, s.labels().await) {
             (Ok(id), Ok(labels)) if id == config.chain_id => {
                 println!(
@@ -280,14 +281,13 @@ async fn check_command(config: &Config) -> ExitCode {
     }
     match EngineClient::new(&config.engine) {
         Ok(engine) => {
-            match engine.chain_id().await {
-                Ok(id) if id == config.chain_id => println!("EL JSON-RPC: ok, chain id {id}"),
-                Ok(id) => {
+            let engine = engine.with_max_response_mib(config.max_response_mib);
+            // The same checks `lightcl run` makes before its first write, each reported.
+            match check_engine_chain(&engine, config.chain_id).await {
+                Ok(()) => println!("EL JSON-RPC: ok, chain id {}", config.chain_id),
+                Err(e @ RunError::ChainIdMismatch { .. }) => {
                     ok = false;
-                    println!(
-                        "EL JSON-RPC: WRONG CHAIN: chain id {id}, expected {}",
-                        config.chain_id
-                    );
+                    println!("EL JSON-RPC: WRONG CHAIN: {e}");
                 }
                 Err(e) => {
                     ok = false;
@@ -302,8 +302,8 @@ async fn check_command(config: &Config) -> ExitCode {
                 ),
                 Err(e) => println!("EL debug API: unknown ({e})"),
             }
-            match engine.exchange_capabilities().await {
-                Ok(caps) => println!("EL Engine API: ok, JWT accepted, {} methods", caps.len()),
+            match check_engine_auth(&engine).await {
+                Ok(n) => println!("EL Engine API: ok, JWT accepted, {n} methods"),
                 Err(e) => {
                     ok = false;
                     println!("EL Engine API: FAILED: {e}");

@@ -48,6 +48,7 @@ pub struct EngineClient {
     call_timeout: Duration,
     next_id: AtomicU64,
     metrics: Option<std::sync::Arc<crate::api::Metrics>>,
+    max_response_mib: usize,
 }
 
 impl std::fmt::Debug for EngineClient {
@@ -75,7 +76,14 @@ impl EngineClient {
             call_timeout: Duration::from_millis(cfg.call_timeout_ms),
             next_id: AtomicU64::new(1),
             metrics: None,
+            max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
         })
+    }
+
+    /// Bounds the size of one answer (`max_response_mib`).
+    pub fn with_max_response_mib(mut self, mib: usize) -> Self {
+        self.max_response_mib = mib;
+        self
     }
 
     /// Records every call's latency and result in `metrics`.
@@ -144,7 +152,14 @@ impl EngineClient {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(transport)?;
+        let body =
+            crate::http::read_capped(resp, self.max_response_mib).await.map_err(|e| match e {
+                crate::http::ReadError::TooLarge(error) => {
+                    EngineError::TooLarge { method: method.to_string(), error }
+                }
+                crate::http::ReadError::Transport(e) => transport(e),
+            })?;
+        let text = String::from_utf8_lossy(&body);
         if authed && (status == 401 || status == 403) {
             return Err(EngineError::Unauthorized { status });
         }

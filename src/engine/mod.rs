@@ -129,6 +129,14 @@ pub enum EngineError {
         /// What was wrong.
         message: String,
     },
+    /// The answer was larger than `max_response_mib`.
+    #[error("EL answered {method} with too much data: {error}")]
+    TooLarge {
+        /// Method.
+        method: String,
+        /// The bound it broke.
+        error: crate::http::TooLarge,
+    },
     /// A token could not be minted.
     #[error(transparent)]
     Jwt(#[from] jwt::JwtError),

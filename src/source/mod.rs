@@ -150,6 +150,15 @@ pub enum SourceError {
         reason: String,
     },
     /// A block that is not what it claims to be (I5): a lying or broken source.
+    #[error("source {source_name} answered {method} with too much data: {error}")]
+    TooLarge {
+        /// Which source.
+        source_name: String,
+        /// The method.
+        method: String,
+        /// The bound it broke.
+        error: crate::http::TooLarge,
+    },
     #[error("source {source_name} served a block that fails verification: {error}")]
     BadBlock {
         /// Source name.
@@ -186,6 +195,7 @@ impl SourceError {
             Self::Inconsistent { .. } => "inconsistent_chain",
             Self::InvalidBlock { .. } => "invalid_block",
             Self::Http { .. } => "http_error",
+            Self::TooLarge { .. } => "too_large",
         }
     }
 }

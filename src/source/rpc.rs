@@ -27,6 +27,7 @@ pub struct RpcSource {
     provider: std::sync::Arc<OnceCell<RootProvider>>,
     timeout: Duration,
     websocket: bool,
+    max_response_mib: usize,
 }
 
 impl fmt::Debug for RpcSource {
@@ -65,7 +66,34 @@ impl RpcSource {
             provider: std::sync::Arc::new(OnceCell::new()),
             timeout,
             websocket: entry.url().starts_with("ws"),
+            max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
         }
+    }
+
+    /// Bounds the size of one answer (`max_response_mib`).
+    pub fn with_max_response_mib(mut self, mib: usize) -> Self {
+        self.max_response_mib = mib;
+        self
+    }
+
+    /// A client whose answers are bounded: over HTTP through [`crate::http::CappedHttp`], over
+    /// WebSocket by the socket's message size limit.
+    async fn connect(&self) -> Result<RootProvider, alloy_provider::transport::TransportError> {
+        let limit = self.max_response_mib.saturating_mul(1 << 20);
+        if self.websocket {
+            let config = alloy_provider::WebSocketConfig::default()
+                .max_message_size(Some(limit))
+                .max_frame_size(Some(limit));
+            let ws = alloy_provider::WsConnect::new(self.url.clone()).with_config(config);
+            let client = alloy_rpc_client::ClientBuilder::default().ws(ws).await?;
+            return Ok(RootProvider::new(client));
+        }
+        let url = reqwest::Url::parse(&self.url).map_err(|e| {
+            alloy_provider::transport::TransportErrorKind::custom_str(&format!("bad URL: {e}"))
+        })?;
+        let local = url.host_str().is_some_and(|h| h == "localhost" || h.starts_with("127."));
+        let transport = crate::http::CappedHttp::new(url, self.max_response_mib);
+        Ok(RootProvider::new(alloy_rpc_client::RpcClient::new(transport, local)))
     }
 
     /// Whether the source is a WebSocket (can push new heads).
@@ -76,7 +104,7 @@ impl RpcSource {
     async fn provider(&self) -> Result<&RootProvider, SourceError> {
         self.provider
             .get_or_try_init(|| async {
-                match tokio::time::timeout(self.timeout, RootProvider::connect(&self.url)).await {
+                match tokio::time::timeout(self.timeout, self.connect()).await {
                     Ok(Ok(p)) => Ok(p),
                     Ok(Err(e)) => Err(SourceError::Unreachable {
                         source_name: self.name.clone(),
@@ -134,6 +162,13 @@ impl RpcSource {
 
     fn classify(&self, method: &str, e: alloy_provider::transport::TransportError) -> SourceError {
         use alloy_provider::transport::{RpcError, TransportErrorKind};
+        if let Some(error) = crate::http::too_large(&e) {
+            return SourceError::TooLarge {
+                source_name: self.name.clone(),
+                method: method.into(),
+                error,
+            };
+        }
         match e {
             RpcError::ErrorResp(p) => SourceError::Rpc {
                 source_name: self.name.clone(),

@@ -118,13 +118,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let sources: Vec<Arc<dyn Source>> = config
         .sources
         .iter()
-        .map(|e| Arc::new(RpcSource::new(e, timeout)) as Arc<dyn Source>)
+        .map(|e| {
+            let s = RpcSource::new(e, timeout).with_max_response_mib(config.max_response_mib);
+            Arc::new(s) as Arc<dyn Source>
+        })
         .collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     let shared = Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks));
     let engine = EngineClient::new(&config.engine)
         .map_err(RunError::Engine)?
-        .with_metrics(shared.metrics.clone());
+        .with_metrics(shared.metrics.clone())
+        .with_max_response_mib(config.max_response_mib);
     let parts = Parts { engine: Arc::new(engine), sources, state, shared: Some(shared) };
     run_with(config, parts, shutdown).await
 }

@@ -18,8 +18,14 @@ use crate::config::Config;
 use crate::engine::{BlockAt, Engine, EngineError};
 use crate::source::SourceSet;
 
-/// Checks the EL: chain id and a JWT-authenticated call. Shared with `lightcl check`.
+/// Checks the EL: chain id, then a JWT-authenticated call. Shared with `lightcl check`.
 pub async fn check_engine(engine: &dyn Engine, chain_id: u64) -> Result<usize, RunError> {
+    check_engine_chain(engine, chain_id).await?;
+    check_engine_auth(engine).await
+}
+
+/// The EL's JSON-RPC answers with the configured chain id.
+pub async fn check_engine_chain(engine: &dyn Engine, chain_id: u64) -> Result<(), RunError> {
     let id = engine.chain_id().await.map_err(engine_err)?;
     if id != chain_id {
         return Err(RunError::ChainIdMismatch {
@@ -28,6 +34,11 @@ pub async fn check_engine(engine: &dyn Engine, chain_id: u64) -> Result<usize, R
             got: id,
         });
     }
+    Ok(())
+}
+
+/// The Engine API accepts our JWT; returns how many methods it offers.
+pub async fn check_engine_auth(engine: &dyn Engine) -> Result<usize, RunError> {
     let caps = engine.capabilities().await.map_err(engine_err)?;
     Ok(caps.len())
 }

@@ -275,6 +275,9 @@ struct CrashRefeed {
     converged_without_repair: bool,
     /// Whether it converged after `debug_setHead(0)`, a restart, and the same refeed.
     converged_after_repair: bool,
+    /// Answers to that refeed, and the head after it.
+    answers_after_repair: Vec<String>,
+    head_after_repair: u64,
 }
 
 async fn refeed(node: &ElNode, p: &Producer) -> (Vec<String>, bool) {
@@ -300,8 +303,17 @@ async fn crash_restart(kind: ChainKind) -> CrashRefeed {
     let _: serde_json::Value =
         node.rpc.call("debug_setHead", serde_json::json!(["0x0"])).await.expect("setHead");
     node.restart().await.expect("restart after setHead");
-    let (_, converged_after_repair) = refeed(&node, &p).await;
-    CrashRefeed { head, finalized, answers, converged_without_repair, converged_after_repair }
+    let (answers_after_repair, converged_after_repair) = refeed(&node, &p).await;
+    let head_after_repair = node.head().await.expect("head").number;
+    CrashRefeed {
+        head,
+        finalized,
+        answers,
+        converged_without_repair,
+        converged_after_repair,
+        answers_after_repair,
+        head_after_repair,
+    }
 }
 
 async fn check_crash_restart(kind: ChainKind) {
@@ -310,14 +322,29 @@ async fn check_crash_restart(kind: ChainKind) {
     // incomplete"): newPayload answers VALID for blocks it still has ("already known") and
     // SYNCING from the first block it lost, and without peers it never gets further. The repair
     // is `debug_setHead(0)` and a restart (full sync again), then the refeed converges.
+    //
+    // Under load (two EL tests side by side on two cores) op-geth also showed, in about one
+    // run in three: the blocks lost with the kill too (every block VALID again, executed from
+    // genesis; the forkchoice to block 20 may still need the repair), the finalized label not
+    // set at all, and, after the repair, INVALID for every block (the kill had damaged the
+    // state of genesis itself; only a fresh datadir helps: runbook "EL stuck after a crash").
+    // lightcl handles each: it feeds from the EL's head, repairs on SYNCING, and reports
+    // INVALID (alert LightclElInvalid) without following anything else. Any other outcome fails
+    // this test.
     let got = crash_restart(kind).await;
-    assert_eq!((got.head, got.finalized), (0, Some(0)), "{got:?}");
-    let first_syncing = got.answers.iter().position(|s| s == "SYNCING");
-    let first = first_syncing.expect("some block answers SYNCING after the crash");
-    assert!(got.answers[..first].iter().all(|s| s == "VALID"), "{got:?}");
-    assert!(got.answers[first..].iter().all(|s| s == "SYNCING"), "{got:?}");
-    assert!(!got.converged_without_repair, "{got:?}");
-    assert!(got.converged_after_repair, "{got:?}");
+    eprintln!("{kind:?} after SIGKILL: {got:?}");
+    assert_eq!(got.head, 0, "the head falls back to genesis: {got:?}");
+    assert!(matches!(got.finalized, Some(0) | None), "{got:?}");
+    match got.answers.iter().position(|s| s == "SYNCING") {
+        Some(first) => {
+            assert!(got.answers[..first].iter().all(|s| s == "VALID"), "{got:?}");
+            assert!(got.answers[first..].iter().all(|s| s == "SYNCING"), "{got:?}");
+            assert!(!got.converged_without_repair, "{got:?}");
+        }
+        None => assert!(got.answers.iter().all(|s| s == "VALID"), "{got:?}"),
+    }
+    let damaged = got.answers_after_repair.iter().all(|s| s == "INVALID");
+    assert!(got.converged_after_repair || (kind == ChainKind::Optimism && damaged), "{got:?}");
 }
 
 #[tokio::test]
