@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Shows that each named simulation case can fail: puts back, one at a time, the behaviour the
+case was written against (a small edit of the source, a "mutant"), runs that case alone and
+expects it to fail; then restores the file. Prints one line per mutant and exits 1 if any
+mutant survived (its case passed although the bug was back).
+
+Usage: python3 scripts/sim-mutants.py [case-number ...]    (all cases by default)
+Takes a few minutes: every mutant is a rebuild of the crate and the test binary.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (case, test name, what the mutant puts back, [(file, text, replacement), ...])
+MUTANTS = [
+    ("01", "case01_no_false_halt_when_head_is_finalized",
+     "halt whenever the sources' finalized chain does not confirm lightcl's finalized block",
+     [("src/sync/driver.rs",
+       "            confirmed => {\n                warn!(target: \"lightcl::sync\", height = local.number,",
+       "            _ => Ok(StepOutcome::Halt(RunError::FinalizedDivergence { number: local.number, "
+       "local: local.hash, sources_hash: local.hash })),\n"
+       "            #[allow(unreachable_patterns)]\n"
+       "            confirmed => {\n                warn!(target: \"lightcl::sync\", height = local.number,")]),
+    ("02", "case02_sibling_at_target_is_never_followed",
+     "no check of fed blocks against the agreed blocks at fixed heights, heads sent unconfirmed",
+     [("src/sync/pipeline.rs",
+       "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash)",
+       "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash && false)"),
+      ("src/sync/pipeline.rs",
+       "if pinned { Some(true) } else { self.is_agreed(head, target).await }",
+       "if pinned || true { Some(true) } else { self.is_agreed(head, target).await }")]),
+    ("03", "case03_label_read_errors_never_move_finalized_back",
+     "an EL error on a label read taken as 'label unset' (genesis)",
+     [("src/engine/mod.rs",
+       "engine.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block)",
+       "engine.block(BlockAt::Label(Label::Safe)).await.ok().flatten().map(|b| b.block)"),
+      ("src/engine/mod.rs",
+       "engine.block(BlockAt::Label(Label::Finalized)).await?.map(|b| b.block)",
+       "engine.block(BlockAt::Label(Label::Finalized)).await.ok().flatten().map(|b| b.block)")]),
+    ("04", "case04_tampered_withdrawals_are_refused_and_refetched",
+     "a block without its withdrawals list passes verification",
+     [("src/payload.rs",
+       "            (None, Some(_)) => {\n                return Err(",
+       "            (None, Some(_)) if false => {\n                return Err(")]),
+    ("05", "case05_labels_move_only_to_ancestors_by_hash",
+     "labels chosen by height alone, and the gate not checking them by hash",
+     [("src/sync/plan.rs",
+       "let usable = |b: &BlockRef| b.number <= head.number && on_chain(b);",
+       "let usable = |b: &BlockRef| b.number <= head.number || on_chain(b);"),
+      ("src/sync/gate.rs",
+       "            if on != Some(b.hash) {\n                return Ok(Some(format!(\n"
+       "                    \"{what} {b} is not an ancestor",
+       "            if on != Some(b.hash) && false {\n                return Ok(Some(format!(\n"
+       "                    \"{what} {b} is not an ancestor")]),
+    ("06", "case06_majority_starts_with_one_source_down",
+     "start-up waits for every configured source",
+     [("src/sync/startup.rs",
+       "Ok(n) if n >= f.sources.required() => break,",
+       "Ok(n) if n >= f.sources.len() => break,")]),
+    ("07", "case07_lagging_replica_is_not_disagreement",
+     "'no block' at a height taken as disagreement (plan and ancestor search)",
+     [("src/sync/driver.rs",
+       "                Agreed::Unknown => None,\n",
+       "                Agreed::Unknown => Some(false),\n"),
+      ("src/sync/recover.rs",
+       "let Some(theirs) = self.sources.agreed_at(n).await.hash() else {\n"
+       "                            return Err(StepError::NoAgreement { number: n });\n"
+       "                        };",
+       "let theirs = self.sources.agreed_at(n).await.hash().unwrap_or_default();")]),
+    ("08", "case08_secrets_never_reach_logs_or_status",
+     "transport errors printed without redaction",
+     [("src/source/rpc.rs",
+       "        let mut out = message.replace(&self.url, &self.shown);",
+       "        #[allow(unreachable_code)]\n        return message.to_string();\n"
+       "        let mut out = message.replace(&self.url, &self.shown);")]),
+    ("09", "case09_recovery_memory_is_bounded_by_prefetch",
+     "the whole replay range held in memory at once",
+     [("src/sync/recover.rs",
+       "let end = target.number.min(ancestor.number + self.config.prefetch as u64);",
+       "let end = target.number.min(ancestor.number + 8_192);")]),
+    ("10", "case10_the_liar_is_blamed_and_stays_benched",
+     "any success lifts a liar's bench",
+     [("src/source/health.rs",
+       "        s.backoff.reset();\n        s.retry_at = None;\n",
+       "        s.backoff.reset();\n        s.retry_at = None;\n        s.benched_until = None;\n")]),
+    ("10", "case10_the_liar_is_blamed_and_stays_benched",
+     "the blame for a broken link always on the source of the second block",
+     [("src/sync/pipeline.rs",
+       "(Some(h), Some(before)) if h != prev.hash => {",
+       "(Some(h), Some(before)) if h != prev.hash && false => {")]),
+    ("11", "case11_single_source_bad_block_holds_right_below_it",
+     "a single source's bad block benches it like a transport failure",
+     [("src/source/set.rs",
+       "            m.health.record(error.reason());\n",
+       "            m.health.failure(error.reason(), Instant::now());\n")]),
+]
+
+
+def run(case_filter):
+    survived = 0
+    for case, test, what, edits in MUTANTS:
+        if case_filter and case not in case_filter:
+            continue
+        saved = {}
+        try:
+            for path, old, new in edits:
+                full = os.path.join(ROOT, path)
+                text = saved.get(full) or open(full).read()
+                saved.setdefault(full, text)
+                current = open(full).read()
+                if current.count(old) != 1:
+                    print(f"case {case}: the text to mutate is gone from {path}; update this script")
+                    return 2
+                with open(full, "w") as f:
+                    f.write(current.replace(old, new))
+            started = time.time()
+            res = subprocess.run(
+                ["cargo", "test", "--quiet", "--test", "it", f"sim::{test}", "--", "--exact"],
+                cwd=ROOT, capture_output=True, text=True)
+            took = time.time() - started
+            out = res.stdout + res.stderr
+            if "error[E" in out or "could not compile" in out:
+                print(f"case {case}: the mutant does not compile; update this script\n{out[-2000:]}")
+                return 2
+            if res.returncode != 0:
+                why = next((l.strip() for l in out.splitlines() if "panicked" in l), "failed")
+                nxt = out.splitlines()
+                i = next((k for k, l in enumerate(nxt) if "panicked" in l), None)
+                detail = nxt[i + 1].strip()[:160] if i is not None and i + 1 < len(nxt) else ""
+                print(f"case {case}: caught   ({took:5.0f} s) mutant: {what}\n           {detail or why}")
+            else:
+                survived += 1
+                print(f"case {case}: SURVIVED ({took:5.0f} s) mutant: {what}")
+        finally:
+            for full, text in saved.items():
+                with open(full, "w") as f:
+                    f.write(text)
+    print(f"{survived} mutant(s) survived")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(set(a.zfill(2) for a in sys.argv[1:])))
