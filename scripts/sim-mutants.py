@@ -18,13 +18,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (case, test name, what the mutant puts back, [(file, text, replacement), ...])
 MUTANTS = [
     ("01", "case01_no_false_halt_when_head_is_finalized",
-     "halt whenever the sources' finalized chain does not confirm lightcl's finalized block",
+     "a block that does not sit on the head starts a recovery at once (no quorum check), whose "
+     "search from a head equal to finalized halts whatever the sources hold",
      [("src/sync/driver.rs",
-       "            confirmed => {\n                warn!(target: \"lightcl::sync\", height = local.number,",
-       "            _ => Ok(StepOutcome::Halt(RunError::FinalizedDivergence { number: local.number, "
-       "local: local.hash, sources_hash: local.hash })),\n"
-       "            #[allow(unreachable_patterns)]\n"
-       "            confirmed => {\n                warn!(target: \"lightcl::sync\", height = local.number,")]),
+       "                    Agreed::Hash(h) if h == local.head.hash => {\n",
+       "                    Agreed::Hash(h) if h == local.head.hash && false => {\n"),
+      ("src/sync/driver.rs",
+       "                    Agreed::Unknown => Err(StepError::NoAgreement { number: local.head.number }),\n",
+       "                    Agreed::Unknown => self.recover(local.head.number, local, agreed, target, version).await,\n"),
+      ("src/sync/recover.rs",
+       "let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);",
+       "let diverged_at = diverged_at.min(local.head.number);"),
+      ("src/sync/recover.rs",
+       "                        if sources_hash == local.finalized.hash {\n"
+       "                            return Err(StepError::NoAgreement { number: n });\n"
+       "                        }\n"
+       "                        return self.confirm_halt(local.finalized, agreed).await;",
+       "                        return Ok(StepOutcome::Halt(crate::RunError::FinalizedDivergence { number: n, "
+       "local: local.finalized.hash, sources_hash }));")]),
     ("02", "case02_sibling_at_target_is_never_followed",
      "no check of fed blocks against the agreed blocks at fixed heights, heads sent unconfirmed",
      [("src/sync/pipeline.rs",
@@ -34,8 +45,11 @@ MUTANTS = [
        "if pinned { Some(true) } else { self.is_agreed(head, target).await }",
        "if pinned || true { Some(true) } else { self.is_agreed(head, target).await }")]),
     ("03", "case03_label_read_errors_never_move_finalized_back",
-     "an EL error on a label read taken as 'label unset' (genesis)",
-     [("src/engine/mod.rs",
+     "an EL error on a label read taken as 'label unset' (genesis), and no remembered floor",
+     [("src/sync/gate.rs",
+       "        *self.floor.lock().unwrap_or_else(|p| p.into_inner())\n",
+       "        drop(self.floor.lock());\n        None\n"),
+      ("src/engine/mod.rs",
        "engine.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block)",
        "engine.block(BlockAt::Label(Label::Safe)).await.ok().flatten().map(|b| b.block)"),
       ("src/engine/mod.rs",
@@ -45,10 +59,15 @@ MUTANTS = [
      "a block without its withdrawals list passes verification",
      [("src/payload.rs",
        "            (None, Some(_)) => {\n                return Err(",
-       "            (None, Some(_)) if false => {\n                return Err(")]),
+       "            (None, Some(_)) if false => {\n                return Err("),
+      ("src/payload.rs", "            (None, None) => {}\n", "            _ => {}\n")]),
     ("05", "case05_labels_move_only_to_ancestors_by_hash",
-     "labels chosen by height alone, and the gate not checking them by hash",
-     [("src/sync/plan.rs",
+     "labels chosen by height alone: fed blocks not checked at the labels' heights, the gate "
+     "not checking labels by hash",
+     [("src/sync/pipeline.rs",
+       "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash)",
+       "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash && false)"),
+      ("src/sync/plan.rs",
        "let usable = |b: &BlockRef| b.number <= head.number && on_chain(b);",
        "let usable = |b: &BlockRef| b.number <= head.number || on_chain(b);"),
       ("src/sync/gate.rs",
@@ -83,10 +102,11 @@ MUTANTS = [
        "let end = target.number.min(ancestor.number + self.config.prefetch as u64);",
        "let end = target.number.min(ancestor.number + 8_192);")]),
     ("10", "case10_the_liar_is_blamed_and_stays_benched",
-     "any success lifts a liar's bench",
-     [("src/source/health.rs",
-       "        s.backoff.reset();\n        s.retry_at = None;\n",
-       "        s.backoff.reset();\n        s.retry_at = None;\n        s.benched_until = None;\n")]),
+     "a lie costs what a timeout costs: a short backoff that the next success lifts",
+     [("src/source/set.rs",
+       "        let benched = m.health.lie(error.reason(), Instant::now());\n",
+       "        m.health.failure(error.reason(), Instant::now());\n"
+       "        let benched = std::time::Duration::from_secs(1);\n")]),
     ("10", "case10_the_liar_is_blamed_and_stays_benched",
      "the blame for a broken link always on the source of the second block",
      [("src/sync/pipeline.rs",
@@ -102,6 +122,7 @@ MUTANTS = [
 
 def run(case_filter):
     survived = 0
+    broken = 0
     for case, test, what, edits in MUTANTS:
         if case_filter and case not in case_filter:
             continue
@@ -123,9 +144,10 @@ def run(case_filter):
                 cwd=ROOT, capture_output=True, text=True)
             took = time.time() - started
             out = res.stdout + res.stderr
-            if "error[E" in out or "could not compile" in out:
-                print(f"case {case}: the mutant does not compile; update this script\n{out[-2000:]}")
-                return 2
+            if "could not compile" in out:
+                broken += 1
+                print(f"case {case}: the mutant does not compile; update this script\n{out[-1500:]}")
+                continue
             if res.returncode != 0:
                 why = next((l.strip() for l in out.splitlines() if "panicked" in l), "failed")
                 nxt = out.splitlines()
@@ -139,8 +161,8 @@ def run(case_filter):
             for full, text in saved.items():
                 with open(full, "w") as f:
                     f.write(text)
-    print(f"{survived} mutant(s) survived")
-    return 1 if survived else 0
+    print(f"{survived} mutant(s) survived, {broken} did not compile")
+    return 1 if survived or broken else 0
 
 
 if __name__ == "__main__":

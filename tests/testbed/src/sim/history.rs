@@ -143,6 +143,7 @@ impl Setup {
         // branch liars only where the honest sources still make a quorum without them.
         let payload_liars = [
             Behaviour::SiblingAtTarget,
+            Behaviour::SiblingBlocks,
             Behaviour::Tamper(Tamper::DropWithdrawals),
             Behaviour::Tamper(Tamper::ChangeWithdrawal),
             Behaviour::Tamper(Tamper::ChangeHeader),

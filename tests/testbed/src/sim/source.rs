@@ -35,6 +35,9 @@ pub enum Behaviour {
     /// Honest labels, but a sibling block for payloads at the height of the honest safe and
     /// latest blocks.
     SiblingAtTarget,
+    /// Honest labels and hashes, but for every payload a sibling of the honest block (its
+    /// parent is honest, so it links to the block below and breaks the link to the one above).
+    SiblingBlocks,
     /// Honest labels and hashes; blocks tampered with.
     Tamper(Tamper),
     /// Honest everywhere except the block at this one height, tampered with.
@@ -257,6 +260,11 @@ impl SimSource {
         let Some(mut hash) = hash else { return (None, false) };
         let number = w.block(&hash).map_or(0, |b| b.id.number);
         match b {
+            Behaviour::SiblingBlocks if matches!(at, BlockId::Number(_)) => {
+                if let Some(s) = sibling(&mut w, number) {
+                    hash = s;
+                }
+            }
             Behaviour::SiblingAtTarget if number == safe || number == top => {
                 if let Some(s) = sibling(&mut w, number) {
                     hash = s;
