@@ -49,7 +49,14 @@ fn random() {
     let seeds: Vec<u64> = match std::env::var("LIGHTCL_SIM_SEED").ok().and_then(|v| v.parse().ok())
     {
         Some(seed) => vec![seed],
-        None => (0..histories).collect(),
+        None => {
+            // Another range than the test command's 0..10,000 explores new histories.
+            let first: u64 = std::env::var("LIGHTCL_SIM_FIRST_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            (first..first + histories).collect()
+        }
     };
     let started = std::time::Instant::now();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);

@@ -274,7 +274,7 @@ impl SimEl {
             && Some(finalized) == me.chain.finalized;
         if unset {
             if let Some(max) = me.record.max_finalized
-                && !(head.number < max.number && w.descends(max, head))
+                && !(head.number <= max.number && w.descends(max, head))
             {
                 bad.push(format!(
                     "I3: head {head} with unset labels is not on the way to finalized {max}"
