@@ -1,5 +1,6 @@
-//! HTTP JSON-RPC with a bound on the size of an answer: a source or EL that sends an endless or
-//! huge body costs at most `max_response_mib`, never all the memory of the host.
+//! JSON-RPC plumbing shared by the engine and source clients: HTTP with a bound on the size of
+//! an answer (a source or EL that sends an endless or huge body costs at most
+//! `max_response_mib`, never all the memory of the host), error chains, quantities, labels.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -105,6 +106,32 @@ impl tower_service::Service<RequestPacket> for CappedHttp {
         let fut: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(self.clone().send(req));
         fut
     }
+}
+
+/// The message of an error and its causes, joined.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// A JSON-RPC quantity ("0x1a") as a number.
+pub fn parse_quantity(v: &serde_json::Value) -> Option<u64> {
+    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
+}
+
+/// Whether an error message for a label read means "this label is not set yet" (geth:
+/// "safe block not found", "finalized block not found"). Any other error is an error.
+pub fn is_unset_label(message: &str) -> bool {
+    message.contains("block not found")
 }
 
 /// Whether a transport error is a [`TooLarge`] answer.

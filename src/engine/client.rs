@@ -10,6 +10,7 @@ use super::jwt::JwtSecret;
 use super::{BoxFuture, Engine, EngineError, PayloadStatus};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::EngineConfig;
+use crate::http::{is_unset_label, parse_quantity};
 use crate::payload::{FcuVersion, Payload};
 use crate::redact::RedactedUrl;
 
@@ -146,7 +147,7 @@ impl EngineClient {
                 EngineError::Unreachable {
                     url: shown.to_string(),
                     method: method.to_string(),
-                    message: crate::source::rpc::error_chain(&e),
+                    message: crate::http::error_chain(&e),
                 }
             }
         };
@@ -288,12 +289,6 @@ pub enum BlockAt {
     Number(u64),
 }
 
-/// Whether an error message for a label read means "this label is not set yet" (geth:
-/// "safe block not found", "finalized block not found").
-pub fn is_unset_label(message: &str) -> bool {
-    message.contains("block not found")
-}
-
 impl Engine for EngineClient {
     fn chain_id(&self) -> BoxFuture<'_, Result<u64, EngineError>> {
         Box::pin(EngineClient::chain_id(self))
@@ -340,9 +335,4 @@ fn local_block(v: &Value) -> Option<LocalBlock> {
     };
     let timestamp = v.get("timestamp").and_then(parse_quantity).unwrap_or(0);
     Some(LocalBlock { block: BlockRef::new(number, hash), parent_hash, fcu, timestamp })
-}
-
-/// Parses a JSON-RPC quantity ("0x1a").
-pub fn parse_quantity(v: &Value) -> Option<u64> {
-    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
 }

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 use super::{BlockId, BoxFuture, LabelReport, Source, SourceError};
 use crate::chain::{BlockRef, Label};
 use crate::config::SourceEntry;
-use crate::engine::client::parse_quantity;
+use crate::http::{error_chain, is_unset_label, parse_quantity};
 use crate::redact::RedactedUrl;
 
 /// One source. Its Debug output and every error it returns show the URL redacted.
@@ -37,21 +37,6 @@ impl fmt::Debug for RpcSource {
             .field("url", &self.shown)
             .finish_non_exhaustive()
     }
-}
-
-/// The message of an error and its causes, joined.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = c.source();
-    }
-    out
 }
 
 impl RpcSource {
@@ -221,11 +206,7 @@ impl RpcSource {
             tokio::join!(read(Label::Latest), read(Label::Safe), read(Label::Finalized));
         // A label the node has not set yet is an error on geth ("safe block not found").
         let unset = |r: Result<Option<BlockRef>, SourceError>| match r {
-            Err(SourceError::Rpc { message, .. })
-                if crate::engine::client::is_unset_label(&message) =>
-            {
-                Ok(None)
-            }
+            Err(SourceError::Rpc { message, .. }) if is_unset_label(&message) => Ok(None),
             other => other,
         };
         Ok(LabelReport { latest: latest?, safe: unset(safe)?, finalized: unset(finalized)? })
