@@ -311,6 +311,29 @@ impl SourceSet {
         }
     }
 
+    /// The chain below `top` down to height `to`, walked by parent hash through blocks fetched
+    /// by hash and verified. A by-hash answer cannot come from another branch, so whichever
+    /// source answers is believed; a source that fails or lacks a block is skipped for that
+    /// block. Returns the hashes for `to..=top` (lowest first), or `None` when no available
+    /// source holds one of the blocks.
+    pub async fn walk_down(&self, top: BlockRef, to: u64) -> Option<Vec<B256>> {
+        let mut hashes = vec![top.hash];
+        let mut cur = top;
+        while cur.number > to {
+            let mut parent = None;
+            for i in (0..self.len()).filter(|&i| self.available(i)) {
+                if let Ok(Some(p)) = self.payload(i, BlockId::Hash(cur.hash)).await {
+                    parent = Some(p.parent_hash);
+                    break;
+                }
+            }
+            cur = BlockRef::new(cur.number - 1, parent?);
+            hashes.push(cur.hash);
+        }
+        hashes.reverse();
+        Some(hashes)
+    }
+
     /// Confirms what the quorum's finalized chain holds at `height`, walking parent hashes down
     /// from `finalized` (blocks fetched by hash, verified), at most [`CONFIRM_WALK`] blocks. A
     /// by-number answer can come from a replica on a stale branch; a walk from the finalized

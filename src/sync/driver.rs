@@ -13,7 +13,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::gate::{Gate, GateError, Lineage};
+use super::gate::{Gate, GateError, Lineage, REFILL_PROOF_DEPTH};
 use super::plan::{Step, View, plan};
 use crate::api::metrics as m;
 use crate::api::{self, Mode, Shared};
@@ -429,6 +429,31 @@ impl Follower {
         }
     }
 
+    /// During a refill below the floor, proves the chain through the floor down to the EL's head
+    /// (at most [`REFILL_PROOF_DEPTH`] blocks) before anything is fed, so that neither the feed
+    /// nor the gate takes a block of another branch for it (a load-balanced source can answer
+    /// by number from replicas on different branches). Done once per refill and floor.
+    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<(), StepError> {
+        let Some(floor) =
+            self.gate.floor().filter(|f| self.gate.refilling() && base.number < f.number)
+        else {
+            return Ok(());
+        };
+        let low = base.number.max(floor.number.saturating_sub(REFILL_PROOF_DEPTH));
+        if self.gate.floor_lineage_low().is_some_and(|l| l <= low) {
+            return Ok(());
+        }
+        info!(target: "lightcl::gate", floor = %floor, down_to = low, blocks = floor.number - low,
+            "proving the chain through the finality floor by parent hash before refilling below it");
+        let Some(hashes) = self.sources.walk_down(floor, low).await else {
+            warn!(target: "lightcl::gate", floor = %floor,
+                "no source serves the chain below the finality floor by hash; holding the refill");
+            return Err(StepError::NoAgreement { number: floor.number });
+        };
+        self.gate.set_floor_lineage(low, hashes);
+        Ok(())
+    }
+
     /// Fetches blocks `from..=to` (at most `prefetch` per round, so memory stays bounded) with
     /// a bounded prefetch window and feeds them in order. A first block that does not link to
     /// the local head is a divergence only if the quorum says the local head is not theirs.
@@ -441,6 +466,7 @@ impl Follower {
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
         let end = to.min(from + super::pipeline::MAX_BATCH - 1);
+        self.prove_floor_lineage(local.head).await?;
         let (tx, mut rx) = mpsc::channel(self.config.prefetch);
         let target = self.config.follow.target(&agreed);
         let fetch = self.fetch_range(from, end, target, tx);

@@ -13,7 +13,10 @@
 //!
 //! The one exception is an EL that lost blocks below the floor (a crash took it back to
 //! genesis): while the driver says so ([`Gate::set_refilling`]), a head below the floor may be
-//! sent, on the chain the quorum agreed runs through the floor; its labels stay below it.
+//! sent, with its labels left unset, if it is on the chain through the floor. That chain is
+//! proven by a walk down from the floor by parent hash ([`Gate::set_floor_lineage`]; blocks
+//! fetched by hash cannot come from another branch), at most [`REFILL_PROOF_DEPTH`] blocks deep;
+//! a head below the floor that the walk covers and does not hold is refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,19 @@ use crate::chain::{BlockRef, Heads};
 use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus};
 use crate::payload::FcuVersion;
 use crate::state::{StateError, StateFile};
+
+/// How far below the floor the chain through it is proven before a refill (the walk fetches one
+/// block at a time). A refill from further down sends heads below that depth unproven until the
+/// fed chain reaches the proven part (which must then link) — stated in the operators guide.
+pub const REFILL_PROOF_DEPTH: u64 = 4096;
+
+/// The chain through the floor, proven below it: hashes for heights `low..=floor.number`.
+#[derive(Debug, Clone)]
+struct FloorLineage {
+    floor: BlockRef,
+    low: u64,
+    hashes: Vec<B256>,
+}
 
 /// What the caller knows of the head's branch: it sits on `base`, a block of the EL's canonical
 /// chain, and `above` holds the hashes of the branch's blocks above `base` (fed and verified to
@@ -59,6 +75,7 @@ pub struct Gate {
     floor: std::sync::Mutex<Option<BlockRef>>,
     store: Option<StateFile>,
     refilling: AtomicBool,
+    lineage: std::sync::Mutex<Option<FloorLineage>>,
 }
 
 impl Gate {
@@ -69,6 +86,7 @@ impl Gate {
             floor: std::sync::Mutex::new(floor),
             store,
             refilling: AtomicBool::new(false),
+            lineage: std::sync::Mutex::new(None),
         }
     }
 
@@ -82,9 +100,49 @@ impl Gate {
         self.refilling.load(Ordering::Relaxed)
     }
 
-    /// Says whether the EL lost blocks below the floor and is being refilled.
+    /// Says whether the EL lost blocks below the floor and is being refilled. The proof of the
+    /// chain below the floor is dropped when the refill ends.
     pub fn set_refilling(&self, on: bool) {
         self.refilling.store(on, Ordering::Relaxed);
+        if !on {
+            *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Records the chain through the floor, proven below it: `hashes[k]` is the hash at height
+    /// `low + k`, the last one the floor's. Ignored unless it ends at the current floor.
+    pub fn set_floor_lineage(&self, low: u64, hashes: Vec<B256>) {
+        let Some(floor) = self.floor() else { return };
+        if hashes.last() != Some(&floor.hash) || low + hashes.len() as u64 != floor.number + 1 {
+            return;
+        }
+        *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(FloorLineage { floor, low, hashes });
+    }
+
+    /// The lowest height the proof of the chain through the current floor reaches, if any.
+    pub fn floor_lineage_low(&self) -> Option<u64> {
+        let floor = self.floor()?;
+        let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
+        l.as_ref().filter(|l| l.floor == floor).map(|l| l.low)
+    }
+
+    /// The hash the chain through the floor holds at `n`, where the proof covers it.
+    pub fn floor_lineage_at(&self, n: u64) -> Option<B256> {
+        let floor = self.floor()?;
+        let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
+        let l = l.as_ref().filter(|l| l.floor == floor && n >= l.low && n <= floor.number)?;
+        l.hashes.get((n - l.low) as usize).copied()
+    }
+
+    /// Why a head below the floor may not be sent during a refill (`None`: it may).
+    fn refill_refusal(&self, head: BlockRef) -> Option<String> {
+        let h = self.floor_lineage_at(head.number)?;
+        (h != head.hash).then(|| {
+            format!(
+                "head {head} is not on the chain through the finality floor (that chain holds                  {h} there)"
+            )
+        })
     }
 
     /// Raises the floor to `finalized` if it is higher (the caller has checked that it descends
@@ -147,6 +205,9 @@ impl Gate {
             if !(self.refilling() && floor_above) {
                 return Ok(Some("labels unset outside a refill below the floor".into()));
             }
+            if let Some(why) = self.refill_refusal(head) {
+                return Ok(Some(why));
+            }
             if head.number <= lineage.base.number {
                 let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
                 if on != Some(head.hash) {
@@ -175,7 +236,7 @@ impl Gate {
         let Some(floor) = self.floor() else { return Ok(None) };
         if head.number < floor.number {
             if self.refilling.load(Ordering::Relaxed) {
-                return Ok(None);
+                return Ok(self.refill_refusal(head));
             }
             return Ok(Some(format!(
                 "head {head} is below the finality floor {floor}: that would rewind across finality"

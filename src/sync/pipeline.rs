@@ -154,6 +154,18 @@ impl Follower {
                 ));
                 break;
             }
+            if let Some(h) = self.gate.floor_lineage_at(p.block.number)
+                && h != p.block.hash
+            {
+                result = Err(self.off_chain(
+                    served_by,
+                    format!(
+                        "served {} where the chain through the finality floor holds {h}",
+                        p.block
+                    ),
+                ));
+                break;
+            }
             if p.parent_hash != prev.hash {
                 if fed > 0 {
                     // Who broke the chain: the block before (if the quorum does not hold it) or

@@ -56,6 +56,7 @@ impl Follower {
         // which is checked first (a head equal to finalized is no evidence of anything).
         let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);
         let mut lookups = 0u32;
+        self.prove_floor_lineage(local.head).await?;
         self.shared.metrics.add(m::DIVERGENCES, "", 1.0);
         warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
             local_finalized = %local.finalized, "the EL's chain differs from the sources'; recovering");

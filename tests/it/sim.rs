@@ -226,6 +226,36 @@ fn case11_single_source_bad_block_holds_right_below_it() {
     }
 }
 
+/// Found by the long run (seed 112037): the EL crashed back to genesis after lightcl had
+/// finalized block 22, the chain was then rebuilt below finality, and the only source, load
+/// balanced over replicas of both chains, answered by number from either. The floor was
+/// confirmed by one answer, the refill fed blocks of the other chain, and a head not on the chain
+/// through the floor reached the EL before the halt. The chain below the floor is now proven by
+/// hash before a refill, and the feed and the gate hold every block and head below the floor to
+/// it.
+#[test]
+fn case12_refill_below_the_floor_follows_only_the_chain_through_it() {
+    logs();
+    for (seed, profile) in
+        [(112_037, Profile::Reth), (112_038, Profile::Geth), (112_039, Profile::OpGeth)]
+    {
+        let setup = Setup {
+            profile,
+            sources: vec![Behaviour::Flapping],
+            initial_len: 32,
+            events: vec![
+                (5_829, Event::FinalityReorg),
+                (6_345, Event::ElCrash),
+                (8_672, Event::ElCrash),
+                (11_428, Event::FinalityReorg),
+            ],
+            duration_ms: 13_484,
+            ..Setup::quiet(seed)
+        };
+        check("case12", &setup);
+    }
+}
+
 #[test]
 fn case05_labels_move_only_to_ancestors_by_hash() {
     logs();
