@@ -21,6 +21,9 @@ pub const DEFAULT_PREFETCH: usize = 256;
 pub const DEFAULT_FETCH_CONCURRENCY: usize = 16;
 /// Default timeout of one source request.
 pub const DEFAULT_SOURCE_TIMEOUT_MS: u64 = 10_000;
+/// Default of `quorum_grace_ms`: once a quorum read is decidable, how long the other sources
+/// still get before it goes on without them.
+pub const DEFAULT_QUORUM_GRACE_MS: u64 = 200;
 /// Default timeout of engine_newPayload (execution of one block).
 pub const DEFAULT_NEW_PAYLOAD_TIMEOUT_MS: u64 = 60_000;
 /// Default timeout of engine_forkchoiceUpdated (a reorg may take a while).
@@ -210,6 +213,8 @@ pub struct Config {
     pub fetch_concurrency: usize,
     /// Timeout of one source request, ms.
     pub source_timeout_ms: u64,
+    /// Once enough sources answered a quorum read, how long the others still get, ms.
+    pub quorum_grace_ms: u64,
     /// Largest answer accepted from a source or the EL, MiB.
     pub max_response_mib: usize,
     /// Interval of the catch-up progress log, ms.
@@ -236,6 +241,7 @@ impl Default for Config {
             prefetch: DEFAULT_PREFETCH,
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
+            quorum_grace_ms: DEFAULT_QUORUM_GRACE_MS,
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
             state_dir: DEFAULT_STATE_DIR.into(),

@@ -204,7 +204,9 @@ fn main() -> ExitCode {
                 | RunError::Unauthorized(_)
                 | RunError::Api(_)
                 | RunError::State(_) => EXIT_STARTUP,
-                RunError::FinalizedDivergence { .. } | RunError::ElLeftFloor { .. } => EXIT_HALTED,
+                RunError::FinalizedDivergence { .. }
+                | RunError::ElLeftFloor { .. }
+                | RunError::ElStuck { .. } => EXIT_HALTED,
                 RunError::Engine(_) => EXIT_RUNTIME,
             })
         }

@@ -21,6 +21,8 @@ pub const SOURCE_LATENCY: &str = "lightcl_source_latency_seconds";
 pub const SOURCE_ERRORS: &str = "lightcl_source_errors_total";
 /// Latest height each `source` reports.
 pub const SOURCE_HEAD: &str = "lightcl_source_head_block";
+/// Answers per `source` that a quorum read stopped waiting for.
+pub const SOURCE_LATE: &str = "lightcl_source_late_answers_total";
 /// Engine API calls per `method` and `result`.
 pub const ENGINE_REQUESTS: &str = "lightcl_engine_requests_total";
 /// Seconds spent in Engine API calls per `method` and `result` (sum; divide by the count).
@@ -46,7 +48,7 @@ pub const CATCHUP_RATE: &str = "lightcl_catchup_blocks_per_second";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 
-const DESCRIPTIONS: [(&str, &str, &str); 21] = [
+const DESCRIPTIONS: [(&str, &str, &str); 22] = [
     (LOCAL_HEAD, "gauge", "Height of the local EL's latest, safe and finalized blocks."),
     (AGREED_HEAD, "gauge", "Height of the blocks the source quorum agrees on, per label."),
     (LAG_BLOCKS, "gauge", "Blocks between the agreed follow target and the local head."),
@@ -55,6 +57,7 @@ const DESCRIPTIONS: [(&str, &str, &str); 21] = [
     (SOURCE_LATENCY, "gauge", "Smoothed request latency of the source."),
     (SOURCE_ERRORS, "counter", "Source errors by reason."),
     (SOURCE_HEAD, "gauge", "Latest block height the source reports."),
+    (SOURCE_LATE, "counter", "Answers a quorum read stopped waiting for (slower than the grace)."),
     (ENGINE_REQUESTS, "counter", "Engine API and EL JSON-RPC calls by method and result."),
     (ENGINE_SECONDS, "counter", "Seconds spent in EL calls by method and result."),
     (EL_UP, "gauge", "1 when the last call to the EL got an answer."),
@@ -118,6 +121,7 @@ impl Metrics {
             let l = labels(&[("source", s)]);
             m.set(SOURCE_UP, &l, 1.0);
             m.set(SOURCE_LATENCY, &l, 0.0);
+            m.set(SOURCE_LATE, &l, 0.0);
             m.set(SOURCE_HEAD, &l, 0.0);
         }
         m

@@ -35,7 +35,9 @@ pub enum Mode {
     Holding,
     /// Bringing the EL back from another branch.
     Recovering,
-    /// Finalized divergence: no engine writes.
+    /// The EL does not answer; waiting for it.
+    ElDown,
+    /// Halted (finalized divergence, or an EL that cannot be repaired): no engine writes.
     Halted,
 }
 
@@ -54,6 +56,10 @@ pub struct SourceStatus {
     pub errors: std::collections::BTreeMap<&'static str, u64>,
     /// Latest height it reported.
     pub head: Option<u64>,
+    /// Answers a quorum read stopped waiting for (too slow to count).
+    pub late_answers: u64,
+    /// Its last inconsistent answer (labels out of order, answers from two branches), in words.
+    pub last_problem: Option<String>,
 }
 
 /// The follower's state as the API reports it.

@@ -58,6 +58,10 @@ pub struct HealthSnapshot {
     pub latency: Option<Duration>,
     /// The last reported latest block height.
     pub head: Option<u64>,
+    /// Answers a quorum read stopped waiting for (slower than the quorum plus the grace).
+    pub late: u64,
+    /// The last inconsistent answer, said in words.
+    pub last_problem: Option<String>,
 }
 
 #[derive(Debug)]
@@ -72,6 +76,11 @@ struct State {
     lie_backoff: Backoff,
     benched_until: Option<Instant>,
     last_lie: Option<Instant>,
+    late: u64,
+    last_problem: Option<String>,
+    /// When an inconsistency was last logged, and how many came since.
+    problem_logged: Option<Instant>,
+    problems_since_log: u64,
 }
 
 impl Default for State {
@@ -87,6 +96,10 @@ impl Default for State {
             lie_backoff: Backoff::new(FIRST_LIE_BACKOFF, MAX_LIE_BACKOFF),
             benched_until: None,
             last_lie: None,
+            late: 0,
+            last_problem: None,
+            problem_logged: None,
+            problems_since_log: 0,
         }
     }
 }
@@ -127,6 +140,31 @@ impl Health {
     /// there is nobody better to ask and its answers at other heights are still needed.
     pub fn record(&self, reason: &'static str) {
         *self.lock().errors.entry(reason).or_default() += 1;
+    }
+
+    /// Counts an answer that was not waited for.
+    pub fn late(&self) {
+        self.lock().late += 1;
+    }
+
+    /// Counts an inconsistent answer of kind `reason` described by `what`. Returns how many
+    /// there were since the last one logged when it is time to log again (`every`), else None.
+    pub fn problem(
+        &self,
+        reason: &'static str,
+        what: &str,
+        now: Instant,
+        every: Duration,
+    ) -> Option<u64> {
+        let mut s = self.lock();
+        *s.errors.entry(reason).or_default() += 1;
+        s.last_problem = Some(format!("{reason}: {what}"));
+        s.problems_since_log += 1;
+        if s.problem_logged.is_some_and(|t| now.duration_since(t) < every) {
+            return None;
+        }
+        s.problem_logged = Some(now);
+        Some(std::mem::take(&mut s.problems_since_log))
     }
 
     /// Records a successful request that took `latency`.
@@ -173,6 +211,8 @@ impl Health {
             errors: s.errors.clone(),
             latency: s.latency,
             head: s.head,
+            late: s.late,
+            last_problem: s.last_problem.clone(),
         }
     }
 }

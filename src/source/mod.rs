@@ -187,6 +187,9 @@ impl SourceError {
     /// Stable short reason for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Unreachable { message, .. } if message.to_lowercase().contains("refused") => {
+                "refused"
+            }
             Self::Unreachable { .. } => "unreachable",
             Self::Timeout { .. } => "timeout",
             Self::Rpc { .. } => "rpc_error",
@@ -194,6 +197,9 @@ impl SourceError {
             Self::BadBlock { .. } => "bad_block",
             Self::Inconsistent { .. } => "inconsistent_chain",
             Self::InvalidBlock { .. } => "invalid_block",
+            Self::Http { status: 429, .. } => "http_429",
+            Self::Http { status: 500..=599, .. } => "http_5xx",
+            Self::Http { status: 400..=499, .. } => "http_4xx",
             Self::Http { .. } => "http_error",
             Self::TooLarge { .. } => "too_large",
         }

@@ -2,7 +2,8 @@
 //! per-source health and penalties, verified block fetches that remember who served what, and
 //! the quorum reads of the agreed view (I4).
 
-use std::collections::HashMap;
+mod agree;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,17 +14,19 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::health::{Health, HealthSnapshot, Transition};
-use super::quorum::{Quorum, agree_at, agree_on_labels, lookups_needed, quorum_top};
+use super::quorum::Quorum;
 use super::{BlockId, LabelReport, Source, SourceError};
-use crate::chain::{BlockRef, Heads, Label};
+use crate::chain::BlockRef;
 use crate::config::ChainKind;
 use crate::payload::{Payload, from_rpc_block_str};
-use crate::sync::ancestor::{AncestorSearch, SearchState};
 
 /// Most blocks walked by hash to confirm a finalized divergence.
 pub const CONFIRM_WALK: u64 = 64;
-/// How often a persisting disagreement is logged again.
+/// How often a persisting disagreement, or a source's inconsistent answers, are logged again.
 const DISAGREEMENT_LOG_EVERY: Duration = Duration::from_secs(30);
+/// How long the other sources still get once a quorum read is decidable, unless configured.
+const DEFAULT_QUORUM_GRACE: Duration =
+    Duration::from_millis(crate::config::DEFAULT_QUORUM_GRACE_MS);
 
 /// A source and what the set knows of it.
 #[derive(Debug)]
@@ -32,6 +35,9 @@ struct Member {
     health: Health,
     /// Its chain id was checked; only admitted sources count.
     admitted: AtomicBool,
+    /// When a failure of it was last said at warn, and whether its recovery is still to be
+    /// said (a flaky source would otherwise log a failing / answering-again pair every poll).
+    announced: std::sync::Mutex<(Option<Instant>, bool)>,
 }
 
 /// The quorum's answer at one height.
@@ -69,8 +75,10 @@ pub struct SourceSet {
     kind: ChainKind,
     chain_id: u64,
     quorum: Quorum,
+    /// How long the rest still get once a quorum read is decidable.
+    grace: Duration,
     /// The last disagreement logged and when (to log a persisting one only now and then).
-    last_disagreement: std::sync::Mutex<Option<(Instant, String)>>,
+    last_disagreement: std::sync::Mutex<Option<Instant>>,
 }
 
 impl SourceSet {
@@ -88,9 +96,23 @@ impl SourceSet {
                 source,
                 health: Health::default(),
                 admitted: AtomicBool::new(false),
+                announced: std::sync::Mutex::new((None, false)),
             })
             .collect();
-        Self { members, kind, chain_id, quorum, last_disagreement: std::sync::Mutex::new(None) }
+        Self {
+            members,
+            kind,
+            chain_id,
+            quorum,
+            grace: DEFAULT_QUORUM_GRACE,
+            last_disagreement: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sets how long the other sources still get once a quorum read is decidable.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 
     /// Number of configured sources.
@@ -190,16 +212,37 @@ impl SourceSet {
         res
     }
 
+    /// Says that source `i` started failing or answers again: a failure at most once per
+    /// [`DISAGREEMENT_LOG_EVERY`] (and at every tenth in a row), a recovery only after a failure
+    /// that was said; the rest at debug.
     fn log_transition(&self, i: usize, t: Transition, reason: &str) {
+        let now = Instant::now();
+        let mut said = self.members[i].announced.lock().unwrap_or_else(|p| p.into_inner());
+        let errors: u64 = self.members[i].health.snapshot(now).errors.values().sum();
         match t {
             Transition::None => {}
-            Transition::Failing { consecutive, retry_in } => warn!(
-                target: "lightcl::source", source = self.name(i), reason, consecutive,
-                retry_in = ?retry_in,
-                "source failing; it counts as not agreeing and is retried after a backoff"),
-            Transition::Recovered { after } => info!(
-                target: "lightcl::source", source = self.name(i), failures = after,
-                "source answering again; re-admitted"),
+            Transition::Failing { consecutive, retry_in } => {
+                let quiet = said.0.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY);
+                if quiet && consecutive < 10 {
+                    debug!(target: "lightcl::source", source = self.name(i), reason, consecutive,
+                        "source failing again");
+                    return;
+                }
+                *said = (Some(now), true);
+                warn!(target: "lightcl::source", source = self.name(i), reason, consecutive,
+                    errors_total = errors, retry_in = ?retry_in,
+                    "source failing; it counts as not agreeing and is retried after a backoff \
+                     (repeats within 30 s are logged at debug; see errors in /status)");
+            }
+            Transition::Recovered { after } if said.1 => {
+                said.1 = false;
+                info!(target: "lightcl::source", source = self.name(i), failures = after,
+                    errors_total = errors, "source answering again; re-admitted");
+            }
+            Transition::Recovered { after } => {
+                debug!(target: "lightcl::source", source = self.name(i), failures = after,
+                    "source answering again");
+            }
         }
     }
 
@@ -210,7 +253,7 @@ impl SourceSet {
     pub fn blame(&self, i: usize, error: &SourceError) {
         let m = &self.members[i];
         if self.members.len() == 1 {
-            m.health.record(error.reason());
+            self.inconsistent(i, error.reason(), error.to_string());
             return;
         }
         let benched = m.health.lie(error.reason(), Instant::now());
@@ -227,14 +270,59 @@ impl SourceSet {
         let ordered = n(r.finalized) <= n(r.safe).or(n(r.finalized))
             && n(r.safe) <= n(r.latest).or(n(r.safe));
         if !ordered {
-            debug!(target: "lightcl::source", source = self.name(i), report = ?r,
-                "source reports labels out of order (finalized > safe or safe > latest); ignored");
+            let show = |b: Option<BlockRef>| b.map_or_else(|| "unset".into(), |b| b.to_string());
+            self.inconsistent(
+                i,
+                "lying_labels",
+                format!(
+                    "reports labels out of order (latest {}, safe {}, finalized {}): its safe and \
+                     finalized are not used, so it counts as not agreeing on them",
+                    show(r.latest),
+                    show(r.safe),
+                    show(r.finalized)
+                ),
+            );
             return Ok(LabelReport { latest: r.latest, safe: None, finalized: None });
         }
         if let Some(b) = r.latest {
             self.members[i].health.set_head(b.number);
         }
         Ok(r)
+    }
+
+    /// Counts an answer of source `i` that cannot be true (labels out of order; its own block
+    /// at a height it just reported, changed) under `reason`, and says so by name, at most
+    /// every [`DISAGREEMENT_LOG_EVERY`] per source.
+    pub(crate) fn inconsistent(&self, i: usize, reason: &'static str, what: String) {
+        let m = &self.members[i];
+        let advice = match reason {
+            "lying_labels" => "check that node (is it still syncing, or broken?) or remove it \
+                from sources",
+            "bad_block" | "invalid_block" => "it is the only source, so lightcl holds below that \
+                block and retries; check that node, or add sources so another can serve it",
+            _ => "a load balancer in front of replicas on different branches does this: pin the \
+                source to one replica (sticky sessions) or remove it from sources",
+        };
+        if let Some(count) = m.health.problem(reason, &what, Instant::now(), DISAGREEMENT_LOG_EVERY)
+        {
+            warn!(target: "lightcl::source", source = self.name(i), reason, times = count,
+                "source answers inconsistently: {what}; lightcl does not count those answers \
+                 (the quorum decides without them); {advice}");
+        } else {
+            debug!(target: "lightcl::source", source = self.name(i), reason, "{what}");
+        }
+    }
+
+    /// How long a block request to source `i` may take before another holder is asked too:
+    /// four times its usual latency, and at least the quorum grace.
+    pub fn hedge_after(&self, i: usize) -> Duration {
+        let usual = self.members[i].health.snapshot(Instant::now()).latency;
+        usual.map_or(self.grace, |l| (l * 4).max(self.grace))
+    }
+
+    /// Counts a source cut off by a quorum read's grace (it answered too slowly to count).
+    fn late(&self, i: usize) {
+        self.members[i].health.late();
     }
 
     /// Source `i`'s hash at `number`.
@@ -271,46 +359,6 @@ impl SourceSet {
         Ok(Some(p))
     }
 
-    /// Each available source's labels (None: unavailable or failed).
-    async fn reports(&self) -> Vec<Option<LabelReport>> {
-        join_all((0..self.len()).map(|i| async move {
-            if !self.available(i) {
-                return None;
-            }
-            self.labels(i).await.ok()
-        }))
-        .await
-    }
-
-    /// Each available source's hash at `number` (only sources whose label reaches it, if
-    /// `reports` is given).
-    async fn hashes_at(
-        &self,
-        number: u64,
-        reports: Option<&[Option<BlockRef>]>,
-    ) -> Vec<Option<B256>> {
-        join_all((0..self.len()).map(|i| async move {
-            let reaches = reports.is_none_or(|r| r[i].is_some_and(|b| b.number >= number));
-            if !reaches || !self.available(i) {
-                return None;
-            }
-            match reports.and_then(|r| r[i]) {
-                Some(b) if b.number == number => Some(b.hash),
-                _ => self.hash_at(i, number).await.ok().flatten(),
-            }
-        }))
-        .await
-    }
-
-    /// What the quorum holds at `number`. A source without a block there (a lagging replica)
-    /// or that fails does not count either way.
-    pub async fn agreed_at(&self, number: u64) -> Agreed {
-        match agree_at(&self.hashes_at(number, None).await, self.required()) {
-            Some(h) => Agreed::Hash(h),
-            None => Agreed::Unknown,
-        }
-    }
-
     /// The chain below `top` down to height `to`, walked by parent hash through blocks fetched
     /// by hash and verified. A by-hash answer cannot come from another branch, so whichever
     /// source answers is believed; a source that fails or lacks a block is skipped for that
@@ -334,160 +382,4 @@ impl SourceSet {
         Some(hashes)
     }
 
-    /// Confirms what the quorum's finalized chain holds at `height`, walking parent hashes down
-    /// from `finalized` (blocks fetched by hash, verified), at most [`CONFIRM_WALK`] blocks. A
-    /// by-number answer can come from a replica on a stale branch; a walk from the finalized
-    /// block by hash cannot, so this is the evidence a halt needs. Beyond the walk's reach the
-    /// by-number answer stands.
-    pub async fn confirm_at(&self, finalized: BlockRef, height: u64) -> Agreed {
-        if finalized.number < height {
-            return Agreed::Unknown;
-        }
-        if finalized.number - height > CONFIRM_WALK {
-            return self.agreed_at(height).await;
-        }
-        let walks = join_all((0..self.len()).map(|i| async move {
-            if !self.available(i) {
-                return None;
-            }
-            let mut cur = finalized;
-            while cur.number > height {
-                let p = self.payload(i, BlockId::Hash(cur.hash)).await.ok().flatten()?;
-                cur = BlockRef::new(cur.number - 1, p.parent_hash);
-            }
-            Some(cur.hash)
-        }))
-        .await;
-        match agree_at(&walks, self.required()) {
-            Some(h) => Agreed::Hash(h),
-            None => Agreed::Unknown,
-        }
-    }
-
-    /// The available sources whose chain holds `target` (so every block below it is theirs
-    /// too): the only ones payloads are fetched from.
-    pub async fn holders_of(&self, target: BlockRef) -> Vec<usize> {
-        let checks = join_all((0..self.len()).map(|i| async move {
-            (self.available(i)
-                && self.hash_at(i, target.number).await.ok().flatten() == Some(target.hash))
-            .then_some(i)
-        }))
-        .await;
-        checks.into_iter().flatten().collect()
-    }
-
-    /// The agreed block for one label from the sources' reports: the highest reported label
-    /// block the quorum holds; failing that, the highest block at or above `floor` it holds.
-    async fn agreed_label(
-        &self,
-        label: Label,
-        reports: &[Option<LabelReport>],
-        floor: u64,
-    ) -> Option<BlockRef> {
-        let reports: Vec<Option<BlockRef>> =
-            reports.iter().map(|r| r.and_then(|r| r.get(label))).collect();
-        let required = self.required();
-        let needed = lookups_needed(&reports);
-        let found = join_all(needed.iter().map(|&(i, n)| async move {
-            if !self.available(i) {
-                return None;
-            }
-            self.hash_at(i, n).await.ok().flatten().map(|h| ((i, n), h))
-        }))
-        .await;
-        let lookups: HashMap<(usize, u64), B256> = found.into_iter().flatten().collect();
-        if let Some(b) = agree_on_labels(&reports, required, &lookups) {
-            return Some(b);
-        }
-        // No reported label is held by the quorum: find the highest block it does hold.
-        let fallback = match quorum_top(&reports, required) {
-            Some(top) if top >= floor => {
-                let mut search = AncestorSearch::new(floor, top + 1);
-                let mut agreed = HashMap::new();
-                loop {
-                    match search.next() {
-                        SearchState::Probe(n) => {
-                            let hash = agree_at(&self.hashes_at(n, Some(&reports)).await, required);
-                            if let Some(h) = hash {
-                                agreed.insert(n, h);
-                            }
-                            search.answer(n, hash.is_some());
-                        }
-                        SearchState::Found(n) => {
-                            let Some(&h) = agreed.get(&n) else { break None };
-                            break self
-                                .still_below_labels(&reports, n, h)
-                                .await
-                                .then_some(BlockRef::new(n, h));
-                        }
-                        SearchState::FinalizedDiverged(_) => break None,
-                    }
-                }
-            }
-            _ => None,
-        };
-        self.report_disagreement(label, &reports, fallback);
-        fallback
-    }
-
-    /// Whether the quorum still holds `hash` at `n` below the label blocks it reported: each
-    /// counted source's canonical block at its reported label height is still that block. The
-    /// label reads and the search's lookups are a moment apart; a reorg in between would
-    /// otherwise let a block nobody called safe pass as an ancestor of the safe blocks.
-    async fn still_below_labels(&self, reports: &[Option<BlockRef>], n: u64, hash: B256) -> bool {
-        let checks = join_all(reports.iter().enumerate().map(|(i, r)| async move {
-            let Some(r) = *r else { return false };
-            if r.number < n || !self.available(i) {
-                return false;
-            }
-            let at_n = self.hash_at(i, n).await.ok().flatten();
-            let at_label = self.hash_at(i, r.number).await.ok().flatten();
-            at_n == Some(hash) && at_label == Some(r.hash)
-        }))
-        .await;
-        checks.into_iter().filter(|ok| *ok).count() >= self.required()
-    }
-
-    /// Says which source reports what when the quorum does not agree on a label block (rate
-    /// limited while it persists).
-    fn report_disagreement(
-        &self,
-        label: Label,
-        reports: &[Option<BlockRef>],
-        agreed: Option<BlockRef>,
-    ) {
-        let what: Vec<String> = reports
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match r {
-                Some(b) => format!("{}={b}", self.name(i)),
-                None if !self.available(i) => format!("{}=down", self.name(i)),
-                None => format!("{}=none", self.name(i)),
-            })
-            .collect();
-        let text = what.join(", ");
-        let mut last = self.last_disagreement.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let repeat = last.as_ref().is_some_and(|(t, prev)| {
-            prev == &text && now.duration_since(*t) < DISAGREEMENT_LOG_EVERY
-        });
-        if repeat {
-            debug!(target: "lightcl::source", %label, reports = %text, "sources still disagree");
-            return;
-        }
-        *last = Some((now, text.clone()));
-        warn!(target: "lightcl::source", %label, required = self.required(), sources = self.len(),
-            reports = %text, highest_agreed = ?agreed.map(|b| b.to_string()),
-            "sources do not agree on their label block; holding at what the quorum agrees on");
-    }
-
-    /// The agreed latest, safe and finalized blocks, if the quorum agrees on all three. The
-    /// labels are read once per source, together.
-    pub async fn agreed_heads(&self, floor: u64) -> Option<Heads> {
-        let reports = self.reports().await;
-        let head = self.agreed_label(Label::Latest, &reports, floor).await?;
-        let safe = self.agreed_label(Label::Safe, &reports, floor).await?;
-        let finalized = self.agreed_label(Label::Finalized, &reports, floor).await?;
-        Some(Heads { head, safe, finalized })
-    }
 }

@@ -88,6 +88,23 @@ pub enum RunError {
         /// What the EL holds there.
         el: Option<B256>,
     },
+    /// The EL accepts blocks and forkchoices as VALID but its head does not move, and it could
+    /// not be repaired through its APIs.
+    #[error(
+        "the EL answers VALID to blocks up to {wanted} and to forkchoice updates, but its head \
+         stays at {have}: it holds blocks above its head without their state (seen after an \
+         op-geth crash). {tried}. lightcl halted its writes to the EL. Roll the EL back to \
+         {have} by hand (geth/op-geth: debug_setHead) or resync it, then restart lightcl (see the \
+         runbook, \"EL stuck below the blocks it accepted\")"
+    )]
+    ElStuck {
+        /// The head lightcl asked for.
+        wanted: BlockRef,
+        /// Where the EL's head stays.
+        have: BlockRef,
+        /// What lightcl tried.
+        tried: String,
+    },
 }
 
 /// What the follower runs against: the EL, the sources, and the state of the floor.
@@ -185,6 +202,9 @@ pub(super) struct Follower {
     pub(super) tasks: tokio::task::JoinSet<()>,
     /// What the API reports.
     pub(super) shared: Arc<Shared>,
+    /// An EL head that did not move although the EL answered VALID: where, how often in a
+    /// row, and whether it was rolled back there already.
+    pub(super) stuck: super::repair::Stuck,
 }
 
 impl Follower {
@@ -214,6 +234,19 @@ impl Follower {
                     while self.tasks.join_next().await.is_some() {}
                     return Err(fatal);
                 }
+                Err(StepError::HeadDidNotMove { wanted, have: Some(have) })
+                    if have.number < wanted.number =>
+                {
+                    match self.repair_stuck(wanted, have).await {
+                        Ok(()) => {}
+                        Err(StepError::Fatal(halt)) => return self.halted(halt).await,
+                        Err(e) => warn!(target: "lightcl::engine", error = %e,
+                            "could not repair the EL yet; retrying"),
+                    }
+                    if !sleep_or_cancel(&self.token, backoff.next_delay()).await {
+                        break;
+                    }
+                }
                 Err(e) => {
                     let d = backoff.next_delay();
                     let text = e.to_string();
@@ -221,7 +254,12 @@ impl Follower {
                     match &e {
                         StepError::Engine(err) if err.is_retryable() => {
                             reassert = true;
-                            self.shared.update(|s| s.el_up = false);
+                            self.shared.update(|s| {
+                                s.el_up = false;
+                                if s.mode != Mode::Halted {
+                                    s.mode = Mode::ElDown;
+                                }
+                            });
                             warn!(target: "lightcl::engine", error = %err, retry_in = ?d, "EL unavailable; waiting for it")
                         }
                         StepError::Engine(EngineError::Unauthorized { .. }) => {
@@ -321,6 +359,7 @@ impl Follower {
             Ok(local) => local,
             Err(halt) => return Ok(StepOutcome::Halt(halt)),
         };
+        self.head_moved(local.head);
         self.publish_sources();
         if *reassert {
             let empty = HashMap::new();
@@ -560,7 +599,10 @@ pub(super) enum StepError {
          (geth: --http.api ...,debug) or run it with historical state"
     )]
     CannotRewind { ancestor: BlockRef, reason: String },
-    #[error("forkchoiceUpdated answered VALID but the EL head is {have:?}, not {wanted}")]
+    #[error(
+        "forkchoiceUpdated to {wanted} answered VALID, but the EL's head is {}",
+        have.map_or_else(|| "unreadable".to_string(), |b| b.to_string())
+    )]
     HeadDidNotMove { wanted: BlockRef, have: Option<BlockRef> },
 }
 

@@ -8,4 +8,5 @@ mod pipeline;
 pub mod plan;
 mod publish;
 mod recover;
+mod repair;
 pub mod startup;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -58,24 +59,53 @@ impl Follower {
             let _ = tx.send(Err(StepError::NoSource)).await;
             return;
         }
-        let sources = &self.sources;
         let usable = &usable;
         let mut stream = futures_util::stream::iter(from..=to)
-            .map(|n| {
-                let i = usable[(n as usize) % usable.len()];
-                async move {
-                    match sources.payload(i, BlockId::Number(n)).await {
-                        Ok(Some(p)) => Ok((i, p)),
-                        Ok(None) => Err(StepError::Missing { number: n }),
-                        Err(e) => Err(StepError::Source(e)),
-                    }
-                }
-            })
+            .map(|n| self.fetch_block(n, usable, (n as usize) % usable.len()))
             .buffered(self.config.fetch_concurrency);
         while let Some(item) = stream.next().await {
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
                 break;
+            }
+        }
+    }
+
+    /// Block `n` from the holders in `usable`, starting with `usable[first]`. A holder that
+    /// fails or lacks the block is passed over at once; one that has not answered within its
+    /// hedge delay gets company (the next holder is asked too) and the first verified answer
+    /// wins, so a hanging source costs a hedge delay, not its timeout.
+    async fn fetch_block(&self, n: u64, usable: &[usize], first: usize) -> Result<Fetched, StepError> {
+        let order: Vec<usize> =
+            (0..usable.len()).map(|k| usable[(first + k) % usable.len()]).collect();
+        let ask = |i: usize| async move { (i, self.sources.payload(i, BlockId::Number(n)).await) };
+        let mut in_flight = FuturesUnordered::new();
+        let mut asked = 0;
+        let mut failure = StepError::Missing { number: n };
+        loop {
+            if in_flight.is_empty() {
+                let Some(&i) = order.get(asked) else { return Err(failure) };
+                in_flight.push(ask(i));
+                asked += 1;
+            }
+            let answer = match order.get(asked) {
+                Some(&next) => {
+                    let hedge = self.sources.hedge_after(order[asked - 1]);
+                    tokio::select! {
+                        a = in_flight.next() => a,
+                        () = tokio::time::sleep(hedge) => {
+                            in_flight.push(ask(next));
+                            asked += 1;
+                            continue;
+                        }
+                    }
+                }
+                None => in_flight.next().await,
+            };
+            match answer {
+                Some((i, Ok(Some(p)))) => return Ok((i, p)),
+                Some((_, Ok(None))) | None => {}
+                Some((_, Err(e))) => failure = StepError::Source(e),
             }
         }
     }
@@ -321,13 +351,14 @@ impl Follower {
             let heads = self.heads_for(head, base, agreed, &known);
             let lineage = Lineage { base: base.head, above: &known };
             let fcu_res = self.forkchoice(v, &heads, &lineage).await;
+            let moved = fcu_res.is_ok();
             if fcu_res.is_ok() {
                 self.publish_progress(&heads, agreed);
             }
             if result.is_ok() {
                 result = fcu_res;
             }
-            if fed > 0 {
+            if fed > 0 && moved {
                 progress.done(&heads);
             }
             prev = head;

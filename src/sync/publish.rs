@@ -18,6 +18,7 @@ impl Follower {
                 mx.set(m::SOURCE_UP, &l, if h.up { 1.0 } else { 0.0 });
                 mx.set(m::SOURCE_LATENCY, &l, h.latency.map_or(0.0, |d| d.as_secs_f64()));
                 mx.set(m::SOURCE_HEAD, &l, h.head.unwrap_or(0) as f64);
+                mx.set(m::SOURCE_LATE, &l, h.late as f64);
                 for (reason, n) in &h.errors {
                     mx.set(
                         m::SOURCE_ERRORS,
@@ -32,6 +33,8 @@ impl Follower {
                     consecutive_errors: h.consecutive_errors,
                     errors: h.errors,
                     head: h.head,
+                    late_answers: h.late,
+                    last_problem: h.last_problem,
                 }
             })
             .collect();

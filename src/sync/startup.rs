@@ -64,7 +64,8 @@ impl Follower {
             info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
                 "finality floor read from the state file");
         }
-        let sources = SourceSet::new(sources, config.chain, config.chain_id, config.quorum);
+        let sources = SourceSet::new(sources, config.chain, config.chain_id, config.quorum)
+            .with_grace(std::time::Duration::from_millis(config.quorum_grace_ms));
         let gate = Gate::new(engine.clone(), floor, Some(store));
         let mut f = Self {
             config,
@@ -75,6 +76,7 @@ impl Follower {
             wake: Arc::new(Notify::new()),
             tasks: tokio::task::JoinSet::new(),
             shared,
+            stuck: Default::default(),
         };
         // Sources: start once the quorum can be met; the rest are admitted when they answer.
         let mut backoff = Backoff::default();

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod engines;
+mod faults;
 mod follow;
 mod ops;
 mod packaging;

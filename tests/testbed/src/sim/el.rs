@@ -70,6 +70,9 @@ struct Inner {
     /// The honest sources alone make the quorum, so the agreed chain is the honest one and a
     /// rewind of an honest head is needless.
     strict: bool,
+    /// Blocks kept without their state after a crash (op-geth): answered VALID as already
+    /// known, but a forkchoice to them does not move the head, until debug_setHead.
+    ghosts: HashSet<B256>,
 }
 
 /// The simulated EL. Clones share it.
@@ -101,6 +104,7 @@ impl SimEl {
             rng: Rng::new(seed ^ 0xe1),
             writes_forbidden: false,
             strict: true,
+            ghosts: HashSet::new(),
         };
         Self { world, inner: Arc::new(Mutex::new(inner)) }
     }
@@ -136,16 +140,22 @@ impl SimEl {
     }
 
     /// A crash and restart: what survives depends on the profile (geth: back at genesis;
-    /// op-geth and reth: back a few blocks, labels forgotten).
+    /// op-geth and reth: back a few blocks, labels forgotten; op-geth half the time keeps the
+    /// blocks above without their state).
     pub fn crash(&self) {
         let mut me = self.lock();
         let back = me.rng.range(0, 40) as usize;
         let profile = me.profile;
-        let c = &mut me.chain;
+        let ghosts = profile == Profile::OpGeth && me.rng.chance(0.5);
         let keep = match profile {
             Profile::Geth => 1,
-            Profile::OpGeth | Profile::Reth => c.canonical.len().saturating_sub(back).max(1),
+            Profile::OpGeth | Profile::Reth => me.chain.canonical.len().saturating_sub(back).max(1),
         };
+        if ghosts {
+            let above: Vec<B256> = me.chain.canonical[keep..].to_vec();
+            me.ghosts.extend(above);
+        }
+        let c = &mut me.chain;
         c.canonical.truncate(keep);
         c.executed = c.canonical.iter().copied().collect();
         c.safe = None;
@@ -231,6 +241,9 @@ impl SimEl {
         if !intact {
             me.record.violations.push(format!("I5: payload {} is not the genuine block", p.block));
             return Ok(status(Status::Invalid));
+        }
+        if me.ghosts.contains(&p.block.hash) {
+            return Ok(status(Status::Valid));
         }
         let c = &mut me.chain;
         if c.executed.contains(&p.block.hash) {
@@ -329,6 +342,9 @@ impl SimEl {
         }
         me.record.violations.extend(bad);
         // The EL's own behaviour.
+        if me.ghosts.contains(&head.hash) {
+            return Ok(status(Status::Valid));
+        }
         let c = &me.chain;
         if !c.executed.contains(&head.hash) {
             return Ok(status(Status::Syncing));
@@ -400,6 +416,7 @@ impl SimEl {
         if me.profile == Profile::Reth {
             return Ok(());
         }
+        me.ghosts.clear();
         let c = &mut me.chain;
         if (number as usize) < c.canonical.len() {
             c.canonical.truncate(number as usize + 1);

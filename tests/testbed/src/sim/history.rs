@@ -68,6 +68,9 @@ pub struct Setup {
     pub error_rate: f64,
     /// One source is slow by this much (ms; 0: none).
     pub slow_ms: u64,
+    /// The last source hangs on this share of requests for this long (ms) and then times out,
+    /// as a source does that stops answering past `source_timeout_ms`.
+    pub hang: Option<(f64, u64)>,
     /// Honest chain length at start.
     pub initial_len: u64,
     /// How the EL starts.
@@ -101,6 +104,9 @@ pub struct Outcome {
     pub head_at_heal: u64,
     /// Most blocks served by the sources between two payloads given to the EL.
     pub max_in_flight: i64,
+    /// The largest lag (honest tip minus EL head, in blocks) seen just before a new block, from
+    /// a third of the adversarial phase until it ends.
+    pub max_lag: u64,
 }
 
 impl Setup {
@@ -114,6 +120,7 @@ impl Setup {
             sources: vec![Behaviour::Honest],
             error_rate: 0.0,
             slow_ms: 0,
+            hang: None,
             initial_len: 40,
             prefill: Prefill::Genesis,
             events: Vec::new(),
@@ -219,7 +226,7 @@ impl Setup {
             poll_interval_ms: 1_000,
             prefetch: self.prefetch,
             fetch_concurrency: 4.min(self.prefetch),
-            source_timeout_ms: 2_000,
+            source_timeout_ms: self.hang.map_or(2_000, |(_, ms)| ms.max(2_000)),
             api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
             ..Config::default()
         }
@@ -239,6 +246,7 @@ pub fn run(setup: &Setup) -> Outcome {
             sources: Vec::new(),
             head_at_heal: 0,
             max_in_flight: 0,
+            max_lag: 0,
         },
     }
 }
@@ -290,6 +298,9 @@ async fn run_async(setup: &Setup) -> Outcome {
             if i == 0 && setup.slow_ms > 0 {
                 s.set_slow(Duration::from_millis(setup.slow_ms));
             }
+            if let Some((p, ms)) = setup.hang.filter(|_| i + 1 == setup.sources.len()) {
+                s.set_hang(p, Duration::from_millis(ms));
+            }
             s
         })
         .collect();
@@ -298,7 +309,9 @@ async fn run_async(setup: &Setup) -> Outcome {
     let end_at = heal_at + Duration::from_millis(setup.heal_ms);
     // The world's own clock: blocks, events, healing.
     let head_at_heal = Arc::new(Mutex::new(0u64));
+    let max_lag = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let driver = {
+        let max_lag = max_lag.clone();
         let (world, el, sources, setup) =
             (world.clone(), el.clone(), sources.clone(), setup.clone());
         let head_at_heal = head_at_heal.clone();
@@ -327,6 +340,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                         s.set_behaviour(Behaviour::Honest);
                         s.set_error_rate(0.0);
                         s.set_slow(Duration::ZERO);
+                        s.set_hang(0.0, Duration::ZERO);
                     }
                     el.set_faults(Faults::default());
                     events.clear();
@@ -341,6 +355,11 @@ async fn run_async(setup: &Setup) -> Outcome {
                     }
                 });
                 if now >= next_block {
+                    let lag_from = start + Duration::from_millis(setup.duration_ms / 3);
+                    if now >= lag_from && !healed {
+                        let lag = lock(&world).tip().number.saturating_sub(el.heads().0.number);
+                        max_lag.fetch_max(lag, std::sync::atomic::Ordering::Relaxed);
+                    }
                     lock(&world).grow(1);
                     next_block = now + Duration::from_millis(setup.block_ms);
                 }
@@ -482,5 +501,6 @@ async fn run_async(setup: &Setup) -> Outcome {
         sources: last_sources,
         head_at_heal: *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()),
         max_in_flight: lock(&world).max_in_flight,
+        max_lag: max_lag.load(std::sync::atomic::Ordering::Relaxed),
     }
 }

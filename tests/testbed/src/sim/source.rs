@@ -58,6 +58,7 @@ struct State {
     behaviour: Behaviour,
     error_rate: f64,
     slow: Duration,
+    hang: (f64, Duration),
     rng: Rng,
 }
 
@@ -72,7 +73,13 @@ pub struct SimSource {
 impl SimSource {
     /// A source named `name` behaving as `behaviour`.
     pub fn new(world: SharedWorld, name: &str, behaviour: Behaviour, seed: u64) -> Self {
-        let state = State { behaviour, error_rate: 0.0, slow: Duration::ZERO, rng: Rng::new(seed) };
+        let state = State {
+            behaviour,
+            error_rate: 0.0,
+            slow: Duration::ZERO,
+            hang: (0.0, Duration::ZERO),
+            rng: Rng::new(seed),
+        };
         Self { name: name.to_string(), world, state: Arc::new(Mutex::new(state)) }
     }
 
@@ -100,18 +107,29 @@ impl SimSource {
         self.lock().slow = d;
     }
 
+    /// Hangs on this share of requests for `d`, then times out.
+    pub fn set_hang(&self, p: f64, d: Duration) {
+        self.lock().hang = (p, d);
+    }
+
     /// Waits as configured, then fails now and then; returns the behaviour and a coin.
     async fn prelude(&self, method: &str) -> Result<(Behaviour, bool), SourceError> {
-        let (behaviour, slow, fail, timeout, coin) = {
+        let (behaviour, slow, fail, timeout, coin, hang) = {
             let mut s = self.lock();
+            let (hp, hd) = s.hang;
+            let hang = (hp > 0.0 && s.rng.chance(hp)).then_some(hd);
             let p = s.error_rate;
             let fail = p > 0.0 && s.rng.chance(p);
             let timeout = s.rng.chance(0.5);
             let coin = s.rng.chance(0.5);
             // Network jitter: answers to requests in flight together come back in any order.
             let jitter = Duration::from_micros(s.rng.range(0, 3_000));
-            (s.behaviour, s.slow + jitter, fail, timeout, coin)
+            (s.behaviour, s.slow + jitter, fail, timeout, coin, hang)
         };
+        if let Some(d) = hang {
+            tokio::time::sleep(d).await;
+            return Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() });
+        }
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
         } else {
