@@ -121,6 +121,14 @@ impl Health {
         s.retry_at.is_none_or(|t| now >= t) && s.benched_until.is_none_or(|t| now >= t)
     }
 
+    /// Whether its answers about labels and hashes count now: not backing off after a failure.
+    /// A bench for lies keeps it from serving blocks only: a vote cannot make a block agreed
+    /// without the rest of the quorum, and with `all` benching its vote would stall the
+    /// follower for as long as the bench lasts.
+    pub fn can_vote(&self, now: Instant) -> bool {
+        self.lock().retry_at.is_none_or(|t| now >= t)
+    }
+
     /// Records a lie of kind `reason` at `now`: the source is benched; successes do not clear
     /// it. Returns how long.
     pub fn lie(&self, reason: &'static str, now: Instant) -> Duration {

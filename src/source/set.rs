@@ -146,6 +146,13 @@ impl SourceSet {
         m.admitted.load(Ordering::Relaxed) && m.health.available(Instant::now())
     }
 
+    /// Whether source `i`'s answers about labels and hashes count now: admitted and not
+    /// backing off (a source benched for serving bad blocks still votes).
+    pub fn can_vote(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        m.admitted.load(Ordering::Relaxed) && m.health.can_vote(Instant::now())
+    }
+
     /// How many sources are admitted.
     pub fn admitted(&self) -> usize {
         self.members.iter().filter(|m| m.admitted.load(Ordering::Relaxed)).count()
@@ -222,7 +229,8 @@ impl SourceSet {
         match t {
             Transition::None => {}
             Transition::Failing { consecutive, retry_in } => {
-                let quiet = said.0.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY);
+                let quiet =
+                    said.0.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY);
                 if quiet && consecutive < 10 {
                     debug!(target: "lightcl::source", source = self.name(i), reason, consecutive,
                         "source failing again");
@@ -296,12 +304,18 @@ impl SourceSet {
     pub(crate) fn inconsistent(&self, i: usize, reason: &'static str, what: String) {
         let m = &self.members[i];
         let advice = match reason {
-            "lying_labels" => "check that node (is it still syncing, or broken?) or remove it \
-                from sources",
-            "bad_block" | "invalid_block" => "it is the only source, so lightcl holds below that \
-                block and retries; check that node, or add sources so another can serve it",
-            _ => "a load balancer in front of replicas on different branches does this: pin the \
-                source to one replica (sticky sessions) or remove it from sources",
+            "lying_labels" => {
+                "check that node (is it still syncing, or broken?) or remove it \
+                from sources"
+            }
+            "bad_block" | "invalid_block" => {
+                "it is the only source, so lightcl holds below that \
+                block and retries; check that node, or add sources so another can serve it"
+            }
+            _ => {
+                "a load balancer in front of replicas on different branches does this: pin the \
+                source to one replica (sticky sessions) or remove it from sources"
+            }
         };
         if let Some(count) = m.health.problem(reason, &what, Instant::now(), DISAGREEMENT_LOG_EVERY)
         {
@@ -381,5 +395,4 @@ impl SourceSet {
         hashes.reverse();
         Some(hashes)
     }
-
 }

@@ -88,20 +88,19 @@ pub enum RunError {
         /// What the EL holds there.
         el: Option<B256>,
     },
-    /// The EL accepts blocks and forkchoices as VALID but its head does not move, and it could
-    /// not be repaired through its APIs.
+    /// The EL does not advance past its head although it accepts the blocks above it, and it
+    /// could not be repaired through its APIs.
     #[error(
-        "the EL answers VALID to blocks up to {wanted} and to forkchoice updates, but its head \
-         stays at {have}: it holds blocks above its head without their state (seen after an \
-         op-geth crash). {tried}. lightcl halted its writes to the EL. Roll the EL back to \
-         {have} by hand (geth/op-geth: debug_setHead) or resync it, then restart lightcl (see the \
-         runbook, \"EL stuck below the blocks it accepted\")"
+        "the EL does not advance past its head {have}: {symptom}. {tried}. lightcl halted its \
+         writes to the EL. Roll the EL back by hand (geth/op-geth: debug_setHead to {have} or \
+         below) or resync it, then restart lightcl (see the runbook, \"EL stuck below the blocks \
+         it accepted\")"
     )]
     ElStuck {
-        /// The head lightcl asked for.
-        wanted: BlockRef,
         /// Where the EL's head stays.
         have: BlockRef,
+        /// What the EL does.
+        symptom: String,
         /// What lightcl tried.
         tried: String,
     },
@@ -234,10 +233,32 @@ impl Follower {
                     while self.tasks.join_next().await.is_some() {}
                     return Err(fatal);
                 }
-                Err(StepError::HeadDidNotMove { wanted, have: Some(have) })
-                    if have.number < wanted.number =>
-                {
-                    match self.repair_stuck(wanted, have).await {
+                Err(
+                    e @ (StepError::HeadDidNotMove { have: Some(_), .. }
+                    | StepError::CannotExtendHead { .. }),
+                ) => {
+                    let (have, symptom) = match &e {
+                        StepError::HeadDidNotMove { have: Some(h), wanted }
+                            if h.number < wanted.number =>
+                        {
+                            (
+                                *h,
+                                "it answers VALID to the blocks above its head and to forkchoice updates, but its head does not move",
+                            )
+                        }
+                        StepError::CannotExtendHead { head } => (
+                            *head,
+                            "it answers SYNCING to every block on top of its head, even after a forkchoice to it",
+                        ),
+                        _ => {
+                            warn!(target: "lightcl::engine", error = %e, "step failed; retrying");
+                            if !sleep_or_cancel(&self.token, backoff.next_delay()).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    match self.repair_stuck(have, symptom).await {
                         Ok(()) => {}
                         Err(StepError::Fatal(halt)) => return self.halted(halt).await,
                         Err(e) => warn!(target: "lightcl::engine", error = %e,
@@ -591,6 +612,11 @@ pub(super) enum StepError {
     Pending { head: BlockRef },
     #[error("the EL rejected block {block} as INVALID: {reason}; this branch is not followed")]
     Invalid { block: BlockRef, reason: String },
+    #[error(
+        "the EL answers SYNCING to every block on top of its own head {head}, even after a \
+         forkchoice to it: it does not have the state of its head"
+    )]
+    CannotExtendHead { head: BlockRef },
     #[error("divergence recovery spent its budget of searches and time; trying again later")]
     RecoveryBudget,
     #[error(

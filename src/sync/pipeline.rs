@@ -75,7 +75,12 @@ impl Follower {
     /// fails or lacks the block is passed over at once; one that has not answered within its
     /// hedge delay gets company (the next holder is asked too) and the first verified answer
     /// wins, so a hanging source costs a hedge delay, not its timeout.
-    async fn fetch_block(&self, n: u64, usable: &[usize], first: usize) -> Result<Fetched, StepError> {
+    async fn fetch_block(
+        &self,
+        n: u64,
+        usable: &[usize],
+        first: usize,
+    ) -> Result<Fetched, StepError> {
         let order: Vec<usize> =
             (0..usable.len()).map(|k| usable[(first + k) % usable.len()]).collect();
         let ask = |i: usize| async move { (i, self.sources.payload(i, BlockId::Number(n)).await) };
@@ -159,6 +164,7 @@ impl Follower {
         // buffers them); the head moves only to blocks it executed (I6).
         let mut pending = false;
         let mut fed = 0u64;
+        let mut executed = 0u64;
         let mut known: HashMap<u64, B256> = HashMap::new();
         // Checks of fixed heights: agreed labels, the target, the floor.
         let mut fixed: Vec<BlockRef> = vec![agreed.safe, agreed.finalized, target];
@@ -264,6 +270,12 @@ impl Follower {
                     Err(e) => Err(e),
                 };
                 match again {
+                    Ok(Verdict::Pending) if head == base.head && !pinned => {
+                        // The block right on top of the EL's own head, after a forkchoice to
+                        // it: the EL lacks its head's state; nothing later can execute either.
+                        result = Err(StepError::CannotExtendHead { head });
+                        break;
+                    }
                     Ok(v) => {
                         verdict = v;
                         since_fcu = 0;
@@ -275,7 +287,10 @@ impl Follower {
                 }
             }
             match verdict {
-                Verdict::Advance => self.shared.metrics.add(m::PAYLOADS, "", 1.0),
+                Verdict::Advance => {
+                    executed += 1;
+                    self.shared.metrics.add(m::PAYLOADS, "", 1.0)
+                }
                 Verdict::Pending => {
                     if !pending {
                         debug!(target: "lightcl::engine", block = %p.block, "EL cannot execute yet; feeding on in order");
@@ -351,7 +366,7 @@ impl Follower {
             let heads = self.heads_for(head, base, agreed, &known);
             let lineage = Lineage { base: base.head, above: &known };
             let fcu_res = self.forkchoice(v, &heads, &lineage).await;
-            let moved = fcu_res.is_ok();
+            let moved = fcu_res.is_ok() && head != base.head;
             if fcu_res.is_ok() {
                 self.publish_progress(&heads, agreed);
             }
@@ -362,6 +377,12 @@ impl Follower {
                 progress.done(&heads);
             }
             prev = head;
+        }
+        if fed > 0 && executed == 0 && pending && result.is_ok() && !pinned {
+            // Not one block executed on top of the EL's own head, even after a forkchoice to
+            // it: the EL lacks the state of its head (geth after a crash). Feeding again would
+            // change nothing.
+            result = Err(StepError::CannotExtendHead { head: base.head });
         }
         (Fed { last: prev, blocks: fed }, result)
     }

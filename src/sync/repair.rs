@@ -1,8 +1,10 @@
 //! An EL stuck below blocks it accepted. After a crash, op-geth can come back with its state
 //! rewound to an old block while keeping the headers and bodies above it: it answers VALID
-//! ("already known") to those blocks and to a forkchoice naming them, but its head never moves,
-//! so feeding again changes nothing. Repair: roll the EL back to its own head with
-//! `debug_setHead`, which deletes the stateless blocks above it, and feed them again. The head
+//! ("already known") to those blocks and to a forkchoice naming them, but its head never moves.
+//! geth can come back with a head whose state it lacks: it answers SYNCING to every block on
+//! top of it, even after a forkchoice to it. Either way feeding again changes nothing. Repair: roll the EL back to its own head with
+//! `debug_setHead`, which deletes the stateless blocks above it (and rewinds further, to a
+//! block whose state it has, where the head's own state is gone), and feed them again. The head
 //! itself is the EL's own canonical block, so nothing at or below it changes and no forkchoice
 //! is involved; the refill that follows goes through the gate like any catch-up. Where the EL
 //! has no such API, or the repair does not take, lightcl halts its writes and says what to do.
@@ -24,6 +26,8 @@ pub(super) struct Stuck {
     at: Option<(BlockRef, u32)>,
     /// The head lightcl rolled the EL back to last.
     repaired: Option<BlockRef>,
+    /// Roll-backs in a row without the head passing the last one: each goes twice as far.
+    rounds: u32,
 }
 
 impl Follower {
@@ -32,40 +36,54 @@ impl Follower {
     /// not take or is impossible.
     pub(super) async fn repair_stuck(
         &mut self,
-        wanted: BlockRef,
         have: BlockRef,
+        symptom: &str,
     ) -> Result<(), StepError> {
         let count = match self.stuck.at {
             Some((b, n)) if b == have => n + 1,
             _ => 1,
         };
         self.stuck.at = Some((have, count));
-        warn!(target: "lightcl::engine", wanted = %wanted, head = %have, times = count,
-            "the EL answered VALID, but its head did not move");
+        warn!(target: "lightcl::engine", head = %have, times = count,
+            "the EL does not advance past its head: {symptom}");
         if count < STUCK_BEFORE_REPAIR {
             return Ok(());
         }
-        let halt = |tried: String| StepError::Fatal(RunError::ElStuck { wanted, have, tried });
-        if self.stuck.repaired == Some(have) {
-            return Err(halt(format!(
-                "lightcl already rolled it back to {have} with debug_setHead and it is stuck there \
-                 again"
-            )));
+        let halt = |tried: String| {
+            StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
+        };
+        if self.stuck.repaired == Some(have) && have.number == 0 {
+            return Err(halt(
+                "lightcl rolled it back to genesis with debug_setHead and it is stuck there".into(),
+            ));
         }
-        warn!(target: "lightcl::engine", head = %have, wanted = %wanted,
-            "the EL holds blocks above its head without their state (it answers VALID but does \
-             not execute them; seen after an op-geth crash); rolling it back to its own head \
-             with debug_setHead so that it executes them again (runbook: \"EL stuck below the \
-             blocks it accepted\")");
-        if let Err(e) = self.engine.set_head(have.number).await {
-            if e.is_retryable() {
-                return Err(e.into());
+        warn!(target: "lightcl::engine", head = %have,
+            "the EL lacks state it claims (seen after a crash of geth or op-geth); rolling it \
+             back to its own head with debug_setHead, which also drops blocks above it that have \
+             no state, so that it executes them again (runbook: \"EL stuck below the blocks it \
+             accepted\")");
+        // geth refuses a target above the block it really executes to ("not allowed to rewind
+        // to a future block") when the head it reports lacks its state: step down until it
+        // accepts. A lower target only means more blocks fed again.
+        let rounds = self.stuck.rounds;
+        let mut target = have.number.saturating_sub((1u64 << rounds.min(40)) - 1);
+        let mut step = 1;
+        loop {
+            match self.engine.set_head(target).await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => return Err(e.into()),
+                Err(e) if e.to_string().contains("future block") && target > 0 => {
+                    target = target.saturating_sub(step);
+                    step *= 2;
+                }
+                Err(e) => {
+                    return Err(halt(format!("debug_setHead({target}) failed: {e}")));
+                }
             }
-            return Err(halt(format!("debug_setHead({}) failed: {e}", have.number)));
         }
-        self.stuck = Stuck { at: None, repaired: Some(have) };
-        let now = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
-        info!(target: "lightcl::engine", head = ?now.map(|b| b.to_string()),
+        let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        self.stuck = Stuck { at: None, repaired: now_head, rounds: rounds + 1 };
+        info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
             "EL rolled back to its own head; feeding the blocks above it again");
         Ok(())
     }
@@ -77,6 +95,7 @@ impl Follower {
         }
         if self.stuck.repaired.is_some_and(|b| b.number < head.number) {
             self.stuck.repaired = None;
+            self.stuck.rounds = 0;
         }
     }
 }

@@ -85,3 +85,173 @@ fn hanging_source_does_not_set_the_pace() {
     let s2 = source(&b, "s2");
     assert!(s2.late_answers > 0, "the hanging source is shown as late: {s2:?}");
 }
+
+fn lines_with(log: &str, needles: &[&str]) -> usize {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
+/// A source whose safe and finalized are above its own latest: said by name in the log (at most
+/// once per 30 s), counted as `lying_labels`, and shown in `/status` with what it said; the
+/// majority follows without it.
+#[test]
+fn a_source_lying_about_its_labels_is_named() {
+    let setup = Setup {
+        sources: vec![Behaviour::Honest, Behaviour::Honest, Behaviour::LabelLies],
+        quorum: Quorum::Named(QuorumName::Majority),
+        duration_ms: 60_000,
+        ..Setup::quiet(1011)
+    };
+    let (out, log) = logged("lightcl=info", || check("label lies", &setup));
+    assert!(out.converged, "{out:?}");
+    let s2 = source(&out, "s2");
+    assert!(s2.errors.get("lying_labels").is_some_and(|n| *n > 0), "{s2:?}");
+    let problem = s2.last_problem.as_deref().unwrap_or_default();
+    assert!(problem.contains("out of order"), "/status says what it did: {problem}");
+    let said =
+        lines_with(&log, &["WARN", "source=\"s2\"", "lying_labels", "answers inconsistently"]);
+    assert!(said >= 1, "no log line names the lying source:\n{log}");
+    assert!(said <= 4, "{said} lines in 60 s: not rate limited:\n{log}");
+}
+
+/// One source flapping between two branches for 30 s (a load balancer over replicas on
+/// different branches): the log and `/status` say so by name.
+#[test]
+fn a_flapping_source_is_named() {
+    let setup = Setup {
+        sources: vec![Behaviour::Flapping],
+        initial_len: 20,
+        follow: Follow::Latest,
+        // The reorg makes the second branch the replicas flap between.
+        events: vec![(1_000, lightcl_testbed::sim::history::Event::Reorg(6))],
+        duration_ms: 30_000,
+        ..Setup::quiet(1012)
+    };
+    let (out, log) = logged("lightcl=info", || check("flapping", &setup));
+    let s0 = source(&out, "s0");
+    eprintln!("{s0:?}");
+    let problem = s0.last_problem.as_deref().unwrap_or_default();
+    assert!(!problem.is_empty(), "/status names no problem: {s0:?}");
+    assert!(
+        lines_with(&log, &["WARN", "source=\"s0\"", "answers inconsistently"]) >= 1,
+        "no log line names the flapping source:\n{log}"
+    );
+}
+
+/// One lying and one flaky source among three: the disagreement is said at most once per
+/// 30 s (not once per label and poll), and a flaky source's fail / answer-again pairs are said
+/// at most once per 30 s each.
+#[test]
+fn a_liar_and_a_flaky_source_do_not_flood_the_log() {
+    let setup = Setup {
+        sources: vec![Behaviour::Honest, Behaviour::Honest, Behaviour::MixedLabels],
+        quorum: Quorum::Named(QuorumName::Majority),
+        error_rate: 0.2,
+        duration_ms: 60_000,
+        ..Setup::quiet(1013)
+    };
+    let (out, log) = logged("lightcl=info", || check("liar and flaky", &setup));
+    assert!(out.converged, "{out:?}");
+    let disagree = lines_with(&log, &["sources do not agree"]);
+    assert!(disagree <= 4, "{disagree} disagreement lines in 60 s:\n{log}");
+    for s in ["s0", "s1", "s2"] {
+        let failing = lines_with(&log, &[&format!("source=\"{s}\""), "source failing"]);
+        let again = lines_with(&log, &[&format!("source=\"{s}\""), "answering again"]);
+        assert!(failing <= 6 && again <= failing, "{s}: {failing} failing, {again} again:\n{log}");
+    }
+    let errors: u64 = out.sources.iter().flat_map(|s| s.errors.values()).sum();
+    assert!(errors > 20, "the sources did fail ({errors} errors): the test saw what it checks");
+}
+
+/// While the EL is down, `/status` says `el_down` (not `following`).
+#[test]
+fn status_says_when_the_el_is_down() {
+    use lightcl::api::Mode;
+    use lightcl_testbed::sim::history::Event;
+    let setup = Setup { events: vec![(5_000, Event::ElDown(10_000))], ..Setup::quiet(1014) };
+    let out = check("el down", &setup);
+    assert!(out.modes.contains(&Mode::ElDown), "modes seen: {:?}", out.modes);
+    assert!(out.converged, "{out:?}");
+}
+
+/// op-geth after a crash: state rewound below blocks it keeps, VALID to all of them, head does
+/// not move. lightcl rolls it back to its own head and converges.
+#[test]
+fn el_stuck_below_blocks_it_accepted_is_repaired() {
+    use lightcl_testbed::sim::el::Profile;
+    use lightcl_testbed::sim::history::Event;
+    for seed in 0..20 {
+        let setup = Setup {
+            profile: Profile::OpGeth,
+            initial_len: 60,
+            events: vec![(3_000, Event::ElCrashKeepingBlocks)],
+            ..Setup::quiet(1100 + seed)
+        };
+        let (out, log) = logged("lightcl=info", || check("stuck el", &setup));
+        assert!(out.converged, "seed {}: {out:?}", setup.seed);
+        if seed == 0 {
+            assert!(log.contains("rolling it back to its own head"), "{log}");
+        }
+    }
+}
+
+/// The same without the debug API: lightcl halts its writes and names the runbook section.
+#[test]
+fn el_stuck_without_debug_api_halts_naming_the_runbook() {
+    use lightcl_testbed::sim::el::Profile;
+    use lightcl_testbed::sim::history::Event;
+    let setup = Setup {
+        profile: Profile::OpGeth,
+        initial_len: 60,
+        events: vec![(1_000, Event::NoDebugApi), (3_000, Event::ElCrashKeepingBlocks)],
+        ..Setup::quiet(1200)
+    };
+    let out = run(&setup);
+    assert!(out.halted, "{out:?}");
+    assert_eq!(out.violations, vec!["halted without a finalized divergence".to_string()]);
+    let why = out.halted_why.unwrap_or_default();
+    assert!(why.contains("EL stuck below the blocks it accepted"), "{why}");
+}
+
+/// Failure reasons a real JSON-RPC client reports: HTTP 500 is `http_5xx`, a closed port is
+/// `refused`, a non-JSON answer is `malformed`.
+#[tokio::test]
+async fn failure_reasons_are_accurate() {
+    use lightcl::config::SourceEntry;
+    use lightcl::source::{RpcSource, Source};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn serve(answer: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", l.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+    let reason = |url: String| async move {
+        let s = RpcSource::new(&SourceEntry::Url(url), std::time::Duration::from_secs(2));
+        s.chain_id().await.expect_err("must fail").reason()
+    };
+    let e500 = serve(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\noops",
+    )
+    .await;
+    assert_eq!(reason(e500).await, "http_5xx");
+    let bad = serve(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot json!",
+    )
+    .await;
+    let got = reason(bad).await;
+    assert!(got == "malformed", "non-JSON answer reported as {got}");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = l.local_addr().expect("addr");
+        drop(l);
+        format!("http://{a}")
+    };
+    assert_eq!(reason(closed).await, "refused");
+}

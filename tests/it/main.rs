@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod el_crash;
 mod engines;
 mod faults;
 mod follow;

@@ -125,7 +125,7 @@ impl SourceSet {
         let required = self.required();
         self.gather(
             |i| async move {
-                if !self.available(i) {
+                if !self.can_vote(i) {
                     return None;
                 }
                 self.labels(i).await.ok()
@@ -146,7 +146,7 @@ impl SourceSet {
         self.gather(
             |i| async move {
                 let reaches = reports.is_none_or(|r| r[i].is_some_and(|b| b.number >= number));
-                if !reaches || !self.available(i) {
+                if !reaches || !self.can_vote(i) {
                     return None;
                 }
                 match reports.and_then(|r| r[i]) {
@@ -211,8 +211,7 @@ impl SourceSet {
             .gather(
                 |i| async move {
                     (self.available(i)
-                        && self.hash_at(i, target.number).await.ok().flatten()
-                            == Some(target.hash))
+                        && self.hash_at(i, target.number).await.ok().flatten() == Some(target.hash))
                     .then_some(i)
                 },
                 |a, o| enough_answered(a, o, 1),
@@ -244,7 +243,7 @@ impl SourceSet {
                     if mine.is_empty() {
                         return Some(Vec::new());
                     }
-                    if !self.available(i) {
+                    if !self.can_vote(i) {
                         return None;
                     }
                     let hashes = futures_util::future::join_all(
@@ -308,7 +307,7 @@ impl SourceSet {
             .gather(
                 |i| async move {
                     let r = reports[i]?;
-                    if r.number < n || !self.available(i) {
+                    if r.number < n || !self.can_vote(i) {
                         return None;
                     }
                     let (at_n, at_label) =
@@ -349,7 +348,7 @@ impl SourceSet {
             .enumerate()
             .map(|(i, r)| match r {
                 Some(b) => format!("{}={b}", self.name(i)),
-                None if !self.available(i) => format!("{}=down", self.name(i)),
+                None if !self.can_vote(i) => format!("{}=down", self.name(i)),
                 None => format!("{}=none", self.name(i)),
             })
             .collect();

@@ -43,6 +43,8 @@ pub struct Faults {
     pub down: bool,
     /// Probability that a label read fails with a JSON-RPC error.
     pub label_read_errors: f64,
+    /// debug_setHead is not served (the debug API is off).
+    pub no_debug: bool,
 }
 
 /// What the checker found and counted.
@@ -143,10 +145,18 @@ impl SimEl {
     /// op-geth and reth: back a few blocks, labels forgotten; op-geth half the time keeps the
     /// blocks above without their state).
     pub fn crash(&self) {
+        let ghosts = {
+            let mut me = self.lock();
+            me.profile == Profile::OpGeth && me.rng.chance(0.5)
+        };
+        self.crash_keeping(ghosts);
+    }
+
+    /// A crash and restart; `ghosts`: the blocks lost from the state stay known (op-geth).
+    pub fn crash_keeping(&self, ghosts: bool) {
         let mut me = self.lock();
-        let back = me.rng.range(0, 40) as usize;
+        let back = me.rng.range(1, 40) as usize;
         let profile = me.profile;
-        let ghosts = profile == Profile::OpGeth && me.rng.chance(0.5);
         let keep = match profile {
             Profile::Geth => 1,
             Profile::OpGeth | Profile::Reth => me.chain.canonical.len().saturating_sub(back).max(1),
@@ -412,6 +422,13 @@ impl SimEl {
         }
         if me.writes_forbidden {
             me.record.violations.push(format!("debug_setHead {number} after lightcl halted"));
+        }
+        if me.faults.no_debug {
+            return Err(EngineError::Rpc {
+                method: "debug_setHead".into(),
+                code: -32601,
+                message: "the method debug_setHead does not exist/is not available".into(),
+            });
         }
         if me.profile == Profile::Reth {
             return Ok(());

@@ -41,6 +41,10 @@ pub enum Event {
     FinalityReorg,
     /// The EL crashes and restarts.
     ElCrash,
+    /// The EL crashes and comes back with its state rewound below blocks it keeps (op-geth).
+    ElCrashKeepingBlocks,
+    /// The EL's debug API goes away (debug_setHead fails).
+    NoDebugApi,
     /// The EL is unreachable for this long (ms).
     ElDown(u64),
     /// The EL's label reads fail with this probability for this long (ms).
@@ -104,6 +108,10 @@ pub struct Outcome {
     pub head_at_heal: u64,
     /// Most blocks served by the sources between two payloads given to the EL.
     pub max_in_flight: i64,
+    /// Every mode `/status` showed (sampled every 500 ms).
+    pub modes: Vec<Mode>,
+    /// Why lightcl halted, as `/status` said.
+    pub halted_why: Option<String>,
     /// The largest lag (honest tip minus EL head, in blocks) seen just before a new block, from
     /// a third of the adversarial phase until it ends.
     pub max_lag: u64,
@@ -247,6 +255,8 @@ pub fn run(setup: &Setup) -> Outcome {
             head_at_heal: 0,
             max_in_flight: 0,
             max_lag: 0,
+            modes: Vec::new(),
+            halted_why: None,
         },
     }
 }
@@ -375,6 +385,10 @@ async fn run_async(setup: &Setup) -> Outcome {
                             w.reorg_below_finality(keep);
                         }
                         Event::ElCrash => el.crash(),
+                        Event::ElCrashKeepingBlocks => el.crash_keeping(true),
+                        Event::NoDebugApi => {
+                            el.set_faults(Faults { no_debug: true, ..Faults::default() });
+                        }
                         Event::ElDown(ms) => {
                             el.set_faults(Faults { down: true, ..Faults::default() });
                             ends.push((now + Duration::from_millis(ms), Faults::default()));
@@ -412,6 +426,8 @@ async fn run_async(setup: &Setup) -> Outcome {
     // Set when the EL is seen to hold the honest target after healing (the chain keeps
     // growing, so this is judged at the moment, not after lightcl stopped).
     let converged_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let modes: Arc<Mutex<Vec<Mode>>> = Arc::default();
+    let mut halted_why = None;
     for seg_end in segment_ends {
         let shared = Arc::new(Shared::new(&names, 4));
         let parts = Parts {
@@ -424,10 +440,18 @@ async fn run_async(setup: &Setup) -> Outcome {
             let (shared, el, world) = (shared.clone(), el.clone(), world.clone());
             let seen = converged_seen.clone();
             let follow = setup.follow;
+            let modes = modes.clone();
             async move {
                 let mut halted_since = None;
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
+                    let mode = shared.snapshot().mode;
+                    {
+                        let mut m = modes.lock().unwrap_or_else(|p| p.into_inner());
+                        if !m.contains(&mode) {
+                            m.push(mode);
+                        }
+                    }
                     let now = Instant::now();
                     if now >= seg_end {
                         return;
@@ -449,9 +473,14 @@ async fn run_async(setup: &Setup) -> Outcome {
         };
         let res = run_with(setup.config(), parts, stop).await;
         last_sources = shared.snapshot().sources;
+        halted_why = halted_why.or(shared.snapshot().halted);
         match res {
             Ok(()) => {}
-            Err(RunError::FinalizedDivergence { .. } | RunError::ElLeftFloor { .. }) => {
+            Err(
+                RunError::FinalizedDivergence { .. }
+                | RunError::ElLeftFloor { .. }
+                | RunError::ElStuck { .. },
+            ) => {
                 halted = true;
             }
             Err(e) => violations.push(format!("lightcl stopped with an error: {e}")),
@@ -502,5 +531,7 @@ async fn run_async(setup: &Setup) -> Outcome {
         head_at_heal: *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()),
         max_in_flight: lock(&world).max_in_flight,
         max_lag: max_lag.load(std::sync::atomic::Ordering::Relaxed),
+        modes: modes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        halted_why,
     }
 }

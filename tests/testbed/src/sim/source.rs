@@ -128,7 +128,10 @@ impl SimSource {
         };
         if let Some(d) = hang {
             tokio::time::sleep(d).await;
-            return Err(SourceError::Timeout { source_name: self.name.clone(), method: method.into() });
+            return Err(SourceError::Timeout {
+                source_name: self.name.clone(),
+                method: method.into(),
+            });
         }
         if !slow.is_zero() {
             tokio::time::sleep(slow).await;
