@@ -39,6 +39,8 @@ pub const DIVERGENCES: &str = "lightcl_divergences_total";
 pub const RECOVERIES: &str = "lightcl_recoveries_total";
 /// Depth of the last recovery.
 pub const RECOVERY_DEPTH: &str = "lightcl_last_recovery_depth_blocks";
+/// 1 while the EL does not advance past its head although it accepts the blocks above it.
+pub const EL_STUCK: &str = "lightcl_el_stuck";
 /// 1 while halted on a finalized divergence.
 pub const HALTED: &str = "lightcl_halted";
 /// 1 when the quorum agrees on all labels, 0 while sources disagree.
@@ -48,7 +50,7 @@ pub const CATCHUP_RATE: &str = "lightcl_catchup_blocks_per_second";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 
-const DESCRIPTIONS: [(&str, &str, &str); 22] = [
+const DESCRIPTIONS: [(&str, &str, &str); 23] = [
     (LOCAL_HEAD, "gauge", "Height of the local EL's latest, safe and finalized blocks."),
     (AGREED_HEAD, "gauge", "Height of the blocks the source quorum agrees on, per label."),
     (LAG_BLOCKS, "gauge", "Blocks between the agreed follow target and the local head."),
@@ -66,6 +68,7 @@ const DESCRIPTIONS: [(&str, &str, &str); 22] = [
     (DIVERGENCES, "counter", "Divergences between the EL and the sources detected."),
     (RECOVERIES, "counter", "Divergences recovered."),
     (RECOVERY_DEPTH, "gauge", "Depth in blocks of the last recovery."),
+    (EL_STUCK, "gauge", "1 while the EL does not advance past its head (being repaired)."),
     (HALTED, "gauge", "1 while halted on a finalized divergence (no engine writes)."),
     (SOURCES_AGREE, "gauge", "1 when the source quorum agrees on every label."),
     (CATCHUP_RATE, "gauge", "Blocks per second of the current catch-up."),
@@ -106,6 +109,7 @@ impl Metrics {
             RECOVERIES,
             RECOVERY_DEPTH,
             HALTED,
+            EL_STUCK,
             SOURCES_AGREE,
             CATCHUP_RATE,
         ] {

@@ -44,6 +44,7 @@ impl Follower {
             _ => 1,
         };
         self.stuck.at = Some((have, count));
+        self.shared.metrics.set(crate::api::metrics::EL_STUCK, "", 1.0);
         warn!(target: "lightcl::engine", head = %have, times = count,
             "the EL does not advance past its head: {symptom}");
         if count < STUCK_BEFORE_REPAIR {
@@ -96,6 +97,9 @@ impl Follower {
         if self.stuck.repaired.is_some_and(|b| b.number < head.number) {
             self.stuck.repaired = None;
             self.stuck.rounds = 0;
+        }
+        if self.stuck.at.is_none() && self.stuck.repaired.is_none() {
+            self.shared.metrics.set(crate::api::metrics::EL_STUCK, "", 0.0);
         }
     }
 }
