@@ -3,26 +3,12 @@
 //! `/status`. Simulation where the behaviour is lightcl's logic; a real JSON-RPC client against
 //! a local HTTP endpoint for failure reasons.
 
-use std::sync::{Arc, Mutex};
-
 use lightcl::config::Follow;
 use lightcl::source::quorum::{Quorum, QuorumName};
 use lightcl_testbed::sim::history::{Outcome, Setup, run};
 use lightcl_testbed::sim::source::Behaviour;
 
-/// Log lines written during a test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use crate::sim::Captured;
 
 impl Captured {
     fn text(&self) -> String {
