@@ -1,9 +1,16 @@
-//! Prometheus metrics: one registry, names as constants, every metric described and zeroed at
-//! start, rendered in the text exposition format.
+//! Prometheus metrics on the `prometheus-client` crate: one registry per follower, names as
+//! constants, every metric described and zeroed at start, latency as histograms, rendered in the
+//! OpenMetrics text format (which Prometheus scrapes).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 
 /// Local EL head per label (`label` = latest | safe | finalized).
 pub const LOCAL_HEAD: &str = "lightcl_local_head_block";
@@ -17,6 +24,8 @@ pub const LAG_SECONDS: &str = "lightcl_lag_seconds";
 pub const SOURCE_UP: &str = "lightcl_source_up";
 /// Smoothed request latency per `source`.
 pub const SOURCE_LATENCY: &str = "lightcl_source_latency_seconds";
+/// Request latency per `source`, as a histogram (for p50/p99 panels).
+pub const SOURCE_DURATION: &str = "lightcl_source_request_duration_seconds";
 /// Source errors per `source` and `reason`.
 pub const SOURCE_ERRORS: &str = "lightcl_source_errors_total";
 /// Latest height each `source` reports.
@@ -27,6 +36,8 @@ pub const SOURCE_LATE: &str = "lightcl_source_late_answers_total";
 pub const ENGINE_REQUESTS: &str = "lightcl_engine_requests_total";
 /// Seconds spent in Engine API calls per `method` and `result` (sum; divide by the count).
 pub const ENGINE_SECONDS: &str = "lightcl_engine_request_seconds_total";
+/// Engine API and EL JSON-RPC call latency per `method`, as a histogram.
+pub const ENGINE_DURATION: &str = "lightcl_engine_request_duration_seconds";
 /// 1 when the last call to the EL got an answer.
 pub const EL_UP: &str = "lightcl_el_up";
 /// Payloads the EL accepted as VALID.
@@ -49,50 +60,121 @@ pub const SOURCES_AGREE: &str = "lightcl_sources_agree";
 pub const CATCHUP_RATE: &str = "lightcl_catchup_blocks_per_second";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
+/// Always 1 while the process serves metrics.
+pub const UP: &str = "lightcl_up";
 
-const DESCRIPTIONS: [(&str, &str, &str); 23] = [
-    (LOCAL_HEAD, "gauge", "Height of the local EL's latest, safe and finalized blocks."),
-    (AGREED_HEAD, "gauge", "Height of the blocks the source quorum agrees on, per label."),
-    (LAG_BLOCKS, "gauge", "Blocks between the agreed follow target and the local head."),
-    (LAG_SECONDS, "gauge", "Seconds between now and the local head block's timestamp."),
-    (SOURCE_UP, "gauge", "1 when the source is usable, 0 while it backs off after errors."),
-    (SOURCE_LATENCY, "gauge", "Smoothed request latency of the source."),
-    (SOURCE_ERRORS, "counter", "Source errors by reason."),
-    (SOURCE_HEAD, "gauge", "Latest block height the source reports."),
-    (SOURCE_LATE, "counter", "Answers a quorum read stopped waiting for (slower than the grace)."),
-    (ENGINE_REQUESTS, "counter", "Engine API and EL JSON-RPC calls by method and result."),
-    (ENGINE_SECONDS, "counter", "Seconds spent in EL calls by method and result."),
-    (EL_UP, "gauge", "1 when the last call to the EL got an answer."),
-    (PAYLOADS, "counter", "Payloads the EL accepted as VALID."),
-    (INVALID, "counter", "Payloads the EL answered INVALID."),
-    (DIVERGENCES, "counter", "Divergences between the EL and the sources detected."),
-    (RECOVERIES, "counter", "Divergences recovered."),
-    (RECOVERY_DEPTH, "gauge", "Depth in blocks of the last recovery."),
-    (EL_STUCK, "gauge", "1 while the EL does not advance past its head (being repaired)."),
-    (HALTED, "gauge", "1 while halted on a finalized divergence (no engine writes)."),
-    (SOURCES_AGREE, "gauge", "1 when the source quorum agrees on every label."),
-    (CATCHUP_RATE, "gauge", "Blocks per second of the current catch-up."),
-    (BUILD_INFO, "gauge", "Always 1; the version is a label."),
-    ("lightcl_up", "gauge", "Always 1 while the process serves metrics."),
-];
-
-type Key = (&'static str, String);
-
-/// The registry.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    values: Mutex<BTreeMap<Key, f64>>,
+/// What kind of metric a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Gauge,
+    Counter,
+    Histogram,
 }
 
-/// Renders label pairs: `a="x",b="y"`.
-pub fn labels(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " "))
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+/// Name, kind, label names, help (the client adds the final full stop).
+#[rustfmt::skip]
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 25] = [
+    (LOCAL_HEAD, Kind::Gauge, &["label"], "Height of the local EL's latest, safe and finalized blocks"),
+    (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
+    (LAG_BLOCKS, Kind::Gauge, &[], "Blocks between the agreed follow target and the local head"),
+    (LAG_SECONDS, Kind::Gauge, &[], "Seconds between now and the local head block's timestamp"),
+    (SOURCE_UP, Kind::Gauge, &["source"], "1 when the source is usable, 0 while it backs off after errors"),
+    (SOURCE_LATENCY, Kind::Gauge, &["source"], "Smoothed request latency of the source"),
+    (SOURCE_DURATION, Kind::Histogram, &["source"], "Latency of requests to the source, answered or failed"),
+    (SOURCE_ERRORS, Kind::Counter, &["source", "reason"], "Source errors by reason"),
+    (SOURCE_HEAD, Kind::Gauge, &["source"], "Latest block height the source reports"),
+    (SOURCE_LATE, Kind::Counter, &["source"], "Answers a quorum read stopped waiting for (slower than the grace)"),
+    (ENGINE_REQUESTS, Kind::Counter, &["method", "result"], "Engine API and EL JSON-RPC calls by method and result"),
+    (ENGINE_SECONDS, Kind::Counter, &["method", "result"], "Seconds spent in EL calls by method and result"),
+    (ENGINE_DURATION, Kind::Histogram, &["method"], "Latency of Engine API and EL JSON-RPC calls by method"),
+    (EL_UP, Kind::Gauge, &[], "1 when the last call to the EL got an answer"),
+    (PAYLOADS, Kind::Counter, &[], "Payloads the EL accepted as VALID"),
+    (INVALID, Kind::Counter, &[], "Payloads the EL answered INVALID"),
+    (DIVERGENCES, Kind::Counter, &[], "Divergences between the EL and the sources detected"),
+    (RECOVERIES, Kind::Counter, &[], "Divergences recovered"),
+    (RECOVERY_DEPTH, Kind::Gauge, &[], "Depth in blocks of the last recovery"),
+    (EL_STUCK, Kind::Gauge, &[], "1 while the EL does not advance past its head (being repaired)"),
+    (HALTED, Kind::Gauge, &[], "1 while halted on a finalized divergence (no engine writes)"),
+    (SOURCES_AGREE, Kind::Gauge, &[], "1 when the source quorum agrees on every label"),
+    (CATCHUP_RATE, Kind::Gauge, &[], "Blocks per second of the current catch-up"),
+    (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
+    (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
+];
+
+/// A label set as the registry keeps it.
+type LabelSet = Vec<(String, String)>;
+
+/// Histogram buckets for request latency: 1 ms to about 33 s, doubling (the source timeout
+/// defaults to 10 s, so a hanging source lands in the top buckets, not in +Inf).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+type FloatCounter = Counter<f64, AtomicU64>;
+
+/// One metric: a single series where it has no labels, a family where it has.
+#[derive(Debug)]
+enum Metric {
+    Gauge(FloatGauge),
+    Counter(FloatCounter),
+    Gauges(Family<LabelSet, FloatGauge>),
+    Counters(Family<LabelSet, FloatCounter>),
+    Histograms(Family<LabelSet, Histogram, fn() -> Histogram>),
+}
+
+/// The registry: families by name, and the registry that renders them.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Each metric and the label names it takes.
+    families: HashMap<&'static str, (Metric, &'static [&'static str])>,
+    registry: Registry,
+}
+
+fn owned(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut families = HashMap::new();
+        for (name, kind, label_names, help) in DESCRIPTIONS {
+            // The client appends `_total` to counter names itself.
+            let base = name.trim_end_matches("_total");
+            let metric = match (kind, label_names.is_empty()) {
+                (Kind::Gauge, true) => {
+                    let g = FloatGauge::default();
+                    registry.register(name, help, g.clone());
+                    Metric::Gauge(g)
+                }
+                (Kind::Gauge, false) => {
+                    let f = Family::<LabelSet, FloatGauge>::default();
+                    registry.register(name, help, f.clone());
+                    Metric::Gauges(f)
+                }
+                (Kind::Counter, true) => {
+                    let c = FloatCounter::default();
+                    registry.register(base, help, c.clone());
+                    Metric::Counter(c)
+                }
+                (Kind::Counter, false) => {
+                    let f = Family::<LabelSet, FloatCounter>::default();
+                    registry.register(base, help, f.clone());
+                    Metric::Counters(f)
+                }
+                (Kind::Histogram, _) => {
+                    let f = Family::<LabelSet, Histogram, fn() -> Histogram>::new_with_constructor(
+                        latency_histogram,
+                    );
+                    registry.register(name, help, f.clone());
+                    Metric::Histograms(f)
+                }
+            };
+            families.insert(name, (metric, label_names));
+        }
+        Self { families, registry }
+    }
 }
 
 impl Metrics {
@@ -113,16 +195,16 @@ impl Metrics {
             SOURCES_AGREE,
             CATCHUP_RATE,
         ] {
-            m.set(name, "", 0.0);
+            m.set(name, &[], 0.0);
         }
-        m.set("lightcl_up", "", 1.0);
-        m.set(BUILD_INFO, &labels(&[("version", crate::VERSION)]), 1.0);
+        m.set(UP, &[], 1.0);
+        m.set(BUILD_INFO, &[("version", crate::VERSION)], 1.0);
         for l in ["latest", "safe", "finalized"] {
-            m.set(LOCAL_HEAD, &labels(&[("label", l)]), 0.0);
-            m.set(AGREED_HEAD, &labels(&[("label", l)]), 0.0);
+            m.set(LOCAL_HEAD, &[("label", l)], 0.0);
+            m.set(AGREED_HEAD, &[("label", l)], 0.0);
         }
         for s in sources {
-            let l = labels(&[("source", s)]);
+            let l = [("source", s.as_str())];
             m.set(SOURCE_UP, &l, 1.0);
             m.set(SOURCE_LATENCY, &l, 0.0);
             m.set(SOURCE_LATE, &l, 0.0);
@@ -131,43 +213,109 @@ impl Metrics {
         m
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, f64>> {
-        self.values.lock().unwrap_or_else(|p| p.into_inner())
+    /// The metric `name`, checking (in debug builds) that `labels` are the ones it declares.
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Metric> {
+        let (m, names) = self.families.get(name)?;
+        debug_assert!(
+            labels.iter().map(|(k, _)| *k).eq(names.iter().copied()),
+            "{name} takes labels {names:?}, got {labels:?}"
+        );
+        Some(m)
     }
 
-    /// Sets a gauge.
-    pub fn set(&self, name: &'static str, labels: &str, v: f64) {
-        self.lock().insert((name, labels.to_string()), v);
+    /// Sets a gauge; on a counter, raises it to `v` (a total kept elsewhere, never lowered).
+    pub fn set(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
+        let raise = |c: &FloatCounter| {
+            let now = c.get();
+            if v > now {
+                c.inc_by(v - now);
+            }
+        };
+        match self.metric(name, labels) {
+            Some(Metric::Gauge(g)) => {
+                g.set(v);
+            }
+            Some(Metric::Gauges(f)) => {
+                f.get_or_create(&owned(labels)).set(v);
+            }
+            Some(Metric::Counter(c)) => raise(c),
+            Some(Metric::Counters(f)) => raise(&f.get_or_create(&owned(labels))),
+            Some(Metric::Histograms(_)) | None => debug_assert!(false, "{name} is not a gauge"),
+        }
     }
 
-    /// Adds to a counter.
-    pub fn add(&self, name: &'static str, labels: &str, v: f64) {
-        *self.lock().entry((name, labels.to_string())).or_insert(0.0) += v;
+    /// Adds to a counter (or a gauge).
+    pub fn add(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
+        match self.metric(name, labels) {
+            Some(Metric::Gauge(g)) => {
+                g.inc_by(v);
+            }
+            Some(Metric::Gauges(f)) => {
+                f.get_or_create(&owned(labels)).inc_by(v);
+            }
+            Some(Metric::Counter(c)) => {
+                c.inc_by(v);
+            }
+            Some(Metric::Counters(f)) => {
+                f.get_or_create(&owned(labels)).inc_by(v);
+            }
+            Some(Metric::Histograms(_)) | None => debug_assert!(false, "{name} is not a counter"),
+        }
     }
 
-    /// The current value (tests, status).
-    pub fn get(&self, name: &'static str, labels: &str) -> Option<f64> {
-        self.lock().get(&(name, labels.to_string())).copied()
+    /// Records one observation (seconds) in a histogram.
+    pub fn observe(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
+        match self.metric(name, labels) {
+            Some(Metric::Histograms(f)) => f.get_or_create(&owned(labels)).observe(v),
+            _ => debug_assert!(false, "{name} is not a histogram"),
+        }
     }
 
-    /// The text exposition format.
+    /// The current value of a gauge or counter (tests, status); None for a histogram.
+    pub fn get(&self, name: &'static str, labels: &[(&str, &str)]) -> Option<f64> {
+        let l = owned(labels);
+        match self.metric(name, labels)? {
+            Metric::Gauge(g) => Some(g.get()),
+            Metric::Counter(c) => Some(c.get()),
+            Metric::Gauges(f) => f.get(&l).map(|g| g.get()),
+            Metric::Counters(f) => f.get(&l).map(|c| c.get()),
+            Metric::Histograms(_) => None,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
-        let values = self.lock();
         let mut out = String::new();
-        for (name, kind, help) in DESCRIPTIONS {
-            let mut lines = values
-                .range((name, String::new())..)
-                .take_while(|((n, _), _)| *n == name)
-                .peekable();
-            if lines.peek().is_none() {
+        if let Err(e) = encode(&mut out, &self.registry) {
+            // Writing into a String cannot fail; say so in the scrape rather than panic.
+            out = format!("# metrics could not be encoded: {e}\n# EOF\n");
+        }
+        out
+    }
+
+    /// The classic Prometheus text format (version 0.0.4), for scrapers that do not ask for
+    /// OpenMetrics (curl, `promtool check metrics`, older agents): the same samples, with a
+    /// counter's HELP and TYPE under its sample name (`x_total`) and no `# EOF`.
+    pub fn render_classic(&self) -> String {
+        let counters: Vec<&str> = DESCRIPTIONS
+            .iter()
+            .filter(|(_, kind, _, _)| *kind == Kind::Counter)
+            .map(|(name, ..)| name.trim_end_matches("_total"))
+            .collect();
+        let mut out = String::new();
+        for line in self.render().lines() {
+            if line == "# EOF" {
                 continue;
             }
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for ((_, l), v) in lines {
-                if l.is_empty() {
-                    let _ = writeln!(out, "{name} {v}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{l}}} {v}");
+            let meta = line.strip_prefix("# HELP ").map(|r| ("HELP", r));
+            let meta = meta.or_else(|| line.strip_prefix("# TYPE ").map(|r| ("TYPE", r)));
+            match meta.and_then(|(what, rest)| Some((what, rest.split_once(' ')?))) {
+                Some((what, (name, tail))) if counters.contains(&name) => {
+                    out.push_str(&format!("# {what} {name}_total {tail}\n"));
+                }
+                _ => {
+                    out.push_str(line);
+                    out.push('\n');
                 }
             }
         }
@@ -175,26 +323,73 @@ impl Metrics {
     }
 }
 
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`Metrics::render_classic`].
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The value on the line `series value`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
     #[test]
-    fn renders_described_zeroed_metrics() {
+    fn renders_described_zeroed_metrics_under_their_names() {
         let m = Metrics::new(&["a".to_string()]);
-        m.add(PAYLOADS, "", 3.0);
-        m.set(LOCAL_HEAD, &labels(&[("label", "safe")]), 42.0);
+        m.add(PAYLOADS, &[], 3.0);
+        m.set(LOCAL_HEAD, &[("label", "safe")], 42.0);
+        m.set(SOURCE_ERRORS, &[("source", "a"), ("reason", "timeout")], 5.0);
+        m.set(SOURCE_ERRORS, &[("source", "a"), ("reason", "timeout")], 4.0);
         let text = m.render();
-        assert!(text.contains("# TYPE lightcl_payloads_inserted_total counter\nlightcl_payloads_inserted_total 3\n"), "{text}");
-        assert!(text.contains("lightcl_local_head_block{label=\"safe\"} 42"), "{text}");
-        assert!(text.contains("lightcl_source_up{source=\"a\"} 1"), "{text}");
-        assert!(text.contains("lightcl_halted 0"), "{text}");
-        // Every line is a comment or `name{labels} value`.
+        assert!(text.contains("# TYPE lightcl_payloads_inserted counter\n"), "{text}");
+        assert_eq!(value(&text, "lightcl_payloads_inserted_total"), Some(3.0), "{text}");
+        assert_eq!(value(&text, "lightcl_local_head_block{label=\"safe\"}"), Some(42.0));
+        assert_eq!(value(&text, "lightcl_source_up{source=\"a\"}"), Some(1.0));
+        assert_eq!(value(&text, "lightcl_halted"), Some(0.0));
+        // A counter set from a total elsewhere never goes down.
+        assert_eq!(
+            value(&text, "lightcl_source_errors_total{source=\"a\",reason=\"timeout\"}"),
+            Some(5.0),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let classic = m.render_classic();
+        assert!(classic.contains("# TYPE lightcl_payloads_inserted_total counter\n"), "{classic}");
+        assert!(classic.contains("# HELP lightcl_payloads_inserted_total Payloads"), "{classic}");
+        assert_eq!(value(&classic, "lightcl_payloads_inserted_total"), Some(3.0));
+        assert!(!classic.contains("# EOF"), "{classic}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let (name, value) = line.rsplit_once(' ').expect("value");
+            let (name, v) = line.rsplit_once(' ').expect("value");
             assert!(name.starts_with("lightcl_"), "{line}");
-            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(v.parse::<f64>().is_ok(), "{line}");
         }
-        assert_eq!(labels(&[("s", "a\"b")]), "s=\"a\\\"b\"");
+    }
+
+    #[test]
+    fn latency_histograms_bucket_observations() {
+        let m = Metrics::new(&[]);
+        for ms in [2.0, 3.0, 40.0, 9000.0] {
+            m.observe(ENGINE_DURATION, &[("method", "engine_newPayloadV4")], ms / 1e3);
+        }
+        let text = m.render();
+        let series = |le: &str| {
+            format!(
+                "lightcl_engine_request_duration_seconds_bucket{{le=\"{le}\",method=\"engine_newPayloadV4\"}}"
+            )
+        };
+        assert_eq!(value(&text, &series("0.004")), Some(2.0), "{text}");
+        assert_eq!(value(&text, &series("0.064")), Some(3.0), "{text}");
+        assert_eq!(value(&text, &series("+Inf")), Some(4.0), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "lightcl_engine_request_duration_seconds_count{method=\"engine_newPayloadV4\"}"
+            ),
+            Some(4.0)
+        );
     }
 }

@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::Router;
+use axum::extract::State as Ctx;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -159,51 +163,60 @@ impl Shared {
     }
 }
 
-/// Serves the API on `listen` until `token` is cancelled.
+/// Serves the API on `listener` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(target: "lightcl::api", %addr, "serving /metrics /healthz /readyz /status");
     }
-    loop {
-        let conn = tokio::select! {
-            _ = token.cancelled() => return,
-            c = listener.accept() => c,
-        };
-        let Ok((mut stream, _)) = conn else { continue };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = route(&shared, path);
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
+    if let Err(e) =
+        axum::serve(listener, router(shared)).with_graceful_shutdown(token.cancelled_owned()).await
+    {
+        warn!(target: "lightcl::api", error = %e,
+            "the operations API stopped; following goes on without /metrics and /status");
     }
 }
 
-fn route(shared: &Shared, path: &str) -> (&'static str, &'static str, String) {
-    const TEXT: &str = "text/plain; charset=utf-8";
-    match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", shared.metrics.render()),
-        "/healthz" if shared.alive() => ("200 OK", TEXT, "ok\n".into()),
-        "/healthz" => ("503 Service Unavailable", TEXT, "the follow loop is stuck\n".into()),
-        "/readyz" => match shared.readiness() {
-            Ok(()) => ("200 OK", TEXT, "ready\n".into()),
-            Err(why) => ("503 Service Unavailable", TEXT, format!("not ready: {why}\n")),
-        },
-        "/status" => ("200 OK", "application/json", shared.status_json().to_string()),
-        _ => ("404 Not Found", TEXT, "try /metrics, /healthz, /readyz or /status\n".into()),
+/// The routes of the operations API.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .fallback(|| async {
+            (StatusCode::NOT_FOUND, "try /metrics, /healthz, /readyz or /status\n")
+        })
+        .with_state(shared)
+}
+
+/// OpenMetrics to a scraper that asks for it (Prometheus does), the classic text format to
+/// everyone else.
+async fn metrics_page(Ctx(shared): Ctx<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], shared.metrics.render())
+    } else {
+        ([(header::CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)], shared.metrics.render_classic())
     }
+}
+
+async fn healthz(Ctx(shared): Ctx<Arc<Shared>>) -> (StatusCode, &'static str) {
+    if shared.alive() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the follow loop is stuck\n")
+    }
+}
+
+async fn readyz(Ctx(shared): Ctx<Arc<Shared>>) -> (StatusCode, String) {
+    match shared.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn status(Ctx(shared): Ctx<Arc<Shared>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], shared.status_json().to_string())
 }
 
 /// Binds the API address, with an error that says what to change.

@@ -103,7 +103,7 @@ impl EngineClient {
         let started = std::time::Instant::now();
         let res = self.call_inner(authed, method, params, timeout).await;
         if let Some(m) = &self.metrics {
-            use crate::api::metrics::{EL_UP, ENGINE_REQUESTS, ENGINE_SECONDS, labels};
+            use crate::api::metrics::{EL_UP, ENGINE_DURATION, ENGINE_REQUESTS, ENGINE_SECONDS};
             let result = match &res {
                 Ok(_) => "ok",
                 Err(EngineError::Unreachable { .. }) => "unreachable",
@@ -112,11 +112,13 @@ impl EngineClient {
                 Err(EngineError::Rpc { .. }) => "rpc_error",
                 Err(_) => "error",
             };
-            let l = labels(&[("method", method), ("result", result)]);
+            let l = [("method", method), ("result", result)];
+            let took = started.elapsed().as_secs_f64();
             m.add(ENGINE_REQUESTS, &l, 1.0);
-            m.add(ENGINE_SECONDS, &l, started.elapsed().as_secs_f64());
+            m.add(ENGINE_SECONDS, &l, took);
+            m.observe(ENGINE_DURATION, &[("method", method)], took);
             let up = !matches!(result, "unreachable" | "timeout");
-            m.set(EL_UP, "", if up { 1.0 } else { 0.0 });
+            m.set(EL_UP, &[], if up { 1.0 } else { 0.0 });
         }
         res
     }

@@ -79,6 +79,8 @@ pub struct SourceSet {
     grace: Duration,
     /// The last disagreement logged and when (to log a persisting one only now and then).
     last_disagreement: std::sync::Mutex<Option<Instant>>,
+    /// Where request latencies go (none in unit tests).
+    metrics: Option<Arc<crate::api::Metrics>>,
 }
 
 impl SourceSet {
@@ -106,12 +108,19 @@ impl SourceSet {
             quorum,
             grace: DEFAULT_QUORUM_GRACE,
             last_disagreement: std::sync::Mutex::new(None),
+            metrics: None,
         }
     }
 
     /// Sets how long the other sources still get once a quorum read is decidable.
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Records every request's latency in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::api::Metrics>) -> Self {
+        self.metrics = Some(metrics);
         self
     }
 
@@ -209,6 +218,13 @@ impl SourceSet {
     ) -> Result<T, SourceError> {
         let started = Instant::now();
         let res = fut.await;
+        if let Some(mx) = &self.metrics {
+            mx.observe(
+                crate::api::metrics::SOURCE_DURATION,
+                &[("source", self.name(i))],
+                started.elapsed().as_secs_f64(),
+            );
+        }
         let m = &self.members[i];
         let t = match &res {
             Ok(_) => m.health.success(started.elapsed()),

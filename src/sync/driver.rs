@@ -92,9 +92,11 @@ pub enum RunError {
     /// could not be repaired through its APIs.
     #[error(
         "the EL does not advance past its head {have}: {symptom}. {tried}. lightcl halted its \
-         writes to the EL. Roll the EL back by hand (geth/op-geth: debug_setHead to {have} or \
-         below) or resync it, then restart lightcl (see the runbook, \"EL stuck below the blocks \
-         it accepted\")"
+         writes to the EL. Restart the EL, then lightcl: geth and op-geth that lost their state \
+         in a crash can stay in snap-sync mode, ignoring every block fed to them, until they \
+         restart (their log says \"Ignoring payload while snap syncing\"). If it is still stuck \
+         after that, roll it back by hand (debug_setHead to {have} or below) or resync it (see \
+         the runbook, \"EL stuck below the blocks it accepted\")"
     )]
     ElStuck {
         /// Where the EL's head stays.
@@ -213,7 +215,23 @@ impl Follower {
         // geth treats itself as not synced after a restart until a forkchoice succeeds.
         let mut reassert = true;
         while !self.token.is_cancelled() {
-            match self.step(&mut reassert).await {
+            let res = self.step(&mut reassert).await;
+            if let Err(e) = &res
+                && let Some((have, symptom)) = super::repair::stuck_symptom(e)
+            {
+                match self.repair_stuck(have, symptom).await {
+                    Ok(()) => {}
+                    Err(StepError::Fatal(halt)) => return self.halted(halt).await,
+                    Err(e) => warn!(target: "lightcl::engine", error = %e,
+                        "could not repair the EL yet; retrying"),
+                }
+                // The repair counts its own tries; a growing backoff would only slow it.
+                if !sleep_or_cancel(&self.token, super::repair::STUCK_RECHECK).await {
+                    break;
+                }
+                continue;
+            }
+            match res {
                 Ok(StepOutcome::Progress) => {
                     backoff.reset();
                     continue;
@@ -232,41 +250,6 @@ impl Follower {
                     self.token.cancel();
                     while self.tasks.join_next().await.is_some() {}
                     return Err(fatal);
-                }
-                Err(
-                    e @ (StepError::HeadDidNotMove { have: Some(_), .. }
-                    | StepError::CannotExtendHead { .. }),
-                ) => {
-                    let (have, symptom) = match &e {
-                        StepError::HeadDidNotMove { have: Some(h), wanted }
-                            if h.number < wanted.number =>
-                        {
-                            (
-                                *h,
-                                "it answers VALID to the blocks above its head and to forkchoice updates, but its head does not move",
-                            )
-                        }
-                        StepError::CannotExtendHead { head } => (
-                            *head,
-                            "it answers SYNCING to every block on top of its head, even after a forkchoice to it",
-                        ),
-                        _ => {
-                            warn!(target: "lightcl::engine", error = %e, "step failed; retrying");
-                            if !sleep_or_cancel(&self.token, backoff.next_delay()).await {
-                                break;
-                            }
-                            continue;
-                        }
-                    };
-                    match self.repair_stuck(have, symptom).await {
-                        Ok(()) => {}
-                        Err(StepError::Fatal(halt)) => return self.halted(halt).await,
-                        Err(e) => warn!(target: "lightcl::engine", error = %e,
-                            "could not repair the EL yet; retrying"),
-                    }
-                    if !sleep_or_cancel(&self.token, backoff.next_delay()).await {
-                        break;
-                    }
                 }
                 Err(e) => {
                     let d = backoff.next_delay();
@@ -305,7 +288,7 @@ impl Follower {
     /// Halted: no more engine writes. Stays up saying why (so monitoring sees it) until the
     /// operator stops it; then the error is returned (exit code 4).
     async fn halted(&mut self, e: RunError) -> Result<(), RunError> {
-        self.shared.metrics.set(m::HALTED, "", 1.0);
+        self.shared.metrics.set(m::HALTED, &[], 1.0);
         let why = e.to_string();
         self.shared.update(|s| {
             s.mode = Mode::Halted;
@@ -391,11 +374,11 @@ impl Follower {
             *reassert = false;
         }
         let Some(agreed) = self.sources.agreed_heads(local.finalized.number).await else {
-            self.shared.metrics.set(m::SOURCES_AGREE, "", 0.0);
+            self.shared.metrics.set(m::SOURCES_AGREE, &[], 0.0);
             self.publish(&local, None, head_time, Mode::Holding);
             return Ok(StepOutcome::Idle);
         };
-        self.shared.metrics.set(m::SOURCES_AGREE, "", 1.0);
+        self.shared.metrics.set(m::SOURCES_AGREE, &[], 1.0);
         let follow = self.config.follow;
         let target = follow.target(&agreed);
         // The checkpoint: the highest block lightcl knows to be final, from the EL or the floor.

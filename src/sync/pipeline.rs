@@ -289,7 +289,7 @@ impl Follower {
             match verdict {
                 Verdict::Advance => {
                     executed += 1;
-                    self.shared.metrics.add(m::PAYLOADS, "", 1.0)
+                    self.shared.metrics.add(m::PAYLOADS, &[], 1.0)
                 }
                 Verdict::Pending => {
                     if !pending {
@@ -298,7 +298,7 @@ impl Follower {
                     pending = true;
                 }
                 Verdict::Reject(reason) => {
-                    self.shared.metrics.add(m::INVALID, "", 1.0);
+                    self.shared.metrics.add(m::INVALID, &[], 1.0);
                     let e = SourceError::InvalidBlock {
                         source_name: self.sources.name(served_by).to_string(),
                         block: p.block,
@@ -316,7 +316,7 @@ impl Follower {
             since_fcu += 1;
             fed += 1;
             if let Some(rate) = progress.tick(p.block.number) {
-                self.shared.metrics.set(m::CATCHUP_RATE, "", rate);
+                self.shared.metrics.set(m::CATCHUP_RATE, &[], rate);
                 self.shared.tick();
             }
             if since_fcu >= FCU_EVERY_BLOCKS && !pending {

@@ -2,7 +2,7 @@
 //! metrics. Nothing here talks to the EL or the sources.
 
 use super::driver::Follower;
-use crate::api::metrics::{self as m, labels};
+use crate::api::metrics as m;
 use crate::api::{Mode, SourceStatus};
 use crate::chain::{BlockRef, Heads};
 
@@ -13,18 +13,14 @@ impl Follower {
             .map(|i| {
                 let name = self.sources.name(i);
                 let h = self.sources.health(i);
-                let l = labels(&[("source", name)]);
+                let l = [("source", name)];
                 let mx = &self.shared.metrics;
                 mx.set(m::SOURCE_UP, &l, if h.up { 1.0 } else { 0.0 });
                 mx.set(m::SOURCE_LATENCY, &l, h.latency.map_or(0.0, |d| d.as_secs_f64()));
                 mx.set(m::SOURCE_HEAD, &l, h.head.unwrap_or(0) as f64);
                 mx.set(m::SOURCE_LATE, &l, h.late as f64);
                 for (reason, n) in &h.errors {
-                    mx.set(
-                        m::SOURCE_ERRORS,
-                        &labels(&[("source", name), ("reason", reason)]),
-                        *n as f64,
-                    );
+                    mx.set(m::SOURCE_ERRORS, &[("source", name), ("reason", reason)], *n as f64);
                 }
                 SourceStatus {
                     name: name.to_string(),
@@ -48,10 +44,10 @@ impl Follower {
         for (label, b) in
             [("latest", heads.head), ("safe", heads.safe), ("finalized", heads.finalized)]
         {
-            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
+            mx.set(m::LOCAL_HEAD, &[("label", label)], b.number as f64);
         }
         let lag = target.number.saturating_sub(heads.head.number);
-        mx.set(m::LAG_BLOCKS, "", lag as f64);
+        mx.set(m::LAG_BLOCKS, &[], lag as f64);
         let heads = *heads;
         let behind = lag > self.config.api.ready_max_lag_blocks;
         self.shared.update(|s| {
@@ -75,21 +71,21 @@ impl Follower {
         for (label, b) in
             [("latest", local.head), ("safe", local.safe), ("finalized", local.finalized)]
         {
-            mx.set(m::LOCAL_HEAD, &labels(&[("label", label)]), b.number as f64);
+            mx.set(m::LOCAL_HEAD, &[("label", label)], b.number as f64);
         }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let lag_seconds = now.saturating_sub(head_time);
-        mx.set(m::LAG_SECONDS, "", lag_seconds as f64);
+        mx.set(m::LAG_SECONDS, &[], lag_seconds as f64);
         let lag = agreed.map(|(a, target)| {
             for (label, b) in [("latest", a.head), ("safe", a.safe), ("finalized", a.finalized)] {
-                mx.set(m::AGREED_HEAD, &labels(&[("label", label)]), b.number as f64);
+                mx.set(m::AGREED_HEAD, &[("label", label)], b.number as f64);
             }
             target.number.saturating_sub(local.head.number)
         });
         if let Some(l) = lag {
-            mx.set(m::LAG_BLOCKS, "", l as f64);
+            mx.set(m::LAG_BLOCKS, &[], l as f64);
         }
         let (local, agreed) = (*local, agreed.map(|(a, _)| *a));
         let floor = self.gate.floor();

@@ -57,7 +57,7 @@ impl Follower {
         let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);
         let mut lookups = 0u32;
         self.prove_floor_lineage(local.head).await?;
-        self.shared.metrics.add(m::DIVERGENCES, "", 1.0);
+        self.shared.metrics.add(m::DIVERGENCES, &[], 1.0);
         warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
             local_finalized = %local.finalized, "the EL's chain differs from the sources'; recovering");
         for attempt in 1..=MAX_ATTEMPTS {
@@ -168,8 +168,8 @@ impl Follower {
                 return Err(StepError::HeadDidNotMove { wanted: fed.last, have: head });
             }
             let depth = local.head.number - ancestor.number;
-            self.shared.metrics.add(m::RECOVERIES, "", 1.0);
-            self.shared.metrics.set(m::RECOVERY_DEPTH, "", depth as f64);
+            self.shared.metrics.add(m::RECOVERIES, &[], 1.0);
+            self.shared.metrics.set(m::RECOVERY_DEPTH, &[], depth as f64);
             info!(target: "lightcl::recovery", diverged_at, ancestor = %ancestor,
                 depth, lookups, replayed = fed.blocks,
                 attempts = attempt, seconds = format!("{:.2}", started.elapsed().as_secs_f64()),

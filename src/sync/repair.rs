@@ -19,6 +19,26 @@ use crate::engine::BlockAt;
 /// with the EL's own processing.
 const STUCK_BEFORE_REPAIR: u32 = 2;
 
+/// How long to wait before feeding a stuck EL again.
+pub(super) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The head an EL is stuck at and what it does, if `e` says it cannot advance: VALID answers
+/// with a head below the one asked for (op-geth), or SYNCING on top of its own head (geth).
+pub(super) fn stuck_symptom(e: &StepError) -> Option<(BlockRef, &'static str)> {
+    match e {
+        StepError::HeadDidNotMove { have: Some(h), wanted } if h.number < wanted.number => Some((
+            *h,
+            "it answers VALID to the blocks above its head and to forkchoice updates, but its \
+             head does not move",
+        )),
+        StepError::CannotExtendHead { head } => Some((
+            *head,
+            "it answers SYNCING to every block on top of its head, even after a forkchoice to it",
+        )),
+        _ => None,
+    }
+}
+
 /// Where the EL's head stays although it answered VALID.
 #[derive(Debug, Default)]
 pub(super) struct Stuck {
@@ -44,7 +64,7 @@ impl Follower {
             _ => 1,
         };
         self.stuck.at = Some((have, count));
-        self.shared.metrics.set(crate::api::metrics::EL_STUCK, "", 1.0);
+        self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 1.0);
         warn!(target: "lightcl::engine", head = %have, times = count,
             "the EL does not advance past its head: {symptom}");
         if count < STUCK_BEFORE_REPAIR {
@@ -99,7 +119,7 @@ impl Follower {
             self.stuck.rounds = 0;
         }
         if self.stuck.at.is_none() && self.stuck.repaired.is_none() {
-            self.shared.metrics.set(crate::api::metrics::EL_STUCK, "", 0.0);
+            self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 0.0);
         }
     }
 }

@@ -65,7 +65,8 @@ impl Follower {
                 "finality floor read from the state file");
         }
         let sources = SourceSet::new(sources, config.chain, config.chain_id, config.quorum)
-            .with_grace(std::time::Duration::from_millis(config.quorum_grace_ms));
+            .with_grace(std::time::Duration::from_millis(config.quorum_grace_ms))
+            .with_metrics(shared.metrics.clone());
         let gate = Gate::new(engine.clone(), floor, Some(store));
         let mut f = Self {
             config,

@@ -118,6 +118,7 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
     assert_eq!(metric(&m, "lightcl_agreed_head_block{label=\"safe\"}"), Some(250.0));
     assert_eq!(metric(&m, "lightcl_el_up"), Some(1.0));
     assert_eq!(metric(&m, "lightcl_halted"), Some(0.0));
+    latency_histograms_are_served(&api, &m).await;
 
     // `lightcl status` for a person.
     let out = std::process::Command::new(lightcl_bin())
@@ -142,6 +143,77 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
         assert!(!body.contains("Hunter2Secret"), "URL password in the {what}");
         assert!(!body.contains(jwt_hex.trim()), "JWT secret in the {what}");
     }
+}
+
+/// The sum of the series of `name` whose labels contain `with`.
+fn sum_of(text: &str, name: &str, with: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(with))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Engine calls and source requests have latency histograms (for p99 panels), the scrape is
+/// well-formed for Prometheus, and the API answers like an HTTP server should.
+async fn latency_histograms_are_served(api: &str, m: &str) {
+    let calls = sum_of(m, "lightcl_engine_request_duration_seconds_count", "engine_newPayload");
+    let in_inf = sum_of(
+        m,
+        "lightcl_engine_request_duration_seconds_bucket",
+        "le=\"+Inf\",method=\"engine_newPayload",
+    );
+    assert!(calls >= 240.0 && in_inf == calls, "newPayload histogram: {calls} {in_inf}\n{m}");
+    let fast = sum_of(
+        m,
+        "lightcl_engine_request_duration_seconds_bucket",
+        "le=\"1.024\",method=\"engine_newPayload",
+    );
+    assert!(fast > 0.0 && fast <= calls, "{m}");
+    assert!(sum_of(m, "lightcl_source_request_duration_seconds_count", "source=") > 0.0, "{m}");
+
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/test.sh installs it)");
+    use std::io::Write;
+    check.stdin.take().expect("stdin").write_all(m.as_bytes()).expect("write");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Prometheus asks for OpenMetrics and gets it; the rest get the classic format.
+    let resp = reqwest::Client::new()
+        .get(format!("{api}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;q=0.5")
+        .send()
+        .await
+        .expect("GET");
+    let ctype = resp.headers()["content-type"].to_str().expect("ascii").to_string();
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let om = resp.text().await.expect("body");
+    assert!(
+        om.ends_with("# EOF\n") && om.contains("# TYPE lightcl_payloads_inserted counter"),
+        "{om}"
+    );
+    let resp = reqwest::get(format!("{api}/metrics")).await.expect("GET");
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let resp = reqwest::get(format!("{api}/status")).await.expect("GET");
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let (code, body) = get(&format!("{api}/nope")).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("/metrics"), "{body}");
 }
 
 #[tokio::test]
