@@ -206,6 +206,9 @@ pub(super) struct Follower {
     /// An EL head that did not move although the EL answered VALID: where, how often in a
     /// row, and whether it was rolled back there already.
     pub(super) stuck: super::repair::Stuck,
+    /// Where the last catch-up rounds started (to see an EL that takes blocks and never gets
+    /// past them).
+    pub(super) progress_watch: std::sync::Mutex<super::repair::ProgressWatch>,
 }
 
 impl Follower {
@@ -217,9 +220,9 @@ impl Follower {
         while !self.token.is_cancelled() {
             let res = self.step(&mut reassert).await;
             if let Err(e) = &res
-                && let Some((have, symptom)) = super::repair::stuck_symptom(e)
+                && let Some(sign) = super::repair::stuck_symptom(e)
             {
-                match self.repair_stuck(have, symptom).await {
+                match self.repair_stuck(sign).await {
                     Ok(()) => {}
                     Err(StepError::Fatal(halt)) => return self.halted(halt).await,
                     Err(e) => warn!(target: "lightcl::engine", error = %e,
@@ -519,6 +522,9 @@ impl Follower {
             out
         };
         let ((), (fed, result)) = tokio::join!(fetch, feed);
+        if fed.blocks > 0 {
+            super::repair::watch_progress(&self.progress_watch, local.head)?;
+        }
         match result {
             Ok(()) => Ok(StepOutcome::Progress),
             Err(StepError::Discontinuity { block, parent, local: below, served_by })
@@ -600,6 +606,11 @@ pub(super) enum StepError {
          forkchoice to it: it does not have the state of its head"
     )]
     CannotExtendHead { head: BlockRef },
+    #[error(
+        "the EL took the blocks fed to it, but its head started at or below {head} for \
+         {rounds} catch-up rounds in a row"
+    )]
+    NoProgress { head: BlockRef, rounds: u32 },
     #[error("divergence recovery spent its budget of searches and time; trying again later")]
     RecoveryBudget,
     #[error(

@@ -2,12 +2,18 @@
 //! rewound to an old block while keeping the headers and bodies above it: it answers VALID
 //! ("already known") to those blocks and to a forkchoice naming them, but its head never moves.
 //! geth can come back with a head whose state it lacks: it answers SYNCING to every block on
-//! top of it, even after a forkchoice to it. Either way feeding again changes nothing. Repair: roll the EL back to its own head with
-//! `debug_setHead`, which deletes the stateless blocks above it (and rewinds further, to a
-//! block whose state it has, where the head's own state is gone), and feed them again. The head
-//! itself is the EL's own canonical block, so nothing at or below it changes and no forkchoice
-//! is involved; the refill that follows goes through the gate like any catch-up. Where the EL
-//! has no such API, or the repair does not take, lightcl halts its writes and says what to do.
+//! top of it, even after a forkchoice to it. Either way feeding again changes nothing. Repair:
+//! roll the EL back to its own head with `debug_setHead`, which deletes the stateless blocks
+//! above it (and rewinds further, to a block whose state it has, where the head's own state is
+//! gone), and feed them again. The head itself is the EL's own canonical block, so nothing at
+//! or below it changes and no forkchoice is involved; the refill that follows goes through the
+//! gate like any catch-up.
+//!
+//! A geth or op-geth whose snap-sync marker is above its head after such a crash switches to
+//! snap sync for the life of its process and ignores every payload; no roll-back helps, only a
+//! restart. Seen from here, round after round of feeding never gets its head past where the
+//! round started. Where the EL has no `debug_setHead`, or roll-backs reached genesis and it is
+//! still stuck, lightcl halts its writes and says what to do (the runbook section).
 
 use tracing::{info, warn};
 
@@ -22,46 +28,111 @@ const STUCK_BEFORE_REPAIR: u32 = 2;
 /// How long to wait before feeding a stuck EL again.
 pub(super) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Catch-up rounds in a row that start no higher than the one before, although blocks were fed,
+/// before lightcl calls the EL stuck. A crash can send the head back once; three rounds that
+/// never get past where they started cannot be a slow EL (each feeds up to thousands of blocks).
+const BARREN_ROUNDS: u32 = 3;
+
 /// The head an EL is stuck at and what it does, if `e` says it cannot advance: VALID answers
-/// with a head below the one asked for (op-geth), or SYNCING on top of its own head (geth).
-pub(super) fn stuck_symptom(e: &StepError) -> Option<(BlockRef, &'static str)> {
+/// with a head below the one asked for (op-geth), SYNCING on top of its own head (geth), or
+/// rounds of feeding that never get it past where they started (geth in snap-sync mode).
+pub(super) fn stuck_symptom(e: &StepError) -> Option<Symptom> {
     match e {
-        StepError::HeadDidNotMove { have: Some(h), wanted } if h.number < wanted.number => Some((
-            *h,
-            "it answers VALID to the blocks above its head and to forkchoice updates, but its \
-             head does not move",
-        )),
-        StepError::CannotExtendHead { head } => Some((
-            *head,
-            "it answers SYNCING to every block on top of its head, even after a forkchoice to it",
-        )),
+        StepError::HeadDidNotMove { have: Some(h), wanted } if h.number < wanted.number => {
+            Some(Symptom {
+                head: *h,
+                what: "it answers VALID to the blocks above its head and to forkchoice updates, \
+                       but its head does not move",
+                seen: 1,
+            })
+        }
+        StepError::CannotExtendHead { head } => Some(Symptom {
+            head: *head,
+            what: "it answers SYNCING to every block on top of its head, even after a \
+                   forkchoice to it",
+            seen: 1,
+        }),
+        // Already several rounds: enough to repair at once.
+        StepError::NoProgress { head, .. } => Some(Symptom {
+            head: *head,
+            what: "it takes the blocks fed to it, but round after round its head starts again \
+                   at or below the same block",
+            seen: STUCK_BEFORE_REPAIR,
+        }),
         _ => None,
     }
 }
 
-/// Where the EL's head stays although it answered VALID.
+/// A sign that the EL cannot advance.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Symptom {
+    /// Where its head stays.
+    pub head: BlockRef,
+    /// What it does, in words.
+    pub what: &'static str,
+    /// How many observations the sign stands for.
+    pub seen: u32,
+}
+
+/// Where the last catch-up rounds started.
+#[derive(Debug, Default)]
+pub(super) struct ProgressWatch {
+    /// The head the last round started from.
+    last: Option<BlockRef>,
+    /// Rounds in a row that started no higher than the one before.
+    barren: u32,
+}
+
+/// Notes that a catch-up round that fed blocks started at `head`; an error once
+/// [`BARREN_ROUNDS`] such rounds in a row started no higher than the round before them. Rounds
+/// that fed nothing (sources down, no agreement) do not count.
+pub(super) fn watch_progress(
+    watch: &std::sync::Mutex<ProgressWatch>,
+    head: BlockRef,
+) -> Result<(), StepError> {
+    let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
+    match w.last {
+        Some(last) if head.number <= last.number => w.barren += 1,
+        _ => w.barren = 0,
+    }
+    w.last = Some(head);
+    if w.barren >= BARREN_ROUNDS {
+        let rounds = w.barren;
+        *w = ProgressWatch::default();
+        return Err(StepError::NoProgress { head, rounds });
+    }
+    Ok(())
+}
+
+/// Where the EL's head stays although it answered VALID, and what lightcl did about it.
 #[derive(Debug, Default)]
 pub(super) struct Stuck {
     /// The head that does not move, and how many times in a row.
     at: Option<(BlockRef, u32)>,
-    /// The head lightcl rolled the EL back to last.
-    repaired: Option<BlockRef>,
-    /// Roll-backs in a row without the head passing the last one: each goes twice as far.
+    /// The repair under way, until the head gets past where it first got stuck.
+    episode: Option<Episode>,
+}
+
+/// One stuck EL being repaired.
+#[derive(Debug, Clone, Copy)]
+struct Episode {
+    /// The highest head it was stuck at: the episode ends when the head passes it.
+    high: u64,
+    /// Roll-backs so far: each goes twice as far as the one before.
     rounds: u32,
+    /// A roll-back reached genesis: being stuck again means no roll-back can help.
+    at_genesis: bool,
 }
 
 impl Follower {
-    /// Counts one more forkchoice to `wanted` that the EL answered VALID while its head stayed
-    /// at `have`; repairs on the second in a row, and halts if a repair at the same head did
-    /// not take or is impossible.
-    pub(super) async fn repair_stuck(
-        &mut self,
-        have: BlockRef,
-        symptom: &str,
-    ) -> Result<(), StepError> {
+    /// Counts one more sign that the EL's head stays at `have` although it takes the blocks
+    /// above; repairs on the second in a row, and halts if the roll-backs already reached
+    /// genesis or are impossible.
+    pub(super) async fn repair_stuck(&mut self, sign: Symptom) -> Result<(), StepError> {
+        let Symptom { head: have, what: symptom, seen } = sign;
         let count = match self.stuck.at {
-            Some((b, n)) if b == have => n + 1,
-            _ => 1,
+            Some((b, n)) if b == have => n + seen,
+            _ => seen,
         };
         self.stuck.at = Some((have, count));
         self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 1.0);
@@ -73,7 +144,13 @@ impl Follower {
         let halt = |tried: String| {
             StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };
-        if self.stuck.repaired == Some(have) && have.number == 0 {
+        let mut episode = self.stuck.episode.unwrap_or(Episode {
+            high: have.number,
+            rounds: 0,
+            at_genesis: false,
+        });
+        episode.high = episode.high.max(have.number);
+        if episode.at_genesis {
             return Err(halt(
                 "lightcl rolled it back to genesis with debug_setHead and it is stuck there".into(),
             ));
@@ -86,8 +163,7 @@ impl Follower {
         // geth refuses a target above the block it really executes to ("not allowed to rewind
         // to a future block") when the head it reports lacks its state: step down until it
         // accepts. A lower target only means more blocks fed again.
-        let rounds = self.stuck.rounds;
-        let mut target = have.number.saturating_sub((1u64 << rounds.min(40)) - 1);
+        let mut target = have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1);
         let mut step = 1;
         loop {
             match self.engine.set_head(target).await {
@@ -103,23 +179,60 @@ impl Follower {
             }
         }
         let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
-        self.stuck = Stuck { at: None, repaired: now_head, rounds: rounds + 1 };
+        episode.rounds += 1;
+        episode.at_genesis = target == 0 || now_head.is_some_and(|b| b.number == 0);
+        self.stuck = Stuck { at: None, episode: Some(episode) };
         info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
             "EL rolled back to its own head; feeding the blocks above it again");
         Ok(())
     }
 
-    /// Forgets a stuck head once the head moves again.
+    /// Forgets a stuck head once the head moves again, and ends the repair once the head gets
+    /// past where it first got stuck.
     pub(super) fn head_moved(&mut self, head: BlockRef) {
         if self.stuck.at.is_some_and(|(b, _)| b != head) {
             self.stuck.at = None;
         }
-        if self.stuck.repaired.is_some_and(|b| b.number < head.number) {
-            self.stuck.repaired = None;
-            self.stuck.rounds = 0;
+        if self.stuck.episode.is_some_and(|e| head.number > e.high) {
+            info!(target: "lightcl::engine", head = %head, "the EL advances again");
+            self.stuck.episode = None;
         }
-        if self.stuck.at.is_none() && self.stuck.repaired.is_none() {
+        if self.stuck.at.is_none() && self.stuck.episode.is_none() {
             self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 0.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_primitives::B256;
+
+    use super::*;
+
+    fn at(n: u64) -> BlockRef {
+        BlockRef::new(n, B256::with_last_byte(n as u8))
+    }
+
+    /// Rounds that fed blocks, by the head each started at: when the watch calls the EL stuck.
+    #[test]
+    fn barren_rounds_table() {
+        let cases: [(&[u64], Option<usize>); 6] = [
+            // Climbing: never.
+            (&[0, 10, 20, 30, 40, 50], None),
+            // Back once after a crash, then climbing: never.
+            (&[100, 0, 50, 120, 200], None),
+            // Starting again at the same head: the third repeat.
+            (&[0, 0, 0, 0], Some(3)),
+            // Starting again lower each time counts too.
+            (&[5, 4, 3, 2], Some(3)),
+            // Two repeats, then progress resets the count.
+            (&[7, 7, 7, 8, 8, 8], None),
+            (&[7, 7, 7, 8, 8, 8, 8], Some(6)),
+        ];
+        for (starts, want) in cases {
+            let watch = std::sync::Mutex::new(ProgressWatch::default());
+            let got = starts.iter().position(|&n| watch_progress(&watch, at(n)).is_err());
+            assert_eq!(got, want, "{starts:?}");
         }
     }
 }

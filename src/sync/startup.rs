@@ -78,6 +78,7 @@ impl Follower {
             tasks: tokio::task::JoinSet::new(),
             shared,
             stuck: Default::default(),
+            progress_watch: Default::default(),
         };
         // Sources: start once the quorum can be met; the rest are admitted when they answer.
         let mut backoff = Backoff::default();

@@ -1,7 +1,13 @@
 //! The EL SIGKILLed at several points of a long catch-up and of a divergence recovery, and
 //! restarted on its own datadir (issue 10): whatever it comes back with (genesis, an older
 //! block, or an older state under blocks it keeps, as op-geth does), lightcl must converge by
-//! itself, or halt its writes with a message naming the runbook section.
+//! itself, or halt its writes with a message naming the runbook section, after which the
+//! runbook's steps (restart the EL, then lightcl) must bring it to the sources' chain.
+//!
+//! geth and op-geth (path state scheme) that lose their unflushed state in a crash come back
+//! at a block whose state they have, often genesis, with the blocks above kept; where their
+//! snap-sync marker is above the head they switch to snap sync for the life of the process and
+//! ignore every payload ("Ignoring payload while snap syncing"), which only a restart undoes.
 
 use std::time::{Duration, Instant};
 
@@ -15,73 +21,82 @@ use crate::recovery::diverged;
 
 const RUNBOOK: &str = "EL stuck below the blocks it accepted";
 
-/// How a run ended.
-#[derive(Debug, PartialEq, Eq)]
-enum End {
-    /// lightcl brought the EL to the sources' chain by itself.
-    Converged,
-    /// lightcl halted naming the runbook section; following it (restart the EL, then lightcl)
-    /// converged.
-    ConvergedAfterRunbook,
-}
-
-/// Waits until `el` holds `want` (true), or lightcl halted naming the runbook section (false);
-/// only the log written after byte `from` counts.
-async fn converges_or_halts(
-    el: &ElNode,
-    want: (B256, B256, B256),
-    lc: &Lightcl,
+/// lightcl and the EL it drives; whenever lightcl halts, the test does what the runbook
+/// section says (stop lightcl, restart the EL, start lightcl) and counts it.
+struct Run<'a> {
+    el: &'a mut ElNode,
+    lc: &'a mut Lightcl,
+    /// Where lightcl's log starts for its current run.
     from: usize,
-) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        if label_hashes(el).await == (want.0, Some(want.1), Some(want.2)) {
-            return true;
-        }
-        let log = lc.log().split_off(from);
-        if log.contains("HALTED") {
-            assert!(
-                log.contains(RUNBOOK),
-                "halted without the runbook section:\n{}",
-                tail(&log, 30)
-            );
-            eprintln!("lightcl halted:\n{}", tail(&log, 12));
-            return false;
-        }
-        let n = el.head().await.map(|b| b.number).unwrap_or(0);
-        assert!(Instant::now() < deadline, "stuck at #{n}:\n{}", tail(&log, 40));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    /// How often the runbook was followed.
+    runbook: u32,
 }
 
-/// Waits for convergence; where lightcl halts instead, does what the runbook section says
-/// (stop lightcl, restart the EL, start lightcl) once, after which it must converge.
-async fn converges(el: &mut ElNode, want: (B256, B256, B256), lc: &mut Lightcl) -> End {
-    if converges_or_halts(el, want, lc, 0).await {
-        return End::Converged;
+impl<'a> Run<'a> {
+    fn new(el: &'a mut ElNode, lc: &'a mut Lightcl) -> Self {
+        Self { el, lc, from: 0, runbook: 0 }
     }
-    lc.stop().await;
-    el.restart().await.expect("restart the EL as the runbook says");
-    let from = lc.log().len();
-    lc.restart().expect("start lightcl again");
-    assert!(
-        converges_or_halts(el, want, lc, from).await,
-        "still halted after following the runbook; EL log:\n{}",
-        el.log_tail(30)
-    );
-    End::ConvergedAfterRunbook
-}
 
-/// Waits until the EL's head reaches `at` (lightcl is feeding it).
-async fn wait_head(el: &ElNode, at: u64, lc: &Lightcl) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let n = el.head().await.map(|b| b.number).unwrap_or(0);
-        if n >= at {
+    /// The log of lightcl's current run.
+    fn log(&self) -> String {
+        self.lc.log().split_off(self.from)
+    }
+
+    /// Fails the test, keeping lightcl's whole log in the EL's folder (kept on a panic).
+    fn fail(&self, what: &str) -> ! {
+        let kept = self.el.log_path().with_file_name("lightcl.log");
+        let _ = std::fs::write(&kept, self.lc.log());
+        panic!("{what} (lightcl's log: {}):\n{}", kept.display(), tail(&self.log(), 30));
+    }
+
+    /// Follows the runbook if lightcl halted; a halt must name the runbook section, and the
+    /// runbook may be needed at most once per crash the test caused.
+    async fn runbook_if_halted(&mut self, crashes: u32) {
+        let log = self.log();
+        if !log.contains("HALTED") {
             return;
         }
-        assert!(Instant::now() < deadline, "EL at #{n}, not {at}:\n{}", tail(&lc.log(), 30));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(log.contains(RUNBOOK), "halted without the runbook section:\n{}", tail(&log, 30));
+        eprintln!("lightcl halted:\n{}", tail(&log, 8));
+        self.runbook += 1;
+        assert!(
+            self.runbook <= crashes,
+            "halted again after following the runbook; EL log:\n{}",
+            self.el.log_tail(30)
+        );
+        self.lc.stop().await;
+        self.el.restart().await.expect("restart the EL as the runbook says");
+        self.from = self.lc.log().len();
+        self.lc.restart().expect("start lightcl again");
+    }
+
+    /// Waits until the EL's head reaches `at` (lightcl is feeding it).
+    async fn wait_head(&mut self, at: u64, crashes: u32) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let n = self.el.head().await.map(|b| b.number).unwrap_or(0);
+            if n >= at {
+                return;
+            }
+            self.runbook_if_halted(crashes).await;
+            if Instant::now() > deadline {
+                self.fail(&format!("EL at #{n}, not {at}"));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the EL holds `want` as latest, safe and finalized.
+    async fn converge(&mut self, want: (B256, B256, B256), crashes: u32) {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while label_hashes(self.el).await != (want.0, Some(want.1), Some(want.2)) {
+            self.runbook_if_halted(crashes).await;
+            let n = self.el.head().await.map(|b| b.number).unwrap_or(0);
+            if Instant::now() > deadline {
+                self.fail(&format!("stuck at #{n}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -102,27 +117,30 @@ async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
         ..FollowerConfig::new(&src, &el)
     };
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
+    let mut run = Run::new(&mut el, &mut lc);
     let mut back = Vec::new();
-    for &at in points {
-        wait_head(&el, at, &lc).await;
-        el.kill();
-        el.start().await.expect("restart the EL on its datadir");
-        let n = el.head().await.map(|b| b.number).unwrap_or(0);
+    for (crashes, &at) in (1..).zip(points) {
+        run.wait_head(at, crashes - 1).await;
+        run.el.kill();
+        run.el.start().await.expect("restart the EL on its datadir");
+        let n = run.el.head().await.map(|b| b.number).unwrap_or(0);
         assert!(n < 600, "the EL reached the tip before the kill at {at}; the test proves nothing");
         back.push(n);
     }
-    let end = converges(&mut el, (h(&p, 600), h(&p, 600), h(&p, 550)), &mut lc).await;
-    eprintln!("{kind:?}: killed at {points:?}, came back at {back:?}, {end:?}");
+    let crashes = u32::try_from(points.len()).expect("few");
+    run.converge((h(&p, 600), h(&p, 600), h(&p, 550)), crashes).await;
+    eprintln!(
+        "{kind:?}: killed at {points:?}, came back at {back:?}, converged; runbook followed {} times",
+        run.runbook
+    );
 }
 
 #[tokio::test]
-#[ignore = "geth comes back from SIGKILL with a head whose state it lacks; the repair walks it down by debug_setHead but did not converge within the test's wait yet (issue 10 note)"]
 async fn op_geth_killed_at_three_points_of_a_catch_up_converges() {
     killed_mid_catch_up(ChainKind::Optimism, &[90, 250, 420]).await;
 }
 
 #[tokio::test]
-#[ignore = "geth comes back from SIGKILL with a head whose state it lacks; the repair walks it down by debug_setHead but did not converge within the test's wait yet (issue 10 note)"]
 async fn geth_killed_at_three_points_of_a_catch_up_converges() {
     killed_mid_catch_up(ChainKind::Ethereum, &[90, 250, 420]).await;
 }
@@ -148,8 +166,9 @@ async fn killed_mid_recovery(kind: ChainKind) {
     d.local.start().await.expect("restart the EL");
     let tip = d.main.head().number;
     let want = (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5));
-    let end = converges(&mut d.local, want, &mut lc).await;
-    eprintln!("{kind:?}: killed mid-recovery, {end:?}");
+    let mut run = Run::new(&mut d.local, &mut lc);
+    run.converge(want, 1).await;
+    eprintln!("{kind:?}: killed mid-recovery, converged; runbook followed {} times", run.runbook);
 }
 
 #[tokio::test]

@@ -56,6 +56,8 @@ pub struct Record {
     pub forkchoices: u64,
     /// Payloads received.
     pub payloads: u64,
+    /// debug_setHead calls that rolled the EL back.
+    pub set_heads: u64,
     /// The highest finalized block ever sent (survives EL crashes: it is the checker's).
     pub max_finalized: Option<BlockRef>,
 }
@@ -75,6 +77,9 @@ struct Inner {
     /// Blocks kept without their state after a crash (op-geth): answered VALID as already
     /// known, but a forkchoice to them does not move the head, until debug_setHead.
     ghosts: HashSet<B256>,
+    /// Back from a crash in snap-sync mode (geth and op-geth whose snap-sync marker is above
+    /// their head): every payload it has not executed is ignored (SYNCING) until a restart.
+    snap_sync: bool,
 }
 
 /// The simulated EL. Clones share it.
@@ -107,6 +112,7 @@ impl SimEl {
             writes_forbidden: false,
             strict: true,
             ghosts: HashSet::new(),
+            snap_sync: false,
         };
         Self { world, inner: Arc::new(Mutex::new(inner)) }
     }
@@ -170,6 +176,14 @@ impl SimEl {
         c.executed = c.canonical.iter().copied().collect();
         c.safe = None;
         c.finalized = None;
+    }
+
+    /// A crash after which the EL keeps the blocks above its state and stays in snap-sync
+    /// mode, ignoring every payload, for the rest of the run (only a restart of the process
+    /// ends it, which lightcl cannot do).
+    pub fn crash_into_snap_sync(&self) {
+        self.crash_keeping(true);
+        self.lock().snap_sync = true;
     }
 
     /// The checker's record.
@@ -255,11 +269,12 @@ impl SimEl {
         if me.ghosts.contains(&p.block.hash) {
             return Ok(status(Status::Valid));
         }
+        let snap_sync = me.snap_sync;
         let c = &mut me.chain;
         if c.executed.contains(&p.block.hash) {
             return Ok(status(Status::Valid));
         }
-        if !c.executed.contains(&p.parent_hash) {
+        if !c.executed.contains(&p.parent_hash) || snap_sync {
             return Ok(status(Status::Syncing));
         }
         // geth and op-geth keep the state of the last 128 blocks only.
@@ -433,6 +448,7 @@ impl SimEl {
         if me.profile == Profile::Reth {
             return Ok(());
         }
+        me.record.set_heads += 1;
         me.ghosts.clear();
         let c = &mut me.chain;
         if (number as usize) < c.canonical.len() {

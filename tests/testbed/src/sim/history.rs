@@ -43,6 +43,9 @@ pub enum Event {
     ElCrash,
     /// The EL crashes and comes back with its state rewound below blocks it keeps (op-geth).
     ElCrashKeepingBlocks,
+    /// The EL crashes, keeps the blocks above its state and comes back in snap-sync mode,
+    /// ignoring every payload until restarted (geth, op-geth).
+    ElCrashIntoSnapSync,
     /// The EL's debug API goes away (debug_setHead fails).
     NoDebugApi,
     /// The EL is unreachable for this long (ms).
@@ -386,6 +389,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                         }
                         Event::ElCrash => el.crash(),
                         Event::ElCrashKeepingBlocks => el.crash_keeping(true),
+                        Event::ElCrashIntoSnapSync => el.crash_into_snap_sync(),
                         Event::NoDebugApi => {
                             el.set_faults(Faults { no_debug: true, ..Faults::default() });
                         }
