@@ -77,25 +77,27 @@ pub(super) struct Symptom {
 /// Where the last catch-up rounds started.
 #[derive(Debug, Default)]
 pub(super) struct ProgressWatch {
-    /// The head the last round started from.
-    last: Option<BlockRef>,
-    /// Rounds in a row that started no higher than the one before.
+    /// The heads the last two rounds started from, the latest first.
+    last: [Option<u64>; 2],
+    /// Rounds in a row that started no higher than either of the two before.
     barren: u32,
 }
 
 /// Notes that a catch-up round that fed blocks started at `head`; an error once
-/// [`BARREN_ROUNDS`] such rounds in a row started no higher than the round before them. Rounds
-/// that fed nothing (sources down, no agreement) do not count.
+/// [`BARREN_ROUNDS`] such rounds in a row started no higher than both rounds before them (two,
+/// not one: geth in snap-sync mode can take the first block of each round, so that the starts
+/// alternate between two heights). Rounds that fed nothing (sources down, no agreement) do not
+/// count.
 pub(super) fn watch_progress(
     watch: &std::sync::Mutex<ProgressWatch>,
     head: BlockRef,
 ) -> Result<(), StepError> {
     let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
-    match w.last {
-        Some(last) if head.number <= last.number => w.barren += 1,
+    match w.last.iter().flatten().max() {
+        Some(&high) if head.number <= high => w.barren += 1,
         _ => w.barren = 0,
     }
-    w.last = Some(head);
+    w.last = [Some(head.number), w.last[0]];
     if w.barren >= BARREN_ROUNDS {
         let rounds = w.barren;
         *w = ProgressWatch::default();
@@ -216,7 +218,7 @@ mod tests {
     /// Rounds that fed blocks, by the head each started at: when the watch calls the EL stuck.
     #[test]
     fn barren_rounds_table() {
-        let cases: [(&[u64], Option<usize>); 6] = [
+        let cases: [(&[u64], Option<usize>); 9] = [
             // Climbing: never.
             (&[0, 10, 20, 30, 40, 50], None),
             // Back once after a crash, then climbing: never.
@@ -228,6 +230,12 @@ mod tests {
             // Two repeats, then progress resets the count.
             (&[7, 7, 7, 8, 8, 8], None),
             (&[7, 7, 7, 8, 8, 8, 8], Some(6)),
+            // Alternating between two heights (geth in snap-sync mode takes block 1 each time).
+            (&[0, 1, 0, 1, 0, 1], Some(4)),
+            // Back far after a crash, then short rounds climbing again: never.
+            (&[1000, 0, 10, 20, 30, 40], None),
+            // Back after a crash, then stuck there.
+            (&[250, 128, 128, 128], Some(3)),
         ];
         for (starts, want) in cases {
             let watch = std::sync::Mutex::new(ProgressWatch::default());

@@ -72,7 +72,7 @@ impl<'a> Run<'a> {
 
     /// Waits until the EL's head reaches `at` (lightcl is feeding it).
     async fn wait_head(&mut self, at: u64, crashes: u32) {
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let n = self.el.head().await.map(|b| b.number).unwrap_or(0);
             if n >= at {
