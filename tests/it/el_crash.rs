@@ -104,10 +104,10 @@ fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
 
-/// Kills the EL at `points` of a 600-block catch-up, restarting it each time; lightcl must
+/// Kills the EL at `points` of a 400-block catch-up, restarting it each time; lightcl must
 /// converge, by itself or after the runbook.
 async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
-    let (src, p) = source_chain(kind, 600, 600, 550).await;
+    let (src, p) = source_chain(kind, 400, 400, 350).await;
     let mut el = src.sibling("follower").await.expect("spawn follower EL");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(3));
@@ -124,11 +124,11 @@ async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
         run.el.kill();
         run.el.start().await.expect("restart the EL on its datadir");
         let n = run.el.head().await.map(|b| b.number).unwrap_or(0);
-        assert!(n < 600, "the EL reached the tip before the kill at {at}; the test proves nothing");
+        assert!(n < 400, "the EL reached the tip before the kill at {at}; the test proves nothing");
         back.push(n);
     }
     let crashes = u32::try_from(points.len()).expect("few");
-    run.converge((h(&p, 600), h(&p, 600), h(&p, 550)), crashes).await;
+    run.converge((h(&p, 400), h(&p, 400), h(&p, 350)), crashes).await;
     eprintln!(
         "{kind:?}: killed at {points:?}, came back at {back:?}, converged; runbook followed {} times",
         run.runbook
@@ -137,12 +137,12 @@ async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
 
 #[tokio::test]
 async fn op_geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ChainKind::Optimism, &[90, 250, 420]).await;
+    killed_mid_catch_up(ChainKind::Optimism, &[60, 170, 290]).await;
 }
 
 #[tokio::test]
 async fn geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ChainKind::Ethereum, &[90, 250, 420]).await;
+    killed_mid_catch_up(ChainKind::Ethereum, &[60, 170, 290]).await;
 }
 
 /// Kills the EL right after lightcl reset it to the common ancestor, while it replays the
