@@ -209,6 +209,11 @@ impl Health {
         self.lock().head = Some(head);
     }
 
+    /// Smoothed request latency (cheap: no copy of the error counts).
+    pub fn latency(&self) -> Option<Duration> {
+        self.lock().latency
+    }
+
     /// A copy for status output.
     pub fn snapshot(&self, now: Instant) -> HealthSnapshot {
         let s = self.lock();

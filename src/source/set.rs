@@ -346,7 +346,7 @@ impl SourceSet {
     /// How long a block request to source `i` may take before another holder is asked too:
     /// four times its usual latency, and at least the quorum grace.
     pub fn hedge_after(&self, i: usize) -> Duration {
-        let usual = self.members[i].health.snapshot(Instant::now()).latency;
+        let usual = self.members[i].health.latency();
         usual.map_or(self.grace, |l| (l * 4).max(self.grace))
     }
 
