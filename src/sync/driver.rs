@@ -522,7 +522,8 @@ impl Follower {
             out
         };
         let ((), (fed, result)) = tokio::join!(fetch, feed);
-        if fed.blocks > 0 {
+        // Rounds that ended in an error are the other detectors' business.
+        if fed.blocks > 0 && result.is_ok() {
             super::repair::watch_progress(&self.progress_watch, local.head)?;
         }
         match result {

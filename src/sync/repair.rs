@@ -83,7 +83,7 @@ pub(super) struct ProgressWatch {
     barren: u32,
 }
 
-/// Notes that a catch-up round that fed blocks started at `head`; an error once
+/// Notes that a catch-up round that fed blocks without an error started at `head`; an error once
 /// [`BARREN_ROUNDS`] such rounds in a row started no higher than both rounds before them (two,
 /// not one: geth in snap-sync mode can take the first block of each round, so that the starts
 /// alternate between two heights). Rounds that fed nothing (sources down, no agreement) do not
@@ -182,6 +182,8 @@ impl Follower {
         }
         let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
         episode.rounds += 1;
+        // Rounds before the roll-back say nothing about the EL after it.
+        *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) = ProgressWatch::default();
         episode.at_genesis = target == 0 || now_head.is_some_and(|b| b.number == 0);
         self.stuck = Stuck { at: None, episode: Some(episode) };
         info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
