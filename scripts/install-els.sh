@@ -59,8 +59,45 @@ build_op_geth() {
     rm -rf "$mod"
 }
 
+# unpack_reth NAME VERSION: unpacks NAME-VERSION.zst from the shared folder into the cache and
+# checks it against the folder's SHA256SUMS.uncompressed. Nothing is downloaded.
+SHARED_ELS="${TESTBED_SHARED_ELS:-$ROOT/../shared/els}"
+unpack_reth() {
+    local name="$1" version="$2"
+    local bin="$CACHE/$name-$version" packed="$SHARED_ELS/$name-$version.zst"
+    if [ ! -f "$packed" ]; then
+        echo "install-els: $packed not found; the $name tests will be skipped (set TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_BIN to an installed $name $version to run them)" >&2
+        return 0
+    fi
+    local want; want="$(awk -v n="$name" '$2 == n { print $1 }' "$SHARED_ELS/SHA256SUMS.uncompressed")"
+    [ -n "$want" ] || die "no checksum for $name in $SHARED_ELS/SHA256SUMS.uncompressed"
+    if [ -x "$bin" ] && [ "$(sha256sum "$bin" | cut -d' ' -f1)" = "$want" ]; then
+        ln -sfn "$(basename "$bin")" "$CACHE/$name"
+        return 0
+    fi
+    if ! command -v zstd >/dev/null 2>&1; then
+        echo "install-els: installing zstd (Debian package zstd) to unpack $name" >&2
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends zstd >/dev/null 2>&1 \
+            || die "could not install zstd (Debian package zstd), needed to unpack $packed"
+    fi
+    zstd -q -d -f "$packed" -o "$bin.tmp" || die "could not unpack $packed"
+    local got; got="$(sha256sum "$bin.tmp" | cut -d' ' -f1)"
+    if [ "$got" != "$want" ]; then
+        rm -f "$bin.tmp"
+        die "$name from $packed has sha256 $got, not $want as $SHARED_ELS/SHA256SUMS.uncompressed says; the file is damaged"
+    fi
+    chmod +x "$bin.tmp"
+    mv "$bin.tmp" "$bin"
+    ln -sfn "$(basename "$bin")" "$CACHE/$name"
+    echo "install-els: $name $version ready: $("$bin" --version 2>/dev/null | head -1)"
+}
+
 build_geth
 build_op_geth
+unpack_reth reth "$RETH_VERSION"
+unpack_reth op-reth "$OP_RETH_VERSION"
 
 ln -sfn "$(basename "$GETH_BIN")" "$CACHE/geth"
 ln -sfn "$(basename "$OP_GETH_BIN")" "$CACHE/op-geth"

@@ -17,6 +17,8 @@ if ! command -v promtool >/dev/null 2>&1; then
     $SUDO pkill -x prometheus 2>/dev/null || true
 fi
 CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
+TESTBED_PID_DIR="$(mktemp -d)"
+export TESTBED_PID_DIR
 
 # EL-heavy tests start two to four EL processes each; two at a time fits a 2-core machine.
 THREADS="${TESTBED_TEST_THREADS:-2}"
@@ -28,15 +30,26 @@ cargo test --workspace --all-targets -- --test-threads "$THREADS" --skip sim:: |
 # tests, so that neither starves the other (it prints how many histories ran and how long).
 cargo test --test it sim:: -- --test-threads 1 --nocapture || status=$?
 
-# No EL may outlive the tests, even ones that failed or panicked.
+# No EL this run started may outlive it, even after a failing or panicking test. The test bed
+# records the pid of every EL it starts in TESTBED_PID_DIR; ELs that other runs or an operator
+# started are never touched.
 sleep 1
-leftover="$(pgrep -f -- "$CACHE/" || true)"
+leftover=""
+for f in "$TESTBED_PID_DIR"/*; do
+    [ -e "$f" ] || continue
+    pid="$(basename "$f")"
+    # The pid must still be one of our ELs (not a reused pid): its command line names the cache.
+    if [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$CACHE/"; then
+        leftover="$leftover $pid"
+    fi
+done
+rm -rf "$TESTBED_PID_DIR"
 if [ -n "$leftover" ]; then
-    echo "test.sh: EL processes outlived the test run (pids: $leftover); killing them" >&2
+    echo "test.sh: EL processes this run started outlived it (pids:$leftover); killing them" >&2
     ps -o pid,args -p $leftover >&2 || true
     kill -9 $leftover 2>/dev/null || true
     status=1
 else
-    echo "test.sh: no EL process outlived the test run"
+    echo "test.sh: no EL process this run started outlived it"
 fi
 exit "$status"

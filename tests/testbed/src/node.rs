@@ -235,6 +235,7 @@ impl ElNode {
         let child = cmd.spawn().map_err(|e| {
             Error::Spawn(format!("cannot start {} ({}): {e}", self.opts.kind.name(), bin.display()))
         })?;
+        note_pid(child.id());
         self.child = Some(child);
         self.wait_ready().await
     }
@@ -493,6 +494,15 @@ fn signal(child: &Child, sig: libc::c_int) {
         unsafe {
             libc::kill(pid, sig);
         }
+    }
+}
+
+/// Records `pid` as an EL this run started, in the folder `TESTBED_PID_DIR` names (set by
+/// scripts/test.sh, which afterwards checks that none of these, and only these, outlived the
+/// run). Best effort: a pid that cannot be recorded only escapes that check.
+fn note_pid(pid: u32) {
+    if let Some(dir) = std::env::var_os("TESTBED_PID_DIR") {
+        let _ = fs::write(PathBuf::from(dir).join(pid.to_string()), b"");
     }
 }
 
