@@ -74,6 +74,8 @@ async fn devnet() -> Result<(), String> {
     let config = dir.path().join("lightcl.toml");
     let cfg = FollowerConfig { poll_interval_ms: 500, ..FollowerConfig::new(&src, &el) };
     let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
+    // The finality floor lives with the devnet, not in the system default (/var/lib/lightcl).
+    let toml = format!("state_dir = {:?}\n{toml}", dir.path().join("state").display().to_string());
     std::fs::write(&config, toml).map_err(|e| e.to_string())?;
     println!("devnet: source JSON-RPC {}  follower EL JSON-RPC {}", src.http_url(), el.http_url());
     println!("devnet: starting lightcl ({}); Ctrl-C stops everything", args.lightcl.display());
