@@ -4,12 +4,16 @@ use std::time::{Duration, Instant};
 
 use lightcl_testbed::node::process_alive;
 use lightcl_testbed::producer::{forkchoice, new_payload, replay};
-use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, Producer, TxMix};
 
-/// Produces 50 blocks with transactions on A, replays them into a fresh B, and checks B's head
-/// and A's safe/finalized labels.
-async fn produce_and_replay(kind: ChainKind) {
-    let a = ElNode::spawn(kind, "producer").await.expect("spawn A");
+/// Produces 50 blocks with transactions on A (`src`), replays them into a fresh B (`replica`, same
+/// genesis), and checks B's head and both nodes' safe/finalized labels.
+async fn produce_and_replay(src: ElClient, replica: ElClient) {
+    let test = format!("{src}_produce_and_replay_into_{replica}");
+    if !src.available_or_skip(&test) || !replica.available_or_skip(&test) {
+        return;
+    }
+    let a = ElNode::spawn_client(src, "producer").await.expect("spawn A");
     let mut producer = Producer::new(&a).await.expect("producer");
     producer.build_many(50, TxMix::new(2, 2)).await.expect("build 50 blocks");
     assert_eq!(a.head().await.unwrap().number, 50);
@@ -24,7 +28,12 @@ async fn produce_and_replay(kind: ChainKind) {
     assert_eq!((finalized.number, finalized.hash), (30, producer.hash_at(30).unwrap()));
 
     // B shares A's genesis (same options) and receives the payloads through the Engine API.
-    let b = a.sibling("replica").await.expect("spawn sibling");
+    let b = a.sibling_as(replica, "replica").await.expect("spawn replica");
+    assert_eq!(
+        b.block_at(0).await.unwrap().map(|g| g.hash),
+        Some(producer.genesis().hash),
+        "{replica} and {src} disagree on the genesis block of the same genesis file"
+    );
     let (s, f) = (producer.hash_at(40).unwrap(), producer.hash_at(30).unwrap());
     replay(&b, &producer.blocks(1, 50), s, f).await.expect("replay into B");
     let (ha, hb) = (a.head().await.unwrap(), b.head().await.unwrap());
@@ -40,12 +49,32 @@ async fn produce_and_replay(kind: ChainKind) {
 }
 #[tokio::test]
 async fn op_geth_produce_and_replay_50_blocks() {
-    produce_and_replay(ChainKind::Optimism).await;
+    produce_and_replay(ElClient::OpGeth, ElClient::OpGeth).await;
 }
 
 #[tokio::test]
 async fn geth_produce_and_replay_50_blocks() {
-    produce_and_replay(ChainKind::Ethereum).await;
+    produce_and_replay(ElClient::Geth, ElClient::Geth).await;
+}
+
+#[tokio::test]
+async fn op_geth_blocks_replay_into_op_reth() {
+    produce_and_replay(ElClient::OpGeth, ElClient::OpReth).await;
+}
+
+#[tokio::test]
+async fn geth_blocks_replay_into_reth() {
+    produce_and_replay(ElClient::Geth, ElClient::Reth).await;
+}
+
+#[tokio::test]
+async fn op_reth_produces_blocks_op_geth_replays_them() {
+    produce_and_replay(ElClient::OpReth, ElClient::OpGeth).await;
+}
+
+#[tokio::test]
+async fn reth_produces_blocks_geth_replays_them() {
+    produce_and_replay(ElClient::Reth, ElClient::Geth).await;
 }
 
 /// A node dropped while its test panics is killed (and its log tail printed).
@@ -106,8 +135,11 @@ async fn no_el_outlives_a_killed_test_process() {
 }
 
 /// Two peered ELs: the second syncs the first's chain over devp2p once told the head.
-async fn peers_sync(kind: ChainKind) {
-    let a = ElNode::spawn(kind, "seed").await.expect("spawn A");
+async fn peers_sync(client: ElClient) {
+    if !client.available_or_skip(&format!("{client}_peers_sync_over_p2p")) {
+        return;
+    }
+    let a = ElNode::spawn_client(client, "seed").await.expect("spawn A");
     let mut p = Producer::new(&a).await.expect("producer");
     p.build_many(30, TxMix::new(1, 1)).await.expect("build");
     let b = a.sibling("syncer").await.expect("spawn sibling");
@@ -134,12 +166,22 @@ async fn peers_sync(kind: ChainKind) {
 
 #[tokio::test]
 async fn geth_peers_sync_over_p2p() {
-    peers_sync(ChainKind::Ethereum).await;
+    peers_sync(ElClient::Geth).await;
+}
+
+#[tokio::test]
+async fn reth_peers_sync_over_p2p() {
+    peers_sync(ElClient::Reth).await;
+}
+
+#[tokio::test]
+async fn op_reth_peers_sync_over_p2p() {
+    peers_sync(ElClient::OpReth).await;
 }
 
 #[tokio::test]
 async fn op_geth_peers_sync_over_p2p() {
-    peers_sync(ChainKind::Optimism).await;
+    peers_sync(ElClient::OpGeth).await;
 }
 
 /// A rival branch from genesis shares only block 0.

@@ -193,8 +193,28 @@ pub fn op_genesis(chain_id: u64, timestamp: u64) -> Value {
             "eip1559DenominatorCanyon": OP_EIP1559_DENOMINATOR,
         }),
     );
-    genesis_with(config, timestamp, &op_extra_data(0))
+    let mut genesis = genesis_with(config, timestamp, &op_extra_data(0));
+    // With Isthmus active at genesis the header's withdrawalsRoot is the storage root of the
+    // L2ToL1MessagePasser predeploy. Without the account op-geth writes a zero hash and op-reth
+    // the empty-trie root, so the two would disagree on the genesis hash; and op-geth leaves an
+    // empty-trie root out of its payloads (then refuses them), so the account needs storage, as
+    // on a real OP chain (where it holds the proxy's implementation and owner).
+    if let Some(alloc) = genesis.get_mut("alloc").and_then(Value::as_object_mut) {
+        alloc.insert(
+            L2_TO_L1_MESSAGE_PASSER.to_string(),
+            json!({
+                "balance": "0x0",
+                "nonce": "0x1",
+                "code": "0x00",
+                "storage": { B256::ZERO.to_string(): B256::with_last_byte(1).to_string() },
+            }),
+        );
+    }
+    genesis
 }
+
+/// The OP Stack L2ToL1MessagePasser predeploy (its storage root is Isthmus' withdrawalsRoot).
+pub const L2_TO_L1_MESSAGE_PASSER: Address = address!("0x4200000000000000000000000000000000000016");
 
 /// The genesis for `kind` with its default chain id.
 pub fn genesis_for(kind: ChainKind, timestamp: u64) -> Value {

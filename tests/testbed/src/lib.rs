@@ -1,5 +1,6 @@
-//! lightcl's test bed: real geth and op-geth processes built from the Go module proxy
-//! (`scripts/install-els.sh`), spawned on loopback, and driven through the Engine API.
+//! lightcl's test bed: real geth and op-geth processes built from the Go module proxy, and reth
+//! and op-reth unpacked from the shared folder (`scripts/install-els.sh`), spawned on loopback
+//! and driven through the Engine API.
 //!
 //! ```text
 //!  genesis (OP / Ethereum) -> ElNode::spawn (init, start, wait for RPC + Engine API)
@@ -7,6 +8,7 @@
 //!  Producer::fork_onto(node, ancestor): replay the prefix on a second EL, build a rival branch
 //! ```
 
+pub mod client;
 pub mod genesis;
 pub mod jwt;
 pub mod lightcl;
@@ -24,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use alloy_primitives::B256;
 use serde_json::Value;
 
+pub use client::ElClient;
 pub use genesis::ChainKind;
 pub use node::{ElNode, NodeOptions};
 pub use producer::{BuiltBlock, Producer, TxMix};
@@ -38,10 +41,10 @@ pub enum Error {
     #[error("spawn: {0}")]
     Spawn(String),
     /// The EL binary is missing.
-    #[error(
-        "{kind} binary not found at {path}: run scripts/install-els.sh (or set {env} to a binary)"
-    )]
+    #[error("{kind} binary not found at {path}: {hint} (or set {env} to a binary)")]
     MissingBinary {
+        /// How to get it.
+        hint: &'static str,
         /// EL name.
         kind: &'static str,
         /// Where it was looked for.
@@ -161,27 +164,4 @@ pub(crate) fn unique_seed() -> u64 {
 /// The repository root (two folders above this crate).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("..")
-}
-
-/// Path of the EL binary for `kind`: `TESTBED_GETH_BIN` / `TESTBED_OP_GETH_BIN` if set, else the
-/// cache that `scripts/install-els.sh` fills.
-pub fn el_binary(kind: ChainKind) -> Result<PathBuf, Error> {
-    let (env, file) = match kind {
-        ChainKind::Ethereum => ("TESTBED_GETH_BIN", "geth"),
-        ChainKind::Optimism => ("TESTBED_OP_GETH_BIN", "op-geth"),
-    };
-    let path = match std::env::var_os(env) {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let cache = std::env::var_os("TESTBED_EL_CACHE")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| repo_root().join(".cache").join("els"));
-            cache.join(file)
-        }
-    };
-    if path.is_file() {
-        Ok(path.canonicalize().unwrap_or(path))
-    } else {
-        Err(Error::MissingBinary { kind: kind.name(), path: path.display().to_string(), env })
-    }
 }

@@ -1,4 +1,4 @@
-//! Spawning real geth / op-geth processes on loopback for tests.
+//! Spawning real geth / op-geth / reth / op-reth processes on loopback for tests.
 //!
 //! Each node gets its own temporary folder (datadir, JWT secret, genesis, log file) and free
 //! loopback ports. The process is killed when the `ElNode` is dropped, also while a test
@@ -22,7 +22,7 @@ use tempfile::TempDir;
 use crate::genesis::{ChainKind, chain_id_for, genesis_for};
 use crate::jwt::JwtSecret;
 use crate::rpc::RpcClient;
-use crate::{BlockInfo, Error, el_binary, now_secs};
+use crate::{BlockInfo, ElClient, Error, now_secs};
 
 /// How long to wait for a started EL to answer on both of its RPC ports.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -48,9 +48,9 @@ pub fn free_port() -> Result<u16, Error> {
 /// Options for [`ElNode::spawn_with`].
 #[derive(Debug, Clone)]
 pub struct NodeOptions {
-    /// Which EL to run.
-    pub kind: ChainKind,
-    /// Genesis JSON (`geth init`).
+    /// Which EL program to run (it decides the chain kind).
+    pub client: ElClient,
+    /// Genesis JSON (`init`).
     pub genesis: Value,
     /// A name for logs and the kept folder.
     pub name: String,
@@ -59,12 +59,17 @@ pub struct NodeOptions {
 }
 
 impl NodeOptions {
-    /// Options for `kind` with the default genesis (timestamp a day in the past, so blocks built
-    /// one second apart stay in the past for 86 400 blocks).
+    /// Options for the geth-family EL of `kind` with the default genesis.
     pub fn new(kind: ChainKind, name: impl Into<String>) -> Self {
+        Self::of(ElClient::default_for(kind), name)
+    }
+
+    /// Options for `client` with the default genesis of its chain (timestamp a day in the past,
+    /// so blocks built one second apart stay in the past for 86 400 blocks).
+    pub fn of(client: ElClient, name: impl Into<String>) -> Self {
         Self {
-            kind,
-            genesis: genesis_for(kind, now_secs().saturating_sub(86_400)),
+            client,
+            genesis: genesis_for(client.chain(), now_secs().saturating_sub(86_400)),
             name: name.into(),
             extra_args: Vec::new(),
         }
@@ -129,22 +134,34 @@ impl ElNode {
         Ok(node)
     }
 
-    /// Spawns another EL of the same kind on the same genesis (a fresh peer, follower or rival).
+    /// Spawns `client` with the default genesis of its chain and waits until it answers.
+    pub async fn spawn_client(client: ElClient, name: &str) -> Result<Self, Error> {
+        Self::spawn_with(NodeOptions::of(client, name)).await
+    }
+
+    /// Spawns another EL of the same program on the same genesis (a fresh peer, follower or
+    /// rival).
     pub async fn sibling(&self, name: &str) -> Result<Self, Error> {
-        let opts = NodeOptions {
-            genesis: self.opts.genesis.clone(),
-            ..NodeOptions::new(self.opts.kind, name)
-        };
+        self.sibling_as(self.opts.client, name).await
+    }
+
+    /// Spawns `client` on this node's genesis (same chain, possibly another program: a reth
+    /// follower of a geth source).
+    pub async fn sibling_as(&self, client: ElClient, name: &str) -> Result<Self, Error> {
+        let opts =
+            NodeOptions { genesis: self.opts.genesis.clone(), ..NodeOptions::of(client, name) };
         Self::spawn_with(opts).await
     }
 
     fn init(&self) -> Result<(), Error> {
-        let bin = el_binary(self.opts.kind)?;
+        let bin = self.opts.client.binary()?;
         let log = self.open_log()?;
-        let status = Command::new(&bin)
-            .arg("init")
-            .arg("--datadir")
-            .arg(self.datadir())
+        let mut cmd = Command::new(&bin);
+        cmd.arg("init").arg("--datadir").arg(self.datadir());
+        if self.opts.client.is_reth() {
+            cmd.arg("--chain");
+        }
+        let status = cmd
             .arg(self.root.join("genesis.json"))
             .stdout(log.try_clone().map_err(Error::Io)?)
             .stderr(log)
@@ -153,7 +170,7 @@ impl ElNode {
         if !status.success() {
             return Err(Error::Spawn(format!(
                 "{} init failed ({status}); log tail:\n{}",
-                self.opts.kind.name(),
+                self.opts.client,
                 self.log_tail(30)
             )));
         }
@@ -165,7 +182,58 @@ impl ElNode {
     }
 
     fn args(&self) -> Vec<String> {
-        let mut a: Vec<String> = [
+        let mut a = if self.opts.client.is_reth() { self.reth_args() } else { self.geth_args() };
+        a.extend(self.opts.extra_args.iter().cloned());
+        a
+    }
+
+    /// reth and op-reth: the chain comes from the genesis file, no discovery, no log files of
+    /// their own (stdout goes to el.log).
+    fn reth_args(&self) -> Vec<String> {
+        [
+            "node",
+            "--chain",
+            &self.root.join("genesis.json").to_string_lossy(),
+            "--datadir",
+            &self.datadir().to_string_lossy(),
+            "--http",
+            "--http.addr",
+            "127.0.0.1",
+            "--http.port",
+            &self.http_port.to_string(),
+            "--http.api",
+            "eth,net,web3,debug,admin,txpool",
+            "--ws",
+            "--ws.addr",
+            "127.0.0.1",
+            "--ws.port",
+            &self.ws_port.to_string(),
+            "--ws.api",
+            "eth,net,web3",
+            "--authrpc.addr",
+            "127.0.0.1",
+            "--authrpc.port",
+            &self.auth_port.to_string(),
+            "--authrpc.jwtsecret",
+            &self.jwt_path().to_string_lossy(),
+            "--port",
+            &self.p2p_port.to_string(),
+            "--disable-discovery",
+            "--nat",
+            "none",
+            "--ipcdisable",
+            "--log.file.max-files",
+            "0",
+            "--color",
+            "never",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    fn geth_args(&self) -> Vec<String> {
+        [
             "--datadir",
             &self.datadir().to_string_lossy(),
             "--networkid",
@@ -205,9 +273,7 @@ impl ElNode {
         ]
         .iter()
         .map(|s| s.to_string())
-        .collect();
-        a.extend(self.opts.extra_args.iter().cloned());
-        a
+        .collect()
     }
 
     /// Starts the process on the existing datadir and waits until both RPC ports answer.
@@ -215,7 +281,7 @@ impl ElNode {
         if self.child.is_some() {
             return Ok(());
         }
-        let bin = el_binary(self.opts.kind)?;
+        let bin = self.opts.client.binary()?;
         let log = self.open_log()?;
         let mut cmd = Command::new(&bin);
         cmd.args(self.args())
@@ -233,7 +299,7 @@ impl ElNode {
             });
         }
         let child = cmd.spawn().map_err(|e| {
-            Error::Spawn(format!("cannot start {} ({}): {e}", self.opts.kind.name(), bin.display()))
+            Error::Spawn(format!("cannot start {} ({}): {e}", self.opts.client, bin.display()))
         })?;
         note_pid(child.id());
         self.child = Some(child);
@@ -249,7 +315,7 @@ impl ElNode {
                 self.child = None;
                 return Err(Error::Spawn(format!(
                     "{} '{}' exited during start-up ({status}); log tail:\n{}",
-                    self.opts.kind.name(),
+                    self.opts.client,
                     self.opts.name,
                     self.log_tail(40)
                 )));
@@ -263,7 +329,7 @@ impl ElNode {
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
                     "{} '{}' did not answer on JSON-RPC and the Engine API within {:?}; log tail:\n{}",
-                    self.opts.kind.name(),
+                    self.opts.client,
                     self.opts.name,
                     READY_TIMEOUT,
                     self.log_tail(40)
@@ -317,9 +383,14 @@ impl ElNode {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Which EL this is.
+    /// Which chain this EL runs.
     pub fn kind(&self) -> ChainKind {
-        self.opts.kind
+        self.opts.client.chain()
+    }
+
+    /// Which EL program this is.
+    pub fn client(&self) -> ElClient {
+        self.opts.client
     }
 
     /// The node's name.
@@ -333,7 +404,7 @@ impl ElNode {
             .genesis
             .pointer("/config/chainId")
             .and_then(Value::as_u64)
-            .unwrap_or_else(|| chain_id_for(self.opts.kind))
+            .unwrap_or_else(|| chain_id_for(self.kind()))
     }
 
     /// The genesis this node was initialised with.
@@ -479,7 +550,7 @@ impl Drop for ElNode {
             let path = self.keep();
             eprintln!(
                 "--- {} '{}' log tail (folder kept at {}) ---\n{}\n--- end of log tail ---",
-                self.opts.kind.name(),
+                self.opts.client,
                 self.opts.name,
                 path.display(),
                 self.log_tail(40)

@@ -1,0 +1,127 @@
+//! Which EL program a node runs: geth and op-geth (built from the Go module proxy) or reth and
+//! op-reth (unpacked from the shared folder), and where each binary is found.
+
+use std::path::PathBuf;
+
+use crate::genesis::ChainKind;
+use crate::{Error, repo_root};
+
+/// An EL implementation the test bed can spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElClient {
+    /// go-ethereum (Ethereum chain).
+    Geth,
+    /// op-geth (OP Stack chain).
+    OpGeth,
+    /// reth (Ethereum chain).
+    Reth,
+    /// op-reth (OP Stack chain).
+    OpReth,
+}
+
+impl ElClient {
+    /// Every client, geth family first.
+    pub const ALL: [ElClient; 4] = [Self::Geth, Self::OpGeth, Self::Reth, Self::OpReth];
+
+    /// The geth-family client for `kind` (the test bed's default).
+    pub fn default_for(kind: ChainKind) -> Self {
+        match kind {
+            ChainKind::Ethereum => Self::Geth,
+            ChainKind::Optimism => Self::OpGeth,
+        }
+    }
+
+    /// The reth-family client for `kind`.
+    pub fn reth_for(kind: ChainKind) -> Self {
+        match kind {
+            ChainKind::Ethereum => Self::Reth,
+            ChainKind::Optimism => Self::OpReth,
+        }
+    }
+
+    /// The chain this client runs.
+    pub fn chain(self) -> ChainKind {
+        match self {
+            Self::Geth | Self::Reth => ChainKind::Ethereum,
+            Self::OpGeth | Self::OpReth => ChainKind::Optimism,
+        }
+    }
+
+    /// Whether this is reth or op-reth (different flags, no `debug_setHead`).
+    pub fn is_reth(self) -> bool {
+        matches!(self, Self::Reth | Self::OpReth)
+    }
+
+    /// The program's name, also the file name in the EL cache.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Geth => "geth",
+            Self::OpGeth => "op-geth",
+            Self::Reth => "reth",
+            Self::OpReth => "op-reth",
+        }
+    }
+
+    /// The variable that points the test bed at an installed binary instead of the cache.
+    pub fn env_var(self) -> &'static str {
+        match self {
+            Self::Geth => "TESTBED_GETH_BIN",
+            Self::OpGeth => "TESTBED_OP_GETH_BIN",
+            Self::Reth => "TESTBED_RETH_BIN",
+            Self::OpReth => "TESTBED_OP_RETH_BIN",
+        }
+    }
+
+    /// Parses `geth`, `op-geth`, `reth` or `op-reth`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == s)
+    }
+
+    /// Path of the binary: the client's variable if set, else the cache that
+    /// `scripts/install-els.sh` fills (`TESTBED_EL_CACHE` or `.cache/els`).
+    pub fn binary(self) -> Result<PathBuf, Error> {
+        let path = match std::env::var_os(self.env_var()) {
+            Some(p) => PathBuf::from(p),
+            None => std::env::var_os("TESTBED_EL_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join(".cache").join("els"))
+                .join(self.name()),
+        };
+        if path.is_file() {
+            Ok(path.canonicalize().unwrap_or(path))
+        } else {
+            Err(Error::MissingBinary {
+                kind: self.name(),
+                path: path.display().to_string(),
+                env: self.env_var(),
+                hint: if self.is_reth() {
+                    "scripts/install-els.sh unpacks it from ../shared/els when that folder is \
+                     there"
+                } else {
+                    "run scripts/install-els.sh"
+                },
+            })
+        }
+    }
+
+    /// Whether the binary is there; when not, prints why the calling test does nothing. The
+    /// reth family is not buildable from the registries, so on a machine without the shared
+    /// folder its tests skip (loudly) rather than fail.
+    pub fn available_or_skip(self, test: &str) -> bool {
+        match self.binary() {
+            Ok(_) => true,
+            Err(e) if self.is_reth() => {
+                eprintln!("SKIPPED {test}: {e}");
+                false
+            }
+            // geth and op-geth are always installable: let the test fail on the spawn error.
+            Err(_) => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ElClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
