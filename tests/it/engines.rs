@@ -4,22 +4,22 @@
 
 use alloy_primitives::B256;
 use lightcl_testbed::producer::{forkchoice, new_payload};
-use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
+use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 /// What an EL answered to an Engine API call.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Answer {
+pub(crate) enum Answer {
     /// A payload status (VALID, INVALID, SYNCING, ACCEPTED).
     Status(String),
     /// A JSON-RPC error code.
     Error(i64),
 }
 
-fn status(s: &str) -> Answer {
+pub(crate) fn status(s: &str) -> Answer {
     Answer::Status(s.to_string())
 }
 
-async fn fcu(node: &ElNode, head: B256, safe: B256, finalized: B256) -> Answer {
+pub(crate) async fn fcu(node: &ElNode, head: B256, safe: B256, finalized: B256) -> Answer {
     match forkchoice(&node.engine, head, safe, finalized).await {
         Ok(s) => Answer::Status(s.status),
         Err(lightcl_testbed::Error::Rpc { code, .. }) => Answer::Error(code),
@@ -28,47 +28,60 @@ async fn fcu(node: &ElNode, head: B256, safe: B256, finalized: B256) -> Answer {
 }
 
 /// (head, safe, finalized) numbers as the EL reports them (None when a label is unset).
-async fn heads(node: &ElNode) -> (u64, Option<u64>, Option<u64>) {
+pub(crate) async fn heads(node: &ElNode) -> (u64, Option<u64>, Option<u64>) {
     let head = node.head().await.expect("head").number;
     let safe = node.block("safe").await.expect("safe").map(|b| b.number);
     let fin = node.block("finalized").await.expect("finalized").map(|b| b.number);
     (head, safe, fin)
 }
 
-async fn producer_with(kind: ChainKind, blocks: u64) -> (ElNode, Producer) {
-    let node = ElNode::spawn(kind, "characterised").await.expect("spawn");
+pub(crate) async fn producer_with(client: ElClient, blocks: u64) -> (ElNode, Producer) {
+    producer_with_args(client, blocks, &[]).await
+}
+
+/// An EL started with `extra` flags, producing `blocks` blocks on itself.
+pub(crate) async fn producer_with_args(
+    client: ElClient,
+    blocks: u64,
+    extra: &[&str],
+) -> (ElNode, Producer) {
+    let mut opts = NodeOptions::of(client, "characterised");
+    opts.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    let node = ElNode::spawn_with(opts).await.expect("spawn");
     let mut p = Producer::new(&node).await.expect("producer");
     p.build_many(blocks, TxMix::new(1, 1)).await.expect("build");
     (node, p)
 }
 
-fn h(p: &Producer, n: u64) -> B256 {
+pub(crate) fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("block on producer chain")
 }
 
 // --- forkchoiceUpdated to a canonical ancestor ----------------------------------------------
 
-async fn fcu_to_canonical_ancestor(kind: ChainKind) -> (Answer, (u64, Option<u64>, Option<u64>)) {
-    let (node, p) = producer_with(kind, 10).await;
+pub(crate) async fn fcu_to_canonical_ancestor(
+    client: ElClient,
+) -> (Answer, (u64, Option<u64>, Option<u64>)) {
+    let (node, p) = producer_with(client, 10).await;
     let answer = fcu(&node, h(&p, 5), h(&p, 5), h(&p, 3)).await;
     (answer, heads(&node).await)
 }
 
 #[tokio::test]
 async fn geth_fcu_to_canonical_ancestor_rewinds() {
-    let got = fcu_to_canonical_ancestor(ChainKind::Ethereum).await;
+    let got = fcu_to_canonical_ancestor(ElClient::Geth).await;
     assert_eq!(got, (status("VALID"), (5, Some(5), Some(3))));
 }
 
 #[tokio::test]
 async fn op_geth_fcu_to_canonical_ancestor_applies_labels_keeps_head() {
-    let got = fcu_to_canonical_ancestor(ChainKind::Optimism).await;
+    let got = fcu_to_canonical_ancestor(ElClient::OpGeth).await;
     assert_eq!(got, (status("VALID"), (10, Some(5), Some(3))));
 }
 
 /// Depth 32 (the geth default limit) and depth 33.
-async fn fcu_rewind_limit(kind: ChainKind) -> [(Answer, u64); 2] {
-    let (node, p) = producer_with(kind, 40).await;
+pub(crate) async fn fcu_rewind_limit(client: ElClient) -> [(Answer, u64); 2] {
+    let (node, p) = producer_with(client, 40).await;
     let deeper = fcu(&node, h(&p, 7), B256::ZERO, B256::ZERO).await;
     let deeper_head = node.head().await.expect("head").number;
     let at_limit = fcu(&node, h(&p, 8), B256::ZERO, B256::ZERO).await;
@@ -78,20 +91,22 @@ async fn fcu_rewind_limit(kind: ChainKind) -> [(Answer, u64); 2] {
 
 #[tokio::test]
 async fn geth_fcu_rewind_is_limited_to_32_blocks() {
-    let got = fcu_rewind_limit(ChainKind::Ethereum).await;
+    let got = fcu_rewind_limit(ElClient::Geth).await;
     assert_eq!(got, [(Answer::Error(-38006), 40), (status("VALID"), 8)]);
 }
 
 #[tokio::test]
 async fn op_geth_fcu_deep_ancestor_is_valid_without_rewind() {
-    let got = fcu_rewind_limit(ChainKind::Optimism).await;
+    let got = fcu_rewind_limit(ElClient::OpGeth).await;
     assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
 }
 
 /// forkchoiceUpdated to a canonical ancestor below the EL's finalized block, with labels that
 /// would move finalized back.
-async fn fcu_below_finalized(kind: ChainKind) -> (Answer, (u64, Option<u64>, Option<u64>)) {
-    let (node, mut p) = producer_with(kind, 20).await;
+pub(crate) async fn fcu_below_finalized(
+    client: ElClient,
+) -> (Answer, (u64, Option<u64>, Option<u64>)) {
+    let (node, mut p) = producer_with(client, 20).await;
     assert!(p.set_labels(15, 15).await.expect("labels").is_valid());
     let answer = fcu(&node, h(&p, 10), h(&p, 10), h(&p, 10)).await;
     (answer, heads(&node).await)
@@ -99,13 +114,13 @@ async fn fcu_below_finalized(kind: ChainKind) -> (Answer, (u64, Option<u64>, Opt
 
 #[tokio::test]
 async fn geth_fcu_below_finalized_is_ignored() {
-    let got = fcu_below_finalized(ChainKind::Ethereum).await;
+    let got = fcu_below_finalized(ElClient::Geth).await;
     assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))));
 }
 
 #[tokio::test]
 async fn op_geth_fcu_below_finalized_moves_labels_back() {
-    let got = fcu_below_finalized(ChainKind::Optimism).await;
+    let got = fcu_below_finalized(ElClient::OpGeth).await;
     assert_eq!(got, (status("VALID"), (20, Some(10), Some(10))));
 }
 
@@ -114,8 +129,10 @@ async fn op_geth_fcu_below_finalized_moves_labels_back() {
 /// Sends block 5 to a fresh EL, then 1..4, then a forkchoiceUpdated to 5 without resending it.
 /// Returns (answer to the early 5, answers to 1..4, answer to the FCU, head, answer to 5 resent,
 /// answer to the FCU after resending).
-async fn unknown_parent(kind: ChainKind) -> (Answer, Vec<Answer>, Answer, u64, Answer, Answer) {
-    let (a, p) = producer_with(kind, 5).await;
+pub(crate) async fn unknown_parent(
+    client: ElClient,
+) -> (Answer, Vec<Answer>, Answer, u64, Answer, Answer) {
+    let (a, p) = producer_with(client, 5).await;
     let b = a.sibling("fresh").await.expect("spawn sibling");
     let early = new_payload(&b.engine, p.block(5).expect("b5")).await.expect("np5");
     let mut parents = Vec::new();
@@ -132,8 +149,8 @@ async fn unknown_parent(kind: ChainKind) -> (Answer, Vec<Answer>, Answer, u64, A
     (status(&early.status), parents, fcu_early, head, status(&resent.status), fcu_after)
 }
 
-async fn check_unknown_parent(kind: ChainKind) {
-    let (early, parents, fcu_early, head, resent, fcu_after) = unknown_parent(kind).await;
+pub(crate) async fn check_unknown_parent(client: ElClient) {
+    let (early, parents, fcu_early, head, resent, fcu_after) = unknown_parent(client).await;
     assert_eq!(early, status("SYNCING"), "newPayload with an unknown parent");
     assert_eq!(parents, vec![status("VALID"); 4], "the missing parents, in order");
     // The early block was not kept: the forkchoice to it does not make it the head.
@@ -143,32 +160,32 @@ async fn check_unknown_parent(kind: ChainKind) {
 
 #[tokio::test]
 async fn geth_new_payload_unknown_parent_is_syncing_and_dropped() {
-    check_unknown_parent(ChainKind::Ethereum).await;
+    check_unknown_parent(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_new_payload_unknown_parent_is_syncing_and_dropped() {
-    check_unknown_parent(ChainKind::Optimism).await;
+    check_unknown_parent(ElClient::OpGeth).await;
 }
 
 // --- side branches and reorgs ---------------------------------------------------------------
 
 /// A has 20 blocks; a rival branch forks after `fork_at` with `len` blocks, built on a second EL.
 /// Returns A, A's producer and the rival producer.
-async fn with_rival(
-    kind: ChainKind,
+pub(crate) async fn with_rival(
+    client: ElClient,
     fork_at: u64,
     len: u64,
 ) -> (ElNode, Producer, Producer, ElNode) {
-    let (a, p) = producer_with(kind, 20).await;
+    let (a, p) = producer_with(client, 20).await;
     let b = a.sibling("rival").await.expect("spawn sibling");
     let mut rival = p.fork_onto(&b, fork_at, 7).await.expect("fork");
     rival.build_many(len, TxMix::new(2, 1)).await.expect("rival blocks");
     (a, p, rival, b)
 }
 
-async fn side_branch_reorg(kind: ChainKind) {
-    let (a, p, rival, _b) = with_rival(kind, 12, 5).await;
+pub(crate) async fn side_branch_reorg(client: ElClient) {
+    let (a, p, rival, _b) = with_rival(client, 12, 5).await;
     for n in 13..=17 {
         let s = new_payload(&a.engine, rival.block(n).expect("rival block")).await.expect("np");
         assert_eq!(s.status, "VALID", "side-branch block {n}: {s:?}");
@@ -183,18 +200,18 @@ async fn side_branch_reorg(kind: ChainKind) {
 
 #[tokio::test]
 async fn geth_side_branch_then_fcu_reorgs() {
-    side_branch_reorg(ChainKind::Ethereum).await;
+    side_branch_reorg(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_side_branch_then_fcu_reorgs() {
-    side_branch_reorg(ChainKind::Optimism).await;
+    side_branch_reorg(ElClient::OpGeth).await;
 }
 
 /// A is finalized at 15; the rival branch forks at 10. Forkchoice to the rival tip with A's
 /// finalized block: does the EL refuse, and does its head move anyway?
-async fn reorg_across_finalized(kind: ChainKind) -> (Answer, u64, B256, Option<u64>) {
-    let (a, mut p, rival, _b) = with_rival(kind, 10, 12).await;
+pub(crate) async fn reorg_across_finalized(client: ElClient) -> (Answer, u64, B256, Option<u64>) {
+    let (a, mut p, rival, _b) = with_rival(client, 10, 12).await;
     assert!(p.set_labels(15, 15).await.expect("labels").is_valid());
     for n in 11..=22 {
         let s = new_payload(&a.engine, rival.block(n).expect("rival")).await.expect("np");
@@ -206,8 +223,8 @@ async fn reorg_across_finalized(kind: ChainKind) -> (Answer, u64, B256, Option<u
     (answer, head.number, if head.hash == h(&rival, 22) { h(&rival, 22) } else { head.hash }, fin)
 }
 
-async fn check_reorg_across_finalized(kind: ChainKind) {
-    let (answer, head, head_hash, fin) = reorg_across_finalized(kind).await;
+pub(crate) async fn check_reorg_across_finalized(client: ElClient) {
+    let (answer, head, head_hash, fin) = reorg_across_finalized(client).await;
     // Both ELs reorg first and only then check the labels: the head crosses the finalized
     // block and the call answers an error (-38002 invalid forkchoice state). The EL does not
     // protect finality; the follower must (invariant I3).
@@ -223,20 +240,22 @@ async fn check_reorg_across_finalized(kind: ChainKind) {
 
 #[tokio::test]
 async fn geth_reorg_across_finalized_moves_head_and_errors() {
-    check_reorg_across_finalized(ChainKind::Ethereum).await;
+    check_reorg_across_finalized(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_reorg_across_finalized_moves_head_and_errors() {
-    check_reorg_across_finalized(ChainKind::Optimism).await;
+    check_reorg_across_finalized(ElClient::OpGeth).await;
 }
 
 // --- restarts -------------------------------------------------------------------------------
 
 /// Graceful restart: are head and labels kept; what does a forkchoice to a canonical ancestor do
 /// before any other forkchoice; can the producer go on?
-async fn graceful_restart(kind: ChainKind) -> ((u64, Option<u64>, Option<u64>), Answer, u64) {
-    let (mut node, mut p) = producer_with(kind, 20).await;
+pub(crate) async fn graceful_restart(
+    client: ElClient,
+) -> ((u64, Option<u64>, Option<u64>), Answer, u64) {
+    let (mut node, mut p) = producer_with(client, 20).await;
     assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
     node.restart().await.expect("restart");
     let after = heads(&node).await;
@@ -248,7 +267,7 @@ async fn graceful_restart(kind: ChainKind) -> ((u64, Option<u64>, Option<u64>), 
 
 #[tokio::test]
 async fn geth_restart_keeps_chain_and_ignores_first_rewind() {
-    let (after, answer, head) = graceful_restart(ChainKind::Ethereum).await;
+    let (after, answer, head) = graceful_restart(ElClient::Geth).await;
     // Head and finalized survive; safe is not persisted and comes back equal to finalized.
     assert_eq!(after, (20, Some(10), Some(10)));
     // geth is "not synced" until a forkchoice succeeds: the rewind is ignored.
@@ -257,30 +276,30 @@ async fn geth_restart_keeps_chain_and_ignores_first_rewind() {
 
 #[tokio::test]
 async fn op_geth_restart_keeps_chain() {
-    let (after, answer, head) = graceful_restart(ChainKind::Optimism).await;
+    let (after, answer, head) = graceful_restart(ElClient::OpGeth).await;
     assert_eq!(after, (20, Some(10), Some(10)));
     assert_eq!((answer, head), (status("VALID"), 20));
 }
 
 /// What a crash-restarted EL does while its lost blocks are fed again in order.
 #[derive(Debug, PartialEq, Eq)]
-struct CrashRefeed {
+pub(crate) struct CrashRefeed {
     /// Head right after the restart.
-    head: u64,
+    pub(crate) head: u64,
     /// Finalized label right after the restart.
-    finalized: Option<u64>,
+    pub(crate) finalized: Option<u64>,
     /// Answers to newPayload for blocks 1..=20, in order.
-    answers: Vec<String>,
+    pub(crate) answers: Vec<String>,
     /// Whether the EL reached block 20 after a forkchoiceUpdated to it.
-    converged_without_repair: bool,
+    pub(crate) converged_without_repair: bool,
     /// Whether it converged after `debug_setHead(0)`, a restart, and the same refeed.
-    converged_after_repair: bool,
+    pub(crate) converged_after_repair: bool,
     /// Answers to that refeed, and the head after it.
-    answers_after_repair: Vec<String>,
-    head_after_repair: u64,
+    pub(crate) answers_after_repair: Vec<String>,
+    pub(crate) head_after_repair: u64,
 }
 
-async fn refeed(node: &ElNode, p: &Producer) -> (Vec<String>, bool) {
+pub(crate) async fn refeed(node: &ElNode, p: &Producer) -> (Vec<String>, bool) {
     let mut answers = Vec::new();
     for n in 1..=20 {
         let s = new_payload(&node.engine, p.block(n).expect("block")).await.expect("np");
@@ -292,8 +311,8 @@ async fn refeed(node: &ElNode, p: &Producer) -> (Vec<String>, bool) {
 }
 
 /// SIGKILL, start, feed blocks 1..=20 again; then the repair: setHead(0), restart, feed again.
-async fn crash_restart(kind: ChainKind) -> CrashRefeed {
-    let (mut node, mut p) = producer_with(kind, 20).await;
+pub(crate) async fn crash_restart(client: ElClient) -> CrashRefeed {
+    let (mut node, mut p) = producer_with(client, 20).await;
     assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
     node.kill();
     node.start().await.expect("start after kill");
@@ -316,7 +335,7 @@ async fn crash_restart(kind: ChainKind) -> CrashRefeed {
     }
 }
 
-async fn check_crash_restart(kind: ChainKind) {
+pub(crate) async fn check_crash_restart(client: ElClient) {
     // Recent state lives in memory until a clean shutdown. After SIGKILL the head falls back to
     // genesis while the blocks stay on disk, and geth switches itself to snap sync ("snap-sync
     // incomplete"): newPayload answers VALID for blocks it still has ("already known") and
@@ -331,8 +350,8 @@ async fn check_crash_restart(kind: ChainKind) {
     // lightcl handles each: it feeds from the EL's head, repairs on SYNCING, and reports
     // INVALID (alert LightclElInvalid) without following anything else. Any other outcome fails
     // this test.
-    let got = crash_restart(kind).await;
-    eprintln!("{kind:?} after SIGKILL: {got:?}");
+    let got = crash_restart(client).await;
+    eprintln!("{client} after SIGKILL: {got:?}");
     assert_eq!(got.head, 0, "the head falls back to genesis: {got:?}");
     assert!(matches!(got.finalized, Some(0) | None), "{got:?}");
     match got.answers.iter().position(|s| s == "SYNCING") {
@@ -344,22 +363,22 @@ async fn check_crash_restart(kind: ChainKind) {
         None => assert!(got.answers.iter().all(|s| s == "VALID"), "{got:?}"),
     }
     let damaged = got.answers_after_repair.iter().all(|s| s == "INVALID");
-    assert!(got.converged_after_repair || (kind == ChainKind::Optimism && damaged), "{got:?}");
+    assert!(got.converged_after_repair || (client == ElClient::OpGeth && damaged), "{got:?}");
 }
 
 #[tokio::test]
 async fn geth_crash_restart_needs_repair() {
-    check_crash_restart(ChainKind::Ethereum).await;
+    check_crash_restart(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_crash_restart_needs_repair() {
-    check_crash_restart(ChainKind::Optimism).await;
+    check_crash_restart(ElClient::OpGeth).await;
 }
 
 /// debug_setHead deletes the blocks above the target.
-async fn set_head(kind: ChainKind) -> (u64, bool) {
-    let (node, p) = producer_with(kind, 10).await;
+pub(crate) async fn set_head(client: ElClient) -> (u64, bool) {
+    let (node, p) = producer_with(client, 10).await;
     let _: serde_json::Value =
         node.rpc.call("debug_setHead", serde_json::json!(["0x5"])).await.expect("setHead");
     let head = node.head().await.expect("head").number;
@@ -369,12 +388,12 @@ async fn set_head(kind: ChainKind) -> (u64, bool) {
 
 #[tokio::test]
 async fn geth_debug_set_head_deletes_above() {
-    assert_eq!(set_head(ChainKind::Ethereum).await, (5, true));
+    assert_eq!(set_head(ElClient::Geth).await, (5, true));
 }
 
 #[tokio::test]
 async fn op_geth_debug_set_head_deletes_above() {
-    assert_eq!(set_head(ChainKind::Optimism).await, (5, true));
+    assert_eq!(set_head(ElClient::OpGeth).await, (5, true));
 }
 
 // --- how far ahead of the head payloads may go -----------------------------------------------
@@ -382,8 +401,8 @@ async fn op_geth_debug_set_head_deletes_above() {
 /// Feeds 300 blocks to a fresh EL without any forkchoiceUpdated; on the first SYNCING, sends a
 /// forkchoiceUpdated to the block before and resends. Returns (first SYNCING height, answer to
 /// the forkchoice, answer to the resend).
-async fn payloads_ahead_of_head(kind: ChainKind) -> (Option<u64>, Answer, Answer) {
-    let src = ElNode::spawn(kind, "source").await.expect("spawn");
+pub(crate) async fn payloads_ahead_of_head(client: ElClient) -> (Option<u64>, Answer, Answer) {
+    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
     let mut p2 = Producer::new(&src).await.expect("producer");
     p2.build_many(300, TxMix::new(4, 2)).await.expect("build");
     let b = src.sibling("fresh").await.expect("spawn sibling");
@@ -399,23 +418,23 @@ async fn payloads_ahead_of_head(kind: ChainKind) -> (Option<u64>, Answer, Answer
     (None, status("-"), status("-"))
 }
 
-async fn check_payloads_ahead(kind: ChainKind) {
+pub(crate) async fn check_payloads_ahead(client: ElClient) {
     // geth keeps 128 state layers above its disk state; once the fed blocks run more than that
     // ahead of the head, the head's state is flattened away, geth calls itself "stateless",
     // switches to snap sync and ignores the next payload (SYNCING). A forkchoiceUpdated to the
     // last VALID block fixes it. A follower must move the head at least every ~100 blocks.
-    let (first, f, again) = payloads_ahead_of_head(kind).await;
+    let (first, f, again) = payloads_ahead_of_head(client).await;
     assert_eq!((first, f, again), (Some(130), status("VALID"), status("VALID")));
 }
 
 #[tokio::test]
 async fn geth_payloads_more_than_128_ahead_of_head_are_ignored() {
-    check_payloads_ahead(ChainKind::Ethereum).await;
+    check_payloads_ahead(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_payloads_more_than_128_ahead_of_head_are_ignored() {
-    check_payloads_ahead(ChainKind::Optimism).await;
+    check_payloads_ahead(ElClient::OpGeth).await;
 }
 
 // --- deep side branches ------------------------------------------------------------------------
@@ -423,8 +442,8 @@ async fn op_geth_payloads_more_than_128_ahead_of_head_are_ignored() {
 /// The EL holds a 200-block branch above block 50; the other branch's block 51 arrives. Returns
 /// (answer to it, head after debug_setHead(50), answers to 51..=260 after the rewind, answer to
 /// the final forkchoice, head).
-async fn deep_side_branch(kind: ChainKind) -> (Answer, u64, Vec<String>, Answer, u64) {
-    let src = ElNode::spawn(kind, "source").await.expect("spawn");
+pub(crate) async fn deep_side_branch(client: ElClient) -> (Answer, u64, Vec<String>, Answer, u64) {
+    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
     let mut main = Producer::new(&src).await.expect("producer");
     main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
     let local = src.sibling("local").await.expect("spawn local");
@@ -450,20 +469,20 @@ async fn deep_side_branch(kind: ChainKind) -> (Answer, u64, Vec<String>, Answer,
     (status(&first.status), rewound, answers, f, head)
 }
 
-async fn check_deep_side_branch(kind: ChainKind) {
+pub(crate) async fn check_deep_side_branch(client: ElClient) {
     // Only 128 states are kept: a branch from 200 blocks back cannot execute (ACCEPTED, the block
     // is not even stored). debug_setHead rolls chain and state back through the state history;
     // then the branch executes and a forkchoice makes it canonical.
-    let got = deep_side_branch(kind).await;
+    let got = deep_side_branch(client).await;
     assert_eq!(got, (status("ACCEPTED"), 50, vec!["VALID".to_string()], status("VALID"), 260));
 }
 
 #[tokio::test]
 async fn geth_deep_side_branch_needs_set_head() {
-    check_deep_side_branch(ChainKind::Ethereum).await;
+    check_deep_side_branch(ElClient::Geth).await;
 }
 
 #[tokio::test]
 async fn op_geth_deep_side_branch_needs_set_head() {
-    check_deep_side_branch(ChainKind::Optimism).await;
+    check_deep_side_branch(ElClient::OpGeth).await;
 }

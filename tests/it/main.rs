@@ -6,6 +6,7 @@
 mod bad_input;
 mod el_crash;
 mod engines;
+mod engines_reth;
 mod faults;
 mod follow;
 mod ops;

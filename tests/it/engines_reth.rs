@@ -1,0 +1,362 @@
+//! Characterisation of reth and op-reth (v1.10.2, from the shared folder): the same rows as the
+//! geth and op-geth tests in `engines.rs`, with what these ELs actually answer. Skipped, with a
+//! message, when the binaries are not installed. `docs/engines.md` holds the matrix.
+
+use alloy_primitives::keccak256;
+use lightcl_testbed::producer::new_payload;
+use lightcl_testbed::{ElClient, ElNode, Producer, TxMix};
+use serde_json::{Value, json};
+
+use crate::engines::{
+    Answer, fcu, fcu_below_finalized, fcu_rewind_limit, fcu_to_canonical_ancestor, h, heads,
+    payloads_ahead_of_head, producer_with, producer_with_args, reorg_across_finalized,
+    side_branch_reorg, status, unknown_parent,
+};
+
+const UNWIND: &str = "--engine.allow-unwind-canonical-header";
+
+/// Whether `client` is installed (else the test prints why it does nothing and returns).
+fn have(client: ElClient, test: &str) -> bool {
+    client.available_or_skip(test)
+}
+
+// --- forkchoiceUpdated to a canonical ancestor ----------------------------------------------
+
+async fn check_fcu_to_ancestor(client: ElClient) {
+    // Without the unwind flag a forkchoice to a canonical ancestor is VALID and changes nothing:
+    // the head stays, and unlike op-geth the safe and finalized labels in it are not applied
+    // either (they stay at genesis, where the producer left them).
+    let got = fcu_to_canonical_ancestor(client).await;
+    assert_eq!(got, (status("VALID"), (10, Some(0), Some(0))), "{client}");
+    // With the flag op-reth unwinds its head to the ancestor (labels still not applied); reth
+    // 1.10.2 answers the same VALID and does not move.
+    let (node, p) = producer_with_args(client, 10, &[UNWIND]).await;
+    let answer = fcu(&node, h(&p, 5), h(&p, 5), h(&p, 3)).await;
+    let head = if client == ElClient::OpReth { 5 } else { 10 };
+    assert_eq!(
+        (answer, heads(&node).await),
+        (status("VALID"), (head, Some(0), Some(0))),
+        "{client} with {UNWIND}"
+    );
+}
+
+#[tokio::test]
+async fn op_reth_fcu_to_canonical_ancestor_moves_head_only_with_unwind_flag() {
+    if have(ElClient::OpReth, "op_reth_fcu_to_canonical_ancestor") {
+        check_fcu_to_ancestor(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_fcu_to_canonical_ancestor_never_moves_head() {
+    if have(ElClient::Reth, "reth_fcu_to_canonical_ancestor") {
+        check_fcu_to_ancestor(ElClient::Reth).await;
+    }
+}
+
+#[tokio::test]
+async fn op_reth_fcu_deep_ancestor_is_valid_without_rewind() {
+    if have(ElClient::OpReth, "op_reth_fcu_deep_ancestor") {
+        let got = fcu_rewind_limit(ElClient::OpReth).await;
+        assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
+    }
+}
+
+#[tokio::test]
+async fn op_reth_fcu_below_finalized() {
+    if have(ElClient::OpReth, "op_reth_fcu_below_finalized") {
+        // VALID and ignored, labels included (as geth; op-geth moves the labels back).
+        let got = fcu_below_finalized(ElClient::OpReth).await;
+        assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))));
+    }
+}
+
+#[tokio::test]
+async fn reth_fcu_below_finalized() {
+    if have(ElClient::Reth, "reth_fcu_below_finalized") {
+        // reth 1.10.2 predates the -38006 answer below finalized (reth #26567): VALID, ignored.
+        let got = fcu_below_finalized(ElClient::Reth).await;
+        assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))));
+    }
+}
+
+// --- newPayload with an unknown parent -------------------------------------------------------
+
+async fn check_unknown_parent_buffered(client: ElClient) {
+    // reth keeps a block whose parent it lacks (SYNCING) and connects it once the parents come:
+    // the forkchoice to it then succeeds without resending it.
+    let (early, parents, fcu_early, head, resent, fcu_after) = unknown_parent(client).await;
+    assert_eq!(early, status("SYNCING"), "{client}: newPayload with an unknown parent");
+    assert_eq!(parents, vec![status("VALID"); 4], "{client}: the missing parents, in order");
+    assert_eq!((fcu_early, head), (status("VALID"), 5), "{client}: buffered block connected");
+    assert_eq!((resent, fcu_after), (status("VALID"), status("VALID")), "{client}");
+}
+
+#[tokio::test]
+async fn op_reth_new_payload_unknown_parent_is_buffered() {
+    if have(ElClient::OpReth, "op_reth_new_payload_unknown_parent") {
+        check_unknown_parent_buffered(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_new_payload_unknown_parent_is_buffered() {
+    if have(ElClient::Reth, "reth_new_payload_unknown_parent") {
+        check_unknown_parent_buffered(ElClient::Reth).await;
+    }
+}
+
+// --- side branches and reorgs ---------------------------------------------------------------
+
+#[tokio::test]
+async fn op_reth_side_branch_then_fcu_reorgs() {
+    if have(ElClient::OpReth, "op_reth_side_branch_then_fcu_reorgs") {
+        side_branch_reorg(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_side_branch_then_fcu_reorgs() {
+    if have(ElClient::Reth, "reth_side_branch_then_fcu_reorgs") {
+        side_branch_reorg(ElClient::Reth).await;
+    }
+}
+
+async fn check_reorg_across_finalized(client: ElClient) {
+    // Unlike geth (-38002 after reorging), reth answers VALID: the head moves to the branch that
+    // does not contain the finalized block. Read right after, the finalized label is either
+    // still the old block 15 (no longer canonical) or unset; both were seen. The EL does not
+    // protect finality; lightcl must (I3).
+    let (answer, head, _, fin) = reorg_across_finalized(client).await;
+    assert_eq!((&answer, head), (&status("VALID"), 22), "{client}");
+    assert!(matches!(fin, None | Some(15)), "{client}: finalized {fin:?}");
+}
+
+#[tokio::test]
+async fn op_reth_reorg_across_finalized_moves_head_and_answers_valid() {
+    if have(ElClient::OpReth, "op_reth_reorg_across_finalized") {
+        check_reorg_across_finalized(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_reorg_across_finalized_moves_head_and_answers_valid() {
+    if have(ElClient::Reth, "reth_reorg_across_finalized") {
+        check_reorg_across_finalized(ElClient::Reth).await;
+    }
+}
+
+/// The EL holds a 200-block branch above block 50 (canonical, persisted); the other branch's
+/// 210 blocks arrive with no rewind of any kind. Returns (answers, deduplicated, to 51..=260,
+/// answer to the forkchoice to 260, head).
+async fn deep_side_branch_without_rewind(client: ElClient) -> (Vec<String>, Answer, u64) {
+    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
+    let mut main = Producer::new(&src).await.expect("producer");
+    main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
+    let local = src.sibling("local").await.expect("spawn local");
+    let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
+    rival.build_many(200, TxMix::new(1, 0)).await.expect("rival");
+    main.build_many(210, TxMix::new(1, 0)).await.expect("main");
+    let g = main.genesis().hash;
+    let mut answers = Vec::new();
+    for n in 51..=260 {
+        answers
+            .push(new_payload(&local.engine, main.block(n).expect("b")).await.expect("np").status);
+    }
+    answers.dedup();
+    let f = fcu(&local, h(&main, 260), g, g).await;
+    (answers, f, local.head().await.expect("head").number)
+}
+
+async fn check_deep_side_branch(client: ElClient) {
+    // reth executes a side branch 200 blocks deep from its own history: every block VALID, and
+    // one forkchoice reorgs onto it. No debug_setHead (which reth ignores) is needed.
+    let got = deep_side_branch_without_rewind(client).await;
+    assert_eq!(got, (vec!["VALID".to_string()], status("VALID"), 260), "{client}");
+}
+
+#[tokio::test]
+async fn op_reth_deep_side_branch_executes_without_rewind() {
+    if have(ElClient::OpReth, "op_reth_deep_side_branch") {
+        check_deep_side_branch(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_deep_side_branch_executes_without_rewind() {
+    if have(ElClient::Reth, "reth_deep_side_branch") {
+        check_deep_side_branch(ElClient::Reth).await;
+    }
+}
+
+// --- payloads far ahead of the head --------------------------------------------------------
+
+#[tokio::test]
+async fn op_reth_accepts_payloads_far_ahead_of_head() {
+    if have(ElClient::OpReth, "op_reth_payloads_ahead") {
+        // Unlike geth (SYNCING from 130 on), all 300 blocks execute without a forkchoice.
+        let got = payloads_ahead_of_head(ElClient::OpReth).await;
+        assert_eq!(got, (None, status("-"), status("-")));
+    }
+}
+
+// --- debug_setHead -------------------------------------------------------------------------
+
+async fn check_set_head_is_a_no_op(client: ElClient) {
+    // reth 1.10.2 declares the number as a plain JSON integer: geth's hex form (what lightcl
+    // sends) is refused with -32602 "Invalid params". Given an integer it answers null and does
+    // nothing: the head stays at 10 and block 8 is still there.
+    let (node, p) = producer_with(client, 10).await;
+    let hex: Result<Value, _> = node.rpc.call("debug_setHead", json!(["0x5"])).await;
+    assert!(
+        matches!(hex, Err(lightcl_testbed::Error::Rpc { code: -32602, .. })),
+        "{client}: {hex:?}"
+    );
+    let int: Value = node.rpc.call("debug_setHead", json!([5])).await.expect("integer form");
+    assert_eq!(int, Value::Null, "{client}");
+    let head = node.head().await.expect("head").number;
+    let kept = node.block_by_hash(h(&p, 8)).await.expect("by hash").is_some();
+    assert_eq!((head, kept), (10, true), "{client}");
+}
+
+#[tokio::test]
+async fn op_reth_debug_set_head_does_nothing() {
+    if have(ElClient::OpReth, "op_reth_debug_set_head") {
+        check_set_head_is_a_no_op(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_debug_set_head_does_nothing() {
+    if have(ElClient::Reth, "reth_debug_set_head") {
+        check_set_head_is_a_no_op(ElClient::Reth).await;
+    }
+}
+
+// --- restarts -------------------------------------------------------------------------------
+
+/// Graceful restart (SIGTERM): (head and labels after it, answer to a forkchoice to the old
+/// head, head after refeeding the lost blocks and a forkchoice, whether the producer goes on).
+async fn graceful_restart(
+    client: ElClient,
+) -> ((u64, Option<u64>, Option<u64>), Answer, (u64, Option<u64>, Option<u64>), bool) {
+    let (mut node, mut p) = producer_with(client, 20).await;
+    assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
+    node.restart().await.expect("restart");
+    let after = heads(&node).await;
+    let to_old_head = fcu(&node, h(&p, 20), h(&p, 15), h(&p, 10)).await;
+    let (_, converged) = crate::engines::refeed(&node, &p).await;
+    let refed = heads(&node).await;
+    let goes_on = converged && p.build_many(2, TxMix::new(1, 1)).await.is_ok();
+    (after, to_old_head, refed, goes_on)
+}
+
+async fn check_graceful_restart(client: ElClient) {
+    // reth 1.10.2 does not persist its in-memory blocks on SIGTERM: it comes back two blocks
+    // behind (the default persistence threshold), labels kept. A forkchoice to the lost head
+    // answers SYNCING; the lost blocks fed again are VALID and the chain goes on.
+    let got = graceful_restart(client).await;
+    assert_eq!(
+        got,
+        ((18, Some(15), Some(10)), status("SYNCING"), (20, Some(0), Some(0)), true),
+        "{client}"
+    );
+}
+
+#[tokio::test]
+async fn op_reth_restart_loses_unpersisted_blocks() {
+    if have(ElClient::OpReth, "op_reth_restart") {
+        check_graceful_restart(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_restart_loses_unpersisted_blocks() {
+    if have(ElClient::Reth, "reth_restart") {
+        check_graceful_restart(ElClient::Reth).await;
+    }
+}
+
+/// SIGKILL after 20 blocks: (head and finalized after the start, answers to blocks 1..=20 fed
+/// again, whether a forkchoice to 20 then makes it the head).
+async fn crash_restart(client: ElClient) -> (u64, Option<u64>, Vec<String>, bool) {
+    let (mut node, mut p) = producer_with(client, 20).await;
+    assert!(p.set_labels(15, 10).await.expect("labels").is_valid());
+    node.kill();
+    node.start().await.expect("start after kill");
+    let (head, _, fin) = heads(&node).await;
+    let (mut answers, converged) = crate::engines::refeed(&node, &p).await;
+    answers.dedup();
+    (head, fin, answers, converged)
+}
+
+async fn check_crash(client: ElClient) {
+    // Unlike geth (head at genesis, snap-sync mode, needs a restart), reth comes back at its last
+    // persisted block, and the blocks fed again converge without any repair. The finalized label
+    // may come back at genesis (op-reth did): lightcl's floor file keeps finality, not the EL.
+    let (head, fin, answers, converged) = crash_restart(client).await;
+    eprintln!("{client} after SIGKILL: head {head}, finalized {fin:?}, answers {answers:?}");
+    assert!(head >= 10 && head <= 20, "{client}: head {head}");
+    assert!(matches!(fin, Some(0) | Some(10)), "{client}: finalized {fin:?}");
+    assert_eq!(answers, vec!["VALID".to_string()], "{client}");
+    assert!(converged, "{client}: did not converge on refeed");
+}
+
+#[tokio::test]
+async fn op_reth_crash_restart_converges_on_refeed() {
+    if have(ElClient::OpReth, "op_reth_crash_restart") {
+        check_crash(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_crash_restart_converges_on_refeed() {
+    if have(ElClient::Reth, "reth_crash_restart") {
+        check_crash(ElClient::Reth).await;
+    }
+}
+
+// --- debug_getRawBlock ----------------------------------------------------------------------
+
+/// `debug_getRawBlock` of block 5: the RLP of the whole block; its first list item is the header,
+/// whose keccak is the block hash.
+async fn raw_block(client: ElClient) {
+    let (node, p) = producer_with(client, 5).await;
+    let raw: String = node.rpc.call("debug_getRawBlock", json!(["0x5"])).await.expect("raw");
+    let bytes = alloy_primitives::hex::decode(&raw).expect("hex");
+    let mut rest = &bytes[..];
+    let outer = alloy_rlp::Header::decode(&mut rest).expect("block list");
+    assert!(outer.list, "{client}: the raw block is an RLP list");
+    let after_outer = rest;
+    let inner = alloy_rlp::Header::decode(&mut rest).expect("header list");
+    let header_len = after_outer.len() - rest.len() + inner.payload_length;
+    let header = &after_outer[..header_len];
+    assert_eq!(keccak256(header), h(&p, 5), "{client}: header RLP hashes to the block hash");
+    // A block tag works as well as a number.
+    let latest: Value = node.rpc.call("debug_getRawBlock", json!(["latest"])).await.expect("tag");
+    assert!(latest.as_str().is_some_and(|s| s.starts_with("0x")), "{client}: {latest}");
+}
+
+#[tokio::test]
+async fn op_reth_debug_get_raw_block_is_block_rlp() {
+    if have(ElClient::OpReth, "op_reth_debug_get_raw_block") {
+        raw_block(ElClient::OpReth).await;
+    }
+}
+
+#[tokio::test]
+async fn reth_debug_get_raw_block_is_block_rlp() {
+    if have(ElClient::Reth, "reth_debug_get_raw_block") {
+        raw_block(ElClient::Reth).await;
+    }
+}
+
+#[tokio::test]
+async fn op_geth_debug_get_raw_block_is_block_rlp() {
+    raw_block(ElClient::OpGeth).await;
+}
+
+#[tokio::test]
+async fn geth_debug_get_raw_block_is_block_rlp() {
+    raw_block(ElClient::Geth).await;
+}
