@@ -14,12 +14,15 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::Proxy;
-use lightcl_testbed::{ChainKind, ElNode, Producer};
+use lightcl_testbed::{ElClient, ElNode, Producer};
 
-use crate::follow::{label_hashes, lightcl_bin, source_chain, tail};
+use crate::follow::{label_hashes_now, lightcl_bin, source_chain, tail};
 use crate::recovery::diverged;
 
 const RUNBOOK: &str = "EL stuck below the blocks it accepted";
+
+/// What op-reth logs, at every start, when a crash left its storage inconsistent.
+const DAMAGED_STORAGE: &str = "Persistence service failed";
 
 /// lightcl and the EL it drives; whenever lightcl halts, the test does what the runbook
 /// section says (stop lightcl, restart the EL, start lightcl) and counts it.
@@ -30,11 +33,40 @@ struct Run<'a> {
     from: usize,
     /// How often the runbook was followed.
     runbook: u32,
+    /// How the EL ended each time it died by itself (not killed by the test).
+    deaths: Vec<String>,
 }
 
 impl<'a> Run<'a> {
     fn new(el: &'a mut ElNode, lc: &'a mut Lightcl) -> Self {
-        Self { el, lc, from: 0, runbook: 0 }
+        Self { el, lc, from: 0, runbook: 0, deaths: Vec::new() }
+    }
+
+    /// Handles an EL that died by itself as the runbook says: restart it on its datadir, or, when
+    /// its storage is damaged (op-reth 1.10.2 after a SIGKILL during its first persistence:
+    /// "Persistence service failed ... UnexpectedStaticFileTxNumber" at every start), resync it
+    /// from scratch. Either way lightcl must then fill it again by itself.
+    async fn restart_if_died(&mut self) {
+        if let Some(status) = self.el.reap() {
+            let damaged = self.el.log_tail(40).contains(DAMAGED_STORAGE);
+            eprintln!(
+                "the EL died by itself ({status}, storage damaged: {damaged}); log tail:\n{}",
+                self.el.log_tail(8)
+            );
+            self.deaths
+                .push(format!("{status}{}", if damaged { " (damaged storage)" } else { "" }));
+            assert!(
+                self.deaths.len() <= 3,
+                "the EL died {} times: {:?}",
+                self.deaths.len(),
+                self.deaths
+            );
+            if damaged {
+                self.el.wipe().await.expect("resync the EL from scratch");
+            } else {
+                self.el.start().await.expect("restart the EL after it died");
+            }
+        }
     }
 
     /// The log of lightcl's current run.
@@ -78,7 +110,8 @@ impl<'a> Run<'a> {
             if n >= at {
                 return;
             }
-            self.runbook_if_halted(crashes).await;
+            self.restart_if_died().await;
+            self.runbook_if_halted(crashes + self.deaths.len() as u32).await;
             if Instant::now() > deadline {
                 self.fail(&format!("EL at #{n}, not {at}"));
             }
@@ -89,8 +122,13 @@ impl<'a> Run<'a> {
     /// Waits until the EL holds `want` as latest, safe and finalized.
     async fn converge(&mut self, want: (B256, B256, B256), crashes: u32) {
         let deadline = Instant::now() + Duration::from_secs(300);
-        while label_hashes(self.el).await != (want.0, Some(want.1), Some(want.2)) {
-            self.runbook_if_halted(crashes).await;
+        loop {
+            self.restart_if_died().await;
+            let got = label_hashes_now(self.el).await;
+            if got == Some((want.0, Some(want.1), Some(want.2))) {
+                return;
+            }
+            self.runbook_if_halted(crashes + self.deaths.len() as u32).await;
             let n = self.el.head().await.map(|b| b.number).unwrap_or(0);
             if Instant::now() > deadline {
                 self.fail(&format!("stuck at #{n}"));
@@ -106,9 +144,9 @@ fn h(p: &Producer, n: u64) -> B256 {
 
 /// Kills the EL at `points` of a 400-block catch-up, restarting it each time; lightcl must
 /// converge, by itself or after the runbook.
-async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
-    let (src, p) = source_chain(kind, 400, 400, 350).await;
-    let mut el = src.sibling("follower").await.expect("spawn follower EL");
+pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
+    let (src, p) = source_chain(follower.chain(), 400, 400, 350).await;
+    let mut el = src.sibling_as(follower, "follower").await.expect("spawn follower EL");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(3));
     let cfg = FollowerConfig {
@@ -130,25 +168,26 @@ async fn killed_mid_catch_up(kind: ChainKind, points: &[u64]) {
     let crashes = u32::try_from(points.len()).expect("few");
     run.converge((h(&p, 400), h(&p, 400), h(&p, 350)), crashes).await;
     eprintln!(
-        "{kind:?}: killed at {points:?}, came back at {back:?}, converged; runbook followed {} times",
-        run.runbook
+        "{follower}: killed at {points:?}, came back at {back:?}, converged; runbook followed {} \
+         times; died by itself {:?}",
+        run.runbook, run.deaths
     );
 }
 
 #[tokio::test]
 async fn op_geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ChainKind::Optimism, &[60, 170, 290]).await;
+    killed_mid_catch_up(ElClient::OpGeth, &[60, 170, 290]).await;
 }
 
 #[tokio::test]
 async fn geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ChainKind::Ethereum, &[60, 170, 290]).await;
+    killed_mid_catch_up(ElClient::Geth, &[60, 170, 290]).await;
 }
 
 /// Kills the EL right after lightcl reset it to the common ancestor, while it replays the
 /// sources' branch; lightcl must converge, by itself or after the runbook.
-async fn killed_mid_recovery(kind: ChainKind) {
-    let mut d = diverged(kind, 30, 150, 20).await;
+pub async fn killed_mid_recovery(follower: ElClient) {
+    let mut d = diverged(follower, 30, 150, 20).await;
     let proxy = Proxy::start(vec![d.src.http_url()]).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(3));
     let cfg = FollowerConfig {
@@ -168,15 +207,15 @@ async fn killed_mid_recovery(kind: ChainKind) {
     let want = (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5));
     let mut run = Run::new(&mut d.local, &mut lc);
     run.converge(want, 1).await;
-    eprintln!("{kind:?}: killed mid-recovery, converged; runbook followed {} times", run.runbook);
+    eprintln!("{follower}: killed mid-recovery, converged; runbook followed {} times", run.runbook);
 }
 
 #[tokio::test]
 async fn op_geth_killed_mid_recovery_converges() {
-    killed_mid_recovery(ChainKind::Optimism).await;
+    killed_mid_recovery(ElClient::OpGeth).await;
 }
 
 #[tokio::test]
 async fn geth_killed_mid_recovery_converges() {
-    killed_mid_recovery(ChainKind::Ethereum).await;
+    killed_mid_recovery(ElClient::Geth).await;
 }

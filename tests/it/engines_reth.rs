@@ -296,7 +296,7 @@ async fn check_crash(client: ElClient) {
     // may come back at genesis (op-reth did): lightcl's floor file keeps finality, not the EL.
     let (head, fin, answers, converged) = crash_restart(client).await;
     eprintln!("{client} after SIGKILL: head {head}, finalized {fin:?}, answers {answers:?}");
-    assert!(head >= 10 && head <= 20, "{client}: head {head}");
+    assert!((10..=20).contains(&head), "{client}: head {head}");
     assert!(matches!(fin, Some(0) | Some(10)), "{client}: finalized {fin:?}");
     assert_eq!(answers, vec!["VALID".to_string()], "{client}");
     assert!(converged, "{client}: did not converge on refeed");

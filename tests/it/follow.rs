@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, Producer, TxMix};
 
 pub fn lightcl_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_lightcl"))
@@ -38,6 +38,51 @@ pub async fn wait_labels(el: &ElNode, want: (B256, B256, B256), timeout: Duratio
     }
 }
 
+/// As [`wait_labels`], but an EL found dead (it crashed by itself, as op-reth 1.10.2 sometimes
+/// does with SIGBUS after a deep reorg) is restarted on its datadir and lightcl must heal it.
+/// Returns how the EL ended each time it died.
+pub async fn wait_labels_healing(
+    el: &mut ElNode,
+    want: (B256, B256, B256),
+    timeout: Duration,
+    lc: &Lightcl,
+) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    let mut deaths = Vec::new();
+    loop {
+        if let Some(status) = el.reap() {
+            eprintln!(
+                "{} '{}' died by itself ({status}); restarting it on its datadir. EL log tail:\n{}",
+                el.client(),
+                el.name(),
+                el.log_tail(15)
+            );
+            deaths.push(status.to_string());
+            assert!(deaths.len() <= 3, "the EL died {} times: {deaths:?}", deaths.len());
+            el.start().await.expect("restart the EL after it died");
+        }
+        if label_hashes_now(el).await == Some((want.0, Some(want.1), Some(want.2))) {
+            return deaths;
+        }
+        if Instant::now() > deadline {
+            let got = label_hashes_now(el).await;
+            panic!(
+                "EL did not converge: got {got:?}, want {want:?}\nlightcl log tail:\n{}",
+                tail(&lc.log(), 30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// [`label_hashes`], or `None` when the EL does not answer (it may have just died).
+pub async fn label_hashes_now(n: &ElNode) -> Option<(B256, Option<B256>, Option<B256>)> {
+    let head = n.head().await.ok()?.hash;
+    let safe = n.block("safe").await.ok()?.map(|b| b.hash);
+    let fin = n.block("finalized").await.ok()?.map(|b| b.hash);
+    Some((head, safe, fin))
+}
+
 pub fn tail(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -56,9 +101,11 @@ fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
 
-async fn follows_safe_then_latest(kind: ChainKind) {
-    let (src, mut p) = source_chain(kind, 300, 250, 200).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+/// A geth-family source with 300 blocks; lightcl fills a fresh `follower` EL (safe), follows it,
+/// then follows latest.
+pub async fn follows_safe_then_latest(follower: ElClient) {
+    let (src, mut p) = source_chain(follower.chain(), 300, 250, 200).await;
+    let el = src.sibling_as(follower, "follower").await.expect("spawn follower");
     let cfg = FollowerConfig::new(&src, &el);
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
     wait_labels(&el, (h(&p, 250), h(&p, 250), h(&p, 200)), Duration::from_secs(120), &lc).await;
@@ -79,12 +126,12 @@ async fn follows_safe_then_latest(kind: ChainKind) {
 
 #[tokio::test]
 async fn op_geth_follows_safe_then_latest() {
-    follows_safe_then_latest(ChainKind::Optimism).await;
+    follows_safe_then_latest(ElClient::OpGeth).await;
 }
 
 #[tokio::test]
 async fn geth_follows_safe_then_latest() {
-    follows_safe_then_latest(ChainKind::Ethereum).await;
+    follows_safe_then_latest(ElClient::Geth).await;
 }
 
 #[tokio::test]

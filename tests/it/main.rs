@@ -9,6 +9,7 @@ mod engines;
 mod engines_reth;
 mod faults;
 mod follow;
+mod on_reth;
 mod ops;
 mod packaging;
 mod quorum;

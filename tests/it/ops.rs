@@ -218,7 +218,7 @@ async fn latency_histograms_are_served(api: &str, m: &str) {
 
 #[tokio::test]
 async fn metrics_count_a_recovery_and_report_a_halt() {
-    let d = diverged(ChainKind::Optimism, 40, 3, 30).await;
+    let d = diverged(lightcl_testbed::ElClient::OpGeth, 40, 3, 30).await;
     let lc = Lightcl::start(lightcl_bin(), &FollowerConfig::new(&d.src, &d.local)).expect("start");
     let api = api_url(&lc).await;
     assert!(lc.wait_log(" recovered", Duration::from_secs(60)).await, "{}", tail(&lc.log(), 20));
@@ -228,7 +228,7 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
     assert_eq!(metric(&m, "lightcl_last_recovery_depth_blocks"), Some(3.0));
     drop(lc);
 
-    let d = diverged(ChainKind::Optimism, 40, 10, 45).await;
+    let d = diverged(lightcl_testbed::ElClient::OpGeth, 40, 10, 45).await;
     let cfg = FollowerConfig { json_logs: true, ..FollowerConfig::new(&d.src, &d.local) };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     let api = api_url(&lc).await;

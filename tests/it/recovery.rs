@@ -6,9 +6,9 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::{Proxy, Route};
-use lightcl_testbed::{ChainKind, ElNode, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, Producer, TxMix};
 
-use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels};
+use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels, wait_labels_healing};
 
 /// A source chain and a follower EL on a rival branch.
 pub struct Diverged {
@@ -18,14 +18,16 @@ pub struct Diverged {
     pub rival: Producer,
 }
 
-/// The source builds `ancestor` blocks; the follower EL gets them and then `depth` rival blocks
-/// (its finalized label at `local_fin`); the source then builds past the rival's height.
-pub async fn diverged(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
+/// The source (geth or op-geth) builds `ancestor` blocks; the follower EL (`follower`) gets them
+/// and then builds `depth` rival blocks itself (its finalized label at `local_fin`); the source
+/// then builds past the rival's height.
+pub async fn diverged(follower: ElClient, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
     let mix = TxMix::new(1, 0);
+    let kind = follower.chain();
     let src = ElNode::spawn(kind, "source").await.expect("spawn source");
     let mut main = Producer::new(&src).await.expect("producer");
     main.build_many(ancestor, mix).await.expect("prefix");
-    let local = src.sibling("local").await.expect("spawn local");
+    let local = src.sibling_as(follower, "local").await.expect("spawn local");
     let mut rival = main.fork_onto(&local, ancestor, 77).await.expect("fork");
     rival.build_many(depth, mix).await.expect("rival branch");
     let rival_safe = local_fin.max(ancestor);
@@ -45,19 +47,23 @@ fn field(line: &str, name: &str) -> Option<u64> {
     rest.trim_start_matches('#').split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Converges; returns the lookups the recovery reported.
-async fn recovers(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) -> u64 {
-    let d = diverged(kind, ancestor, depth, local_fin).await;
+/// Converges (restarting the EL if it dies by itself, which lightcl must heal); returns the
+/// lookups the recovery reported.
+pub async fn recovers(follower: ElClient, ancestor: u64, depth: u64, local_fin: u64) -> u64 {
+    let mut d = diverged(follower, ancestor, depth, local_fin).await;
     let cfg = FollowerConfig::new(&d.src, &d.local);
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     let tip = d.main.head().number;
-    wait_labels(
-        &d.local,
+    let deaths = wait_labels_healing(
+        &mut d.local,
         (h(&d.main, tip), h(&d.main, tip), h(&d.main, tip - 5)),
         Duration::from_secs(180),
         &lc,
     )
     .await;
+    if !deaths.is_empty() {
+        eprintln!("RECOVERY {follower} depth {depth}: the EL died {deaths:?}; lightcl healed it");
+    }
     // The EL converges a moment before lightcl logs the recovery.
     assert!(lc.wait_log(" recovered", Duration::from_secs(10)).await, "{}", tail(&lc.log(), 30));
     let log = lc.log();
@@ -71,7 +77,7 @@ async fn recovers(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) ->
     let range = ancestor + depth - local_fin;
     let bound = 2 * (64 - (range - 1).leading_zeros() as u64) + 4;
     assert!(lookups <= bound, "{lookups} lookups for range {range} (bound {bound})");
-    eprintln!("RECOVERY {kind:?} depth {depth}: {line}");
+    eprintln!("RECOVERY {follower} depth {depth}: {line}");
     // The rival branch is gone from the canonical chain.
     assert_eq!(
         d.local.block_at(ancestor + 1).await.expect("b").map(|b| b.hash),
@@ -83,27 +89,32 @@ async fn recovers(kind: ChainKind, ancestor: u64, depth: u64, local_fin: u64) ->
 
 #[tokio::test]
 async fn op_geth_recovers_depth_3() {
-    recovers(ChainKind::Optimism, 40, 3, 30).await;
+    recovers(ElClient::OpGeth, 40, 3, 30).await;
 }
 
 #[tokio::test]
 async fn geth_recovers_depth_3() {
-    recovers(ChainKind::Ethereum, 40, 3, 30).await;
+    recovers(ElClient::Geth, 40, 3, 30).await;
 }
 
 #[tokio::test]
 async fn op_geth_recovers_depth_200() {
-    recovers(ChainKind::Optimism, 50, 200, 40).await;
+    recovers(ElClient::OpGeth, 50, 200, 40).await;
 }
 
 #[tokio::test]
 async fn geth_recovers_depth_200_past_its_rewind_limit() {
-    recovers(ChainKind::Ethereum, 50, 200, 40).await;
+    recovers(ElClient::Geth, 50, 200, 40).await;
 }
 
 #[tokio::test]
 async fn divergence_right_above_local_finalized_recovers() {
-    let d = diverged(ChainKind::Optimism, 40, 5, 40).await;
+    recovers_right_above_finalized(ElClient::OpGeth).await;
+}
+
+/// The follower's finalized block is the common ancestor (the fork is at finalized+1).
+pub async fn recovers_right_above_finalized(follower: ElClient) {
+    let d = diverged(follower, 40, 5, 40).await;
     let fin_before = d.local.block("finalized").await.expect("fin").expect("set");
     let cfg = FollowerConfig::new(&d.src, &d.local);
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -121,8 +132,12 @@ async fn divergence_right_above_local_finalized_recovers() {
 
 #[tokio::test]
 async fn divergence_below_local_finalized_halts_without_writes() {
-    // The follower finalized block 45 of the rival branch, which forks after 40.
-    let d = diverged(ChainKind::Optimism, 40, 10, 45).await;
+    halts_below_finalized(ElClient::OpGeth).await;
+}
+
+/// The follower finalized block 45 of the rival branch, which forks after 40: halt, no writes.
+pub async fn halts_below_finalized(follower: ElClient) {
+    let d = diverged(follower, 40, 10, 45).await;
     let before = label_hashes(&d.local).await;
     let cfg = FollowerConfig::new(&d.src, &d.local);
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -153,7 +168,7 @@ async fn divergence_below_local_finalized_halts_without_writes() {
 async fn flapping_source_never_resets_to_a_non_common_block() {
     // Source A: main chain. Source B: a second branch forking from A after 60. The follower:
     // a third branch forking after 50, finalized at 45. A proxy alternates between A and B.
-    let d = diverged(ChainKind::Optimism, 50, 20, 45).await;
+    let d = diverged(ElClient::OpGeth, 50, 20, 45).await;
     let b_node = d.src.sibling("branch-b").await.expect("spawn B");
     let mut b = d.main.fork_onto(&b_node, 60, 99).await.expect("fork B");
     b.build_many(30, TxMix::new(1, 0)).await.expect("B blocks");
@@ -194,7 +209,12 @@ async fn flapping_source_never_resets_to_a_non_common_block() {
 
 #[tokio::test]
 async fn killed_during_replay_then_converges() {
-    let d = diverged(ChainKind::Ethereum, 30, 150, 20).await;
+    lightcl_killed_mid_recovery(ElClient::Geth).await;
+}
+
+/// lightcl SIGKILLed right after its reset to the common ancestor, then started again.
+pub async fn lightcl_killed_mid_recovery(follower: ElClient) {
+    let d = diverged(follower, 30, 150, 20).await;
     let proxy = Proxy::start(vec![d.src.http_url()]).await.expect("proxy");
     let cfg = FollowerConfig {
         sources: vec![proxy.url().to_string()],

@@ -373,6 +373,23 @@ impl ElNode {
         self.start().await
     }
 
+    /// If the process has exited by itself (a crash, not a stop or kill of ours), forgets it and
+    /// returns how it ended; `None` while it runs or when it was never started.
+    pub fn reap(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Resync from scratch, as an operator does with damaged storage: kill the process, delete
+    /// the datadir, initialise it again from the genesis, start (same ports and JWT).
+    pub async fn wipe(&mut self) -> Result<(), Error> {
+        self.kill();
+        fs::remove_dir_all(self.datadir()).map_err(Error::Io)?;
+        self.init()?;
+        self.start().await
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
