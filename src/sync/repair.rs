@@ -12,8 +12,9 @@
 //! A geth or op-geth whose snap-sync marker is above its head after such a crash switches to
 //! snap sync for the life of its process and ignores every payload; no roll-back helps, only a
 //! restart. Seen from here, round after round of feeding never gets its head past where the
-//! round started. Where the EL has no `debug_setHead`, or roll-backs reached genesis and it is
-//! still stuck, lightcl halts its writes and says what to do (the runbook section).
+//! round started. Where the EL has no `debug_setHead`, answers it without rolling back (reth,
+//! op-reth), or roll-backs reached genesis and it is still stuck, lightcl halts its writes and
+//! says what to do (the runbook section).
 
 use tracing::{info, warn};
 
@@ -24,6 +25,10 @@ use crate::engine::BlockAt;
 /// How many times in a row the head must stay put before lightcl repairs: once can be a race
 /// with the EL's own processing.
 const STUCK_BEFORE_REPAIR: u32 = 2;
+
+/// Why a roll-back that failed or did nothing ends the repair (said in the halt message).
+const NO_SET_HEAD: &str = "this EL cannot be rolled back through debug_setHead: reth 1.10.2 and \
+    op-reth 1.10.2 refuse geth's hex form of it, later versions accept it and do nothing";
 
 /// How long to wait before feeding a stuck EL again.
 pub(super) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -176,11 +181,20 @@ impl Follower {
                     step *= 2;
                 }
                 Err(e) => {
-                    return Err(halt(format!("debug_setHead({target}) failed: {e}")));
+                    return Err(halt(format!(
+                        "debug_setHead({target}) failed: {e} ({NO_SET_HEAD})"
+                    )));
                 }
             }
         }
         let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        // An EL that answers success and keeps its head did nothing: asking again would only
+        // step down to genesis in vain.
+        if let Some(now) = now_head.filter(|b| b.number > target) {
+            return Err(halt(format!(
+                "debug_setHead({target}) answered success but the EL's head is still {now}                  ({NO_SET_HEAD})"
+            )));
+        }
         episode.rounds += 1;
         // Rounds before the roll-back say nothing about the EL after it.
         *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) = ProgressWatch::default();

@@ -225,6 +225,38 @@ fn el_in_snap_sync_after_a_crash_halts_naming_the_runbook() {
     }
 }
 
+/// An EL stuck the same way but whose `debug_setHead` is refused or does nothing (the reth
+/// profile: both forms occur): lightcl must not loop on roll-backs that never happen. It halts
+/// at the first one, says why, and writes nothing more.
+#[test]
+fn stuck_el_without_a_working_set_head_halts_at_the_first_roll_back() {
+    use lightcl_testbed::sim::el::Profile;
+    use lightcl_testbed::sim::history::Event;
+    let mut seen = (false, false);
+    for seed in 1310..1320 {
+        let setup = Setup {
+            profile: Profile::Reth,
+            initial_len: 60,
+            events: vec![(3_000, Event::ElCrashIntoSnapSync)],
+            ..Setup::quiet(seed)
+        };
+        let out = run(&setup);
+        assert!(out.halted, "seed {seed}: {out:?}");
+        assert_eq!(
+            out.violations,
+            vec!["halted without a finalized divergence".to_string()],
+            "seed {seed}"
+        );
+        assert_eq!(out.record.set_heads, 0, "seed {seed}: no roll-back happened");
+        let why = out.halted_why.unwrap_or_default();
+        assert!(why.contains("cannot be rolled back through debug_setHead"), "seed {seed}: {why}");
+        assert!(why.contains("EL stuck below the blocks it accepted"), "seed {seed}: {why}");
+        seen.0 |= why.contains("Invalid params");
+        seen.1 |= why.contains("answered success");
+    }
+    assert_eq!(seen, (true, true), "both reth answers to debug_setHead were exercised");
+}
+
 /// Failure reasons a real JSON-RPC client reports: HTTP 500 is `http_5xx`, a closed port is
 /// `refused`, a non-JSON answer is `malformed`.
 #[tokio::test]

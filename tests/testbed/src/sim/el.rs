@@ -20,8 +20,8 @@ pub enum Profile {
     Geth,
     /// Never rewinds on a forkchoice; applies labels even backwards; keeps 128 states.
     OpGeth,
-    /// A forkchoice to a canonical ancestor changes nothing; `debug_setHead` does nothing; side
-    /// branches execute from historical state.
+    /// A forkchoice to a canonical ancestor changes nothing, labels included; `debug_setHead`
+    /// is refused or does nothing; side branches execute from historical state.
     Reth,
 }
 
@@ -445,7 +445,16 @@ impl SimEl {
                 message: "the method debug_setHead does not exist/is not available".into(),
             });
         }
+        // reth 1.10.2 refuses the hex number lightcl sends (its parameter is a JSON integer);
+        // later versions take it and do nothing. Either one, at random.
         if me.profile == Profile::Reth {
+            if me.rng.chance(0.5) {
+                return Err(EngineError::Rpc {
+                    method: "debug_setHead".into(),
+                    code: -32602,
+                    message: "Invalid params".into(),
+                });
+            }
             return Ok(());
         }
         me.record.set_heads += 1;
