@@ -85,3 +85,73 @@ async fn reth_recovers_depth_200() {
         recovers(RETH, 50, 200, 40).await;
     }
 }
+
+/// What kills op-reth with SIGBUS: the filesystem holding its datadir runs out of room while
+/// MDBX grows its memory-mapped file (a write to a mapped page the filesystem cannot back). Here
+/// the datadir sits on a small tmpfs that is filled up once the branches are built; the 200-deep
+/// recovery's writes, or the blocks after it once MDBX's reserve is used up, then kill the EL. Restarting it does not help while the disk is full; once
+/// room is made it comes back and lightcl must converge without any other help. Needs root (to
+/// mount the tmpfs); skipped with the reason otherwise.
+#[tokio::test]
+async fn op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
+    use std::time::{Duration, Instant};
+
+    use lightcl_testbed::NodeOptions;
+    use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+    use lightcl_testbed::tmpfs::Tmpfs;
+
+    use crate::follow::{lightcl_bin, tail, wait_labels_healing};
+    use crate::recovery::diverged_on;
+
+    const TEST: &str = "op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made";
+    if !OP_RETH.available_or_skip(TEST) {
+        return;
+    }
+    let fs = match Tmpfs::mount("64m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("SKIPPED {TEST}: {why}");
+            return;
+        }
+    };
+    let opts = NodeOptions {
+        datadir_in: Some(fs.path().to_path_buf()),
+        ..NodeOptions::of(OP_RETH, "local")
+    };
+    let mut d = diverged_on(opts, 50, 200, 40).await;
+    fs.fill_leaving(64 * 1024).expect("fill the tmpfs");
+    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    // The recovery's writes may still fit in what MDBX had already reserved; the source goes on
+    // producing (and lightcl feeding) until op-reth has to grow its files.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = d.local.reap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "op-reth did not die with a full disk; lightcl log:\n{}",
+            tail(&lc.log(), 20)
+        );
+        d.main.build_many(5, lightcl_testbed::TxMix::new(4, 2)).await.expect("source goes on");
+        let tip = d.main.head().number;
+        assert!(d.main.set_labels(tip, tip - 5).await.expect("labels").is_valid());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let log = d.local.log_tail(60);
+    eprintln!("op-reth with a full disk ended: {status}; log tail:\n{}", d.local.log_tail(8));
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.signal() == Some(lightcl_testbed::tmpfs::SIGBUS)
+            || log.contains("No space left on device"),
+        "op-reth ended {status} for another reason:\n{log}"
+    );
+    fs.free_up().expect("make room");
+    d.local.start().await.expect("restart op-reth once there is room");
+    let tip = d.main.head().number;
+    let h = |n| d.main.hash_at(n).expect("hash");
+    let want = (h(tip), h(tip), h(tip - 5));
+    let deaths = wait_labels_healing(&mut d.local, want, Duration::from_secs(180), &lc).await;
+    assert!(deaths.is_empty(), "op-reth died again with room to spare: {deaths:?}");
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::{Proxy, Route};
-use lightcl_testbed::{ChainKind, ElClient, ElNode, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels, wait_labels_healing};
 
@@ -22,12 +22,23 @@ pub struct Diverged {
 /// and then builds `depth` rival blocks itself (its finalized label at `local_fin`); the source
 /// then builds past the rival's height.
 pub async fn diverged(follower: ElClient, ancestor: u64, depth: u64, local_fin: u64) -> Diverged {
+    diverged_on(NodeOptions::of(follower, "local"), ancestor, depth, local_fin).await
+}
+
+/// [`diverged`] with the follower EL started from `local` (its genesis is the source's).
+pub async fn diverged_on(
+    local: NodeOptions,
+    ancestor: u64,
+    depth: u64,
+    local_fin: u64,
+) -> Diverged {
     let mix = TxMix::new(1, 0);
-    let kind = follower.chain();
-    let src = ElNode::spawn(kind, "source").await.expect("spawn source");
+    let src = ElNode::spawn(local.client.chain(), "source").await.expect("spawn source");
     let mut main = Producer::new(&src).await.expect("producer");
     main.build_many(ancestor, mix).await.expect("prefix");
-    let local = src.sibling_as(follower, "local").await.expect("spawn local");
+    let local = ElNode::spawn_with(NodeOptions { genesis: src.genesis().clone(), ..local })
+        .await
+        .expect("spawn local");
     let mut rival = main.fork_onto(&local, ancestor, 77).await.expect("fork");
     rival.build_many(depth, mix).await.expect("rival branch");
     let rival_safe = local_fin.max(ancestor);

@@ -17,6 +17,7 @@ pub mod producer;
 pub mod proxy;
 pub mod rpc;
 pub mod sim;
+pub mod tmpfs;
 pub mod txs;
 
 use std::path::PathBuf;

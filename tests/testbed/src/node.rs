@@ -56,6 +56,9 @@ pub struct NodeOptions {
     pub name: String,
     /// Extra command-line flags.
     pub extra_args: Vec<String>,
+    /// Where the datadir lives, when not in the node's own folder (linked from there): another
+    /// filesystem, such as a small tmpfs that fills up.
+    pub datadir_in: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -72,6 +75,7 @@ impl NodeOptions {
             genesis: genesis_for(client.chain(), now_secs().saturating_sub(86_400)),
             name: name.into(),
             extra_args: Vec::new(),
+            datadir_in: None,
         }
     }
 }
@@ -81,6 +85,8 @@ impl NodeOptions {
 pub struct ElNode {
     opts: NodeOptions,
     dir: Option<TempDir>,
+    /// The datadir's own folder when it lives elsewhere (`TESTBED_RETH_DATADIR_IN`).
+    data_elsewhere: Option<TempDir>,
     root: PathBuf,
     jwt: JwtSecret,
     http_port: u16,
@@ -119,6 +125,7 @@ impl ElNode {
         let mut node = Self {
             opts,
             dir: Some(dir),
+            data_elsewhere: None,
             root,
             jwt,
             http_port,
@@ -129,6 +136,7 @@ impl ElNode {
             rpc,
             engine,
         };
+        node.place_datadir()?;
         node.init()?;
         node.start().await?;
         Ok(node)
@@ -385,7 +393,17 @@ impl ElNode {
     /// the datadir, initialise it again from the genesis, start (same ports and JWT).
     pub async fn wipe(&mut self) -> Result<(), Error> {
         self.kill();
-        fs::remove_dir_all(self.datadir()).map_err(Error::Io)?;
+        match &self.data_elsewhere {
+            // Keep the link: empty the folder it points to.
+            Some(dir) => {
+                for entry in fs::read_dir(dir.path()).map_err(Error::Io)? {
+                    let path = entry.map_err(Error::Io)?.path();
+                    if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) }
+                        .map_err(Error::Io)?;
+                }
+            }
+            None => fs::remove_dir_all(self.datadir()).map_err(Error::Io)?,
+        }
         self.init()?;
         self.start().await
     }
@@ -551,10 +569,31 @@ impl ElNode {
         Ok(v)
     }
 
+    /// Puts the datadir in a folder under `datadir_in`, or, for reth and op-reth, under
+    /// `TESTBED_RETH_DATADIR_IN` when set (to try a whole run on another filesystem by hand).
+    fn place_datadir(&mut self) -> Result<(), Error> {
+        let from_env = || {
+            std::env::var_os("TESTBED_RETH_DATADIR_IN")
+                .filter(|_| self.opts.client.is_reth())
+                .map(PathBuf::from)
+        };
+        let Some(parent) = self.opts.datadir_in.clone().or_else(from_env) else { return Ok(()) };
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("lightcl-data-{}-", self.opts.name))
+            .tempdir_in(parent)
+            .map_err(Error::Io)?;
+        std::os::unix::fs::symlink(dir.path(), self.datadir()).map_err(Error::Io)?;
+        self.data_elsewhere = Some(dir);
+        Ok(())
+    }
+
     /// Keeps the folder after the node is dropped (for debugging) and returns its path.
     pub fn keep(&mut self) -> PathBuf {
         if let Some(dir) = self.dir.take() {
             let _ = dir.keep();
+            if let Some(data) = self.data_elsewhere.take() {
+                let _ = data.keep();
+            }
         }
         self.root.clone()
     }
