@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Catch-up benchmark: lightcl against the EL's own import limit, side by side in one run.
-# Usage: scripts/bench-catchup.sh [--blocks N] [--chain optimism|ethereum]   (default 2000, optimism)
+ethereum]   (default 2000, optimism)|ethereum]   (default 2000, optimism)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -17,6 +17,20 @@ if ! command -v promtool >/dev/null 2>&1; then
     $SUDO pkill -x prometheus 2>/dev/null || true
 fi
 CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
+# reth and op-reth come only from the shared folder (install-els.sh) or an operator's own build:
+# say up front whether their tests will run or skip.
+for el in reth op-reth; do
+    var="TESTBED_$(echo "$el" | tr 'a-z-' 'A-Z_')_BIN"
+    if [ -n "${!var:-}" ] && [ -x "${!var}" ]; then
+        echo "test.sh: $el tests run on ${!var} ($var)"
+    elif [ -x "$CACHE/$el" ]; then
+        echo "test.sh: $el tests run on the installed $(readlink "$CACHE/$el" || echo "$el")"
+    else
+        echo "test.sh: SKIPPING the $el characterisation and end-to-end tests: no $el in $CACHE" \
+             "(install-els.sh unpacks it from ../shared/els when that folder exists); set $var" \
+             "to an installed $el binary to run them" >&2
+    fi
+done
 TESTBED_PID_DIR="$(mktemp -d)"
 export TESTBED_PID_DIR
 

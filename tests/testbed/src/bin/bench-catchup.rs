@@ -2,7 +2,11 @@
 //! the same payloads fed back-to-back from memory to another fresh EL (the EL's own import
 //! limit). Prints both times and the ratio limit/lightcl (1.0: lightcl adds nothing).
 //!
+//! The source is geth or op-geth; the two fresh ELs are `--el` (by default the source's kind):
+//! `--el op-reth` measures op-reth's import limit and lightcl on op-reth side by side.
+//!
 //! Usage: bench-catchup --lightcl PATH [--blocks N] [--chain optimism|ethereum]
+//!        [--el geth|op-geth|reth|op-reth]
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,7 +14,7 @@ use std::time::{Duration, Instant};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::node::cpu_seconds;
 use lightcl_testbed::producer::{forkchoice, new_payload};
-use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 /// The same forkchoice cadence as lightcl (geth ignores payloads >128 blocks ahead of its head).
 const FCU_EVERY: u64 = 64;
@@ -27,6 +31,7 @@ async fn bench() -> Result<(), String> {
     let mut lightcl = None;
     let mut blocks = 2000u64;
     let mut kind = ChainKind::Optimism;
+    let mut follower = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
@@ -40,10 +45,18 @@ async fn bench() -> Result<(), String> {
                     o => return Err(format!("unknown chain {o}")),
                 }
             }
+            "--el" => {
+                follower = Some(ElClient::parse(&v).ok_or_else(|| {
+                    format!("unknown EL {v}: one of geth, op-geth, reth, op-reth")
+                })?)
+            }
             o => return Err(format!("unknown argument {o}")),
         }
     }
     let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    // The EL decides the chain when given.
+    let follower = follower.unwrap_or(ElClient::default_for(kind));
+    let kind = follower.chain();
     let e = |e: lightcl_testbed::Error| e.to_string();
 
     let src = ElNode::spawn(kind, "bench-source").await.map_err(e)?;
@@ -57,8 +70,11 @@ async fn bench() -> Result<(), String> {
         kind.name(),
         t.elapsed().as_secs_f64()
     );
-    let sibling =
-        |name: &str| NodeOptions { genesis: src.genesis().clone(), ..NodeOptions::new(kind, name) };
+    println!("follower EL: {follower}");
+    let sibling = |name: &str| NodeOptions {
+        genesis: src.genesis().clone(),
+        ..NodeOptions::of(follower, name)
+    };
 
     // The EL's own limit: payloads already in memory, fed back-to-back.
     let limit_el = ElNode::spawn_with(sibling("bench-limit")).await.map_err(e)?;
