@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Catch-up benchmark: lightcl against the EL's own import limit, side by side in one run.
-ethereum]   (default 2000, optimism)|ethereum]   (default 2000, optimism)
+# Usage: scripts/bench-catchup.sh [--blocks N] [--chain optimism|ethereum] [--el geth|op-geth|reth|op-reth]
+#        (default: 2000 blocks on op-geth; --el op-reth runs both fresh ELs on op-reth)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
