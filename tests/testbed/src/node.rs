@@ -190,98 +190,67 @@ impl ElNode {
     }
 
     fn args(&self) -> Vec<String> {
-        let mut a = if self.opts.client.is_reth() { self.reth_args() } else { self.geth_args() };
+        let datadir = self.datadir().to_string_lossy().into_owned();
+        let (before, after): (Vec<String>, &[&str]) = if self.opts.client.is_reth() {
+            // The chain comes from the genesis file; no discovery, no log files of their own
+            // (stdout goes to el.log).
+            let genesis = self.root.join("genesis.json").to_string_lossy().into_owned();
+            (
+                vec!["node".into(), "--chain".into(), genesis, "--datadir".into(), datadir],
+                &["--disable-discovery", "--log.file.max-files", "0", "--color", "never"],
+            )
+        } else {
+            (
+                vec![
+                    "--datadir".into(),
+                    datadir,
+                    "--networkid".into(),
+                    self.chain_id().to_string(),
+                    "--syncmode".into(),
+                    "full".into(),
+                ],
+                &["--nodiscover", "--maxpeers", "10", "--verbosity", "3"],
+            )
+        };
+        let (http, ws, auth, p2p) = (
+            self.http_port.to_string(),
+            self.ws_port.to_string(),
+            self.auth_port.to_string(),
+            self.p2p_port.to_string(),
+        );
+        let jwt = self.jwt_path().to_string_lossy().into_owned();
+        // The same names on geth and reth.
+        let common = [
+            "--http",
+            "--http.addr",
+            "127.0.0.1",
+            "--http.port",
+            &http,
+            "--http.api",
+            "eth,net,web3,debug,admin,txpool",
+            "--ws",
+            "--ws.addr",
+            "127.0.0.1",
+            "--ws.port",
+            &ws,
+            "--ws.api",
+            "eth,net,web3",
+            "--authrpc.addr",
+            "127.0.0.1",
+            "--authrpc.port",
+            &auth,
+            "--authrpc.jwtsecret",
+            &jwt,
+            "--port",
+            &p2p,
+            "--nat",
+            "none",
+            "--ipcdisable",
+        ];
+        let mut a = before;
+        a.extend(common.iter().chain(after).map(|s| s.to_string()));
         a.extend(self.opts.extra_args.iter().cloned());
         a
-    }
-
-    /// reth and op-reth: the chain comes from the genesis file, no discovery, no log files of
-    /// their own (stdout goes to el.log).
-    fn reth_args(&self) -> Vec<String> {
-        [
-            "node",
-            "--chain",
-            &self.root.join("genesis.json").to_string_lossy(),
-            "--datadir",
-            &self.datadir().to_string_lossy(),
-            "--http",
-            "--http.addr",
-            "127.0.0.1",
-            "--http.port",
-            &self.http_port.to_string(),
-            "--http.api",
-            "eth,net,web3,debug,admin,txpool",
-            "--ws",
-            "--ws.addr",
-            "127.0.0.1",
-            "--ws.port",
-            &self.ws_port.to_string(),
-            "--ws.api",
-            "eth,net,web3",
-            "--authrpc.addr",
-            "127.0.0.1",
-            "--authrpc.port",
-            &self.auth_port.to_string(),
-            "--authrpc.jwtsecret",
-            &self.jwt_path().to_string_lossy(),
-            "--port",
-            &self.p2p_port.to_string(),
-            "--disable-discovery",
-            "--nat",
-            "none",
-            "--ipcdisable",
-            "--log.file.max-files",
-            "0",
-            "--color",
-            "never",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    }
-
-    fn geth_args(&self) -> Vec<String> {
-        [
-            "--datadir",
-            &self.datadir().to_string_lossy(),
-            "--networkid",
-            &self.chain_id().to_string(),
-            "--syncmode",
-            "full",
-            "--http",
-            "--http.addr",
-            "127.0.0.1",
-            "--http.port",
-            &self.http_port.to_string(),
-            "--http.api",
-            "eth,net,web3,debug,admin,txpool",
-            "--ws",
-            "--ws.addr",
-            "127.0.0.1",
-            "--ws.port",
-            &self.ws_port.to_string(),
-            "--ws.api",
-            "eth,net,web3",
-            "--authrpc.addr",
-            "127.0.0.1",
-            "--authrpc.port",
-            &self.auth_port.to_string(),
-            "--authrpc.jwtsecret",
-            &self.jwt_path().to_string_lossy(),
-            "--port",
-            &self.p2p_port.to_string(),
-            "--nodiscover",
-            "--maxpeers",
-            "10",
-            "--nat",
-            "none",
-            "--ipcdisable",
-            "--verbosity",
-            "3",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
     }
 
     /// Starts the process on the existing datadir and waits until both RPC ports answer.
