@@ -360,3 +360,92 @@ async fn op_geth_debug_get_raw_block_is_block_rlp() {
 async fn geth_debug_get_raw_block_is_block_rlp() {
     raw_block(ElClient::Geth).await;
 }
+
+// --- a reorg below persisted blocks under reads ---------------------------------------------
+
+/// The EL holds a 200-block branch above block 50, written to disk; the other branch is fed
+/// from 51 with a forkchoice every 64 blocks, as lightcl's replay does, while `readers` tasks
+/// read blocks of the old branch over JSON-RPC. `head_down`: the first forkchoice (to 114) moves
+/// the head below the persisted tip (250); otherwise only the last one (to 260, above it) is
+/// sent. Returns how the process ended, if it did.
+async fn reorg_under_reads(readers: u64, head_down: bool) -> Option<std::process::ExitStatus> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use lightcl_testbed::producer::forkchoice;
+    use lightcl_testbed::rpc::RpcClient;
+
+    let src = ElNode::spawn_client(ElClient::OpReth, "source").await.expect("spawn");
+    let mut main = Producer::new(&src).await.expect("producer");
+    main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
+    let mut local = src.sibling("local").await.expect("spawn local");
+    let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
+    rival.build_many(200, TxMix::new(1, 0)).await.expect("rival");
+    main.build_many(210, TxMix::new(1, 0)).await.expect("main");
+    // Let the persistence task write the rival branch.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for r in 0..readers {
+        let rpc = RpcClient::new(local.http_url(), None);
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 51 + r * 37;
+            while !stop.load(Ordering::Relaxed) {
+                let _: Result<Value, _> =
+                    rpc.call("eth_getBlockByNumber", json!([format!("{n:#x}"), true])).await;
+                n = if n >= 250 { 51 } else { n + 1 };
+            }
+        }));
+    }
+    let g = main.genesis().hash;
+    for n in 51..=260 {
+        if new_payload(&local.engine, main.block(n).expect("b")).await.is_err() {
+            break; // it died
+        }
+        if n == 114 && head_down {
+            let _ = forkchoice(&local.engine, h(&main, n), g, g).await;
+        }
+    }
+    let _ = forkchoice(&local.engine, h(&main, 260), g, g).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    local.reap()
+}
+
+#[tokio::test]
+async fn op_reth_dies_when_its_head_moves_below_persisted_blocks_under_reads() {
+    use std::os::unix::process::ExitStatusExt;
+    if !have(ElClient::OpReth, "op_reth_dies_when_its_head_moves_below_persisted_blocks") {
+        return;
+    }
+    // Seen here: 8 deaths in 8 runs with four readers, 5 in 6 with one. Up to three tries.
+    let mut ends = Vec::new();
+    for _ in 0..3 {
+        let end = reorg_under_reads(4, true).await;
+        ends.push(end);
+        if end.is_some() {
+            break;
+        }
+    }
+    let sigbus = ends.iter().flatten().any(|s| s.signal() == Some(lightcl_testbed::tmpfs::SIGBUS));
+    assert!(
+        sigbus,
+        "op-reth no longer dies on a reorg below persisted blocks under reads: {ends:?}"
+    );
+}
+
+#[tokio::test]
+async fn op_reth_survives_the_same_reorg_when_its_head_only_moves_up() {
+    if !have(ElClient::OpReth, "op_reth_survives_the_same_reorg_when_its_head_only_moves_up") {
+        return;
+    }
+    // Seen here: no death in 8 runs with four readers.
+    for run in 0..2 {
+        let end = reorg_under_reads(4, false).await;
+        assert!(end.is_none(), "run {run}: op-reth ended {end:?} although its head only moved up");
+    }
+}
