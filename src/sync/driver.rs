@@ -517,7 +517,16 @@ impl Follower {
         let target = self.config.follow.target(&agreed);
         let fetch = self.fetch_range(from, end, target, tx);
         let feed = async {
-            let out = self.feed(&mut rx, &local, &agreed, version, false, end - from + 1).await;
+            let out = self
+                .feed(
+                    &mut rx,
+                    &local,
+                    &agreed,
+                    version,
+                    super::pipeline::FeedKind::CatchUp,
+                    end - from + 1,
+                )
+                .await;
             drop(rx);
             out
         };

@@ -28,6 +28,22 @@ pub const FCU_EVERY_BLOCKS: u64 = 64;
 /// bounded by the prefetch window, not by this.
 pub const MAX_BATCH: u64 = 8_192;
 
+/// What a run of fed payloads is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FeedKind {
+    /// Catch-up on top of the EL's head: a head is sent only once the quorum holds it.
+    CatchUp,
+    /// A recovery's replay of a range checked to link to the pinned target. No forkchoice on the
+    /// way names a head at or below `hold_through` (the tip of the branch the EL held, unless it
+    /// was rolled back): a reorg onto a branch shorter than the one held makes op-reth cut blocks
+    /// off its files, where it can die under concurrent reads (docs/engines.md). The forkchoice
+    /// held back goes out with the first block above it.
+    Replay {
+        /// The highest head an intermediate forkchoice may not name.
+        hold_through: u64,
+    },
+}
+
 /// A payload and the index of the source that served it.
 pub type Fetched = (usize, Payload);
 
@@ -133,7 +149,7 @@ impl Follower {
 
     /// Feeds payloads in order on top of `base.head`. Every block must link to the one before
     /// it, and a block at the height of an agreed label, the target or the floor must be that
-    /// block. Unless `pinned` (recovery: the whole range was checked to link to the pinned
+    /// block. Unless a replay (recovery: the whole range was checked to link to the pinned
     /// target before), a head is sent only once the quorum holds it, so every head sent is the
     /// agreed block or an agreed ancestor of it. Returns what was fed and the first error.
     pub(super) async fn feed(
@@ -142,10 +158,15 @@ impl Follower {
         base: &Heads,
         agreed: &Heads,
         version: FcuVersion,
-        pinned: bool,
+        kind: FeedKind,
         total: u64,
     ) -> (Fed, Result<(), StepError>) {
         let target = self.config.follow.target(agreed);
+        let pinned = matches!(kind, FeedKind::Replay { .. });
+        let hold_through = match kind {
+            FeedKind::Replay { hold_through } => hold_through,
+            FeedKind::CatchUp => 0,
+        };
         let floor = self.gate.floor();
         let mut prev = base.head;
         let mut prev_served_by = None;
@@ -319,7 +340,7 @@ impl Follower {
                 self.shared.metrics.set(m::CATCHUP_RATE, &[], rate);
                 self.shared.tick();
             }
-            if since_fcu >= FCU_EVERY_BLOCKS && !pending {
+            if since_fcu >= FCU_EVERY_BLOCKS && !pending && prev.number > hold_through {
                 match self.agreed_head(prev, target, pinned).await {
                     Some(true) => sendable = Some((prev, fcu)),
                     Some(false) => {

@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::ancestor::{AncestorSearch, SearchState};
 use super::driver::{Follower, StepError, StepOutcome};
 use super::gate::{GateError, Lineage};
-use super::pipeline::Fetched;
+use super::pipeline::{FeedKind, Fetched};
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads, Label};
 use crate::engine::BlockAt;
@@ -144,10 +144,15 @@ impl Follower {
             info!(target: "lightcl::recovery", ancestor = %ancestor, depth = local.head.number - ancestor.number,
                 lookups, replay = payloads.len(), "reset to the common ancestor; replaying the sources' blocks");
             // 4. Replay. The first block tells whether the EL still has the ancestor's state.
+            // Until a roll-back, the EL's head stays at the tip of the branch it held.
+            let mut hold_through = local.head.number;
             if let Some((_, first)) = payloads.first() {
                 match classify(&self.engine.new_payload(first).await?) {
                     Verdict::Advance => {}
-                    Verdict::Pending => self.rewind_for_state(ancestor).await?,
+                    Verdict::Pending => {
+                        self.rewind_for_state(ancestor).await?;
+                        hold_through = ancestor.number;
+                    }
                     Verdict::Reject(reason) => {
                         return Err(StepError::Invalid { block: first.block, reason });
                     }
@@ -161,7 +166,8 @@ impl Follower {
                 }
             }
             drop(tx);
-            let (fed, result) = self.feed(&mut rx, &base, &agreed, version, true, total).await;
+            let kind = FeedKind::Replay { hold_through };
+            let (fed, result) = self.feed(&mut rx, &base, &agreed, version, kind, total).await;
             result?;
             let head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
             if head != Some(fed.last) {

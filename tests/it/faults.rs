@@ -300,3 +300,42 @@ async fn failure_reasons_are_accurate() {
     };
     assert_eq!(reason(closed).await, "refused");
 }
+
+/// A deep recovery whose replay window reaches above the branch the EL held: no forkchoice on
+/// the way reorgs the EL onto a branch lower than the one it held (op-reth can die with SIGBUS
+/// when its head moves below blocks it has written while blocks are read, docs/engines.md).
+/// Where the sources' chain is shorter than the EL's branch the last forkchoice has to lower the
+/// head: once, not every 64 blocks. (A divergence deeper than the prefetch window still lowers
+/// it once per window: the window's replay must become canonical before the next.)
+#[test]
+fn replay_never_lowers_the_head_below_the_branch_the_el_held() {
+    use lightcl_testbed::sim::el::Profile;
+    use lightcl_testbed::sim::history::Prefill;
+    for (seed, profile) in
+        (1400..1406).zip([Profile::Reth, Profile::OpGeth, Profile::Geth].into_iter().cycle())
+    {
+        // The EL: honest up to 50, then 200 blocks of its own (tip 250); the sources: 300.
+        let setup = Setup {
+            profile,
+            initial_len: 300,
+            prefill: Prefill::Rival { keep: 50, extra: 200, finalized: Some(20) },
+            // One replay window reaches past the EL's tip (lightcl's default).
+            prefetch: 256,
+            ..Setup::quiet(seed)
+        };
+        let out = check("replay_never_lowers_the_head", &setup);
+        assert!(out.converged, "seed {seed} {profile:?}: {out:?}");
+        assert_eq!(out.record.head_lowering_reorgs, 0, "seed {seed} {profile:?}");
+    }
+    // The sources' chain (120) is shorter than the EL's branch (250): one lowering, at the end.
+    let setup = Setup {
+        profile: Profile::Reth,
+        initial_len: 120,
+        prefill: Prefill::Rival { keep: 50, extra: 200, finalized: Some(20) },
+        prefetch: 256,
+        ..Setup::quiet(1410)
+    };
+    let out = check("replay_to_a_shorter_chain", &setup);
+    assert!(out.converged, "{out:?}");
+    assert_eq!(out.record.head_lowering_reorgs, 1, "{out:?}");
+}

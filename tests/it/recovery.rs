@@ -126,6 +126,14 @@ async fn geth_recovers_depth_200_past_its_rewind_limit() {
     recovers(ElClient::Geth, 50, 200, 40).await;
 }
 
+/// Deeper than a replay's forkchoice cadence (64) and than geth's 32-block rewind, but within its
+/// 128 recent states: no roll-back, and no forkchoice until the replay passes the branch geth
+/// held (docs/engines.md, op-reth and SIGBUS); geth must still execute the whole replay.
+#[tokio::test]
+async fn geth_recovers_depth_100_without_a_roll_back() {
+    recovers(ElClient::Geth, 50, 100, 40).await;
+}
+
 #[tokio::test]
 async fn divergence_right_above_local_finalized_recovers() {
     recovers_right_above_finalized(ElClient::OpGeth).await;
@@ -294,7 +302,8 @@ async fn crashed_el_does_not_make_lightcl_forget_finality() {
     let genesis = main.genesis().hash;
     let back = label_hashes(&local).await;
     assert_eq!(back.0, genesis, "op-geth comes back at genesis after SIGKILL");
-    assert_eq!(back.2, Some(genesis), "and reports genesis as finalized");
+    // It reports genesis as finalized, or (under load) no finalized block at all.
+    assert!(back.2.is_none() || back.2 == Some(genesis), "finalized after SIGKILL: {back:?}");
 
     // A source on a branch forking after 20, below the floor, agreed by itself as final.
     let branch_node = src.sibling("branch").await.expect("spawn branch source");

@@ -60,6 +60,9 @@ pub struct Record {
     pub set_heads: u64,
     /// The highest finalized block ever sent (survives EL crashes: it is the checker's).
     pub max_finalized: Option<BlockRef>,
+    /// Forkchoice updates that reorged the EL onto a branch whose head is lower than the tip it
+    /// held (on op-reth: blocks cut off its files, see docs/engines.md).
+    pub head_lowering_reorgs: u64,
 }
 
 #[derive(Debug)]
@@ -419,6 +422,11 @@ impl SimEl {
             let base = head.number as usize + 1 - path.len();
             if path.iter().any(|h| !me.chain.executed.contains(h)) {
                 return Ok(status(Status::Syncing));
+            }
+            // A reorg onto a branch shorter than the one held: op-reth cuts the blocks above off
+            // its files, the moment it can die under concurrent reads (docs/engines.md).
+            if head.number < tip {
+                me.record.head_lowering_reorgs += 1;
             }
             me.chain.canonical.truncate(base);
             me.chain.canonical.extend(path.into_iter().rev());
