@@ -180,8 +180,10 @@ async fn op_geth_killed_at_three_points_of_a_catch_up_converges() {
 }
 
 #[tokio::test]
-async fn geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ElClient::Geth, &[60, 170, 290]).await;
+async fn geth_killed_at_two_points_of_a_catch_up_converges() {
+    // geth comes back at genesis after every kill and needs the runbook each time: two kills
+    // show that as well as three, at half the time (the longest test of the suite before).
+    killed_mid_catch_up(ElClient::Geth, &[60, 170]).await;
 }
 
 /// Kills the EL right after lightcl reset it to the common ancestor, while it replays the

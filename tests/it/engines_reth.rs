@@ -150,13 +150,20 @@ async fn reth_reorg_across_finalized_moves_head_and_answers_valid() {
 /// 210 blocks arrive with no rewind of any kind. Returns (answers, deduplicated, to 51..=260,
 /// answer to the forkchoice to 260, head).
 async fn deep_side_branch_without_rewind(client: ElClient) -> (Vec<String>, Answer, u64) {
+    // An Ethereum producer waits for its pool on every block with user transactions; the
+    // system contracts change state in every block anyway, so reth's branches go without.
+    let mix = if client.is_reth() && client.chain() == lightcl_testbed::ChainKind::Ethereum {
+        TxMix::NONE
+    } else {
+        TxMix::new(1, 0)
+    };
     let src = ElNode::spawn_client(client, "source").await.expect("spawn");
     let mut main = Producer::new(&src).await.expect("producer");
-    main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
+    main.build_many(50, mix).await.expect("prefix");
     let local = src.sibling("local").await.expect("spawn local");
     let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
-    rival.build_many(200, TxMix::new(1, 0)).await.expect("rival");
-    main.build_many(210, TxMix::new(1, 0)).await.expect("main");
+    rival.build_many(200, mix).await.expect("rival");
+    main.build_many(210, mix).await.expect("main");
     let g = main.genesis().hash;
     let mut answers = Vec::new();
     for n in 51..=260 {
@@ -442,9 +449,7 @@ async fn op_reth_survives_the_same_reorg_when_its_head_only_moves_up() {
     if !have(ElClient::OpReth, "op_reth_survives_the_same_reorg_when_its_head_only_moves_up") {
         return;
     }
-    // Seen here: no death in 8 runs with four readers.
-    for run in 0..2 {
-        let end = reorg_under_reads(4, false).await;
-        assert!(end.is_none(), "run {run}: op-reth ended {end:?} although its head only moved up");
-    }
+    // Seen here: no death in 8 runs with four readers (against 8 in 8 with the head moved down).
+    let end = reorg_under_reads(4, false).await;
+    assert!(end.is_none(), "op-reth ended {end:?} although its head only moved up");
 }

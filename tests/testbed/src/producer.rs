@@ -311,8 +311,9 @@ impl Producer {
             }
         })?;
         if waits_for_pool {
-            // geth fills the block from its pool in the background; getPayload stops that.
-            tokio::time::sleep(Duration::from_millis(60)).await;
+            // geth and reth fill the block from their pool in the background (a few ms for the
+            // handful of transactions sent); getPayload stops that.
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
         let mut env: Value = self.engine.call("engine_getPayloadV4", json!([payload_id])).await?;
         let payload = env.get_mut("executionPayload").map(Value::take).unwrap_or(Value::Null);
