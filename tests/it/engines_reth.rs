@@ -63,6 +63,14 @@ async fn op_reth_fcu_deep_ancestor_is_valid_without_rewind() {
 }
 
 #[tokio::test]
+async fn reth_fcu_deep_ancestor_is_valid_without_rewind() {
+    if have(ElClient::Reth, "reth_fcu_deep_ancestor") {
+        let got = fcu_rewind_limit(ElClient::Reth).await;
+        assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
+    }
+}
+
+#[tokio::test]
 async fn op_reth_fcu_below_finalized() {
     if have(ElClient::OpReth, "op_reth_fcu_below_finalized") {
         // VALID and ignored, labels included (as geth; op-geth moves the labels back).
@@ -203,6 +211,14 @@ async fn op_reth_accepts_payloads_far_ahead_of_head() {
     if have(ElClient::OpReth, "op_reth_payloads_ahead") {
         // Unlike geth (SYNCING from 130 on), all 300 blocks execute without a forkchoice.
         let got = payloads_ahead_of_head(ElClient::OpReth).await;
+        assert_eq!(got, (None, status("-"), status("-")));
+    }
+}
+
+#[tokio::test]
+async fn reth_accepts_payloads_far_ahead_of_head() {
+    if have(ElClient::Reth, "reth_payloads_ahead") {
+        let got = payloads_ahead_of_head(ElClient::Reth).await;
         assert_eq!(got, (None, status("-"), status("-")));
     }
 }
