@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::gate::{Gate, GateError, Lineage, REFILL_PROOF_DEPTH};
+use super::pipeline::FeedKind::CatchUp;
 use super::plan::{Step, View, plan};
 use crate::api::metrics as m;
 use crate::api::{self, Mode, Shared};
@@ -517,16 +518,7 @@ impl Follower {
         let target = self.config.follow.target(&agreed);
         let fetch = self.fetch_range(from, end, target, tx);
         let feed = async {
-            let out = self
-                .feed(
-                    &mut rx,
-                    &local,
-                    &agreed,
-                    version,
-                    super::pipeline::FeedKind::CatchUp,
-                    end - from + 1,
-                )
-                .await;
+            let out = self.feed(&mut rx, &local, &agreed, version, CatchUp, end - from + 1).await;
             drop(rx);
             out
         };

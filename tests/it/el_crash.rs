@@ -16,13 +16,10 @@ use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::Proxy;
 use lightcl_testbed::{ElClient, ElNode, Producer};
 
-use crate::follow::{label_hashes_now, lightcl_bin, source_chain, tail};
+use crate::follow::{label_hashes_now, lightcl_bin, restart_if_died, source_chain, tail};
 use crate::recovery::diverged;
 
 const RUNBOOK: &str = "EL stuck below the blocks it accepted";
-
-/// What op-reth logs, at every start, when a crash left its storage inconsistent.
-const DAMAGED_STORAGE: &str = "Persistence service failed";
 
 /// lightcl and the EL it drives; whenever lightcl halts, the test does what the runbook
 /// section says (stop lightcl, restart the EL, start lightcl) and counts it.
@@ -42,31 +39,9 @@ impl<'a> Run<'a> {
         Self { el, lc, from: 0, runbook: 0, deaths: Vec::new() }
     }
 
-    /// Handles an EL that died by itself as the runbook says: restart it on its datadir, or, when
-    /// its storage is damaged (op-reth 1.10.2 after a SIGKILL during its first persistence:
-    /// "Persistence service failed ... UnexpectedStaticFileTxNumber" at every start), resync it
-    /// from scratch. Either way lightcl must then fill it again by itself.
+    /// Restarts or resyncs the EL if it died by itself ([`restart_if_died`]).
     async fn restart_if_died(&mut self) {
-        if let Some(status) = self.el.reap() {
-            let damaged = self.el.log_tail(40).contains(DAMAGED_STORAGE);
-            eprintln!(
-                "the EL died by itself ({status}, storage damaged: {damaged}); log tail:\n{}",
-                self.el.log_tail(8)
-            );
-            self.deaths
-                .push(format!("{status}{}", if damaged { " (damaged storage)" } else { "" }));
-            assert!(
-                self.deaths.len() <= 3,
-                "the EL died {} times: {:?}",
-                self.deaths.len(),
-                self.deaths
-            );
-            if damaged {
-                self.el.wipe().await.expect("resync the EL from scratch");
-            } else {
-                self.el.start().await.expect("restart the EL after it died");
-            }
-        }
+        restart_if_died(self.el, &mut self.deaths).await;
     }
 
     /// The log of lightcl's current run.

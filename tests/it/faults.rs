@@ -197,29 +197,38 @@ fn el_stuck_without_debug_api_halts_naming_the_runbook() {
     assert!(why.contains("EL stuck below the blocks it accepted"), "{why}");
 }
 
+/// A history where the EL crashes into snap-sync mode: lightcl must halt and then write nothing
+/// more (the checker forbids writes once it halted). Returns the outcome and why it halted.
+fn halts_after_a_crash_into_snap_sync(
+    seed: u64,
+    profile: lightcl_testbed::sim::el::Profile,
+) -> (Outcome, String) {
+    use lightcl_testbed::sim::history::Event;
+    let setup = Setup {
+        profile,
+        initial_len: 60,
+        events: vec![(3_000, Event::ElCrashIntoSnapSync)],
+        ..Setup::quiet(seed)
+    };
+    let out = run(&setup);
+    assert!(out.halted, "seed {seed}: {out:?}");
+    assert_eq!(
+        out.violations,
+        vec!["halted without a finalized divergence".to_string()],
+        "seed {seed}"
+    );
+    let why = out.halted_why.clone().unwrap_or_default();
+    (out, why)
+}
+
 /// An EL that comes back from a crash in snap-sync mode (ignoring every payload until it is
 /// restarted) cannot be repaired through its APIs: lightcl rolls it back, sees it still stuck at
 /// genesis, halts its writes and says to restart the EL, naming the runbook section.
 #[test]
 fn el_in_snap_sync_after_a_crash_halts_naming_the_runbook() {
     use lightcl_testbed::sim::el::Profile;
-    use lightcl_testbed::sim::history::Event;
     for (seed, profile) in (1300..1306).zip([Profile::Geth, Profile::OpGeth].into_iter().cycle()) {
-        let setup = Setup {
-            profile,
-            initial_len: 60,
-            events: vec![(3_000, Event::ElCrashIntoSnapSync)],
-            ..Setup::quiet(seed)
-        };
-        let out = run(&setup);
-        assert!(out.halted, "seed {seed}: {out:?}");
-        // The checker forbids writes once lightcl halted: none came.
-        assert_eq!(
-            out.violations,
-            vec!["halted without a finalized divergence".to_string()],
-            "seed {seed}"
-        );
-        let why = out.halted_why.unwrap_or_default();
+        let (_, why) = halts_after_a_crash_into_snap_sync(seed, profile);
         assert!(why.contains("EL stuck below the blocks it accepted"), "seed {seed}: {why}");
         assert!(why.contains("Restart the EL"), "seed {seed}: {why}");
     }
@@ -231,24 +240,10 @@ fn el_in_snap_sync_after_a_crash_halts_naming_the_runbook() {
 #[test]
 fn stuck_el_without_a_working_set_head_halts_at_the_first_roll_back() {
     use lightcl_testbed::sim::el::Profile;
-    use lightcl_testbed::sim::history::Event;
     let mut seen = (false, false);
     for seed in 1310..1320 {
-        let setup = Setup {
-            profile: Profile::Reth,
-            initial_len: 60,
-            events: vec![(3_000, Event::ElCrashIntoSnapSync)],
-            ..Setup::quiet(seed)
-        };
-        let out = run(&setup);
-        assert!(out.halted, "seed {seed}: {out:?}");
-        assert_eq!(
-            out.violations,
-            vec!["halted without a finalized divergence".to_string()],
-            "seed {seed}"
-        );
+        let (out, why) = halts_after_a_crash_into_snap_sync(seed, Profile::Reth);
         assert_eq!(out.record.set_heads, 0, "seed {seed}: no roll-back happened");
-        let why = out.halted_why.unwrap_or_default();
         assert!(why.contains("cannot be rolled back through debug_setHead"), "seed {seed}: {why}");
         assert!(why.contains("EL stuck below the blocks it accepted"), "seed {seed}: {why}");
         seen.0 |= why.contains("Invalid params");

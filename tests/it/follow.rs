@@ -50,17 +50,7 @@ pub async fn wait_labels_healing(
     let deadline = Instant::now() + timeout;
     let mut deaths = Vec::new();
     loop {
-        if let Some(status) = el.reap() {
-            eprintln!(
-                "{} '{}' died by itself ({status}); restarting it on its datadir. EL log tail:\n{}",
-                el.client(),
-                el.name(),
-                el.log_tail(15)
-            );
-            deaths.push(status.to_string());
-            assert!(deaths.len() <= 3, "the EL died {} times: {deaths:?}", deaths.len());
-            el.start().await.expect("restart the EL after it died");
-        }
+        restart_if_died(el, &mut deaths).await;
         if label_hashes_now(el).await == Some((want.0, Some(want.1), Some(want.2))) {
             return deaths;
         }
@@ -72,6 +62,31 @@ pub async fn wait_labels_healing(
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What op-reth logs, at every start, when a crash left its storage inconsistent.
+const DAMAGED_STORAGE: &str = "Persistence service failed";
+
+/// Handles an EL that died by itself as the runbook says, recording how it ended in `deaths`:
+/// restart it on its datadir, or, when its storage is damaged (op-reth 1.10.2 after a SIGKILL
+/// during its first persistence: "Persistence service failed ... UnexpectedStaticFileTxNumber"
+/// at every start), resync it from scratch. lightcl must then fill it again by itself.
+pub async fn restart_if_died(el: &mut ElNode, deaths: &mut Vec<String>) {
+    let Some(status) = el.reap() else { return };
+    let damaged = el.log_tail(40).contains(DAMAGED_STORAGE);
+    eprintln!(
+        "{} '{}' died by itself ({status}, storage damaged: {damaged}); log tail:\n{}",
+        el.client(),
+        el.name(),
+        el.log_tail(15)
+    );
+    deaths.push(format!("{status}{}", if damaged { " (damaged storage)" } else { "" }));
+    assert!(deaths.len() <= 3, "the EL died {} times: {deaths:?}", deaths.len());
+    if damaged {
+        el.wipe().await.expect("resync the EL from scratch");
+    } else {
+        el.start().await.expect("restart the EL after it died");
     }
 }
 
