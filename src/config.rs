@@ -40,6 +40,14 @@ pub const DEFAULT_JWT_SECRET_FILE: &str = "/etc/lightcl/jwt.hex";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lightcl";
 /// Default interval of the catch-up progress log.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// Default of `bootstrap_min_gap_blocks`: in `auto`, how far behind the agreed target the EL
+/// must be before it is asked to sync from its own peers. Below it replay is quicker: an EL
+/// needs tens of seconds to find its peers and start a sync, in which replay does thousands of
+/// blocks (see the operators guide for the figures).
+pub const DEFAULT_BOOTSTRAP_MIN_GAP_BLOCKS: u64 = 10_000;
+/// Default of `bootstrap_stall_secs`: how long an EL sync may show no progress before `auto`
+/// falls back to replay.
+pub const DEFAULT_BOOTSTRAP_STALL_SECS: u64 = 300;
 
 /// Which kind of chain the EL runs: decides payload versions and transaction decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +77,19 @@ impl Follow {
             Self::Latest => agreed.head,
         }
     }
+}
+
+/// How a far-behind EL is brought up to the sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Bootstrap {
+    /// EL sync when the EL is more than `bootstrap_min_gap_blocks` behind and has peers;
+    /// replay otherwise, and after a stalled EL sync.
+    Auto,
+    /// Always let the EL sync from its peers when it is behind; never fall back.
+    ElSync,
+    /// Always replay every block through newPayload.
+    Replay,
 }
 
 /// Log output format.
@@ -221,6 +242,12 @@ pub struct Config {
     pub progress_interval_ms: u64,
     /// Folder of the state file (the finality floor lightcl remembers across restarts).
     pub state_dir: PathBuf,
+    /// auto, el-sync or replay.
+    pub bootstrap: Bootstrap,
+    /// In `auto`: EL sync only when the EL is more than this many blocks behind.
+    pub bootstrap_min_gap_blocks: u64,
+    /// No EL sync progress for this long: `auto` falls back to replay, seconds.
+    pub bootstrap_stall_secs: u64,
     /// Engine API and EL settings.
     pub engine: EngineConfig,
     /// Operations API.
@@ -245,6 +272,9 @@ impl Default for Config {
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
             state_dir: DEFAULT_STATE_DIR.into(),
+            bootstrap: Bootstrap::Auto,
+            bootstrap_min_gap_blocks: DEFAULT_BOOTSTRAP_MIN_GAP_BLOCKS,
+            bootstrap_stall_secs: DEFAULT_BOOTSTRAP_STALL_SECS,
             engine: EngineConfig {
                 url: DEFAULT_ENGINE_URL.into(),
                 jwt_secret_file: DEFAULT_JWT_SECRET_FILE.into(),
@@ -358,6 +388,8 @@ impl Config {
             ("source_timeout_ms", self.source_timeout_ms),
             ("max_response_mib", self.max_response_mib as u64),
             ("progress_interval_ms", self.progress_interval_ms),
+            ("bootstrap_min_gap_blocks", self.bootstrap_min_gap_blocks),
+            ("bootstrap_stall_secs", self.bootstrap_stall_secs),
             ("engine.new_payload_timeout_ms", self.engine.new_payload_timeout_ms),
             ("engine.forkchoice_timeout_ms", self.engine.forkchoice_timeout_ms),
             ("engine.call_timeout_ms", self.engine.call_timeout_ms),
@@ -404,10 +436,11 @@ impl Config {
         let sources: Vec<String> =
             self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
         format!(
-            "chain={:?} chain_id={} follow={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
+            "chain={:?} chain_id={} follow={:?} bootstrap={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
             self.chain,
             self.chain_id,
             self.follow,
+            self.bootstrap,
             sources.join(", "),
             self.quorum,
             RedactedUrl::new(&self.engine.url),

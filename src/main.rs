@@ -68,6 +68,9 @@ struct Opts {
     /// What the local head follows: safe or latest.
     #[arg(long, global = true)]
     follow: Option<String>,
+    /// How a far-behind EL is brought up: auto, el-sync or replay.
+    #[arg(long, global = true)]
+    bootstrap: Option<String>,
     /// Engine API URL.
     #[arg(long, global = true)]
     engine_url: Option<String>,
@@ -113,6 +116,9 @@ impl Opts {
         if let Some(f) = &self.follow {
             top.insert("follow".into(), s(f));
         }
+        if let Some(b) = &self.bootstrap {
+            top.insert("bootstrap".into(), s(b));
+        }
         if let Some(v) = self.poll_interval_ms {
             top.insert("poll_interval_ms".into(), Value::from(v));
         }
@@ -153,6 +159,7 @@ impl Opts {
             chain,
             chain_id,
             follow,
+            bootstrap,
             engine_url,
             jwt_secret,
             el_rpc,

@@ -58,6 +58,12 @@ pub const HALTED: &str = "lightcl_halted";
 pub const SOURCES_AGREE: &str = "lightcl_sources_agree";
 /// Blocks per second of the current catch-up batch.
 pub const CATCHUP_RATE: &str = "lightcl_catchup_blocks_per_second";
+/// 1 while the EL syncs from its own P2P peers towards a head lightcl handed it.
+pub const EL_SYNCING: &str = "lightcl_el_syncing";
+/// The block the EL reports as synced (`eth_syncing` currentBlock, or its head) during an EL sync.
+pub const EL_SYNC_BLOCK: &str = "lightcl_el_sync_block";
+/// EL syncs given up for replay, per `reason` (stalled, no_peers).
+pub const EL_SYNC_FALLBACKS: &str = "lightcl_el_sync_fallbacks_total";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 /// Always 1 while the process serves metrics.
@@ -73,7 +79,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 25] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 28] = [
     (LOCAL_HEAD, Kind::Gauge, &["label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &[], "Blocks between the agreed follow target and the local head"),
@@ -97,6 +103,9 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 25] = [
     (HALTED, Kind::Gauge, &[], "1 while halted on a finalized divergence (no engine writes)"),
     (SOURCES_AGREE, Kind::Gauge, &[], "1 when the source quorum agrees on every label"),
     (CATCHUP_RATE, Kind::Gauge, &[], "Blocks per second of the current catch-up"),
+    (EL_SYNCING, Kind::Gauge, &[], "1 while the EL syncs from its P2P peers towards the head lightcl handed it"),
+    (EL_SYNC_BLOCK, Kind::Gauge, &[], "Block the EL reports as synced during an EL sync"),
+    (EL_SYNC_FALLBACKS, Kind::Counter, &["reason"], "EL syncs given up for replay, by reason"),
     (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
 ];

@@ -33,6 +33,9 @@ pub enum Mode {
     Starting,
     /// Far behind the target, inserting.
     CatchingUp,
+    /// Far behind: the EL syncs from its own P2P peers towards the agreed head lightcl handed
+    /// it (bootstrap); lightcl checks the hashes and replays the rest when it gets there.
+    ElSyncing,
     /// At (or within the lag bound of) the target.
     Following,
     /// The sources agree on nothing newer; holding.
@@ -133,6 +136,9 @@ impl Shared {
         }
         if !s.el_up {
             return Err("the EL is not answering".into());
+        }
+        if s.mode == Mode::ElSyncing {
+            return Err("the EL is syncing from its peers (bootstrap)".into());
         }
         match s.lag_blocks {
             None => Err("not synced yet".into()),

@@ -243,6 +243,18 @@ impl EngineClient {
         Ok(v.get("debug").is_some())
     }
 
+    /// `net_peerCount` and `eth_syncing`. An EL without the `net` namespace reports no peer
+    /// count; a failed `eth_syncing` is an error.
+    pub async fn sync_status(&self) -> Result<super::SyncStatus, EngineError> {
+        let peers = match self.call(false, "net_peerCount", &json!([]), self.call_timeout).await {
+            Ok(v) => parse_quantity(&v),
+            Err(EngineError::Rpc { .. }) => None,
+            Err(e) => return Err(e),
+        };
+        let v = self.call(false, "eth_syncing", &json!([]), self.call_timeout).await?;
+        Ok(super::SyncStatus { peers, progress: super::SyncProgress::from_json(&v) })
+    }
+
     /// eth_chainId of the EL.
     pub async fn chain_id(&self) -> Result<u64, EngineError> {
         let v = self.call(false, "eth_chainId", &json!([]), self.call_timeout).await?;
@@ -321,6 +333,10 @@ impl Engine for EngineClient {
 
     fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(EngineClient::set_head(self, number))
+    }
+
+    fn sync_status(&self) -> BoxFuture<'_, Result<super::SyncStatus, EngineError>> {
+        Box::pin(EngineClient::sync_status(self))
     }
 }
 

@@ -45,6 +45,68 @@ pub trait Engine: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>>;
     /// debug_setHead: rolls chain and state back to `number` (geth, op-geth; a no-op on reth).
     fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>>;
+    /// What the EL says of its own P2P sync: `net_peerCount` and `eth_syncing`.
+    fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>>;
+}
+
+/// The EL's own view of its P2P sync, as it reports it over JSON-RPC.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// P2P peers (`None`: the EL does not serve `net_peerCount`).
+    pub peers: Option<u64>,
+    /// `eth_syncing`: `None` when the EL says it is not syncing.
+    pub progress: Option<SyncProgress>,
+}
+
+/// The EL's sync progress (`eth_syncing` as an object).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// currentBlock: the highest block it has fully imported.
+    pub current: u64,
+    /// highestBlock: the highest block it knows of (0 when it does not say).
+    pub highest: u64,
+    /// The stage with the most work left, with the block it reached (reth reports stages;
+    /// geth reports state-sync counters instead: shown as "state").
+    pub stage: Option<(String, u64)>,
+    /// A number that grows while the EL does anything useful (blocks imported, headers,
+    /// bodies, state entries fetched): what stall detection watches.
+    pub work: u64,
+}
+
+impl SyncProgress {
+    /// Reads an `eth_syncing` answer (`false`, or an object of quantities; reth adds
+    /// `stages: [{name, block}]`, geth adds snap-sync counters).
+    pub fn from_json(v: &serde_json::Value) -> Option<Self> {
+        use crate::http::parse_quantity;
+        let obj = v.as_object()?;
+        let q = |k: &str| obj.get(k).and_then(parse_quantity).unwrap_or(0);
+        let mut work = q("currentBlock");
+        // geth's snap-sync counters (accounts, slots, bytecodes, trie nodes healed).
+        for k in [
+            "syncedAccounts",
+            "syncedStorage",
+            "syncedBytecodes",
+            "healedTrienodes",
+            "healedBytecodes",
+            "txIndexFinishedBlocks",
+        ] {
+            work = work.saturating_add(q(k));
+        }
+        let mut stage = None;
+        if let Some(stages) = obj.get("stages").and_then(|s| s.as_array()) {
+            for st in stages {
+                let name = st.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+                let block = st.get("block").and_then(parse_quantity).unwrap_or(0);
+                work = work.saturating_add(block);
+                if stage.as_ref().is_none_or(|(_, b)| block < *b) {
+                    stage = Some((name.to_string(), block));
+                }
+            }
+        } else if q("syncedAccounts") > 0 || q("healedTrienodes") > 0 {
+            stage = Some(("state".to_string(), q("syncedAccounts")));
+        }
+        Some(Self { current: q("currentBlock"), highest: q("highestBlock"), stage, work })
+    }
 }
 
 /// The EL's heads as read back: head, safe and finalized (labels it has not set yet read as

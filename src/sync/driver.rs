@@ -210,6 +210,8 @@ pub(super) struct Follower {
     /// Where the last catch-up rounds started (to see an EL that takes blocks and never gets
     /// past them).
     pub(super) progress_watch: std::sync::Mutex<super::repair::ProgressWatch>,
+    /// An EL sync from the EL's own peers (bootstrap of a far-behind EL).
+    pub(super) boot: super::bootstrap::BootstrapState,
 }
 
 impl Follower {
@@ -395,6 +397,12 @@ impl Follower {
         } else {
             self.sources.agreed_at(checkpoint.number).await.hash()
         };
+        if let Some(out) =
+            self.bootstrap(local, agreed, checkpoint, source_at_checkpoint, version).await?
+        {
+            self.publish(&local, Some((&agreed, target)), head_time, Mode::ElSyncing);
+            return Ok(out);
+        }
         // A local head above the target must still be on the sources' chain; a quorum that has
         // no block there yet (lagging replicas) is not evidence either way.
         let local_head_on_source = if local.head.number <= target.number {

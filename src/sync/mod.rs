@@ -2,6 +2,7 @@
 //! their steps (catch-up pipeline, divergence recovery).
 
 pub mod ancestor;
+pub mod bootstrap;
 pub mod driver;
 pub mod gate;
 mod pipeline;

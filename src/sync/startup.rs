@@ -79,6 +79,7 @@ impl Follower {
             shared,
             stuck: Default::default(),
             progress_watch: Default::default(),
+            boot: Default::default(),
         };
         // Sources: start once the quorum can be met; the rest are admitted when they answer.
         let mut backoff = Backoff::default();
@@ -207,7 +208,10 @@ impl Follower {
     /// already known.
     fn gate_refilling_logged(&self, el: Heads) -> bool {
         let was = self.gate.refilling();
-        if !was {
+        if !was && self.boot.syncing() {
+            info!(target: "lightcl::gate", el_head = %el.head, floor = ?self.gate.floor().map(|f| f.to_string()),
+                "the EL syncs from its peers towards the finalized block lightcl handed it");
+        } else if !was {
             warn!(target: "lightcl::gate", el_head = %el.head, floor = ?self.gate.floor().map(|f| f.to_string()),
                 "the EL's head is below the finality floor lightcl remembers (it lost blocks, for \
                  example in a crash); refilling it along the chain through the floor");

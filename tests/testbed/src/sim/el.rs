@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use alloy_eips::eip4895::Withdrawal;
 use alloy_primitives::B256;
 use lightcl::chain::{BlockRef, Heads, Label};
-use lightcl::engine::{BlockAt, BoxFuture, Engine, EngineError, LocalBlock, PayloadStatus, Status};
+use lightcl::engine::{
+    BlockAt, BoxFuture, Engine, EngineError, LocalBlock, PayloadStatus, Status, SyncProgress,
+    SyncStatus,
+};
 use lightcl::payload::{FcuVersion, Payload};
 
 use super::{Rng, SharedWorld, lock};
@@ -47,6 +50,31 @@ pub struct Faults {
     pub no_debug: bool,
 }
 
+/// The EL's P2P side: peers that can serve it the chain when a forkchoice names a head it does
+/// not have (geth, op-geth and reth sync from their peers then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct P2p {
+    /// Peers it reports.
+    pub peers: u64,
+    /// Whether a forkchoice to an unknown head starts a sync (false: an EL that never does).
+    pub syncs: bool,
+    /// Blocks per second it imports from its peers.
+    pub blocks_per_sec: u64,
+    /// The peers hold the honest chain only up to this height and a branch of their own above
+    /// it (a source whose head is not on the peers' chain): heads above it cannot be synced.
+    pub peers_diverge_at: Option<u64>,
+}
+
+/// An EL sync under way: towards `target`, from height `from` at `since`, with the labels of
+/// the forkchoice that asked for it.
+#[derive(Debug, Clone, Copy)]
+struct Syncing {
+    target: BlockRef,
+    labels: (BlockRef, BlockRef),
+    since: tokio::time::Instant,
+    from: u64,
+}
+
 /// What the checker found and counted.
 #[derive(Debug, Default, Clone)]
 pub struct Record {
@@ -63,6 +91,8 @@ pub struct Record {
     /// Forkchoice updates that reorged the EL onto a branch whose head is lower than the tip it
     /// held (on op-reth: blocks cut off its files, see docs/engines.md).
     pub head_lowering_reorgs: u64,
+    /// Blocks the EL imported from its P2P peers (an EL sync lightcl started).
+    pub p2p_synced: u64,
 }
 
 #[derive(Debug)]
@@ -83,6 +113,8 @@ struct Inner {
     /// Back from a crash in snap-sync mode (geth and op-geth whose snap-sync marker is above
     /// their head): every payload it has not executed is ignored (SYNCING) until a restart.
     snap_sync: bool,
+    p2p: Option<P2p>,
+    syncing: Option<Syncing>,
 }
 
 /// The simulated EL. Clones share it.
@@ -116,6 +148,8 @@ impl SimEl {
             strict: true,
             ghosts: HashSet::new(),
             snap_sync: false,
+            p2p: None,
+            syncing: None,
         };
         Self { world, inner: Arc::new(Mutex::new(inner)) }
     }
@@ -132,6 +166,11 @@ impl SimEl {
         c.executed.extend(c.canonical.iter().copied());
         c.safe = safe.map(|n| BlockRef::new(n, chain[n as usize]));
         c.finalized = finalized.map(|n| BlockRef::new(n, chain[n as usize]));
+    }
+
+    /// Gives the EL P2P peers.
+    pub fn set_p2p(&self, p2p: Option<P2p>) {
+        self.lock().p2p = p2p;
     }
 
     /// Changes the faults.
@@ -174,6 +213,7 @@ impl SimEl {
             let above: Vec<B256> = me.chain.canonical[keep..].to_vec();
             me.ghosts.extend(above);
         }
+        me.syncing = None;
         let c = &mut me.chain;
         c.canonical.truncate(keep);
         c.executed = c.canonical.iter().copied().collect();
@@ -213,7 +253,68 @@ impl SimEl {
         })
     }
 
+    /// Whether the EL's peers hold `b`.
+    fn peers_hold(w: &super::World, p2p: &P2p, b: BlockRef) -> bool {
+        w.ever_honest.contains(&b.hash) && p2p.peers_diverge_at.is_none_or(|x| b.number <= x)
+    }
+
+    /// Moves an EL sync on by the time passed: the target's chain up to the height reached
+    /// becomes canonical and executed; at the target the forkchoice's labels apply.
+    fn advance_sync(&self) {
+        let w = lock(&self.world);
+        let mut me = self.lock();
+        let (Some(s), Some(p2p)) = (me.syncing, me.p2p) else { return };
+        if me.faults.down {
+            return;
+        }
+        let secs = s.since.elapsed().as_millis() as u64;
+        let reach = (s.from + p2p.blocks_per_sec * secs / 1_000).min(s.target.number);
+        // The target's chain down to where it meets the EL's canonical chain.
+        let mut path = Vec::new();
+        let mut cur = s.target.hash;
+        while let Some(b) = w.block(&cur) {
+            if me.chain.canonical.get(b.id.number as usize) == Some(&cur) {
+                break;
+            }
+            path.push(b.id);
+            if b.id.number == 0 {
+                break;
+            }
+            cur = b.parent;
+        }
+        path.reverse();
+        let Some(first) = path.first().copied() else {
+            me.syncing = None;
+            return;
+        };
+        let new: Vec<BlockRef> = path.into_iter().filter(|b| b.number <= reach).collect();
+        if new.is_empty() {
+            return;
+        }
+        me.record.p2p_synced += new.len() as u64;
+        let c = &mut me.chain;
+        c.canonical.truncate(first.number as usize);
+        for b in &new {
+            c.canonical.push(b.hash);
+            c.executed.insert(b.hash);
+        }
+        for l in [&mut c.safe, &mut c.finalized] {
+            if l.is_some_and(|b| c.canonical.get(b.number as usize) != Some(&b.hash)) {
+                *l = None;
+            }
+        }
+        if reach >= s.target.number {
+            let (safe, finalized) = s.labels;
+            if w.descends(s.target, safe) && w.descends(s.target, finalized) {
+                c.safe = Some(safe);
+                c.finalized = Some(finalized);
+            }
+            me.syncing = None;
+        }
+    }
+
     fn read(&self, at: BlockAt) -> Result<Option<LocalBlock>, EngineError> {
+        self.advance_sync();
         let found = {
             let mut me = self.lock();
             if me.faults.down {
@@ -291,6 +392,7 @@ impl SimEl {
     }
 
     fn forkchoice_now(&self, heads: &Heads) -> Result<PayloadStatus, EngineError> {
+        self.advance_sync();
         let w = lock(&self.world);
         let mut me = self.lock();
         if me.faults.down {
@@ -373,10 +475,26 @@ impl SimEl {
         if me.ghosts.contains(&head.hash) {
             return Ok(status(Status::Valid));
         }
-        let c = &me.chain;
-        if !c.executed.contains(&head.hash) {
+        if !me.chain.executed.contains(&head.hash) {
+            // An unknown head: an EL with peers that hold it syncs towards it.
+            if let Some(p2p) = me.p2p
+                && p2p.syncs
+                && p2p.peers > 0
+                && Self::peers_hold(&w, &p2p, head)
+            {
+                let tip = (me.chain.canonical.len() - 1) as u64;
+                let s = me.syncing.get_or_insert(Syncing {
+                    target: head,
+                    labels: (safe, finalized),
+                    since: tokio::time::Instant::now(),
+                    from: tip,
+                });
+                s.target = head;
+                s.labels = (safe, finalized);
+            }
             return Ok(status(Status::Syncing));
         }
+        let c = &me.chain;
         for l in [safe, finalized] {
             if !l.hash.is_zero() && (!c.executed.contains(&l.hash) || !w.descends(head, l)) {
                 return Err(EngineError::Rpc {
@@ -533,5 +651,24 @@ impl Engine for SimEl {
 
     fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>> {
         Box::pin(async move { self.set_head_now(number) })
+    }
+
+    fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            self.advance_sync();
+            let me = self.lock();
+            if me.faults.down {
+                return Err(unreachable("eth_syncing"));
+            }
+            let tip = (me.chain.canonical.len() - 1) as u64;
+            let progress = me.syncing.map(|s| SyncProgress {
+                current: tip,
+                highest: s.target.number,
+                stage: None,
+                work: tip,
+            });
+            Ok(SyncStatus { peers: Some(me.p2p.map_or(0, |p| p.peers)), progress })
+        })
     }
 }

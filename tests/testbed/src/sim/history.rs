@@ -8,7 +8,7 @@ use std::time::Duration;
 use lightcl::Config;
 use lightcl::api::{Mode, Shared, SourceStatus};
 use lightcl::chain::BlockRef;
-use lightcl::config::{ChainKind, Follow, SourceEntry};
+use lightcl::config::{Bootstrap, ChainKind, Follow, SourceEntry};
 use lightcl::engine::Engine;
 use lightcl::source::Source;
 use lightcl::source::quorum::{Quorum, QuorumName};
@@ -16,7 +16,7 @@ use lightcl::state::StateFile;
 use lightcl::{Parts, RunError, run_with};
 use tokio::time::Instant;
 
-use super::el::{Faults, Profile, Record, SimEl};
+use super::el::{Faults, P2p, Profile, Record, SimEl};
 use super::source::{Behaviour, SimSource, Tamper};
 use super::{Rng, SharedWorld, World, lock};
 
@@ -92,6 +92,10 @@ pub struct Setup {
     pub heal_ms: u64,
     /// lightcl's prefetch window.
     pub prefetch: usize,
+    /// The EL's P2P peers (`None`: it has none).
+    pub p2p: Option<P2p>,
+    /// lightcl's bootstrap mode and its `bootstrap_min_gap_blocks`.
+    pub bootstrap: (Bootstrap, u64),
 }
 
 /// What a history showed.
@@ -139,6 +143,8 @@ impl Setup {
             duration_ms: 30_000,
             heal_ms: 600_000,
             prefetch: 32,
+            p2p: None,
+            bootstrap: (Bootstrap::Auto, 10_000),
         }
     }
 
@@ -222,6 +228,23 @@ impl Setup {
         }
         s.events.sort_by_key(|(t, _)| *t);
         s.prefetch = r.pick(&[8, 32, 256]);
+        // A third of the histories bootstrap through the EL's own P2P sync when it is more than
+        // 8 blocks behind: peers that serve the chain, none, an EL that never syncs on a
+        // forkchoice, or peers on a branch of their own.
+        if r.chance(0.33) {
+            let diverge = r.chance(0.2).then(|| r.range(0, s.initial_len));
+            let p2p = P2p {
+                peers: r.pick(&[0, 1, 5]),
+                syncs: r.chance(0.85),
+                blocks_per_sec: r.pick(&[1, 5, 50]),
+                peers_diverge_at: diverge,
+            };
+            // "el-sync" never falls back: only where the peers can serve the chain.
+            let works = p2p.peers > 0 && p2p.syncs && diverge.is_none();
+            let mode = if works && r.chance(0.3) { Bootstrap::ElSync } else { Bootstrap::Auto };
+            s.bootstrap = (mode, 8);
+            s.p2p = Some(p2p);
+        }
         s
     }
 
@@ -239,6 +262,9 @@ impl Setup {
             fetch_concurrency: 4.min(self.prefetch),
             source_timeout_ms: self.hang.map_or(2_000, |(_, ms)| ms.max(2_000)),
             api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
+            bootstrap: self.bootstrap.0,
+            bootstrap_min_gap_blocks: self.bootstrap.1,
+            bootstrap_stall_secs: 20,
             ..Config::default()
         }
     }
@@ -282,6 +308,7 @@ fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
 async fn run_async(setup: &Setup) -> Outcome {
     let world: SharedWorld = Arc::new(Mutex::new(World::new(setup.initial_len)));
     let el = SimEl::new(world.clone(), setup.profile, setup.seed);
+    el.set_p2p(setup.p2p);
     let honest = setup.sources.iter().filter(|b| !matches!(b, Behaviour::Flapping)).count();
     el.set_strict(honest >= setup.quorum.required(setup.sources.len()));
     {

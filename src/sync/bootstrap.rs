@@ -1,0 +1,468 @@
+//! Bootstrap by the EL's own P2P sync. An EL far behind the agreed target is handed the agreed
+//! head (forkchoiceUpdated with head, safe and finalized all agreed by the quorum, through the
+//! gate), repeated as the agreed head moves, as a consensus client does; the EL fetches the
+//! chain from its peers (snap sync skips executing history). The agreed hash pins what it
+//! syncs to: peers cannot choose the chain. When the EL's head reaches the handed head,
+//! lightcl checks the EL's hashes there and at finalized and goes back to replay for the rest.
+//! No progress for `bootstrap_stall_secs`, or no peers, and `auto` replays instead.
+//!
+//! What the forkchoice carries is proven like any other: safe and finalized are ancestors of
+//! the handed head by a by-hash walk of the sources' chain (at most [`PROOF_WALK_MAX`] blocks;
+//! beyond that the EL is handed the agreed finalized block as its head), and the chain through
+//! lightcl's finalized block (the checkpoint) is the quorum's by-number answer at that height,
+//! a height every source calls final.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use alloy_primitives::B256;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::driver::{Follower, StepError, StepOutcome};
+use super::gate::Lineage;
+use crate::api::metrics as m;
+use crate::chain::{BlockRef, Heads};
+use crate::config::Bootstrap;
+use crate::engine::{BlockAt, SyncStatus, Verdict, classify};
+use crate::payload::FcuVersion;
+use crate::source::BlockId;
+
+/// The longest stretch between the handed head and finalized that is walked by hash to prove
+/// the labels are on one chain; a longer one hands the EL the finalized block as its head.
+pub const PROOF_WALK_MAX: u64 = 1_024;
+
+/// How many handed forkchoices are remembered for the hand-over check.
+const HANDED_KEPT: usize = 256;
+
+/// What to do about a far-behind EL this round (pure; see [`choose`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Replay through newPayload (the normal planner decides).
+    Replay,
+    /// Replay, and say once why the EL is not asked to sync itself.
+    ReplayBecause(&'static str),
+    /// Hand the EL the agreed head.
+    ElSync,
+}
+
+/// Whether to start an EL sync: `lag` blocks behind the follow target, `peers` as the EL
+/// reports them, `fell_back` when an EL sync of this gap already stalled.
+pub fn choose(
+    mode: Bootstrap,
+    lag: u64,
+    min_gap: u64,
+    peers: Option<u64>,
+    fell_back: bool,
+) -> Choice {
+    match mode {
+        Bootstrap::Replay => Choice::Replay,
+        _ if lag <= min_gap => Choice::Replay,
+        Bootstrap::ElSync => Choice::ElSync,
+        Bootstrap::Auto if fell_back => Choice::Replay,
+        Bootstrap::Auto if peers == Some(0) => Choice::ReplayBecause("no_peers"),
+        Bootstrap::Auto => Choice::ElSync,
+    }
+}
+
+/// The forkchoice handed to the EL: the follow target with the agreed labels, or the agreed
+/// finalized block as all three when the target is more than [`PROOF_WALK_MAX`] above it.
+pub fn handed(target: BlockRef, agreed: &Heads) -> Heads {
+    let f = agreed.finalized;
+    if target.number.saturating_sub(f.number) > PROOF_WALK_MAX || target.number < f.number {
+        return Heads { head: f, safe: f, finalized: f };
+    }
+    let safe = if agreed.safe.number <= target.number { agreed.safe } else { target };
+    Heads { head: target, safe, finalized: f }
+}
+
+/// An EL sync under way.
+#[derive(Debug)]
+struct Active {
+    /// The forkchoices handed, oldest first (the last few hundred): the EL's head may reach
+    /// one of them while a newer one is on its way.
+    handed: std::collections::VecDeque<Heads>,
+    /// The head whose payload the EL was last given (so it knows the header).
+    announced: Option<B256>,
+    started: Instant,
+    start_head: u64,
+    /// The most work the EL has shown, and when it grew.
+    work: u64,
+    progressed: Instant,
+    logged: Instant,
+    warned: Option<Instant>,
+}
+
+/// Bootstrap state of one follower.
+#[derive(Debug, Default)]
+pub(super) struct BootstrapState {
+    active: Option<Active>,
+    /// `auto` gave up on EL sync for this gap (it stalled, or there were no peers): replay
+    /// until the EL is within the gap again.
+    fell_back: bool,
+    /// The sources' chain last proven by hash: hashes for `low..=top.number`.
+    proof: Option<(BlockRef, u64, Vec<B256>)>,
+}
+
+impl BootstrapState {
+    /// Whether an EL sync is under way.
+    pub(super) fn syncing(&self) -> bool {
+        self.active.is_some()
+    }
+}
+
+impl Follower {
+    /// Runs the bootstrap for this round: `None` when the normal planner should go on (replay,
+    /// or the EL sync just handed over), `Some` when the round was spent on the EL sync.
+    pub(super) async fn bootstrap(
+        &mut self,
+        local: Heads,
+        agreed: Heads,
+        checkpoint: BlockRef,
+        source_at_checkpoint: Option<B256>,
+        version: FcuVersion,
+    ) -> Result<Option<StepOutcome>, StepError> {
+        let target = self.config.follow.target(&agreed);
+        let lag = target.number.saturating_sub(local.head.number);
+        let min_gap = self.config.bootstrap_min_gap_blocks;
+        // Only from a checkpoint the quorum holds (otherwise the planner halts or holds), and
+        // towards labels at or above it: checked every round, as the sources may change.
+        let held = checkpoint.number == 0 || source_at_checkpoint == Some(checkpoint.hash);
+        if !held || agreed.finalized.number < checkpoint.number {
+            self.stop_el_sync("the sources no longer hold lightcl's finalized block");
+            return Ok(None);
+        }
+        let mut status = None;
+        if self.boot.active.is_none() {
+            if lag <= min_gap {
+                self.boot.fell_back = false;
+            }
+            let fell_back = self.boot.fell_back;
+            if choose(self.config.bootstrap, lag, min_gap, None, fell_back) == Choice::Replay {
+                return Ok(None);
+            }
+            let st = self.engine.sync_status().await?;
+            match choose(self.config.bootstrap, lag, min_gap, st.peers, fell_back) {
+                Choice::Replay => return Ok(None),
+                Choice::ReplayBecause(reason) => {
+                    self.boot.fell_back = true;
+                    self.shared.metrics.add(m::EL_SYNC_FALLBACKS, &[("reason", reason)], 1.0);
+                    warn!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
+                        "the EL is far behind but has no P2P peers, so it cannot sync itself; \
+                         replaying every block instead. To bootstrap faster, give the EL peers \
+                         (bootnodes, static or trusted peers) and restart lightcl");
+                    return Ok(None);
+                }
+                Choice::ElSync => {}
+            }
+            status = Some(st);
+        } else {
+            let reached = self.boot.active.as_ref().and_then(|a| {
+                a.handed.iter().rev().find(|h| h.head.number <= local.head.number).copied()
+            });
+            if let Some(sent) = reached {
+                return self.hand_over(local, sent).await.map(|()| None);
+            }
+        }
+        let heads = handed(target, &agreed);
+        // The chain through the checkpoint is walked by hash when it is near; otherwise it is
+        // the quorum's by-number answer there (checked above, every round).
+        let near = checkpoint.number > 0
+            && heads.head.number.saturating_sub(checkpoint.number) <= PROOF_WALK_MAX;
+        let low = if near { checkpoint.number } else { heads.finalized.number };
+        let mut above = self.prove_handed(&heads, low).await?;
+        if near && above.get(&checkpoint.number) != Some(&checkpoint.hash) {
+            self.stop_el_sync(
+                "the agreed head's chain does not pass through lightcl's finalized block",
+            );
+            return Ok(None);
+        }
+        // The EL's own head must be on that chain: an EL on another branch is recovery's job.
+        let on_chain = if local.head.number >= low {
+            above.get(&local.head.number) == Some(&local.head.hash)
+                || local.head.number > heads.head.number
+        } else {
+            self.sources.agreed_at(local.head.number).await.hash() == Some(local.head.hash)
+        };
+        if !on_chain {
+            self.stop_el_sync(
+                "the EL's head is not on the sources' chain (divergence recovery first)",
+            );
+            return Ok(None);
+        }
+        // The chain through the checkpoint, for a checkpoint the EL does not hold yet.
+        let base = if local.head.number >= checkpoint.number {
+            checkpoint
+        } else {
+            above.entry(checkpoint.number).or_insert(checkpoint.hash);
+            local.head
+        };
+        if self.boot.active.is_none() {
+            info!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
+                peers = ?status.as_ref().and_then(|s| s.peers), "the EL is far behind: handing \
+                it the agreed head to sync from its P2P peers (bootstrap = {:?}); lightcl checks \
+                the hashes when it gets there and replays the rest", self.config.bootstrap);
+            let now = Instant::now();
+            self.boot.active = Some(Active {
+                handed: Default::default(),
+                announced: None,
+                started: now,
+                start_head: local.head.number,
+                work: local.head.number,
+                progressed: now,
+                logged: now,
+                warned: None,
+            });
+        }
+        let status = match status {
+            Some(s) => s,
+            None => self.engine.sync_status().await?,
+        };
+        if self.watch_el_sync(&local, target, &status) {
+            return Ok(None);
+        }
+        self.hand_head(heads, base, &above, version).await?;
+        self.shared.metrics.set(m::EL_SYNCING, &[], 1.0);
+        Ok(Some(StepOutcome::Idle))
+    }
+
+    /// Ends an EL sync under way (if any), saying why; the planner takes over.
+    fn stop_el_sync(&mut self, why: &str) {
+        if self.boot.active.take().is_some() {
+            self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+            warn!(target: "lightcl::bootstrap", why, "EL sync stopped; the planner takes over");
+        }
+    }
+
+    /// The EL reached the handed head: its hashes there and at the handed finalized block must
+    /// be the agreed ones. Either way the EL sync ends; a mismatch is the planner's divergence.
+    async fn hand_over(&mut self, local: Heads, sent: Heads) -> Result<(), StepError> {
+        let at_head = self.engine.block(BlockAt::Number(sent.head.number)).await?;
+        let at_final = self.engine.block(BlockAt::Number(sent.finalized.number)).await?;
+        let ok = at_head.map(|b| b.block.hash) == Some(sent.head.hash)
+            && at_final.map(|b| b.block.hash) == Some(sent.finalized.hash);
+        let took = self.boot.active.as_ref().map(|a| a.started.elapsed()).unwrap_or_default();
+        self.boot.active = None;
+        self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+        if ok {
+            info!(target: "lightcl::bootstrap", el_head = %local.head, checked = %sent.head,
+                finalized = %sent.finalized, seconds = took.as_secs(),
+                "the EL synced from its peers to the handed head and holds the agreed blocks \
+                 there and at finalized; following by replay from here");
+        } else {
+            warn!(target: "lightcl::bootstrap", el_head = %local.head, handed = %sent.head,
+                el_there = ?at_head.map(|b| b.block.hash), "the EL's chain at the handed head \
+                is not the agreed one; divergence recovery takes over");
+        }
+        Ok(())
+    }
+
+    /// Logs progress and watches for a stall; true when `auto` gives up for replay.
+    fn watch_el_sync(&mut self, local: &Heads, target: BlockRef, status: &SyncStatus) -> bool {
+        let stall = Duration::from_secs(self.config.bootstrap_stall_secs);
+        let interval = Duration::from_millis(self.config.progress_interval_ms);
+        let mode = self.config.bootstrap;
+        let Some(a) = self.boot.active.as_mut() else { return false };
+        let handed = a.handed.back().map(|h| h.head.to_string());
+        let now = Instant::now();
+        let synced = status
+            .progress
+            .as_ref()
+            .map_or(local.head.number, |p| p.current.max(local.head.number));
+        let work = status.progress.as_ref().map_or(0, |p| p.work).max(local.head.number);
+        self.shared.metrics.set(m::EL_SYNC_BLOCK, &[], synced as f64);
+        if work > a.work {
+            a.work = work;
+            a.progressed = now;
+            a.warned = None;
+        }
+        if now.duration_since(a.logged) >= interval {
+            a.logged = now;
+            let secs = now.duration_since(a.started).as_secs_f64().max(1e-3);
+            let rate = synced.saturating_sub(a.start_head) as f64 / secs;
+            let left = target.number.saturating_sub(synced);
+            let eta = (rate > 0.0).then(|| Duration::from_secs((left as f64 / rate) as u64));
+            let p = status.progress.as_ref();
+            info!(target: "lightcl::bootstrap", el_head = local.head.number, synced,
+                highest = p.map(|p| p.highest), stage = ?p.and_then(|p| p.stage.clone()),
+                peers = ?status.peers, handed = ?handed, target = target.number,
+                blocks_per_sec = format!("{rate:.1}"), eta = ?eta, "EL syncing from its peers");
+        }
+        let idle = now.duration_since(a.progressed);
+        if idle < stall {
+            return false;
+        }
+        let why = match status.peers {
+            Some(0) => "it has no P2P peers",
+            _ => {
+                "it shows no progress (it may not sync on a forkchoice, or its peers lack the chain)"
+            }
+        };
+        if mode == Bootstrap::Auto {
+            self.shared.metrics.add(m::EL_SYNC_FALLBACKS, &[("reason", "stalled")], 1.0);
+            self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+            warn!(target: "lightcl::bootstrap", el_head = %local.head, handed = ?handed,
+                idle_secs = idle.as_secs(), peers = ?status.peers, "EL sync stalled: {why}; \
+                falling back to replaying every block. To bootstrap by EL sync, give the EL \
+                peers that hold the chain (bootnodes, static or trusted peers), enable snap \
+                sync, and check its log for sync errors");
+            self.boot.active = None;
+            self.boot.fell_back = true;
+            return true;
+        }
+        if a.warned.is_none_or(|w| now.duration_since(w) >= stall) {
+            a.warned = Some(now);
+            warn!(target: "lightcl::bootstrap", el_head = %local.head, handed = ?handed,
+                idle_secs = idle.as_secs(), peers = ?status.peers, "EL sync makes no progress: \
+                {why}. Nothing can progress until it does (bootstrap = \"el-sync\" never falls \
+                back): give the EL peers that hold the chain (admin_addPeer, bootnodes, static \
+                or trusted peers), or set bootstrap = \"auto\" or \"replay\" to replay from the \
+                sources");
+        }
+        false
+    }
+
+    /// Hands the EL the agreed head: its payload once (so the EL knows the header), then the
+    /// forkchoice through the gate, with the labels proven on its chain (`above` over `base`).
+    async fn hand_head(
+        &mut self,
+        heads: Heads,
+        base: BlockRef,
+        above: &HashMap<u64, B256>,
+        version: FcuVersion,
+    ) -> Result<(), StepError> {
+        let announced = self.boot.active.as_ref().and_then(|a| a.announced);
+        if announced != Some(heads.head.hash) {
+            self.announce(heads.head).await;
+        }
+        let lineage = Lineage { base, above };
+        let status = self.gate.forkchoice(self.fcu_version(version), &heads, &lineage).await?;
+        if let Some(a) = self.boot.active.as_mut() {
+            if a.handed.back() != Some(&heads) {
+                if a.handed.len() >= HANDED_KEPT {
+                    a.handed.pop_front();
+                }
+                a.handed.push_back(heads);
+            }
+            a.announced = Some(heads.head.hash);
+        }
+        match classify(&status) {
+            Verdict::Advance | Verdict::Pending => Ok(()),
+            Verdict::Reject(reason) => {
+                self.stop_el_sync("the EL answered INVALID for the handed head");
+                Err(StepError::Invalid { block: heads.head, reason })
+            }
+        }
+    }
+
+    /// Gives the EL the handed head's payload (verified), so that it knows the header it is
+    /// asked to sync to; the EL answers SYNCING. Best effort: ELs also fetch it from peers.
+    async fn announce(&self, head: BlockRef) {
+        for i in (0..self.sources.len()).filter(|&i| self.sources.available(i)) {
+            if let Ok(Some(p)) = self.sources.payload(i, BlockId::Hash(head.hash)).await {
+                if let Err(e) = self.engine.new_payload(&p).await {
+                    warn!(target: "lightcl::bootstrap", head = %head, error = %e,
+                        "could not give the EL the handed head's payload");
+                }
+                return;
+            }
+        }
+    }
+
+    /// The sources' chain from height `low` up to `heads.head`, walked by hash (extending the
+    /// previous walk when the head moved up on it); safe and finalized must be on it.
+    async fn prove_handed(
+        &mut self,
+        heads: &Heads,
+        low: u64,
+    ) -> Result<HashMap<u64, B256>, StepError> {
+        let Heads { head, safe, finalized } = *heads;
+        let cached = self.boot.proof.take();
+        let hashes = match cached {
+            Some((top, l, hs)) if top == head && l == low => hs,
+            Some((top, l, mut hs)) if l == low && top.number < head.number => {
+                let Some(more) = self.sources.walk_down(head, top.number).await else {
+                    return Err(StepError::NoAgreement { number: head.number });
+                };
+                if more.first() != Some(&top.hash) {
+                    // The head moved to another branch: walk again from scratch.
+                    self.walk(head, low).await?
+                } else {
+                    hs.extend_from_slice(&more[1..]);
+                    hs
+                }
+            }
+            _ => self.walk(head, low).await?,
+        };
+        let at = |b: BlockRef| hashes.get((b.number - low) as usize) == Some(&b.hash);
+        if !(at(finalized) && at(safe)) {
+            warn!(target: "lightcl::bootstrap", head = %head, safe = %safe, finalized = %finalized,
+                "the agreed safe or finalized block is not on the agreed head's chain (walked by \
+                 hash); not handing it to the EL this round");
+            return Err(StepError::NoAgreement { number: head.number });
+        }
+        let above = (low..).zip(hashes.iter().copied()).collect();
+        self.boot.proof = Some((head, low, hashes));
+        Ok(above)
+    }
+
+    async fn walk(&self, head: BlockRef, low: u64) -> Result<Vec<B256>, StepError> {
+        self.sources
+            .walk_down(head, low)
+            .await
+            .ok_or(StepError::NoAgreement { number: head.number })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(n: u64) -> BlockRef {
+        BlockRef::new(n, B256::with_last_byte(n as u8))
+    }
+
+    #[test]
+    fn choose_table() {
+        use Bootstrap::*;
+        let cases = [
+            ("replay never syncs", Replay, 50_000, Some(5), false, Choice::Replay),
+            ("a small gap replays", Auto, 100, Some(5), false, Choice::Replay),
+            ("a gap at the bound replays", Auto, 1_000, Some(5), false, Choice::Replay),
+            ("a large gap with peers syncs", Auto, 1_001, Some(5), false, Choice::ElSync),
+            ("unknown peers: try", Auto, 5_000, None, false, Choice::ElSync),
+            (
+                "no peers: replay, saying why",
+                Auto,
+                5_000,
+                Some(0),
+                false,
+                Choice::ReplayBecause("no_peers"),
+            ),
+            ("after a stall auto replays", Auto, 5_000, Some(5), true, Choice::Replay),
+            ("el-sync with no peers still syncs", ElSync, 5_000, Some(0), false, Choice::ElSync),
+            ("el-sync ignores a stall", ElSync, 5_000, Some(3), true, Choice::ElSync),
+            ("el-sync with a small gap replays", ElSync, 10, Some(3), false, Choice::Replay),
+        ];
+        for (what, mode, lag, peers, fell_back, want) in cases {
+            assert_eq!(choose(mode, lag, 1_000, peers, fell_back), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn handed_table() {
+        let agreed = Heads { head: b(200), safe: b(190), finalized: b(150) };
+        assert_eq!(
+            handed(b(190), &agreed),
+            Heads { head: b(190), safe: b(190), finalized: b(150) }
+        );
+        assert_eq!(handed(b(200), &agreed), agreed);
+        // Too far above finalized to walk: the finalized block is handed as all three.
+        let far = Heads { head: b(5_000), safe: b(4_000), finalized: b(100) };
+        let f = b(100);
+        assert_eq!(handed(b(4_000), &far), Heads { head: f, safe: f, finalized: f });
+        // At the walk bound itself the head is kept.
+        let edge = Heads { head: b(1_124), safe: b(1_124), finalized: b(100) };
+        assert_eq!(handed(b(1_124), &edge).head, b(1_124));
+    }
+}
