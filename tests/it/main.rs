@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod bootstrap;
 mod el_crash;
 mod engines;
 mod engines_reth;
