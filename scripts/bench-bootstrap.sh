@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Bootstrap benchmark: the same chain brought into a fresh EL by EL sync (lightcl hands the EL the
+# agreed head, the EL syncs from its peer) and by replay (lightcl feeds every block), side by side
+# in one run; prints both times and the ratio.
+# Usage: scripts/bench-bootstrap.sh [--blocks N] [--el geth|op-geth|reth|op-reth] [--syncmode full|snap]
+#        (default: 5000 blocks with transactions on geth, full sync)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/install-els.sh >/dev/null
+cargo build --release --quiet -p lightcl -p lightcl-testbed --bins
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+exec "$TARGET/bench-bootstrap" --lightcl "$TARGET/lightcl" "$@"

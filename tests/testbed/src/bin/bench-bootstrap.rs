@@ -1,0 +1,122 @@
+//! Bootstrap benchmark: the same chain of N blocks with transactions brought into a fresh EL
+//! twice in one run, once by EL sync (lightcl hands the EL the agreed head, the EL syncs from
+//! its peer, lightcl checks and takes over) and once by replay (lightcl feeds every block).
+//! Prints both times and the ratio replay/EL sync.
+//!
+//! Usage: bench-bootstrap --lightcl PATH [--blocks N] [--el geth|op-geth|reth|op-reth]
+//!        [--syncmode full|snap]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = bench().await {
+        eprintln!("bench-bootstrap: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bench() -> Result<(), String> {
+    let mut lightcl = None;
+    let mut blocks = 5_000u64;
+    let mut client = ElClient::Geth;
+    let mut syncmode = "full".to_string();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--lightcl" => lightcl = Some(PathBuf::from(v)),
+            "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
+            "--el" => {
+                client = ElClient::parse(&v).ok_or_else(|| {
+                    format!("unknown EL {v}: one of geth, op-geth, reth, op-reth")
+                })?
+            }
+            "--syncmode" => syncmode = v,
+            o => return Err(format!("unknown argument {o}")),
+        }
+    }
+    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let e = |e: lightcl_testbed::Error| e.to_string();
+
+    let src = ElNode::spawn_client(client, "bench-source").await.map_err(e)?;
+    let mut p = Producer::new(&src).await.map_err(e)?;
+    let t = Instant::now();
+    p.build_many(blocks, TxMix::new(1, 1)).await.map_err(e)?;
+    p.set_labels(blocks, blocks).await.map_err(e)?;
+    let txs: usize = p.blocks(1, blocks).iter().map(|b| b.tx_count).sum();
+    println!(
+        "source: {blocks} {client} blocks, {txs} transactions, built in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let args: Vec<String> = if client.is_reth() || syncmode == "full" {
+        Vec::new()
+    } else {
+        vec!["--syncmode".into(), syncmode.clone()]
+    };
+    let fresh = |name: &str| NodeOptions {
+        genesis: src.genesis().clone(),
+        extra_args: args.clone(),
+        ..NodeOptions::of(client, name)
+    };
+    let tip = p.hash_at(blocks).ok_or("no tip")?;
+
+    let el = ElNode::spawn_with(fresh("bench-el-sync")).await.map_err(e)?;
+    el.add_peer(&src).await.map_err(e)?;
+    let (by_sync, log) = time_to(&lightcl, &src, &el, "auto", tip).await?;
+    if !log.contains("synced from its peers to the handed head") {
+        return Err(format!("the EL-sync run did not hand over by EL sync; log:\n{log}"));
+    }
+    drop(el);
+
+    let el = ElNode::spawn_with(fresh("bench-replay")).await.map_err(e)?;
+    let (by_replay, _) = time_to(&lightcl, &src, &el, "replay", tip).await?;
+
+    let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
+    let mode = if client.is_reth() { "default" } else { &syncmode };
+    println!(
+        "EL sync ({client}, {mode}):   {:>8.2}s  {:>8.1} blocks/s",
+        by_sync.as_secs_f64(),
+        rate(by_sync)
+    );
+    println!(
+        "replay through lightcl:       {:>8.2}s  {:>8.1} blocks/s",
+        by_replay.as_secs_f64(),
+        rate(by_replay)
+    );
+    println!(
+        "ratio (replay time / EL sync time): {:.2}",
+        by_replay.as_secs_f64() / by_sync.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts lightcl with `bootstrap = mode` into `el` and waits until its head is `tip`.
+async fn time_to(
+    lightcl: &Path,
+    src: &ElNode,
+    el: &ElNode,
+    mode: &str,
+    tip: alloy_primitives::B256,
+) -> Result<(Duration, String), String> {
+    let mut cfg = FollowerConfig::new(src, el);
+    cfg.poll_interval_ms = 100;
+    cfg.extra = format!("bootstrap = \"{mode}\"\nbootstrap_min_gap_blocks = 100");
+    let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
+    let t = Instant::now();
+    let lc = Lightcl::start_with_args(lightcl, &toml, &["run"]).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        if el.head().await.map_err(|e| e.to_string())?.hash == tip {
+            return Ok((t.elapsed(), lc.log()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{mode}: no tip within an hour; log:\n{}", lc.log()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
