@@ -32,9 +32,8 @@ async fn bench() -> Result<(), String> {
             "--lightcl" => lightcl = Some(PathBuf::from(v)),
             "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
             "--el" => {
-                client = ElClient::parse(&v).ok_or_else(|| {
-                    format!("unknown EL {v}: one of geth, op-geth, reth, op-reth")
-                })?
+                client = ElClient::parse(&v)
+                    .ok_or_else(|| format!("unknown EL {v}: one of geth, op-geth, reth, op-reth"))?
             }
             "--syncmode" => syncmode = v,
             o => return Err(format!("unknown argument {o}")),
@@ -112,7 +111,10 @@ async fn time_to(
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
         if el.head().await.map_err(|e| e.to_string())?.hash == tip {
-            return Ok((t.elapsed(), lc.log()));
+            let took = t.elapsed();
+            // The hand-over is logged at lightcl's next round.
+            lc.wait_log("following by replay from here", Duration::from_secs(10)).await;
+            return Ok((took, lc.log()));
         }
         if Instant::now() > deadline {
             return Err(format!("{mode}: no tip within an hour; log:\n{}", lc.log()));
