@@ -182,7 +182,11 @@ impl Follower {
             above.get(&local.head.number) == Some(&local.head.hash)
                 || local.head.number > heads.head.number
         } else {
-            self.sources.agreed_at(local.head.number).await.hash() == Some(local.head.hash)
+            match self.sources.agreed_at(local.head.number).await.hash() {
+                Some(h) => h == local.head.hash,
+                // No agreed answer (a source failing or lagging): no evidence; ask again.
+                None => return Err(StepError::NoAgreement { number: local.head.number }),
+            }
         };
         if !on_chain {
             self.stop_el_sync(

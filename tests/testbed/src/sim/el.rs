@@ -93,6 +93,10 @@ pub struct Record {
     pub head_lowering_reorgs: u64,
     /// Blocks the EL imported from its P2P peers (an EL sync lightcl started).
     pub p2p_synced: u64,
+    /// Forkchoices to an ancestor of a head the EL had just reached by its own P2P sync, after
+    /// lightcl read it (the race between a sync still running and lightcl's replay: geth rewinds
+    /// a few blocks, lightcl feeds them again). Counted, not a violation.
+    pub p2p_races: u64,
 }
 
 #[derive(Debug)]
@@ -115,6 +119,8 @@ struct Inner {
     snap_sync: bool,
     p2p: Option<P2p>,
     syncing: Option<Syncing>,
+    /// The P2P sync moved the head since the last forkchoice.
+    p2p_moved: bool,
 }
 
 /// The simulated EL. Clones share it.
@@ -150,6 +156,7 @@ impl SimEl {
             snap_sync: false,
             p2p: None,
             syncing: None,
+            p2p_moved: false,
         };
         Self { world, inner: Arc::new(Mutex::new(inner)) }
     }
@@ -292,6 +299,7 @@ impl SimEl {
             return;
         }
         me.record.p2p_synced += new.len() as u64;
+        me.p2p_moved = true;
         let c = &mut me.chain;
         c.canonical.truncate(first.number as usize);
         for b in &new {
@@ -392,7 +400,8 @@ impl SimEl {
     }
 
     fn forkchoice_now(&self, heads: &Heads) -> Result<PayloadStatus, EngineError> {
-        self.advance_sync();
+        // The sync moves on as lightcl reads the EL (not here): a forkchoice decides on what
+        // lightcl last saw, and one to a block the EL has ends the sync (see advance_sync).
         let w = lock(&self.world);
         let mut me = self.lock();
         if me.faults.down {
@@ -460,13 +469,16 @@ impl SimEl {
         // A needless rewind: the EL's head is on the honest chain, and lightcl asks for an
         // ancestor of it (geth would rewind).
         let honest_now = w.honest.get(current_head.number as usize) == Some(&current_head.hash);
-        if me.strict
+        let rewind = me.strict
             && honest_now
             && head.number < current_head.number
-            && w.descends(current_head, head)
-        {
+            && w.descends(current_head, head);
+        if rewind && me.p2p_moved {
+            me.record.p2p_races += 1;
+        } else if rewind {
             bad.push(format!("needless rewind from honest head {current_head} to {head}"));
         }
+        me.p2p_moved = false;
         if !unset && finalized.number > me.record.max_finalized.map_or(0, |m| m.number) {
             me.record.max_finalized = Some(finalized);
         }
@@ -494,6 +506,8 @@ impl SimEl {
             }
             return Ok(status(Status::Syncing));
         }
+        // A forkchoice to a block it has supersedes any sync towards an older target.
+        me.syncing = None;
         let c = &me.chain;
         for l in [safe, finalized] {
             if !l.hash.is_zero() && (!c.executed.contains(&l.hash) || !w.descends(head, l)) {
