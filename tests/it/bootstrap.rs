@@ -115,6 +115,11 @@ async fn op_reth_bootstraps_by_el_sync_then_follows() {
     bootstraps_by_el_sync(ElClient::OpReth, 2_000, &[&[]]).await;
 }
 
+#[tokio::test]
+async fn reth_bootstraps_by_el_sync_then_follows() {
+    bootstraps_by_el_sync(ElClient::Reth, 2_000, &[&[]]).await;
+}
+
 /// A follower without peers: `auto` says so and replays; `el-sync` says nothing can progress
 /// and writes no block.
 #[tokio::test]
