@@ -7,6 +7,7 @@
 //!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, full blocks
 //!      -> agreed view (latest/safe/finalized) source::quorum
 //!      -> payloads, verified (hash, roots)   payload::
+//!      -> far behind? EL syncs from peers    sync::bootstrap: hand it the agreed head
 //!      -> planner (pure)                     sync::plan: local + agreed -> next step
 //!      -> executor, pipelined                sync::driver: newPayload / forkchoiceUpdated
 //!      -> local EL (Engine API, JWT)         engine::   EngineClient
