@@ -381,10 +381,15 @@ impl Follower {
         low: u64,
     ) -> Result<HashMap<u64, B256>, StepError> {
         let Heads { head, safe, finalized } = *heads;
-        let cached = self.boot.proof.take();
+        // A walk from lower down still proves the part above `low`: keep that part, so that
+        // finalized moving up does not cost a new walk.
+        let cached = self.boot.proof.take().and_then(|(top, l, hs)| {
+            let skip = low.checked_sub(l)? as usize;
+            (skip < hs.len() && low <= top.number).then(|| (top, low, hs[skip..].to_vec()))
+        });
         let hashes = match cached {
-            Some((top, l, hs)) if top == head && l == low => hs,
-            Some((top, l, mut hs)) if l == low && top.number < head.number => {
+            Some((top, _, hs)) if top == head => hs,
+            Some((top, _, mut hs)) if top.number < head.number => {
                 let Some(more) = self.sources.walk_down(head, top.number).await else {
                     return Err(StepError::NoAgreement { number: head.number });
                 };
