@@ -40,6 +40,8 @@ pub const DEFAULT_JWT_SECRET_FILE: &str = "/etc/lightcl/jwt.hex";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lightcl";
 /// Default interval of the catch-up progress log.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// Default of `fetch_batch`: blocks asked for in one JSON-RPC batch while catching up.
+pub const DEFAULT_FETCH_BATCH: usize = 16;
 /// Default of `bootstrap_min_gap_blocks`: in `auto`, how far behind the agreed target the EL
 /// must be before it is asked to sync from its own peers. Below it replay is quicker: an EL
 /// needs tens of seconds to find its peers and start a sync, in which replay does thousands of
@@ -90,6 +92,19 @@ pub enum Bootstrap {
     ElSync,
     /// Always replay every block through newPayload.
     Replay,
+}
+
+/// How blocks are fetched from the sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fetch {
+    /// Raw blocks from every source that serves `debug_getRawBlock`, JSON from the others
+    /// (decided per source, from its first answer).
+    Auto,
+    /// Raw blocks only: a source without the debug API cannot serve blocks.
+    Raw,
+    /// JSON blocks with typed transactions only (`eth_getBlockBy*`).
+    Json,
 }
 
 /// Log output format.
@@ -232,6 +247,10 @@ pub struct Config {
     pub prefetch: usize,
     /// Concurrent block requests while catching up.
     pub fetch_concurrency: usize,
+    /// auto, raw or json.
+    pub fetch: Fetch,
+    /// Blocks per JSON-RPC batch request while catching up and recovering (1: no batches).
+    pub fetch_batch: usize,
     /// Timeout of one source request, ms.
     pub source_timeout_ms: u64,
     /// Once enough sources answered a quorum read, how long the others still get, ms.
@@ -267,6 +286,8 @@ impl Default for Config {
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             prefetch: DEFAULT_PREFETCH,
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
+            fetch: Fetch::Auto,
+            fetch_batch: DEFAULT_FETCH_BATCH,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
             quorum_grace_ms: DEFAULT_QUORUM_GRACE_MS,
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
@@ -385,6 +406,7 @@ impl Config {
             ("poll_interval_ms", self.poll_interval_ms),
             ("prefetch", self.prefetch as u64),
             ("fetch_concurrency", self.fetch_concurrency as u64),
+            ("fetch_batch", self.fetch_batch as u64),
             ("source_timeout_ms", self.source_timeout_ms),
             ("max_response_mib", self.max_response_mib as u64),
             ("progress_interval_ms", self.progress_interval_ms),
@@ -414,6 +436,12 @@ impl Config {
                 format!("({}) may not exceed prefetch ({})", self.fetch_concurrency, self.prefetch),
             ));
         }
+        if self.fetch_batch > self.prefetch {
+            return Err(bad(
+                "fetch_batch",
+                format!("({}) may not exceed prefetch ({})", self.fetch_batch, self.prefetch),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(bad(
                 "log.level",
@@ -436,11 +464,12 @@ impl Config {
         let sources: Vec<String> =
             self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
         format!(
-            "chain={:?} chain_id={} follow={:?} bootstrap={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
+            "chain={:?} chain_id={} follow={:?} bootstrap={:?} fetch={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
             self.chain,
             self.chain_id,
             self.follow,
             self.bootstrap,
+            self.fetch,
             sources.join(", "),
             self.quorum,
             RedactedUrl::new(&self.engine.url),

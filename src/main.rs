@@ -71,6 +71,9 @@ struct Opts {
     /// How a far-behind EL is brought up: auto, el-sync or replay.
     #[arg(long, global = true)]
     bootstrap: Option<String>,
+    /// How blocks are fetched: auto (raw where a source serves it), raw or json.
+    #[arg(long, global = true)]
+    fetch: Option<String>,
     /// Engine API URL.
     #[arg(long, global = true)]
     engine_url: Option<String>,
@@ -119,6 +122,9 @@ impl Opts {
         if let Some(b) = &self.bootstrap {
             top.insert("bootstrap".into(), s(b));
         }
+        if let Some(f) = &self.fetch {
+            top.insert("fetch".into(), s(f));
+        }
         if let Some(v) = self.poll_interval_ms {
             top.insert("poll_interval_ms".into(), Value::from(v));
         }
@@ -160,6 +166,7 @@ impl Opts {
             chain_id,
             follow,
             bootstrap,
+            fetch,
             engine_url,
             jwt_secret,
             el_rpc,

@@ -16,6 +16,7 @@ pub use set::SourceSet;
 use crate::chain::BlockRef;
 pub use crate::engine::BoxFuture;
 use crate::payload::PayloadError;
+pub use crate::payload::SourceBlock;
 
 /// Which block to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +72,23 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn labels(&self) -> BoxFuture<'_, Result<LabelReport, SourceError>>;
     /// The hash of its canonical block at `number` (`None`: it has no block there yet).
     fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>>;
-    /// A full block (transactions included) as JSON text, unverified (`None`: unknown).
-    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>>;
+    /// A full block (transactions included), raw or as JSON, unverified (`None`: unknown).
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<SourceBlock>, SourceError>>;
+    /// The canonical blocks `from..from + count`, in one request where the transport allows
+    /// (a JSON-RPC batch). One entry per height, in order.
+    fn blocks(
+        &self,
+        from: u64,
+        count: u64,
+    ) -> BoxFuture<'_, Result<Vec<Option<SourceBlock>>, SourceError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(count as usize);
+            for n in from..from + count {
+                out.push(self.block(BlockId::Number(n)).await?);
+            }
+            Ok(out)
+        })
+    }
     /// New-head notifications, where the transport can push them (`None`: poll only).
     fn subscribe_heads(&self)
     -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>>;
@@ -128,6 +144,18 @@ pub enum SourceError {
         method: String,
         /// Status.
         status: u16,
+    },
+    /// `fetch = "raw"`, and the source does not serve `debug_getRawBlock`.
+    #[error(
+        "source {source_name} does not serve raw blocks (debug_getRawBlock: {message}), and \
+         fetch = \"raw\": turn on its debug API (geth, op-geth, reth: add debug to --http.api or \
+         --ws.api) or set fetch = \"auto\" to fetch JSON blocks from it"
+    )]
+    NoRawBlocks {
+        /// Source name.
+        source_name: String,
+        /// What it answered.
+        message: String,
     },
     /// A block that breaks the agreed chain (I4).
     #[error("source {source_name} served a block off the agreed chain: {message}")]
@@ -202,6 +230,7 @@ impl SourceError {
             Self::Http { status: 400..=499, .. } => "http_4xx",
             Self::Http { .. } => "http_error",
             Self::TooLarge { .. } => "too_large",
+            Self::NoRawBlocks { .. } => "no_raw_blocks",
         }
     }
 }

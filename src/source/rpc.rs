@@ -1,5 +1,7 @@
 //! A source over HTTP or WebSocket JSON-RPC (alloy provider as transport).
 
+mod blocks;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::{BlockId, BoxFuture, LabelReport, Source, SourceError};
+use super::{BlockId, BoxFuture, LabelReport, Source, SourceBlock, SourceError};
 use crate::chain::{BlockRef, Label};
 use crate::config::SourceEntry;
 use crate::http::{error_chain, is_unset_label, parse_quantity};
@@ -28,6 +30,8 @@ pub struct RpcSource {
     timeout: Duration,
     websocket: bool,
     max_response_mib: usize,
+    /// How blocks are fetched, and what this source turned out to serve.
+    fetch: blocks::FetchState,
 }
 
 impl fmt::Debug for RpcSource {
@@ -52,12 +56,19 @@ impl RpcSource {
             timeout,
             websocket: entry.url().starts_with("ws"),
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
+            fetch: blocks::FetchState::new(crate::config::Fetch::Auto),
         }
     }
 
     /// Bounds the size of one answer (`max_response_mib`).
     pub fn with_max_response_mib(mut self, mib: usize) -> Self {
         self.max_response_mib = mib;
+        self
+    }
+
+    /// Fetches blocks as `mode` says (default: auto).
+    pub fn with_fetch(mut self, mode: crate::config::Fetch) -> Self {
+        self.fetch = blocks::FetchState::new(mode);
         self
     }
 
@@ -212,19 +223,6 @@ impl RpcSource {
         Ok(LabelReport { latest: latest?, safe: unset(safe)?, finalized: unset(finalized)? })
     }
 
-    async fn read_block(&self, at: BlockId) -> Result<Option<Box<str>>, SourceError> {
-        let raw: Box<serde_json::value::RawValue> = match at {
-            BlockId::Number(n) => {
-                self.request("eth_getBlockByNumber", json!([format!("{n:#x}"), true])).await?
-            }
-            BlockId::Hash(h) => self.request("eth_getBlockByHash", json!([h, true])).await?,
-        };
-        if raw.get() == "null" {
-            return Ok(None);
-        }
-        Ok(Some(raw.into()))
-    }
-
     async fn subscribe(&self) -> Result<Option<BoxStream<'static, ()>>, SourceError> {
         if !self.websocket {
             return Ok(None);
@@ -263,8 +261,16 @@ impl Source for RpcSource {
         Box::pin(async move { Ok(self.header_ref(format!("{number:#x}")).await?.map(|b| b.hash)) })
     }
 
-    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>> {
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<SourceBlock>, SourceError>> {
         Box::pin(self.read_block(at))
+    }
+
+    fn blocks(
+        &self,
+        from: u64,
+        count: u64,
+    ) -> BoxFuture<'_, Result<Vec<Option<SourceBlock>>, SourceError>> {
+        Box::pin(self.read_blocks(from, count))
     }
 
     fn subscribe_heads(

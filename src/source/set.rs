@@ -18,7 +18,7 @@ use super::quorum::Quorum;
 use super::{BlockId, LabelReport, Source, SourceError};
 use crate::chain::BlockRef;
 use crate::config::ChainKind;
-use crate::payload::{Payload, from_rpc_block_str};
+use crate::payload::{Payload, SourceBlock, from_source_block};
 
 /// Most blocks walked by hash to confirm a finalized divergence.
 pub const CONFIRM_WALK: u64 = 64;
@@ -364,11 +364,47 @@ impl SourceSet {
     /// transactions and withdrawals to the header's roots, and the block is the one asked for.
     /// A block that fails is held against the source.
     pub async fn payload(&self, i: usize, at: BlockId) -> Result<Option<Payload>, SourceError> {
-        let name = self.name(i);
-        let Some(text) = self.call(i, self.members[i].source.block(at)).await? else {
+        let Some(block) = self.call(i, self.members[i].source.block(at)).await? else {
             return Ok(None);
         };
-        let verified = from_rpc_block_str(self.kind, &at.to_string(), &text)
+        self.verified(i, at, &block).map(Some)
+    }
+
+    /// Verified payloads of source `i`'s canonical blocks `from..from + count` (one entry per
+    /// height, `None` where it has none), fetched in one request where it can batch them.
+    pub async fn payloads(
+        &self,
+        i: usize,
+        from: u64,
+        count: u64,
+    ) -> Result<Vec<Option<Payload>>, SourceError> {
+        let blocks = self.call(i, self.members[i].source.blocks(from, count)).await?;
+        if blocks.len() as u64 != count {
+            let e = SourceError::Malformed {
+                source_name: self.name(i).to_string(),
+                method: "blocks".into(),
+                message: format!("{} answers for {count} blocks", blocks.len()),
+            };
+            return Err(e);
+        }
+        let mut out = Vec::with_capacity(blocks.len());
+        for (n, block) in (from..).zip(&blocks) {
+            out.push(match block {
+                Some(b) => Some(self.verified(i, BlockId::Number(n), b)?),
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Checks `block`, served by source `i` when asked for `at` (I5).
+    fn verified(&self, i: usize, at: BlockId, block: &SourceBlock) -> Result<Payload, SourceError> {
+        let name = self.name(i);
+        let asked_hash = match at {
+            BlockId::Hash(h) => Some(h),
+            BlockId::Number(_) => None,
+        };
+        let verified = from_source_block(self.kind, &at.to_string(), asked_hash, block)
             .map_err(|error| SourceError::BadBlock { source_name: name.to_string(), error });
         let p = match verified {
             Ok(p) => p,
@@ -386,7 +422,7 @@ impl SourceSet {
             self.blame(i, &e);
             return Err(e);
         }
-        Ok(Some(p))
+        Ok(p)
     }
 
     /// The chain below `top` down to height `to`, walked by parent hash through blocks fetched

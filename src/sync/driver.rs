@@ -138,7 +138,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .sources
         .iter()
         .map(|e| {
-            let s = RpcSource::new(e, timeout).with_max_response_mib(config.max_response_mib);
+            let s = RpcSource::new(e, timeout)
+                .with_max_response_mib(config.max_response_mib)
+                .with_fetch(config.fetch);
             Arc::new(s) as Arc<dyn Source>
         })
         .collect();
@@ -522,9 +524,12 @@ impl Follower {
     ) -> Result<StepOutcome, StepError> {
         let end = to.min(from + super::pipeline::MAX_BATCH - 1);
         self.prove_floor_lineage(local.head).await?;
-        let (tx, mut rx) = mpsc::channel(self.config.prefetch);
+        let (tx, mut rx) = mpsc::channel(self.fetch_shape().2);
         let target = self.config.follow.target(&agreed);
-        let fetch = self.fetch_range(from, end, target, tx);
+        // One block more than is fed, where there is one: the block above the last one fed
+        // vouches for it (see the feed).
+        let fetch_to = if end < target.number { end + 1 } else { end };
+        let fetch = self.fetch_range(from, fetch_to, target, tx);
         let feed = async {
             let out = self.feed(&mut rx, &local, &agreed, version, CatchUp, end - from + 1).await;
             drop(rx);

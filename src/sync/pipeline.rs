@@ -60,9 +60,20 @@ pub struct Fed {
 }
 
 impl Follower {
-    /// Fetches `from..=to` with `fetch_concurrency` requests in flight, spread over the sources
-    /// that hold the target, into `tx` (capacity: the prefetch window). The feed checks every
-    /// block against the agreed chain. Stops at the first error or when `tx` closes.
+    /// How the prefetch window is spent: blocks per batch request, batch requests in flight, and
+    /// the capacity of the channel to the feed. Blocks held at once (in flight plus ready) never
+    /// exceed `prefetch`: half of it may be in flight, the rest waits in the channel.
+    pub(super) fn fetch_shape(&self) -> (u64, usize, usize) {
+        let prefetch = self.config.prefetch.max(2);
+        let batch = self.config.fetch_batch.clamp(1, prefetch / 2);
+        let requests = (prefetch / 2 / batch).clamp(1, self.config.fetch_concurrency.max(1));
+        (batch as u64, requests, (prefetch - batch * requests).max(1))
+    }
+
+    /// Fetches `from..=to` into `tx` in batches of `fetch_batch` blocks, several batch requests
+    /// in flight ([`Self::fetch_shape`]), spread over the sources that hold the target. The feed
+    /// checks every block against the agreed chain. Stops at the first error or when `tx`
+    /// closes.
     pub(super) async fn fetch_range(
         &self,
         from: u64,
@@ -76,15 +87,67 @@ impl Follower {
             return;
         }
         let usable = &usable;
-        let mut stream = futures_util::stream::iter(from..=to)
-            .map(|n| self.fetch_block(n, usable, (n as usize) % usable.len()))
-            .buffered(self.config.fetch_concurrency);
-        while let Some(item) = stream.next().await {
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
+        let (batch, requests, _) = self.fetch_shape();
+        let chunks = (from..=to).step_by(batch as usize).map(|start| (start, batch.min(to - start + 1)));
+        let mut stream = futures_util::stream::iter(chunks)
+            .map(|(start, count)| {
+                let first = ((start - from) / batch) as usize % usable.len();
+                self.fetch_chunk(start, count, usable, first)
+            })
+            .buffered(requests);
+        while let Some(items) = stream.next().await {
+            for item in items {
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    return;
+                }
             }
         }
+    }
+
+    /// Blocks `start..start + count`: one batch request to `usable[first]`; the blocks it did not
+    /// serve (an error, a gap, or no answer within twice its hedge delay while other holders
+    /// exist) are fetched one by one from the holders after it.
+    async fn fetch_chunk(
+        &self,
+        start: u64,
+        count: u64,
+        usable: &[usize],
+        first: usize,
+    ) -> Vec<Result<Fetched, StepError>> {
+        let i = usable[first];
+        let mut got: Vec<Option<Payload>> = Vec::new();
+        if count > 1 {
+            let batch = self.sources.payloads(i, start, count);
+            let hedge = self.sources.hedge_after(i) * 2;
+            let answer = if usable.len() > 1 {
+                tokio::select! {
+                    a = batch => Some(a),
+                    () = tokio::time::sleep(hedge) => None,
+                }
+            } else {
+                Some(batch.await)
+            };
+            if let Some(Ok(payloads)) = answer {
+                got = payloads;
+            }
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for (k, n) in (start..start + count).enumerate() {
+            match got.get_mut(k).and_then(Option::take) {
+                Some(p) => out.push(Ok((i, p))),
+                None => {
+                    let next = if count > 1 { (first + 1) % usable.len() } else { first };
+                    let item = self.fetch_block(n, usable, next).await;
+                    let stop = item.is_err();
+                    out.push(item);
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Block `n` from the holders in `usable`, starting with `usable[first]`. A holder that
@@ -136,6 +199,27 @@ impl Follower {
         let e = SourceError::inconsistent(self.sources.name(served_by), what);
         self.sources.blame(served_by, &e);
         StepError::Source(e)
+    }
+
+    /// `upper` (served by `upper_by`) does not name `lower` (served by `lower_by`) as its parent:
+    /// the quorum decides which of the two is off the agreed chain, and its source is blamed.
+    async fn broken_link(
+        &self,
+        lower: BlockRef,
+        lower_by: Option<usize>,
+        upper: &Payload,
+        upper_by: usize,
+    ) -> StepError {
+        match (self.sources.agreed_at(lower.number).await.hash(), lower_by) {
+            (Some(h), Some(before)) if h != lower.hash => {
+                self.off_chain(before, format!("served {lower}, the agreed chain holds {h} there"))
+            }
+            (Some(_), _) => self.off_chain(
+                upper_by,
+                format!("block {} has parent {}, not {lower}", upper.block, upper.parent_hash),
+            ),
+            (None, _) => StepError::NoAgreement { number: lower.number },
+        }
     }
 
     /// Whether `block` is on the agreed chain: the target itself, or the quorum holds it.
@@ -191,7 +275,16 @@ impl Follower {
         let mut fixed: Vec<BlockRef> = vec![agreed.safe, agreed.finalized, target];
         fixed.extend(floor);
         let mut result = Ok(());
-        while let Some(item) = rx.recv().await {
+        // The next block, received early to check that it names the current one as its parent.
+        let mut ahead: Option<Result<Fetched, StepError>> = None;
+        loop {
+            let item = match ahead.take() {
+                Some(item) => item,
+                None => match rx.recv().await {
+                    Some(item) => item,
+                    None => break,
+                },
+            };
             if self.token.is_cancelled() {
                 break;
             }
@@ -224,38 +317,38 @@ impl Follower {
                 break;
             }
             if p.parent_hash != prev.hash {
-                if fed > 0 {
-                    // Who broke the chain: the block before (if the quorum does not hold it) or
-                    // this one.
-                    match (self.sources.agreed_at(prev.number).await.hash(), prev_served_by) {
-                        (Some(h), Some(before)) if h != prev.hash => {
-                            result = Err(self.off_chain(
-                                before,
-                                format!("served {prev}, the agreed chain holds {h} there"),
-                            ));
-                        }
-                        (Some(_), _) => {
-                            result = Err(self.off_chain(
-                                served_by,
-                                format!(
-                                    "block {} has parent {}, not {prev}",
-                                    p.block, p.parent_hash
-                                ),
-                            ));
-                        }
-                        (None, _) => {
-                            result = Err(StepError::NoAgreement { number: prev.number });
-                        }
-                    }
+                result = Err(if fed > 0 {
+                    self.broken_link(prev, prev_served_by, &p, served_by).await
                 } else {
-                    result = Err(StepError::Discontinuity {
+                    StepError::Discontinuity {
                         block: p.block,
                         parent: p.parent_hash,
                         local: prev,
                         served_by,
-                    });
-                }
+                    }
+                });
                 break;
+            }
+            // I5 for a block asked for by number: nothing but its place in the chain vouches for
+            // it (a raw block claims no hash at all), so it goes to the EL only once the block
+            // above it names it as parent, or when it is the target, whose hash the quorum
+            // agreed. The last block of a round without its child waits for the next round.
+            // A replay's range was linked to its pinned target before.
+            if !pinned && p.block.number != target.number {
+                match rx.recv().await {
+                    None => break,
+                    Some(Err(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Some(Ok((by, child))) => {
+                        if child.parent_hash != p.block.hash {
+                            result = Err(self.broken_link(p.block, Some(served_by), &child, by).await);
+                            break;
+                        }
+                        ahead = Some(Ok((by, child)));
+                    }
+                }
             }
             let mut verdict = match self.engine.new_payload(&p).await {
                 Ok(s) => classify(&s),

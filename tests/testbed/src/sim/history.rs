@@ -96,6 +96,10 @@ pub struct Setup {
     pub p2p: Option<P2p>,
     /// lightcl's bootstrap mode and its `bootstrap_min_gap_blocks`.
     pub bootstrap: (Bootstrap, u64),
+    /// Which sources serve raw blocks (bit i: source i), the others JSON.
+    pub raw_sources: u64,
+    /// lightcl's `fetch_batch`.
+    pub fetch_batch: usize,
 }
 
 /// What a history showed.
@@ -145,6 +149,8 @@ impl Setup {
             prefetch: 32,
             p2p: None,
             bootstrap: (Bootstrap::Auto, 10_000),
+            raw_sources: 0,
+            fetch_batch: lightcl::config::DEFAULT_FETCH_BATCH,
         }
     }
 
@@ -245,6 +251,9 @@ impl Setup {
             s.bootstrap = (mode, 8);
             s.p2p = Some(p2p);
         }
+        // Raw blocks from any subset of the sources, fetched in batches of any size.
+        s.raw_sources = r.range(0, (1 << n) - 1);
+        s.fetch_batch = r.pick(&[1, 4, 16]);
         s
     }
 
@@ -260,6 +269,7 @@ impl Setup {
             poll_interval_ms: 1_000,
             prefetch: self.prefetch,
             fetch_concurrency: 4.min(self.prefetch),
+            fetch_batch: self.fetch_batch,
             source_timeout_ms: self.hang.map_or(2_000, |(_, ms)| ms.max(2_000)),
             api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
             bootstrap: self.bootstrap.0,
@@ -335,6 +345,7 @@ async fn run_async(setup: &Setup) -> Outcome {
             let s =
                 SimSource::new(world.clone(), &format!("s{i}"), *b, setup.seed ^ (i as u64 + 7));
             s.set_error_rate(setup.error_rate);
+            s.set_raw(setup.raw_sources & (1 << i) != 0);
             if i == 0 && setup.slow_ms > 0 {
                 s.set_slow(Duration::from_millis(setup.slow_ms));
             }

@@ -68,6 +68,8 @@ pub struct SimBlock {
     pub parent: B256,
     /// Its full JSON-RPC form (`eth_getBlockByNumber(n, true)`).
     pub json: Arc<str>,
+    /// Its RLP (`debug_getRawBlock`).
+    pub rlp: Bytes,
     /// Its withdrawals (what a payload must carry).
     pub withdrawals: Vec<Withdrawal>,
 }
@@ -205,10 +207,19 @@ impl World {
         };
         let hash = header.hash_slow();
         let json = block_json(&header, hash, &ws[0]);
+        let rlp = lightcl::payload::raw::encode(&alloy_consensus::Block {
+            header,
+            body: alloy_consensus::BlockBody {
+                transactions: Vec::<lightcl::payload::OpaqueTx>::new(),
+                ommers: Vec::new(),
+                withdrawals: Some(ws.clone().into()),
+            },
+        });
         let block = SimBlock {
             id: BlockRef::new(number, hash),
             parent,
             json: json.into(),
+            rlp,
             withdrawals: ws,
         };
         self.blocks.insert(hash, Arc::new(block));

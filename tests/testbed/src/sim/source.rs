@@ -6,6 +6,8 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use futures_util::stream::BoxStream;
 use lightcl::chain::BlockRef;
+use alloy_primitives::Bytes;
+use lightcl::payload::{OpaqueTx, SourceBlock, raw};
 use lightcl::source::{BlockId, BoxFuture, LabelReport, Source, SourceError};
 use serde_json::Value;
 
@@ -60,6 +62,8 @@ struct State {
     slow: Duration,
     hang: (f64, Duration),
     rng: Rng,
+    /// Serves raw blocks (RLP, as `debug_getRawBlock`) rather than JSON.
+    raw: bool,
 }
 
 /// A simulated source. Clones share it.
@@ -79,6 +83,7 @@ impl SimSource {
             slow: Duration::ZERO,
             hang: (0.0, Duration::ZERO),
             rng: Rng::new(seed),
+            raw: false,
         };
         Self { name: name.to_string(), world, state: Arc::new(Mutex::new(state)) }
     }
@@ -90,6 +95,11 @@ impl SimSource {
     /// Changes what it does.
     pub fn set_behaviour(&self, b: Behaviour) {
         self.lock().behaviour = b;
+    }
+
+    /// Serves raw blocks (RLP) instead of JSON.
+    pub fn set_raw(&self, raw: bool) {
+        self.lock().raw = raw;
     }
 
     /// What it does now.
@@ -189,6 +199,25 @@ fn sibling(w: &mut World, n: u64) -> Option<B256> {
     c.get(n as usize).copied()
 }
 
+fn tampered_rlp(rlp: &[u8], how: Tamper) -> Bytes {
+    let mut buf = rlp;
+    let Ok(mut block) =
+        <alloy_consensus::Block<OpaqueTx> as alloy_rlp::Decodable>::decode(&mut buf)
+    else {
+        return Bytes::copy_from_slice(rlp);
+    };
+    match how {
+        Tamper::DropWithdrawals => block.body.withdrawals = None,
+        Tamper::ChangeWithdrawal => {
+            if let Some(w) = block.body.withdrawals.as_mut().and_then(|ws| ws.first_mut()) {
+                w.amount = 0x99999;
+            }
+        }
+        Tamper::ChangeHeader => block.header.gas_used = 1,
+    }
+    raw::encode(&block)
+}
+
 fn tampered(json: &str, how: Tamper) -> Box<str> {
     let mut v: Value = serde_json::from_str(json).unwrap_or(Value::Null);
     match how {
@@ -248,7 +277,7 @@ impl Source for SimSource {
         })
     }
 
-    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<Box<str>>, SourceError>> {
+    fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<SourceBlock>, SourceError>> {
         Box::pin(async move {
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let (out, late) = self.block_now(at, b, coin);
@@ -270,7 +299,8 @@ impl Source for SimSource {
 
 impl SimSource {
     /// The block `at` as this source serves it, and whether the answer comes late.
-    fn block_now(&self, at: BlockId, b: Behaviour, coin: bool) -> (Option<Box<str>>, bool) {
+    fn block_now(&self, at: BlockId, b: Behaviour, coin: bool) -> (Option<SourceBlock>, bool) {
+        let raw = self.lock().raw;
         let mut w = lock(&self.world);
         let (c, safe, _) = Self::view(&w, b, coin);
         let top = (c.len() - 1) as u64;
@@ -301,16 +331,21 @@ impl SimSource {
             }
             _ => {}
         }
-        let json = w.block(&hash).map(|b| b.json.clone());
-        if json.is_some() {
-            w.in_flight += 1;
-            w.max_in_flight = w.max_in_flight.max(w.in_flight);
-        }
-        let out = json.map(|j| match b {
-            Behaviour::Tamper(how) => tampered(&j, how),
-            Behaviour::TamperAt(how, at) if at == number => tampered(&j, how),
-            _ => Box::<str>::from(&*j),
-        });
+        let Some(block) = w.block(&hash).cloned() else { return (None, false) };
+        w.in_flight += 1;
+        w.max_in_flight = w.max_in_flight.max(w.in_flight);
+        let how = match b {
+            Behaviour::Tamper(how) => Some(how),
+            Behaviour::TamperAt(how, at) if at == number => Some(how),
+            _ => None,
+        };
+        let out = match (raw, how) {
+            (true, Some(how)) => SourceBlock::Rlp(tampered_rlp(&block.rlp, how)),
+            (true, None) => SourceBlock::Rlp(block.rlp.clone()),
+            (false, Some(how)) => SourceBlock::Json(tampered(&block.json, how)),
+            (false, None) => SourceBlock::Json(Box::<str>::from(&*block.json)),
+        };
+        let out = Some(out);
         (out, matches!(b, Behaviour::TamperAt(_, at) if at == number))
     }
 }

@@ -1,0 +1,420 @@
+//! Source block -> Engine API payload, with the checks of invariant I5: the header hashes to the
+//! claimed hash, the transactions hash to the header's transactions root, and (Ethereum) the
+//! withdrawals to its withdrawals root. Parent-hash continuity is checked where blocks are put in
+//! order (the sync pipeline).
+//!
+//! Two inputs, one output. A raw block ([`raw`], `debug_getRawBlock`) is decoded down to its
+//! header and its transactions as opaque EIP-2718 bytes; a JSON block ([`json`],
+//! `eth_getBlockByNumber(n, true)`) is decoded into typed transactions and encoded back to the
+//! same bytes. Both become a `Block<OpaqueTx>`, verified and turned into the payload by the same
+//! code, so a transaction type lightcl does not know passes through the raw path untouched, and
+//! whatever the JSON decoder accepts is held to the header's transactions root.
+
+pub mod json;
+pub mod raw;
+
+use alloy_consensus::proofs::{calculate_transaction_root, calculate_withdrawals_root};
+use alloy_consensus::{Block, EMPTY_OMMER_ROOT_HASH};
+use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_primitives::{B256, Bytes};
+use alloy_rpc_types_engine::{
+    ExecutionPayloadInputV2, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
+};
+use op_alloy_rpc_types_engine::OpExecutionPayloadV4;
+use serde_json::{Value, json};
+
+pub use raw::OpaqueTx;
+
+use crate::chain::BlockRef;
+use crate::config::ChainKind;
+
+/// engine_forkchoiceUpdated version that goes with a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FcuVersion {
+    /// Pre-Shanghai (Ethereum only).
+    V1,
+    /// Shanghai / Canyon.
+    V2,
+    /// Cancun / Ecotone and later.
+    V3,
+}
+
+impl FcuVersion {
+    /// The method name.
+    pub const fn method(self) -> &'static str {
+        match self {
+            Self::V1 => "engine_forkchoiceUpdatedV1",
+            Self::V2 => "engine_forkchoiceUpdatedV2",
+            Self::V3 => "engine_forkchoiceUpdatedV3",
+        }
+    }
+}
+
+/// A block as a source served it, not yet verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceBlock {
+    /// `eth_getBlockBy*` with full transactions, as JSON text.
+    Json(Box<str>),
+    /// `debug_getRawBlock`: the block's RLP.
+    Rlp(Bytes),
+}
+
+impl SourceBlock {
+    /// Its size in bytes as received (for memory accounting and logs).
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Json(s) => s.len(),
+            Self::Rlp(b) => b.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A block ready for engine_newPayload: the method and its params, and what we know of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    /// Height and (verified) hash.
+    pub block: BlockRef,
+    /// Parent hash.
+    pub parent_hash: B256,
+    /// Timestamp.
+    pub timestamp: u64,
+    /// Number of transactions.
+    pub tx_count: usize,
+    /// engine_newPayloadVn.
+    pub method: &'static str,
+    /// Its params.
+    pub params: Value,
+    /// The forkchoiceUpdated version for a head at this block.
+    pub fcu: FcuVersion,
+}
+
+/// Why a source block cannot become a payload.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// The JSON does not decode as a block of this chain kind.
+    #[error("block {what} does not decode as a {kind} block: {message}")]
+    Decode {
+        /// Which block (number or tag).
+        what: String,
+        /// Chain kind.
+        kind: ChainKind,
+        /// Decoder message.
+        message: String,
+    },
+    /// One transaction of a JSON block does not decode.
+    #[error(
+        "block {what}: transaction {index} (type {tx_type}) does not decode as a {kind} \
+         transaction: field `{field}`: {message}; lightcl never needs to understand a \
+         transaction, and raw blocks pass it through untouched: turn on the source's debug API \
+         (debug_getRawBlock) and keep fetch = \"auto\" (or set \"raw\")"
+    )]
+    Transaction {
+        /// Which block.
+        what: String,
+        /// Chain kind.
+        kind: ChainKind,
+        /// Its index in the block.
+        index: usize,
+        /// Its `type` as the source wrote it.
+        tx_type: String,
+        /// The field the decoder stopped at (`type` for a type it does not know).
+        field: String,
+        /// Decoder message.
+        message: String,
+    },
+    /// A raw block that is not valid RLP of a block.
+    #[error("block {what}: the raw block (RLP) does not decode: {message}")]
+    Rlp {
+        /// Which block.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The header does not hash to the hash the source claims.
+    #[error("block {number}: the header hashes to {computed}, but the source claims {claimed}")]
+    HashMismatch {
+        /// Height.
+        number: u64,
+        /// Claimed hash.
+        claimed: B256,
+        /// Recomputed hash.
+        computed: B256,
+    },
+    /// The transactions do not hash to the header's transactions root.
+    #[error(
+        "block {number}: the transactions hash to root {computed}, but the header says {header}"
+    )]
+    TransactionsRootMismatch {
+        /// Height.
+        number: u64,
+        /// Header's root.
+        header: B256,
+        /// Recomputed root.
+        computed: B256,
+    },
+    /// The withdrawals do not hash to the header's withdrawals root.
+    #[error(
+        "block {number}: the withdrawals hash to root {computed}, but the header says {header}"
+    )]
+    WithdrawalsRootMismatch {
+        /// Height.
+        number: u64,
+        /// Header's root.
+        header: B256,
+        /// Recomputed root.
+        computed: B256,
+    },
+    /// The withdrawals list does not match what the header commits to (missing, or present
+    /// where the header has none, or any on an OP chain).
+    #[error("block {number}: {what}; every field sent to the EL must be committed by the header")]
+    Withdrawals {
+        /// Height.
+        number: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// Uncles, which no post-merge payload can carry.
+    #[error("block {number}: it has uncles (or an ommers hash of a list that is not empty)")]
+    Ommers {
+        /// Height.
+        number: u64,
+    },
+    /// A Prague block with execution requests, which eth_getBlockByNumber does not return.
+    #[error(
+        "block {number} carries execution requests (requestsHash {requests_hash}), which JSON-RPC \
+         does not return, so its payload cannot be rebuilt"
+    )]
+    RequestsUnavailable {
+        /// Height.
+        number: u64,
+        /// The header's requests hash.
+        requests_hash: B256,
+    },
+    /// A payload version this build does not send.
+    #[error("block {number}: {what} payloads are not supported by this lightcl version")]
+    Unsupported {
+        /// Height.
+        number: u64,
+        /// What.
+        what: &'static str,
+    },
+}
+
+/// Builds the payload of a block as a source served it. `asked`: the hash the block was fetched
+/// by, if it was (a raw block claims no hash of its own; it must hash to the one asked for).
+pub fn from_source_block(
+    kind: ChainKind,
+    what: &str,
+    asked: Option<B256>,
+    block: &SourceBlock,
+) -> Result<Payload, PayloadError> {
+    match block {
+        SourceBlock::Json(text) => from_rpc_block_str(kind, what, text),
+        SourceBlock::Rlp(bytes) => {
+            let (block, blob_hashes) = raw::decode(kind, what, bytes)?;
+            finish(kind, asked, &block, blob_hashes)
+        }
+    }
+}
+
+/// Builds the payload for a full block as `eth_getBlockByNumber(n, true)` returns it.
+pub fn from_rpc_block(kind: ChainKind, what: &str, json: Value) -> Result<Payload, PayloadError> {
+    from_rpc_block_str(kind, what, &json.to_string())
+}
+
+/// The same from the JSON text.
+pub fn from_rpc_block_str(
+    kind: ChainKind,
+    what: &str,
+    json: &str,
+) -> Result<Payload, PayloadError> {
+    let (claimed, block, blob_hashes) = json::decode(kind, what, json)?;
+    finish(kind, Some(claimed), &block, blob_hashes)
+}
+
+/// Verifies `block` against `claimed` (or takes its own hash) and builds its payload.
+fn finish(
+    kind: ChainKind,
+    claimed: Option<B256>,
+    block: &Block<OpaqueTx>,
+    blob_hashes: Vec<B256>,
+) -> Result<Payload, PayloadError> {
+    let block_ref = verify(claimed, block, kind == ChainKind::Ethereum)?;
+    match kind {
+        ChainKind::Optimism => op_payload(block_ref, block),
+        ChainKind::Ethereum => eth_payload(block_ref, block, blob_hashes),
+    }
+}
+
+/// Checks the header hash (against `claimed`, when there is a claim) and the roots, returning
+/// (number, hash).
+fn verify(
+    claimed: Option<B256>,
+    block: &Block<OpaqueTx>,
+    check_withdrawals: bool,
+) -> Result<BlockRef, PayloadError> {
+    let number = block.header.number;
+    let computed = block.header.hash_slow();
+    if let Some(claimed) = claimed.filter(|c| *c != computed) {
+        return Err(PayloadError::HashMismatch { number, claimed, computed });
+    }
+    let tx_root = calculate_transaction_root(&block.body.transactions);
+    if tx_root != block.header.transactions_root {
+        return Err(PayloadError::TransactionsRootMismatch {
+            number,
+            header: block.header.transactions_root,
+            computed: tx_root,
+        });
+    }
+    if !block.body.ommers.is_empty() || block.header.ommers_hash != EMPTY_OMMER_ROOT_HASH {
+        return Err(PayloadError::Ommers { number });
+    }
+    let body = block.body.withdrawals.as_ref();
+    if check_withdrawals {
+        match (body, block.header.withdrawals_root) {
+            (Some(ws), Some(root)) => {
+                let computed = calculate_withdrawals_root(ws);
+                if computed != root {
+                    return Err(PayloadError::WithdrawalsRootMismatch {
+                        number,
+                        header: root,
+                        computed,
+                    });
+                }
+            }
+            (None, Some(_)) => {
+                return Err(PayloadError::Withdrawals {
+                    number,
+                    what: "the header has a withdrawals root but the block carries no withdrawals list",
+                });
+            }
+            (Some(_), None) => {
+                return Err(PayloadError::Withdrawals {
+                    number,
+                    what: "the block carries withdrawals but the header has no withdrawals root",
+                });
+            }
+            (None, None) => {}
+        }
+    } else if body.is_some_and(|ws| !ws.is_empty()) {
+        // OP chains have no withdrawals; their withdrawalsRoot (Isthmus) is a storage root.
+        return Err(PayloadError::Withdrawals {
+            number,
+            what: "an OP block carries withdrawals, which OP chains never have",
+        });
+    }
+    Ok(BlockRef::new(number, computed))
+}
+
+fn payload(
+    block_ref: BlockRef,
+    block: &Block<OpaqueTx>,
+    method: &'static str,
+    params: Value,
+    fcu: FcuVersion,
+) -> Payload {
+    let h = &block.header;
+    Payload {
+        block: block_ref,
+        parent_hash: h.parent_hash,
+        timestamp: h.timestamp,
+        tx_count: block.body.transactions.len(),
+        method,
+        params,
+        fcu,
+    }
+}
+
+/// The OP payload version follows the header: a withdrawals root and a requests hash (Isthmus)
+/// -> V4 with the withdrawals root in the payload; a parent beacon root (Ecotone) -> V3; a
+/// withdrawals root (Canyon) -> V2; none -> V1, sent through newPayloadV2 without withdrawals.
+fn op_payload(block_ref: BlockRef, block: &Block<OpaqueTx>) -> Result<Payload, PayloadError> {
+    let h = &block.header;
+    let hash = block_ref.hash;
+    let beacon_root = h.parent_beacon_block_root.unwrap_or_default();
+    let no_hashes = Vec::<B256>::new();
+    let (method, params, fcu) = match (h.withdrawals_root, h.parent_beacon_block_root) {
+        (Some(root), Some(_)) if h.requests_hash.is_some() => {
+            let p = OpExecutionPayloadV4::from_v3_with_withdrawals_root(
+                ExecutionPayloadV3::from_block_unchecked(hash, block),
+                root,
+            );
+            (
+                "engine_newPayloadV4",
+                json!([p, no_hashes, beacon_root, Vec::<Value>::new()]),
+                FcuVersion::V3,
+            )
+        }
+        (Some(_), Some(_)) => {
+            let p = ExecutionPayloadV3::from_block_unchecked(hash, block);
+            ("engine_newPayloadV3", json!([p, no_hashes, beacon_root]), FcuVersion::V3)
+        }
+        (Some(_), None) => {
+            let p = ExecutionPayloadV2::from_block_unchecked(hash, block);
+            ("engine_newPayloadV2", json!([p]), FcuVersion::V2)
+        }
+        (None, _) => {
+            let p = ExecutionPayloadV1::from_block_unchecked(hash, block);
+            let input = ExecutionPayloadInputV2 { execution_payload: p, withdrawals: None };
+            ("engine_newPayloadV2", json!([input]), FcuVersion::V2)
+        }
+    };
+    Ok(payload(block_ref, block, method, params, fcu))
+}
+
+/// Whether a Cancun-shaped Ethereum block goes to newPayloadV4 (Prague: it has a requests hash).
+/// Only an empty requests list can be rebuilt from JSON-RPC.
+fn is_prague(number: u64, requests_hash: Option<B256>) -> Result<bool, PayloadError> {
+    match requests_hash {
+        None => Ok(false),
+        Some(h) if h == EMPTY_REQUESTS_HASH => Ok(true),
+        Some(h) => Err(PayloadError::RequestsUnavailable { number, requests_hash: h }),
+    }
+}
+
+/// The Ethereum payload version follows the header: a block access list hash (Amsterdam) is not
+/// supported; a parent beacon root -> V3 (V4 from Prague, with the blob versioned hashes of the
+/// block's blob transactions); withdrawals -> V2; none -> V1.
+fn eth_payload(
+    block_ref: BlockRef,
+    block: &Block<OpaqueTx>,
+    blob_hashes: Vec<B256>,
+) -> Result<Payload, PayloadError> {
+    let h = &block.header;
+    let (hash, number) = (block_ref.hash, block_ref.number);
+    if h.block_access_list_hash.is_some() {
+        return Err(PayloadError::Unsupported { number, what: "Amsterdam (V4)" });
+    }
+    let (method, params, fcu) = match h.parent_beacon_block_root {
+        Some(beacon_root) => {
+            let p = ExecutionPayloadV3::from_block_unchecked(hash, block);
+            if is_prague(number, h.requests_hash)? {
+                let requests = Vec::<Value>::new();
+                (
+                    "engine_newPayloadV4",
+                    json!([p, blob_hashes, beacon_root, requests]),
+                    FcuVersion::V3,
+                )
+            } else {
+                ("engine_newPayloadV3", json!([p, blob_hashes, beacon_root]), FcuVersion::V3)
+            }
+        }
+        None if block.body.withdrawals.is_some() => {
+            let p = ExecutionPayloadV2::from_block_unchecked(hash, block);
+            ("engine_newPayloadV2", json!([p]), FcuVersion::V2)
+        }
+        None => {
+            let p = ExecutionPayloadV1::from_block_unchecked(hash, block);
+            ("engine_newPayloadV1", json!([p]), FcuVersion::V1)
+        }
+    };
+    Ok(payload(block_ref, block, method, params, fcu))
+}
+
+#[cfg(test)]
+mod tests;
