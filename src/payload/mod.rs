@@ -91,6 +91,10 @@ pub struct Payload {
     pub params: Value,
     /// The forkchoiceUpdated version for a head at this block.
     pub fcu: FcuVersion,
+    /// Whether its hash was claimed before it was checked (the hash a JSON block states, or the
+    /// hash it was asked for by): `false` for a raw block asked for by number, which only the
+    /// chain around it can vouch for.
+    pub claimed: bool,
 }
 
 /// Why a source block cannot become a payload.
@@ -217,7 +221,8 @@ pub fn from_source_block(
         SourceBlock::Json(text) => from_rpc_block_str(kind, what, text),
         SourceBlock::Rlp(bytes) => {
             let (block, blob_hashes) = raw::decode(kind, what, bytes)?;
-            finish(kind, asked, &block, blob_hashes)
+            let p = finish(kind, asked, &block, blob_hashes)?;
+            Ok(Payload { claimed: asked.is_some(), ..p })
         }
     }
 }
@@ -327,6 +332,7 @@ fn payload(
         method,
         params,
         fcu,
+        claimed: true,
     }
 }
 

@@ -88,10 +88,12 @@ impl Follower {
         }
         let usable = &usable;
         let (batch, requests, _) = self.fetch_shape();
-        let chunks = (from..=to).step_by(batch as usize).map(|start| (start, batch.min(to - start + 1)));
+        let chunks =
+            (from..=to).step_by(batch as usize).map(|start| (start, batch.min(to - start + 1)));
         let mut stream = futures_util::stream::iter(chunks)
             .map(|(start, count)| {
-                let first = ((start - from) / batch) as usize % usable.len();
+                // Spread over the holders, across chunks and across rounds.
+                let first = (from + (start - from) / batch) as usize % usable.len();
                 self.fetch_chunk(start, count, usable, first)
             })
             .buffered(requests);
@@ -329,25 +331,29 @@ impl Follower {
                 });
                 break;
             }
-            // I5 for a block asked for by number: nothing but its place in the chain vouches for
-            // it (a raw block claims no hash at all), so it goes to the EL only once the block
-            // above it names it as parent, or when it is the target, whose hash the quorum
-            // agreed. The last block of a round without its child waits for the next round.
-            // A replay's range was linked to its pinned target before.
-            if !pinned && p.block.number != target.number {
-                match rx.recv().await {
-                    None => break,
-                    Some(Err(e)) => {
+            // I5 for a raw block asked for by number: it claims no hash, so only its place in the
+            // chain vouches for it. It goes to the EL once the block above it names it as
+            // parent, or it is the target (whose hash the quorum agreed), or, with no block
+            // above it this round, the quorum holds it; otherwise it waits. A replay's range was
+            // linked to its pinned target before.
+            if !pinned && !p.claimed && p.block.number != target.number {
+                let next = rx.recv().await;
+                let vouched = match &next {
+                    Some(Ok((by, child))) if child.parent_hash != p.block.hash => {
+                        result = Err(self.broken_link(p.block, Some(served_by), child, *by).await);
+                        break;
+                    }
+                    Some(Ok(_)) => true,
+                    // No block above it this round: the quorum vouches for it, or it waits.
+                    _ => self.sources.agreed_at(p.block.number).await.hash() == Some(p.block.hash),
+                };
+                match next {
+                    Some(Err(e)) if !vouched => {
                         result = Err(e);
                         break;
                     }
-                    Some(Ok((by, child))) => {
-                        if child.parent_hash != p.block.hash {
-                            result = Err(self.broken_link(p.block, Some(served_by), &child, by).await);
-                            break;
-                        }
-                        ahead = Some(Ok((by, child)));
-                    }
+                    _ if !vouched => break,
+                    next => ahead = next,
                 }
             }
             let mut verdict = match self.engine.new_payload(&p).await {

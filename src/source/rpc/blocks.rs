@@ -71,7 +71,8 @@ fn method_missing(e: &SourceError) -> bool {
 
 /// Whether an error answer means "no such block" (geth: "block #... not found").
 fn block_not_found(e: &SourceError) -> bool {
-    matches!(e, SourceError::Rpc { message, .. } if message.contains("not found")) && !method_missing(e)
+    matches!(e, SourceError::Rpc { message, .. } if message.contains("not found"))
+        && !method_missing(e)
 }
 
 fn id_param(at: BlockId) -> Value {

@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use alloy_primitives::B256;
+use alloy_primitives::Bytes;
 use futures_util::stream::BoxStream;
 use lightcl::chain::BlockRef;
-use alloy_primitives::Bytes;
 use lightcl::payload::{OpaqueTx, SourceBlock, raw};
 use lightcl::source::{BlockId, BoxFuture, LabelReport, Source, SourceError};
 use serde_json::Value;
