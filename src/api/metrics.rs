@@ -64,6 +64,8 @@ pub const EL_SYNCING: &str = "lightcl_el_syncing";
 pub const EL_SYNC_BLOCK: &str = "lightcl_el_sync_block";
 /// EL syncs given up for replay, per `reason` (stalled, no_peers).
 pub const EL_SYNC_FALLBACKS: &str = "lightcl_el_sync_fallbacks_total";
+/// Verified blocks received from a source, by format (raw or json).
+pub const SOURCE_BLOCKS: &str = "lightcl_source_blocks_total";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 /// Always 1 while the process serves metrics.
@@ -79,7 +81,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 28] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 29] = [
     (LOCAL_HEAD, Kind::Gauge, &["label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &[], "Blocks between the agreed follow target and the local head"),
@@ -106,6 +108,7 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 28] = [
     (EL_SYNCING, Kind::Gauge, &[], "1 while the EL syncs from its P2P peers towards the head lightcl handed it"),
     (EL_SYNC_BLOCK, Kind::Gauge, &[], "Block the EL reports as synced during an EL sync"),
     (EL_SYNC_FALLBACKS, Kind::Counter, &["reason"], "EL syncs given up for replay, by reason"),
+    (SOURCE_BLOCKS, Kind::Counter, &["source", "format"], "Verified blocks received from the source, by format (raw: debug_getRawBlock, json: eth_getBlockBy*)"),
     (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
 ];
@@ -218,6 +221,9 @@ impl Metrics {
             m.set(SOURCE_LATENCY, &l, 0.0);
             m.set(SOURCE_LATE, &l, 0.0);
             m.set(SOURCE_HEAD, &l, 0.0);
+            for format in ["raw", "json"] {
+                m.add(SOURCE_BLOCKS, &[("source", s.as_str()), ("format", format)], 0.0);
+            }
         }
         m
     }

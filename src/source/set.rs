@@ -413,6 +413,14 @@ impl SourceSet {
                 return Err(e);
             }
         };
+        if let Some(mx) = &self.metrics {
+            let format = match block {
+                SourceBlock::Rlp(_) => "raw",
+                SourceBlock::Json(_) => "json",
+            };
+            let labels = [("source", name), ("format", format)];
+            mx.add(crate::api::metrics::SOURCE_BLOCKS, &labels, 1.0);
+        }
         let asked = match at {
             BlockId::Number(n) => p.block.number == n,
             BlockId::Hash(h) => p.block.hash == h,

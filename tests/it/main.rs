@@ -14,6 +14,7 @@ mod on_reth;
 mod ops;
 mod packaging;
 mod quorum;
+mod raw;
 mod recovery;
 mod resilience;
 mod sim;

@@ -11,7 +11,7 @@ use crate::follow::{lightcl_bin, source_chain, tail, wait_labels};
 use crate::recovery::diverged;
 
 /// The API base URL, from the log line lightcl prints when it binds.
-async fn api_url(lc: &Lightcl) -> String {
+pub async fn api_url(lc: &Lightcl) -> String {
     assert!(
         lc.wait_log("serving /metrics", Duration::from_secs(30)).await,
         "{}",
@@ -33,7 +33,7 @@ async fn api_url(lc: &Lightcl) -> String {
     format!("http://{addr}")
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub async fn get(url: &str) -> (u16, String) {
     let resp = reqwest::get(url).await.expect("GET");
     let status = resp.status().as_u16();
     (status, resp.text().await.expect("body"))

@@ -61,8 +61,19 @@ fn field(line: &str, name: &str) -> Option<u64> {
 /// Converges (restarting the EL if it dies by itself, which lightcl must heal); returns the
 /// lookups the recovery reported.
 pub async fn recovers(follower: ElClient, ancestor: u64, depth: u64, local_fin: u64) -> u64 {
+    recovers_with(follower, ancestor, depth, local_fin, "").await.0
+}
+
+/// [`recovers`] with `extra` lines in lightcl's configuration; returns lightcl too.
+pub async fn recovers_with(
+    follower: ElClient,
+    ancestor: u64,
+    depth: u64,
+    local_fin: u64,
+    extra: &str,
+) -> (u64, Lightcl) {
     let mut d = diverged(follower, ancestor, depth, local_fin).await;
-    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let cfg = FollowerConfig { extra: extra.to_string(), ..FollowerConfig::new(&d.src, &d.local) };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     let tip = d.main.head().number;
     let deaths = wait_labels_healing(
@@ -103,7 +114,7 @@ pub async fn recovers(follower: ElClient, ancestor: u64, depth: u64, local_fin: 
         Some(h(&d.main, ancestor + 1))
     );
     assert_ne!(h(&d.rival, ancestor + 1), h(&d.main, ancestor + 1));
-    lookups
+    (lookups, lc)
 }
 
 #[tokio::test]

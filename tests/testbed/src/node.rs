@@ -59,6 +59,8 @@ pub struct NodeOptions {
     /// Where the datadir lives, when not in the node's own folder (linked from there): another
     /// filesystem, such as a small tmpfs that fills up.
     pub datadir_in: Option<PathBuf>,
+    /// Serves the debug namespace (`debug_getRawBlock`) over HTTP and WebSocket.
+    pub debug_api: bool,
 }
 
 impl NodeOptions {
@@ -76,6 +78,7 @@ impl NodeOptions {
             name: name.into(),
             extra_args: Vec::new(),
             datadir_in: None,
+            debug_api: true,
         }
     }
 }
@@ -219,6 +222,11 @@ impl ElNode {
             self.p2p_port.to_string(),
         );
         let jwt = self.jwt_path().to_string_lossy().into_owned();
+        let (http_api, ws_api) = if self.opts.debug_api {
+            ("eth,net,web3,debug,admin,txpool", "eth,net,web3,debug")
+        } else {
+            ("eth,net,web3,admin,txpool", "eth,net,web3")
+        };
         // The same names on geth and reth.
         let common = [
             "--http",
@@ -227,14 +235,14 @@ impl ElNode {
             "--http.port",
             &http,
             "--http.api",
-            "eth,net,web3,debug,admin,txpool",
+            http_api,
             "--ws",
             "--ws.addr",
             "127.0.0.1",
             "--ws.port",
             &ws,
             "--ws.api",
-            "eth,net,web3",
+            ws_api,
             "--authrpc.addr",
             "127.0.0.1",
             "--authrpc.port",
