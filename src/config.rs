@@ -249,7 +249,8 @@ pub struct Config {
     pub fetch_concurrency: usize,
     /// auto, raw or json.
     pub fetch: Fetch,
-    /// Blocks per JSON-RPC batch request while catching up and recovering (1: no batches).
+    /// Blocks per JSON-RPC batch request while catching up and recovering (1: no batches; at
+    /// most half of `prefetch` is used).
     pub fetch_batch: usize,
     /// Timeout of one source request, ms.
     pub source_timeout_ms: u64,
@@ -434,12 +435,6 @@ impl Config {
             return Err(bad(
                 "fetch_concurrency",
                 format!("({}) may not exceed prefetch ({})", self.fetch_concurrency, self.prefetch),
-            ));
-        }
-        if self.fetch_batch > self.prefetch {
-            return Err(bad(
-                "fetch_batch",
-                format!("({}) may not exceed prefetch ({})", self.fetch_batch, self.prefetch),
             ));
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {

@@ -198,7 +198,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One thread: lightcl waits on the network almost all the time, and a single thread spares
+    // the EL the cores and every request two cross-thread wake-ups.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lightcl: cannot start the async runtime: {e}");

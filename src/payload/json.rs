@@ -14,7 +14,7 @@ use alloy_primitives::B256;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::{OpaqueTx, PayloadError};
+use super::{OpaqueTx, PayloadError, TxDecodeError};
 use crate::config::ChainKind;
 
 type RpcBlock<T> = alloy_rpc_types_eth::Block<T>;
@@ -72,10 +72,10 @@ fn typed<T: DeserializeOwned>(
     let Ok(mut tree) = serde_json::from_str::<Value>(text) else {
         return Err(plain(first.to_string()));
     };
-    if normalise(&mut tree) {
-        if let Ok(b) = serde_json::from_value::<RpcBlock<T>>(tree.clone()) {
-            return Ok(b);
-        }
+    if normalise(&mut tree)
+        && let Ok(b) = serde_json::from_value::<RpcBlock<T>>(tree.clone())
+    {
+        return Ok(b);
     }
     Err(diagnose::<T>(kind, what, &tree).unwrap_or_else(|| plain(first.to_string())))
 }
@@ -104,11 +104,11 @@ fn normalise_tx(tx: &mut Map<String, Value>) -> bool {
     let before = tx.len();
     tx.retain(|k, v| !v.is_null() || k == "to");
     changed |= tx.len() != before;
-    if !tx.contains_key("input") {
-        if let Some(data) = tx.remove("data") {
-            tx.insert("input".into(), data);
-            changed = true;
-        }
+    if !tx.contains_key("input")
+        && let Some(data) = tx.remove("data")
+    {
+        tx.insert("input".into(), data);
+        changed = true;
     }
     changed
 }
@@ -136,14 +136,14 @@ fn diagnose<T: DeserializeOwned>(
     txs.iter().enumerate().find_map(|(index, tx)| {
         let e = serde_json::from_value::<T>(tx.clone()).err()?;
         let tx_type = tx.get("type").and_then(Value::as_str).unwrap_or("unset").to_string();
-        Some(PayloadError::Transaction {
+        Some(PayloadError::Transaction(Box::new(TxDecodeError {
             what: what.to_string(),
             kind,
             index,
             tx_type,
             field: culprit::<T>(tx, &e.to_string()),
             message: e.to_string(),
-        })
+        })))
     })
 }
 

@@ -21,7 +21,9 @@ use alloy_rpc_types_engine::{
     ExecutionPayloadInputV2, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
 };
 use op_alloy_rpc_types_engine::OpExecutionPayloadV4;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub use raw::OpaqueTx;
 
@@ -75,7 +77,7 @@ impl SourceBlock {
 }
 
 /// A block ready for engine_newPayload: the method and its params, and what we know of it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Payload {
     /// Height and (verified) hash.
     pub block: BlockRef,
@@ -87,14 +89,60 @@ pub struct Payload {
     pub tx_count: usize,
     /// engine_newPayloadVn.
     pub method: &'static str,
-    /// Its params.
-    pub params: Value,
+    /// Its params, serialised once (the payload is sent as this text).
+    pub params: Box<RawValue>,
     /// The forkchoiceUpdated version for a head at this block.
     pub fcu: FcuVersion,
     /// Whether its hash was claimed before it was checked (the hash a JSON block states, or the
     /// hash it was asked for by): `false` for a raw block asked for by number, which only the
     /// chain around it can vouch for.
     pub claimed: bool,
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        (self.block, self.parent_hash, self.timestamp, self.tx_count, self.method, self.fcu)
+            == (
+                other.block,
+                other.parent_hash,
+                other.timestamp,
+                other.tx_count,
+                other.method,
+                other.fcu,
+            )
+            && self.claimed == other.claimed
+            && self.params.get() == other.params.get()
+    }
+}
+
+impl Payload {
+    /// The params as a JSON tree (for tests and checks; the client sends the text).
+    pub fn params_value(&self) -> Value {
+        serde_json::from_str(self.params.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// A transaction of a JSON block that does not decode: which one, and where it stops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "block {what}: transaction {index} (type {tx_type}) does not decode as a {kind} \
+     transaction: field `{field}`: {message}; lightcl never needs to understand a \
+     transaction, and raw blocks pass it through untouched: turn on the source's debug API \
+     (debug_getRawBlock) and keep fetch = \"auto\" (or set \"raw\")"
+)]
+pub struct TxDecodeError {
+    /// Which block.
+    pub what: String,
+    /// Chain kind.
+    pub kind: ChainKind,
+    /// Its index in the block.
+    pub index: usize,
+    /// Its `type` as the source wrote it.
+    pub tx_type: String,
+    /// The field the decoder stopped at (`type` for a type it does not know).
+    pub field: String,
+    /// Decoder message.
+    pub message: String,
 }
 
 /// Why a source block cannot become a payload.
@@ -111,26 +159,8 @@ pub enum PayloadError {
         message: String,
     },
     /// One transaction of a JSON block does not decode.
-    #[error(
-        "block {what}: transaction {index} (type {tx_type}) does not decode as a {kind} \
-         transaction: field `{field}`: {message}; lightcl never needs to understand a \
-         transaction, and raw blocks pass it through untouched: turn on the source's debug API \
-         (debug_getRawBlock) and keep fetch = \"auto\" (or set \"raw\")"
-    )]
-    Transaction {
-        /// Which block.
-        what: String,
-        /// Chain kind.
-        kind: ChainKind,
-        /// Its index in the block.
-        index: usize,
-        /// Its `type` as the source wrote it.
-        tx_type: String,
-        /// The field the decoder stopped at (`type` for a type it does not know).
-        field: String,
-        /// Decoder message.
-        message: String,
-    },
+    #[error(transparent)]
+    Transaction(Box<TxDecodeError>),
     /// A raw block that is not valid RLP of a block.
     #[error("block {what}: the raw block (RLP) does not decode: {message}")]
     Rlp {
@@ -198,6 +228,14 @@ pub enum PayloadError {
         number: u64,
         /// The header's requests hash.
         requests_hash: B256,
+    },
+    /// The payload could not be serialised (never expected).
+    #[error("block {number}: its payload cannot be serialised: {message}")]
+    Encode {
+        /// Height.
+        number: u64,
+        /// Serialiser message.
+        message: String,
     },
     /// A payload version this build does not send.
     #[error("block {number}: {what} payloads are not supported by this lightcl version")]
@@ -320,11 +358,13 @@ fn payload(
     block_ref: BlockRef,
     block: &Block<OpaqueTx>,
     method: &'static str,
-    params: Value,
+    params: impl Serialize,
     fcu: FcuVersion,
-) -> Payload {
+) -> Result<Payload, PayloadError> {
     let h = &block.header;
-    Payload {
+    let params = serde_json::value::to_raw_value(&params)
+        .map_err(|e| PayloadError::Encode { number: block_ref.number, message: e.to_string() })?;
+    Ok(Payload {
         block: block_ref,
         parent_hash: h.parent_hash,
         timestamp: h.timestamp,
@@ -333,7 +373,7 @@ fn payload(
         params,
         fcu,
         claimed: true,
-    }
+    })
 }
 
 /// The OP payload version follows the header: a withdrawals root and a requests hash (Isthmus)
@@ -343,34 +383,32 @@ fn op_payload(block_ref: BlockRef, block: &Block<OpaqueTx>) -> Result<Payload, P
     let h = &block.header;
     let hash = block_ref.hash;
     let beacon_root = h.parent_beacon_block_root.unwrap_or_default();
-    let no_hashes = Vec::<B256>::new();
-    let (method, params, fcu) = match (h.withdrawals_root, h.parent_beacon_block_root) {
+    let no_hashes: [B256; 0] = [];
+    let no_requests: [Bytes; 0] = [];
+    match (h.withdrawals_root, h.parent_beacon_block_root) {
         (Some(root), Some(_)) if h.requests_hash.is_some() => {
             let p = OpExecutionPayloadV4::from_v3_with_withdrawals_root(
                 ExecutionPayloadV3::from_block_unchecked(hash, block),
                 root,
             );
-            (
-                "engine_newPayloadV4",
-                json!([p, no_hashes, beacon_root, Vec::<Value>::new()]),
-                FcuVersion::V3,
-            )
+            let params = (p, no_hashes, beacon_root, no_requests);
+            payload(block_ref, block, "engine_newPayloadV4", params, FcuVersion::V3)
         }
         (Some(_), Some(_)) => {
             let p = ExecutionPayloadV3::from_block_unchecked(hash, block);
-            ("engine_newPayloadV3", json!([p, no_hashes, beacon_root]), FcuVersion::V3)
+            let params = (p, no_hashes, beacon_root);
+            payload(block_ref, block, "engine_newPayloadV3", params, FcuVersion::V3)
         }
         (Some(_), None) => {
             let p = ExecutionPayloadV2::from_block_unchecked(hash, block);
-            ("engine_newPayloadV2", json!([p]), FcuVersion::V2)
+            payload(block_ref, block, "engine_newPayloadV2", [p], FcuVersion::V2)
         }
         (None, _) => {
             let p = ExecutionPayloadV1::from_block_unchecked(hash, block);
             let input = ExecutionPayloadInputV2 { execution_payload: p, withdrawals: None };
-            ("engine_newPayloadV2", json!([input]), FcuVersion::V2)
+            payload(block_ref, block, "engine_newPayloadV2", [input], FcuVersion::V2)
         }
-    };
-    Ok(payload(block_ref, block, method, params, fcu))
+    }
 }
 
 /// Whether a Cancun-shaped Ethereum block goes to newPayloadV4 (Prague: it has a requests hash).
@@ -396,30 +434,27 @@ fn eth_payload(
     if h.block_access_list_hash.is_some() {
         return Err(PayloadError::Unsupported { number, what: "Amsterdam (V4)" });
     }
-    let (method, params, fcu) = match h.parent_beacon_block_root {
+    match h.parent_beacon_block_root {
         Some(beacon_root) => {
             let p = ExecutionPayloadV3::from_block_unchecked(hash, block);
             if is_prague(number, h.requests_hash)? {
-                let requests = Vec::<Value>::new();
-                (
-                    "engine_newPayloadV4",
-                    json!([p, blob_hashes, beacon_root, requests]),
-                    FcuVersion::V3,
-                )
+                let requests: [Bytes; 0] = [];
+                let params = (p, blob_hashes, beacon_root, requests);
+                payload(block_ref, block, "engine_newPayloadV4", params, FcuVersion::V3)
             } else {
-                ("engine_newPayloadV3", json!([p, blob_hashes, beacon_root]), FcuVersion::V3)
+                let params = (p, blob_hashes, beacon_root);
+                payload(block_ref, block, "engine_newPayloadV3", params, FcuVersion::V3)
             }
         }
         None if block.body.withdrawals.is_some() => {
             let p = ExecutionPayloadV2::from_block_unchecked(hash, block);
-            ("engine_newPayloadV2", json!([p]), FcuVersion::V2)
+            payload(block_ref, block, "engine_newPayloadV2", [p], FcuVersion::V2)
         }
         None => {
             let p = ExecutionPayloadV1::from_block_unchecked(hash, block);
-            ("engine_newPayloadV1", json!([p]), FcuVersion::V1)
+            payload(block_ref, block, "engine_newPayloadV1", [p], FcuVersion::V1)
         }
-    };
-    Ok(payload(block_ref, block, method, params, fcu))
+    }
 }
 
 #[cfg(test)]

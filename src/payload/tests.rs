@@ -21,11 +21,14 @@ fn real_blocks_convert_with_the_right_method() {
             (p.block.number, p.block.hash, p.method, p.fcu),
             (3, claimed, method, FcuVersion::V3)
         );
-        assert_eq!(p.params[0]["blockHash"], Value::from(claimed.to_string()));
-        assert_eq!(p.params.as_array().map(Vec::len), Some(4));
+        assert_eq!(p.params_value()[0]["blockHash"], Value::from(claimed.to_string()));
+        assert_eq!(p.params_value().as_array().map(Vec::len), Some(4));
     }
     let op = from_rpc_block(ChainKind::Optimism, "3", fixture(ChainKind::Optimism)).expect("op");
-    assert!(op.params[0].get("withdrawalsRoot").is_some(), "OP V4 payload carries withdrawalsRoot");
+    assert!(
+        op.params_value()[0].get("withdrawalsRoot").is_some(),
+        "OP V4 payload carries withdrawalsRoot"
+    );
     assert_eq!(op.tx_count, 4, "deposit + 3 user transactions");
 }
 
@@ -88,7 +91,7 @@ fn malformed_and_wrong_kind_are_decode_errors() {
     // An OP block (deposit transaction) is not an Ethereum block: the deposit is named.
     assert!(matches!(
         from_rpc_block(ChainKind::Ethereum, "3", fixture(ChainKind::Optimism)),
-        Err(PayloadError::Transaction { index: 0, .. })
+        Err(PayloadError::Transaction(e)) if e.index == 0
     ));
 }
 
@@ -144,13 +147,15 @@ fn an_unknown_transaction_type_passes_through_the_raw_path_with_the_roots_checke
         let hash = block.header.hash_slow();
         let p = from_source_block(kind, "3", Some(hash), &rlp(&block)).expect("passes");
         assert_eq!(p.block, BlockRef::new(3, hash));
-        let txs = p.params[0]["transactions"].as_array().expect("transactions").clone();
+        let txs = p.params_value()[0]["transactions"].as_array().expect("transactions").clone();
         assert_eq!(txs.len(), block.body.transactions.len());
         assert_eq!(txs.last(), Some(&Value::from(tx.to_string())), "{kind}: bytes untouched");
         // The same bytes changed in transit are caught by the root.
         let mut bad = block.clone();
         bad.body.transactions.pop();
-        bad.body.transactions.push(OpaqueTx::new(Bytes::from(vec![0x7f, 0xc3, 1, 2, 4])).unwrap());
+        bad.body
+            .transactions
+            .push(OpaqueTx::new(Bytes::from(vec![0x7f, 0xc3, 1, 2, 4])).expect("typed"));
         assert!(matches!(
             from_source_block(kind, "3", Some(hash), &rlp(&bad)),
             Err(PayloadError::TransactionsRootMismatch { .. })
@@ -164,10 +169,8 @@ fn an_unknown_transaction_type_in_json_is_named_and_points_to_raw_blocks() {
         let mut json = fixture(kind);
         json["transactions"][1]["type"] = Value::from("0x7f");
         match from_rpc_block(kind, "#3", json) {
-            Err(e @ PayloadError::Transaction { .. }) => {
-                let PayloadError::Transaction { index, ref tx_type, ref field, .. } = e else {
-                    unreachable!()
-                };
+            Err(PayloadError::Transaction(e)) => {
+                let TxDecodeError { index, ref tx_type, ref field, .. } = *e;
                 assert_eq!((index, tx_type.as_str(), field.as_str()), (1, "0x7f", "type"));
                 let text = e.to_string();
                 assert!(text.contains("#3") && text.contains("debug_getRawBlock"), "{text}");
@@ -183,8 +186,8 @@ fn json_errors_name_the_transaction_and_the_field() {
     json["transactions"][2]["maxFeePerGas"] = Value::from("not a number");
     let got = from_rpc_block(ChainKind::Optimism, "#3", json);
     match got {
-        Err(PayloadError::Transaction { index, tx_type, field, .. }) => {
-            assert_eq!((index, tx_type.as_str(), field.as_str()), (2, "0x2", "maxFeePerGas"));
+        Err(PayloadError::Transaction(e)) => {
+            assert_eq!((e.index, e.tx_type.as_str(), e.field.as_str()), (2, "0x2", "maxFeePerGas"));
         }
         other => panic!("{other:?}"),
     }

@@ -64,7 +64,7 @@ fn method_missing(e: &SourceError) -> bool {
                         || m.contains("not allowed")
                         || m.contains("not supported")))
         }
-        SourceError::Http { status, .. } => matches!(status, 403 | 404 | 405),
+        SourceError::Http { status, .. } => matches!(status, 403..=405),
         _ => false,
     }
 }

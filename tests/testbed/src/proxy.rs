@@ -15,6 +15,20 @@ use crate::Error;
 /// Rewrites one answer: (method, params, result) -> new result.
 pub type Tamper = Box<dyn Fn(&str, &Value, &mut Value) + Send + Sync>;
 
+/// One request and its answer as the proxy saw them, with when the request arrived and when the
+/// answer was back from the upstream.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The request (a JSON-RPC object).
+    pub request: Value,
+    /// The answer (a JSON-RPC object; null if it was not JSON).
+    pub response: Value,
+    /// When the request arrived.
+    pub sent: std::time::Instant,
+    /// When the upstream's answer was back.
+    pub answered: std::time::Instant,
+}
+
 /// Which upstream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -33,6 +47,8 @@ struct Shared {
     down: AtomicBool,
     tamper: Mutex<Option<Tamper>>,
     requests: AtomicU64,
+    /// Every exchange, when recording.
+    recorded: Mutex<Option<Vec<Exchange>>>,
 }
 
 /// A running proxy; stops when dropped.
@@ -62,6 +78,7 @@ impl Proxy {
             down: AtomicBool::new(false),
             tamper: Mutex::new(None),
             requests: AtomicU64::new(0),
+            recorded: Mutex::new(None),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -100,6 +117,17 @@ impl Proxy {
         *self.shared.tamper.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
+    /// Starts recording every exchange (the `Authorization` header is forwarded either way, so
+    /// the proxy can stand in front of an Engine API).
+    pub fn record(&self) {
+        *self.shared.recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
+    }
+
+    /// The exchanges recorded so far.
+    pub fn recorded(&self) -> Vec<Exchange> {
+        self.shared.recorded.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
@@ -117,6 +145,7 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
     let mut r = BufReader::new(r);
     loop {
         let mut len = 0usize;
+        let mut auth = None;
         let mut first = true;
         loop {
             let mut line = String::new();
@@ -128,15 +157,17 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
                 break;
             }
             first = false;
-            if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().unwrap_or(0);
+                } else if k.eq_ignore_ascii_case("authorization") {
+                    auth = Some(v.trim().to_string());
+                }
             }
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
-        let (status, out) = answer(&s, &body).await;
+        let (status, out) = answer(&s, &body, auth.as_deref()).await;
         let head = format!(
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             out.len()
@@ -146,8 +177,9 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
     }
 }
 
-async fn answer(s: &Shared, body: &[u8]) -> (&'static str, Vec<u8>) {
+async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, Vec<u8>) {
     s.requests.fetch_add(1, Ordering::Relaxed);
+    let sent = std::time::Instant::now();
     let delay = s.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -160,15 +192,21 @@ async fn answer(s: &Shared, body: &[u8]) -> (&'static str, Vec<u8>) {
         Route::Fixed(i) => i.min(s.upstreams.len() - 1),
         Route::Alternate => s.next.fetch_add(1, Ordering::Relaxed) % s.upstreams.len(),
     };
-    let resp = s
-        .http
-        .post(&s.upstreams[i])
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await;
+    let mut req = s.http.post(&s.upstreams[i]).header("content-type", "application/json");
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.body(body.to_vec()).send().await;
     let Ok(resp) = resp else { return ("502 Bad Gateway", b"upstream unreachable".to_vec()) };
     let Ok(bytes) = resp.bytes().await else { return ("502 Bad Gateway", Vec::new()) };
+    if let Some(log) = s.recorded.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        log.push(Exchange {
+            request: serde_json::from_slice(body).unwrap_or(Value::Null),
+            response: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            sent,
+            answered: std::time::Instant::now(),
+        });
+    }
     let tamper = s.tamper.lock().unwrap_or_else(|p| p.into_inner());
     let Some(t) = tamper.as_ref() else { return ("200 OK", bytes.to_vec()) };
     let (Ok(req), Ok(mut resp)) =

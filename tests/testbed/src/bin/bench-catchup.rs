@@ -1,6 +1,9 @@
-//! Catch-up benchmark: a fresh EL catches up N blocks with transactions through lightcl, against
-//! the same payloads fed back-to-back from memory to another fresh EL (the EL's own import
-//! limit). Prints both times and the ratio limit/lightcl (1.0: lightcl adds nothing).
+//! Catch-up benchmark: a fresh EL catches up N blocks with transactions through lightcl, once
+//! fetching raw blocks (`fetch = "raw"`) and once JSON blocks (`fetch = "json"`), against the
+//! same payloads fed back-to-back from memory to another fresh EL (the EL's own import limit),
+//! all in one run on one chain. Prints the times, the ratios limit/lightcl (1.0: lightcl adds
+//! nothing), the CPU seconds of lightcl and of the source EL per 1 000 blocks, and lightcl's
+//! peak RSS.
 //!
 //! The source is geth or op-geth; the two fresh ELs are `--el` (by default the source's kind):
 //! `--el op-reth` measures op-reth's import limit and lightcl on op-reth side by side.
@@ -12,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::node::cpu_seconds;
+use lightcl_testbed::node::{cpu_seconds, memory_mib};
 use lightcl_testbed::producer::{forkchoice, new_payload};
 use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
@@ -95,15 +98,85 @@ async fn bench() -> Result<(), String> {
     let limit_cpu = limit_el.pid().and_then(cpu_seconds).unwrap_or(0.0) - limit_cpu0;
     drop(limit_el);
 
-    // lightcl: fetch from the source over JSON-RPC, verify, feed.
-    let el = ElNode::spawn_with(sibling("bench-follower")).await.map_err(e)?;
-    let mut cfg = FollowerConfig::new(&src, &el);
+    // lightcl: fetch from the source over JSON-RPC, verify, feed; raw, then JSON.
+    let mut runs = Vec::new();
+    for fetch in ["raw", "json"] {
+        let el =
+            ElNode::spawn_with(sibling(&format!("bench-follower-{fetch}"))).await.map_err(e)?;
+        runs.push((fetch, follow(&lightcl, &src, &el, &p, blocks, fetch).await?));
+    }
+
+    let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
+    println!(
+        "EL import limit (in-memory payloads): {:>8.2}s  {:>8.1} blocks/s",
+        limit.as_secs_f64(),
+        rate(limit)
+    );
+    for (fetch, r) in &runs {
+        println!(
+            "lightcl, fetch = {fetch:<4} (verified):   {:>8.2}s  {:>8.1} blocks/s  ratio {:.3}",
+            r.time.as_secs_f64(),
+            rate(r.time),
+            limit.as_secs_f64() / r.time.as_secs_f64()
+        );
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let per_k = |cpu: f64| cpu * 1000.0 / blocks as f64;
+    println!("CPU seconds per 1000 blocks ({cores} cores; limit run EL: {:.2}):", per_k(limit_cpu));
+    for (fetch, r) in &runs {
+        println!(
+            "  fetch = {fetch:<4}  lightcl {:>6.2}  source EL {:>6.2}  follower EL {:>6.2}  \
+             lightcl peak RSS {:.1} MiB",
+            per_k(r.lightcl_cpu),
+            per_k(r.source_cpu),
+            per_k(r.el_cpu),
+            r.peak_rss_mib
+        );
+    }
+    if let [(_, raw), (_, json)] = runs.as_slice() {
+        println!(
+            "raw / json: time {:.3}, lightcl CPU {:.3}, source EL CPU {:.3}",
+            raw.time.as_secs_f64() / json.time.as_secs_f64(),
+            raw.lightcl_cpu / json.lightcl_cpu.max(1e-9),
+            raw.source_cpu / json.source_cpu.max(1e-9)
+        );
+    }
+    for (fetch, r) in &runs {
+        for l in r.inserted.iter().take(2) {
+            println!("lightcl ({fetch}) log: {l}");
+        }
+    }
+    Ok(())
+}
+
+/// One lightcl catch-up run.
+struct Run {
+    time: Duration,
+    lightcl_cpu: f64,
+    source_cpu: f64,
+    el_cpu: f64,
+    peak_rss_mib: f64,
+    inserted: Vec<String>,
+}
+
+/// lightcl fills `el` from `src` up to block `blocks` with `fetch`.
+async fn follow(
+    lightcl: &std::path::Path,
+    src: &ElNode,
+    el: &ElNode,
+    p: &Producer,
+    blocks: u64,
+    fetch: &str,
+) -> Result<Run, String> {
+    let e = |e: lightcl_testbed::Error| e.to_string();
+    let mut cfg = FollowerConfig::new(src, el);
     cfg.poll_interval_ms = 50;
+    cfg.extra = format!("fetch = \"{fetch}\"");
     let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
     let src_cpu0 = src.pid().and_then(cpu_seconds).unwrap_or(0.0);
     let el_cpu0 = el.pid().and_then(cpu_seconds).unwrap_or(0.0);
     let t = Instant::now();
-    let lc = Lightcl::start_with_args(&lightcl, &toml, &["run"]).map_err(e)?;
+    let lc = Lightcl::start_with_args(lightcl, &toml, &["run"]).map_err(e)?;
     let target = p.hash_at(blocks).ok_or("no tip")?;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -115,36 +188,16 @@ async fn bench() -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ours = t.elapsed();
-    let lc_cpu = lc.pid().and_then(cpu_seconds).unwrap_or(0.0);
-    let src_cpu = src.pid().and_then(cpu_seconds).unwrap_or(0.0) - src_cpu0;
-    let el_cpu = el.pid().and_then(cpu_seconds).unwrap_or(0.0) - el_cpu0;
-    let inserted: Vec<String> =
-        lc.log().lines().filter(|l| l.contains("inserted")).map(str::to_string).collect();
+    let time = t.elapsed();
+    let pid = lc.pid();
+    let run = Run {
+        time,
+        lightcl_cpu: pid.and_then(cpu_seconds).unwrap_or(0.0),
+        source_cpu: src.pid().and_then(cpu_seconds).unwrap_or(0.0) - src_cpu0,
+        el_cpu: el.pid().and_then(cpu_seconds).unwrap_or(0.0) - el_cpu0,
+        peak_rss_mib: pid.and_then(|p| memory_mib(p, "VmHWM")).unwrap_or(0.0),
+        inserted: lc.log().lines().filter(|l| l.contains("inserted")).map(str::to_string).collect(),
+    };
     drop(lc);
-
-    let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
-    println!(
-        "EL import limit (in-memory payloads): {:>8.2}s  {:>8.1} blocks/s",
-        limit.as_secs_f64(),
-        rate(limit)
-    );
-    println!(
-        "lightcl (JSON-RPC source, verified):  {:>8.2}s  {:>8.1} blocks/s",
-        ours.as_secs_f64(),
-        rate(ours)
-    );
-    println!(
-        "throughput ratio (limit time / lightcl time): {:.3}",
-        limit.as_secs_f64() / ours.as_secs_f64()
-    );
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!(
-        "CPU seconds: limit run: EL {limit_cpu:.1} | lightcl run: EL {el_cpu:.1}, source EL \
-         {src_cpu:.1}, lightcl {lc_cpu:.1} | {cores} cores"
-    );
-    for l in inserted.iter().take(3) {
-        println!("lightcl log: {l}");
-    }
-    Ok(())
+    Ok(run)
 }

@@ -366,13 +366,14 @@ impl SimEl {
         me.record.payloads += 1;
         // I5: only the genuine block may reach the EL.
         let genuine = w.block(&p.block.hash);
+        let params = p.params_value();
         let sent_ws: Option<Vec<Withdrawal>> =
-            serde_json::from_value(p.params[0]["withdrawals"].clone()).ok();
+            serde_json::from_value(params[0]["withdrawals"].clone()).ok();
         let intact = genuine.is_some_and(|g| {
             g.id == p.block
                 && g.parent == p.parent_hash
                 && sent_ws.as_ref() == Some(&g.withdrawals)
-                && p.params[0]["gasUsed"] == "0x0"
+                && params[0]["gasUsed"] == "0x0"
         });
         if !intact {
             me.record.violations.push(format!("I5: payload {} is not the genuine block", p.block));
