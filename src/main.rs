@@ -259,6 +259,45 @@ async fn shutdown_signal() {
     }
 }
 
+/// Fetches block `b` from source `s` as `lightcl run` would and verifies it; says in which form
+/// it came (raw or JSON) and whether it verifies.
+async fn check_block(
+    config: &Config,
+    s: &RpcSource,
+    b: lightcl::chain::BlockRef,
+    ok: &mut bool,
+) -> String {
+    use lightcl::payload::{SourceBlock, from_source_block};
+    use lightcl::source::BlockId;
+    match s.block(BlockId::Number(b.number)).await {
+        Ok(Some(block)) => {
+            let form = match (&block, config.fetch) {
+                (SourceBlock::Rlp(_), _) => "raw",
+                (SourceBlock::Json(_), lightcl::config::Fetch::Json) => "JSON",
+                (SourceBlock::Json(_), _) => {
+                    "JSON (its debug API is off: turn it on for raw blocks, debug_getRawBlock)"
+                }
+            };
+            match from_source_block(config.chain, &b.to_string(), None, &block) {
+                Ok(p) if p.block == b => format!("{form}, block {b} verified"),
+                Ok(p) => {
+                    *ok = false;
+                    format!("{form}, but asked for {b} it served {}", p.block)
+                }
+                Err(e) => {
+                    *ok = false;
+                    format!("{form}, but the block does not verify: {e}")
+                }
+            }
+        }
+        Ok(None) => format!("block {b} not served"),
+        Err(e) => {
+            *ok = false;
+            format!("FAILED: {e}")
+        }
+    }
+}
+
 /// `lightcl check`: every endpoint once, a summary, exit 0 or 3.
 async fn check_command(config: &Config) -> ExitCode {
     println!("configuration: {}", config.summary());
@@ -266,11 +305,17 @@ async fn check_command(config: &Config) -> ExitCode {
     let timeout = Duration::from_millis(config.source_timeout_ms);
     for entry in &config.sources {
         let shown = lightcl::redact::RedactedUrl::new(entry.url());
-        let s = RpcSource::new(entry, timeout).with_max_response_mib(config.max_response_mib);
+        let s = RpcSource::new(entry, timeout)
+            .with_max_response_mib(config.max_response_mib)
+            .with_fetch(config.fetch);
         match (s.chain_id().await, s.labels().await) {
             (Ok(id), Ok(labels)) if id == config.chain_id => {
+                let blocks = match labels.latest {
+                    Some(b) => check_block(config, &s, b, &mut ok).await,
+                    None => "none yet".into(),
+                };
                 println!(
-                    "source {}: ok, chain id {id}, latest {}",
+                    "source {}: ok, chain id {id}, latest {}, blocks: {blocks}",
                     s.name(),
                     labels.latest.map_or("none".into(), |b| b.to_string())
                 );

@@ -161,6 +161,7 @@ async fn check_command_against_real_endpoints() {
     assert!(
         ok.log().contains("EL Engine API: ok, JWT accepted") && ok.log().contains("check passed")
     );
+    assert!(ok.log().contains("blocks: raw, block #3"), "{}", ok.log());
 
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong = dir.path().join("wrong.hex");

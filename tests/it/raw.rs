@@ -72,7 +72,16 @@ async fn geth_catches_up_and_recovers_with_raw_blocks() {
 #[tokio::test]
 async fn auto_falls_back_to_json_where_the_debug_api_is_off() {
     let (src, p, el) = source_and_follower(ElClient::OpGeth, false).await;
-    let cfg = FollowerConfig { extra: "fetch = \"raw\"".into(), ..FollowerConfig::new(&src, &el) };
+    // `lightcl check` says how blocks come from the source, and that they verify.
+    let cfg = FollowerConfig::new(&src, &el);
+    let mut check =
+        Lightcl::start_with_args(lightcl_bin(), &cfg.to_toml(), &["check"]).expect("check");
+    let st = check.wait_exit(Duration::from_secs(60)).await.expect("check exits");
+    assert!(st.success(), "{}", check.log());
+    assert!(check.log().contains("blocks: JSON (its debug API is off"), "{}", check.log());
+    assert!(check.log().contains("verified"), "{}", check.log());
+
+    let cfg = FollowerConfig { extra: "fetch = \"raw\"".into(), ..cfg };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     assert!(
         lc.wait_log("does not serve raw blocks", Duration::from_secs(30)).await,

@@ -9,7 +9,10 @@
 //! `--el op-reth` measures op-reth's import limit and lightcl on op-reth side by side.
 //!
 //! Usage: bench-catchup --lightcl PATH [--blocks N] [--chain optimism|ethereum]
-//!        [--el geth|op-geth|reth|op-reth]
+//!        [--el geth|op-geth|reth|op-reth] [--rounds R]
+//!
+//! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
+//! on a shared 2-core machine one run's ratio moves by several percent.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,12 +38,14 @@ async fn bench() -> Result<(), String> {
     let mut blocks = 2000u64;
     let mut kind = ChainKind::Optimism;
     let mut follower = None;
+    let mut rounds = 1usize;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--lightcl" => lightcl = Some(PathBuf::from(v)),
             "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
+            "--rounds" => rounds = v.parse::<usize>().map_err(|e| format!("--rounds: {e}"))?.max(1),
             "--chain" => {
                 kind = match v.as_str() {
                     "optimism" => ChainKind::Optimism,
@@ -79,74 +84,93 @@ async fn bench() -> Result<(), String> {
         ..NodeOptions::of(follower, name)
     };
 
-    // The EL's own limit: payloads already in memory, fed back-to-back.
-    let limit_el = ElNode::spawn_with(sibling("bench-limit")).await.map_err(e)?;
-    let payloads = p.blocks(1, blocks);
-    let g = p.genesis().hash;
-    let limit_cpu0 = limit_el.pid().and_then(cpu_seconds).unwrap_or(0.0);
-    let t = Instant::now();
-    for b in &payloads {
-        let s = new_payload(&limit_el.engine, b).await.map_err(e)?;
-        if !s.is_valid() {
-            return Err(format!("importer: block {} answered {}", b.number, s.status));
+    // Rounds of: the EL's own limit (payloads already in memory, fed back-to-back to a fresh EL),
+    // then lightcl with raw blocks, then with JSON blocks, each on a fresh EL.
+    let mut limits: Vec<(Duration, f64)> = Vec::new();
+    let mut runs: Vec<(&str, Run)> = Vec::new();
+    for round in 0..rounds {
+        let limit_el =
+            ElNode::spawn_with(sibling(&format!("bench-limit-{round}"))).await.map_err(e)?;
+        limits.push(import_limit(&limit_el, &p, blocks).await?);
+        drop(limit_el);
+        for fetch in ["raw", "json"] {
+            let name = format!("bench-follower-{fetch}-{round}");
+            let el = ElNode::spawn_with(sibling(&name)).await.map_err(e)?;
+            runs.push((fetch, follow(&lightcl, &src, &el, &p, blocks, fetch).await?));
         }
-        if b.number % FCU_EVERY == 0 || b.number == blocks {
-            forkchoice(&limit_el.engine, b.hash, g, g).await.map_err(e)?;
-        }
-    }
-    let limit = t.elapsed();
-    let limit_cpu = limit_el.pid().and_then(cpu_seconds).unwrap_or(0.0) - limit_cpu0;
-    drop(limit_el);
-
-    // lightcl: fetch from the source over JSON-RPC, verify, feed; raw, then JSON.
-    let mut runs = Vec::new();
-    for fetch in ["raw", "json"] {
-        let el =
-            ElNode::spawn_with(sibling(&format!("bench-follower-{fetch}"))).await.map_err(e)?;
-        runs.push((fetch, follow(&lightcl, &src, &el, &p, blocks, fetch).await?));
-    }
-
-    let rate = |d: Duration| blocks as f64 / d.as_secs_f64();
-    println!(
-        "EL import limit (in-memory payloads): {:>8.2}s  {:>8.1} blocks/s",
-        limit.as_secs_f64(),
-        rate(limit)
-    );
-    for (fetch, r) in &runs {
+        let l = limits[round].0.as_secs_f64();
+        let of =
+            |f: &str| runs.iter().rev().find(|(k, _)| *k == f).map(|(_, r)| r.time.as_secs_f64());
         println!(
-            "lightcl, fetch = {fetch:<4} (verified):   {:>8.2}s  {:>8.1} blocks/s  ratio {:.3}",
-            r.time.as_secs_f64(),
-            rate(r.time),
-            limit.as_secs_f64() / r.time.as_secs_f64()
+            "round {}: limit {l:.2}s, raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
+            round + 1,
+            of("raw").unwrap_or(0.0),
+            l / of("raw").unwrap_or(f64::INFINITY),
+            of("json").unwrap_or(0.0),
+            l / of("json").unwrap_or(f64::INFINITY),
+        );
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let limit = median(limits.iter().map(|(d, _)| d.as_secs_f64()).collect());
+    let limit_cpu = median(limits.iter().map(|(_, c)| *c).collect());
+    let of = |fetch: &str, f: &dyn Fn(&Run) -> f64| {
+        median(runs.iter().filter(|(k, _)| *k == fetch).map(|(_, r)| f(r)).collect())
+    };
+
+    let rate = |secs: f64| blocks as f64 / secs;
+    println!("medians over {rounds} round(s):");
+    println!("EL import limit (in-memory payloads): {limit:>8.2}s  {:>8.1} blocks/s", rate(limit));
+    for fetch in ["raw", "json"] {
+        let t = of(fetch, &|r| r.time.as_secs_f64());
+        println!(
+            "lightcl, fetch = {fetch:<4} (verified):   {t:>8.2}s  {:>8.1} blocks/s  ratio {:.3}",
+            rate(t),
+            limit / t
         );
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let per_k = |cpu: f64| cpu * 1000.0 / blocks as f64;
     println!("CPU seconds per 1000 blocks ({cores} cores; limit run EL: {:.2}):", per_k(limit_cpu));
-    for (fetch, r) in &runs {
+    for fetch in ["raw", "json"] {
         println!(
             "  fetch = {fetch:<4}  lightcl {:>6.2}  source EL {:>6.2}  follower EL {:>6.2}  \
              lightcl peak RSS {:.1} MiB",
-            per_k(r.lightcl_cpu),
-            per_k(r.source_cpu),
-            per_k(r.el_cpu),
-            r.peak_rss_mib
+            per_k(of(fetch, &|r| r.lightcl_cpu)),
+            per_k(of(fetch, &|r| r.source_cpu)),
+            per_k(of(fetch, &|r| r.el_cpu)),
+            of(fetch, &|r| r.peak_rss_mib)
         );
     }
-    if let [(_, raw), (_, json)] = runs.as_slice() {
-        println!(
-            "raw / json: time {:.3}, lightcl CPU {:.3}, source EL CPU {:.3}",
-            raw.time.as_secs_f64() / json.time.as_secs_f64(),
-            raw.lightcl_cpu / json.lightcl_cpu.max(1e-9),
-            raw.source_cpu / json.source_cpu.max(1e-9)
-        );
-    }
-    for (fetch, r) in &runs {
-        for l in r.inserted.iter().take(2) {
-            println!("lightcl ({fetch}) log: {l}");
+    println!(
+        "raw / json: time {:.3}, lightcl CPU {:.3}, source EL CPU {:.3}",
+        of("raw", &|r| r.time.as_secs_f64()) / of("json", &|r| r.time.as_secs_f64()),
+        of("raw", &|r| r.lightcl_cpu) / of("json", &|r| r.lightcl_cpu).max(1e-9),
+        of("raw", &|r| r.source_cpu) / of("json", &|r| r.source_cpu).max(1e-9)
+    );
+    Ok(())
+}
+
+/// Feeds the producer's blocks from memory into `el` back to back: the EL's own import limit
+/// (time, and the EL's CPU seconds).
+async fn import_limit(el: &ElNode, p: &Producer, blocks: u64) -> Result<(Duration, f64), String> {
+    let e = |e: lightcl_testbed::Error| e.to_string();
+    let payloads = p.blocks(1, blocks);
+    let g = p.genesis().hash;
+    let cpu0 = el.pid().and_then(cpu_seconds).unwrap_or(0.0);
+    let t = Instant::now();
+    for b in &payloads {
+        let s = new_payload(&el.engine, b).await.map_err(e)?;
+        if !s.is_valid() {
+            return Err(format!("importer: block {} answered {}", b.number, s.status));
+        }
+        if b.number % FCU_EVERY == 0 || b.number == blocks {
+            forkchoice(&el.engine, b.hash, g, g).await.map_err(e)?;
         }
     }
-    Ok(())
+    Ok((t.elapsed(), el.pid().and_then(cpu_seconds).unwrap_or(0.0) - cpu0))
 }
 
 /// One lightcl catch-up run.
@@ -156,7 +180,6 @@ struct Run {
     source_cpu: f64,
     el_cpu: f64,
     peak_rss_mib: f64,
-    inserted: Vec<String>,
 }
 
 /// lightcl fills `el` from `src` up to block `blocks` with `fetch`.
@@ -196,7 +219,6 @@ async fn follow(
         source_cpu: src.pid().and_then(cpu_seconds).unwrap_or(0.0) - src_cpu0,
         el_cpu: el.pid().and_then(cpu_seconds).unwrap_or(0.0) - el_cpu0,
         peak_rss_mib: pid.and_then(|p| memory_mib(p, "VmHWM")).unwrap_or(0.0),
-        inserted: lc.log().lines().filter(|l| l.contains("inserted")).map(str::to_string).collect(),
     };
     drop(lc);
     Ok(run)
