@@ -4,9 +4,10 @@
 //! source RPCs call canonical, without an L1 node and without derivation.
 //!
 //! ```text
-//!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, full blocks
+//!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, blocks raw
+//!                                                       (debug_getRawBlock) or JSON, batched
 //!      -> agreed view (latest/safe/finalized) source::quorum
-//!      -> payloads, verified (hash, roots)   payload::
+//!      -> payloads, verified (hash, roots)   payload::   opaque EIP-2718 transactions
 //!      -> far behind? EL syncs from peers    sync::bootstrap: hand it the agreed head
 //!      -> planner (pure)                     sync::plan: local + agreed -> next step
 //!      -> executor, pipelined                sync::driver: newPayload / forkchoiceUpdated
@@ -16,8 +17,9 @@
 //! The EL is the only state: on every step the local view is read back from it. Invariants that
 //! hold at every forkchoice update (I1-I6 of the design notes): finalized <= safe <= head on one
 //! chain; finalized never moves back; the head descends from finalized; only agreed blocks become
-//! safe/finalized; a payload is sent only if it hashes to the claimed block and links to its
-//! parent; every engine answer is checked and the head is read back.
+//! safe/finalized; a payload is sent only if it hashes to the claimed block (a raw block asked
+//! for by number claims nothing: the block above it, the agreed target or the quorum vouches for
+//! it) and links to its parent; every engine answer is checked and the head is read back.
 
 pub mod api;
 pub mod backoff;

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lightcl::payload::{OpaqueTx, raw};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::Proxy;
 use lightcl_testbed::{ChainKind, ElNode};
@@ -98,13 +99,20 @@ async fn unreachable_source_at_start_is_retried_then_followed() {
 
 /// A source that serves a block whose contents do not hash to its claimed hash: refused before
 /// the EL sees it; lightcl holds below it and carries on when the source is honest again.
-async fn tampered_block_is_refused(tamper: lightcl_testbed::proxy::Tamper, needle: &str) {
+async fn tampered_block_is_refused(
+    fetch: &str,
+    tamper: lightcl_testbed::proxy::Tamper,
+    needle: &str,
+) {
     let (src, p) = source_chain(ChainKind::Optimism, 12, 12, 2).await;
     let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_tamper(Some(tamper));
-    let cfg =
-        FollowerConfig { sources: vec![proxy.url().to_string()], ..FollowerConfig::new(&src, &el) };
+    let cfg = FollowerConfig {
+        sources: vec![proxy.url().to_string()],
+        extra: format!("fetch = {fetch:?}"),
+        ..FollowerConfig::new(&src, &el)
+    };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     assert!(
         lc.wait_log(needle, Duration::from_secs(60)).await,
@@ -124,6 +132,26 @@ fn is_full_block_7(method: &str, params: &Value) -> bool {
     method == "eth_getBlockByNumber" && params[0] == "0x7" && params[1] == true
 }
 
+fn is_raw_block_7(method: &str, params: &Value) -> bool {
+    method == "debug_getRawBlock" && params[0] == "0x7"
+}
+
+/// Rewrites a `debug_getRawBlock` answer (hex RLP) through `edit` on the decoded block.
+fn edit_raw(result: &mut Value, edit: impl Fn(&mut alloy_consensus::Block<OpaqueTx>)) {
+    let Some(bytes) = result.as_str().and_then(|s| s.parse::<alloy_primitives::Bytes>().ok())
+    else {
+        return;
+    };
+    let mut buf = bytes.as_ref();
+    let Ok(mut block) =
+        <alloy_consensus::Block<OpaqueTx> as alloy_rlp::Decodable>::decode(&mut buf)
+    else {
+        return;
+    };
+    edit(&mut block);
+    *result = Value::from(raw::encode(&block).to_string());
+}
+
 #[tokio::test]
 async fn tampered_header_is_refused() {
     let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
@@ -131,7 +159,7 @@ async fn tampered_header_is_refused() {
             result["gasUsed"] = Value::from("0x1");
         }
     });
-    tampered_block_is_refused(tamper, "the header hashes to").await;
+    tampered_block_is_refused("json", tamper, "the header hashes to").await;
 }
 
 #[tokio::test]
@@ -142,7 +170,7 @@ async fn tampered_transaction_is_refused() {
             result["transactions"][1]["value"] = Value::from("0x2a");
         }
     });
-    tampered_block_is_refused(tamper, "the transactions hash to root").await;
+    tampered_block_is_refused("json", tamper, "the transactions hash to root").await;
 }
 
 #[tokio::test]
@@ -152,5 +180,42 @@ async fn malformed_block_is_refused() {
             result["transactions"] = Value::from("garbage");
         }
     });
-    tampered_block_is_refused(tamper, "does not decode").await;
+    tampered_block_is_refused("json", tamper, "does not decode").await;
+}
+
+/// A raw block asked for by number claims no hash: a changed header shows as a block that the
+/// block above it does not name, and that the quorum does not hold.
+#[tokio::test]
+async fn tampered_raw_header_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_raw_block_7(method, params) {
+            edit_raw(result, |b| b.header.gas_used += 1);
+        }
+    });
+    tampered_block_is_refused("raw", tamper, "the agreed chain holds").await;
+}
+
+#[tokio::test]
+async fn tampered_raw_transaction_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_raw_block_7(method, params) {
+            edit_raw(result, |b| {
+                let mut tx = b.body.transactions[1].bytes().to_vec();
+                let last = tx.len() - 1;
+                tx[last] ^= 1;
+                b.body.transactions[1] = OpaqueTx::new(tx.into()).expect("typed");
+            });
+        }
+    });
+    tampered_block_is_refused("raw", tamper, "the transactions hash to root").await;
+}
+
+#[tokio::test]
+async fn malformed_raw_block_is_refused() {
+    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+        if is_raw_block_7(method, params) {
+            *result = Value::from("0xc0c0");
+        }
+    });
+    tampered_block_is_refused("raw", tamper, "does not decode").await;
 }

@@ -214,10 +214,22 @@ async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, V
     else {
         return ("200 OK", bytes.to_vec());
     };
-    let method = req.get("method").and_then(Value::as_str).unwrap_or("");
-    let params = req.get("params").cloned().unwrap_or(Value::Null);
-    if let Some(result) = resp.get_mut("result") {
-        t(method, &params, result);
+    // A batch is tampered with call by call (answers matched to calls by id).
+    let calls: Vec<&Value> = match &req {
+        Value::Array(calls) => calls.iter().collect(),
+        one => vec![one],
+    };
+    let mut answers: Vec<&mut Value> = match &mut resp {
+        Value::Array(answers) => answers.iter_mut().collect(),
+        one => vec![one],
+    };
+    for call in calls {
+        let method = call.get("method").and_then(Value::as_str).unwrap_or("");
+        let params = call.get("params").cloned().unwrap_or(Value::Null);
+        let answer = answers.iter_mut().find(|a| a.get("id") == call.get("id"));
+        if let Some(result) = answer.and_then(|a| a.get_mut("result")) {
+            t(method, &params, result);
+        }
     }
     ("200 OK", serde_json::to_vec(&resp).unwrap_or_default())
 }
