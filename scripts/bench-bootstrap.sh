@@ -5,9 +5,5 @@
 # Usage: scripts/bench-bootstrap.sh [--blocks N] [--el geth|op-geth|reth|op-reth] [--syncmode full|snap]
 #        (default: 5000 blocks with transactions on geth, full sync)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-bash scripts/install-els.sh >/dev/null
-cargo build --release --quiet -p lightcl -p lightcl-testbed --bins
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 exec "$TARGET/bench-bootstrap" --lightcl "$TARGET/lightcl" "$@"

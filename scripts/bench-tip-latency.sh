@@ -5,11 +5,7 @@
 # Usage: scripts/bench-tip-latency.sh [--blocks N] [--block-ms MS] [--el op-geth|geth]
 #        (default: 300 blocks, one a second, op-geth)
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
-bash scripts/install-els.sh >/dev/null
-cargo build --release --quiet -p lightcl -p lightcl-testbed --bins
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$TARGET/bench-tip" --lightcl "$TARGET/lightcl" "$@"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
