@@ -8,7 +8,7 @@
 //! header's transactions root. A block that still does not decode is diagnosed transaction by
 //! transaction, so the error names the block, the transaction, its type and the field.
 
-use alloy_consensus::{Block, Transaction};
+use alloy_consensus::Block;
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::B256;
 use serde::de::DeserializeOwned;
@@ -31,31 +31,21 @@ pub fn decode(
             let rpc: RpcBlock<op_alloy_rpc_types::Transaction> = typed(kind, what, text)?;
             let claimed = rpc.header.hash;
             let block = rpc.into_consensus().map_transactions(|t| t.inner.into_inner());
-            Ok((claimed, opaque(&block), Vec::new()))
+            Ok((claimed, opaque(block), Vec::new()))
         }
         ChainKind::Ethereum => {
             let rpc: RpcBlock<alloy_rpc_types_eth::Transaction> = typed(kind, what, text)?;
             let claimed = rpc.header.hash;
             let block = rpc.into_consensus().map_transactions(|t| t.inner.into_inner());
             let blob_hashes = block.body.blob_versioned_hashes_iter().copied().collect();
-            Ok((claimed, opaque(&block), blob_hashes))
+            Ok((claimed, opaque(block), blob_hashes))
         }
     }
 }
 
-fn opaque<T: Encodable2718 + Transaction + Clone>(block: &Block<T>) -> Block<OpaqueTx> {
-    let header = block.header.clone();
-    let body = alloy_consensus::BlockBody {
-        transactions: block
-            .body
-            .transactions
-            .iter()
-            .map(|t| OpaqueTx::from_envelope(t.encoded_2718().into()))
-            .collect(),
-        ommers: block.body.ommers.clone(),
-        withdrawals: block.body.withdrawals.clone(),
-    };
-    Block { header, body }
+/// The block with its transactions as their EIP-2718 bytes (the header and withdrawals moved).
+fn opaque<T: Encodable2718>(block: Block<T>) -> Block<OpaqueTx> {
+    block.map_transactions(|t| OpaqueTx::from_envelope(t.encoded_2718().into()))
 }
 
 /// Decodes the text as sent; failing that, once normalised; failing that, says what is wrong.

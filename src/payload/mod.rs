@@ -61,21 +61,6 @@ pub enum SourceBlock {
     Rlp(Bytes),
 }
 
-impl SourceBlock {
-    /// Its size in bytes as received (for memory accounting and logs).
-    pub fn len(&self) -> usize {
-        match self {
-            Self::Json(s) => s.len(),
-            Self::Rlp(b) => b.len(),
-        }
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// A block ready for engine_newPayload: the method and its params, and what we know of it.
 #[derive(Debug, Clone)]
 pub struct Payload {

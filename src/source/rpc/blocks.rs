@@ -154,9 +154,10 @@ impl RpcSource {
                 Err(e) => return Err(e),
             }
         };
-        for (k, n) in heights.into_iter().enumerate() {
-            match answers.get(k) {
-                Some(Ok(b)) => out.push(b.clone()),
+        let mut answers = answers.into_iter();
+        for n in heights {
+            match answers.next() {
+                Some(Ok(b)) => out.push(b),
                 _ => out.push(self.read_block(BlockId::Number(n)).await?),
             }
         }

@@ -8,6 +8,7 @@
 //!  Producer::fork_onto(node, ancestor): replay the prefix on a second EL, build a rival branch
 //! ```
 
+pub mod bench;
 pub mod client;
 pub mod genesis;
 pub mod jwt;

@@ -6,40 +6,24 @@
 //! Usage: bench-bootstrap --lightcl PATH [--blocks N] [--el geth|op-geth|reth|op-reth]
 //!        [--syncmode full|snap]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use lightcl_testbed::bench::Args;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = bench().await {
-        eprintln!("bench-bootstrap: {e}");
-        std::process::exit(1);
-    }
+    lightcl_testbed::bench::finish("bench-bootstrap", bench().await);
 }
 
 async fn bench() -> Result<(), String> {
-    let mut lightcl = None;
-    let mut blocks = 5_000u64;
-    let mut client = ElClient::Geth;
-    let mut syncmode = "full".to_string();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--lightcl" => lightcl = Some(PathBuf::from(v)),
-            "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
-            "--el" => {
-                client = ElClient::parse(&v)
-                    .ok_or_else(|| format!("unknown EL {v}: one of geth, op-geth, reth, op-reth"))?
-            }
-            "--syncmode" => syncmode = v,
-            o => return Err(format!("unknown argument {o}")),
-        }
-    }
-    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let args = Args::parse(&["--blocks", "--el", "--syncmode"])?;
+    let lightcl = args.lightcl.clone();
+    let blocks = args.get("--blocks", 5_000u64)?;
+    let client = args.el()?.unwrap_or(ElClient::Geth);
+    let syncmode = args.text("--syncmode").unwrap_or("full").to_string();
     let e = |e: lightcl_testbed::Error| e.to_string();
 
     let src = ElNode::spawn_client(client, "bench-source").await.map_err(e)?;

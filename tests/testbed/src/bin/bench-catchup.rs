@@ -14,9 +14,9 @@
 //! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
 //! on a shared 2-core machine one run's ratio moves by several percent.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use lightcl_testbed::bench::Args;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::node::{cpu_seconds, memory_mib};
 use lightcl_testbed::producer::{forkchoice, new_payload};
@@ -27,41 +27,20 @@ const FCU_EVERY: u64 = 64;
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = bench().await {
-        eprintln!("bench-catchup: {e}");
-        std::process::exit(1);
-    }
+    lightcl_testbed::bench::finish("bench-catchup", bench().await);
 }
 
 async fn bench() -> Result<(), String> {
-    let mut lightcl = None;
-    let mut blocks = 2000u64;
-    let mut kind = ChainKind::Optimism;
-    let mut follower = None;
-    let mut rounds = 1usize;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--lightcl" => lightcl = Some(PathBuf::from(v)),
-            "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
-            "--rounds" => rounds = v.parse::<usize>().map_err(|e| format!("--rounds: {e}"))?.max(1),
-            "--chain" => {
-                kind = match v.as_str() {
-                    "optimism" => ChainKind::Optimism,
-                    "ethereum" => ChainKind::Ethereum,
-                    o => return Err(format!("unknown chain {o}")),
-                }
-            }
-            "--el" => {
-                follower = Some(ElClient::parse(&v).ok_or_else(|| {
-                    format!("unknown EL {v}: one of geth, op-geth, reth, op-reth")
-                })?)
-            }
-            o => return Err(format!("unknown argument {o}")),
-        }
-    }
-    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let args = Args::parse(&["--blocks", "--chain", "--el", "--rounds"])?;
+    let lightcl = args.lightcl.clone();
+    let blocks = args.get("--blocks", 2000u64)?;
+    let rounds = args.get("--rounds", 1usize)?.max(1);
+    let kind = match args.text("--chain").unwrap_or("optimism") {
+        "optimism" => ChainKind::Optimism,
+        "ethereum" => ChainKind::Ethereum,
+        o => return Err(format!("unknown chain {o}")),
+    };
+    let follower = args.el()?;
     // The EL decides the chain when given.
     let follower = follower.unwrap_or(ElClient::default_for(kind));
     let kind = follower.chain();

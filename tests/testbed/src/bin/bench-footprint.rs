@@ -9,19 +9,16 @@
 //! Usage: bench-footprint --lightcl PATH [--blocks N] [--minutes M] [--block-ms MS]
 //!        [--idle-minutes M] [--el op-geth|geth]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use lightcl_testbed::bench::Args;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::node::{cpu_seconds, memory_mib};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = bench().await {
-        eprintln!("bench-footprint: {e}");
-        std::process::exit(1);
-    }
+    lightcl_testbed::bench::finish("bench-footprint", bench().await);
 }
 
 fn load() -> String {
@@ -31,25 +28,13 @@ fn load() -> String {
 }
 
 async fn bench() -> Result<(), String> {
-    let mut lightcl = None;
-    let (mut blocks, mut minutes, mut block_ms, mut idle_minutes) =
-        (2000u64, 10.0f64, 2000u64, 2.0f64);
-    let mut client = ElClient::OpGeth;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{a}: {e}");
-        match a.as_str() {
-            "--lightcl" => lightcl = Some(PathBuf::from(v)),
-            "--blocks" => blocks = v.parse().map_err(|e| bad(&e))?,
-            "--minutes" => minutes = v.parse().map_err(|e| bad(&e))?,
-            "--block-ms" => block_ms = v.parse().map_err(|e| bad(&e))?,
-            "--idle-minutes" => idle_minutes = v.parse().map_err(|e| bad(&e))?,
-            "--el" => client = ElClient::parse(&v).ok_or_else(|| format!("unknown EL {v}"))?,
-            o => return Err(format!("unknown argument {o}")),
-        }
-    }
-    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let args = Args::parse(&["--blocks", "--minutes", "--block-ms", "--idle-minutes", "--el"])?;
+    let lightcl = args.lightcl.clone();
+    let blocks = args.get("--blocks", 2000u64)?;
+    let minutes = args.get("--minutes", 10.0f64)?;
+    let block_ms = args.get("--block-ms", 2000u64)?;
+    let idle_minutes = args.get("--idle-minutes", 2.0f64)?;
+    let client = args.el()?.unwrap_or(ElClient::OpGeth);
     let e = |e: lightcl_testbed::Error| e.to_string();
     let src = ElNode::spawn_with(NodeOptions::of(client, "footprint-source")).await.map_err(e)?;
     let mut p = Producer::new(&src).await.map_err(e)?;

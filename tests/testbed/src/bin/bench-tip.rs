@@ -9,10 +9,11 @@
 //! Usage: bench-tip --lightcl PATH [--blocks N] [--block-ms MS] [--el op-geth|geth]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
+use lightcl_testbed::bench::Args;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::node::{cpu_seconds, memory_mib};
 use lightcl_testbed::proxy::{Exchange, Proxy};
@@ -24,31 +25,15 @@ const WARMUP: usize = 10;
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = bench().await {
-        eprintln!("bench-tip: {e}");
-        std::process::exit(1);
-    }
+    lightcl_testbed::bench::finish("bench-tip", bench().await);
 }
 
 async fn bench() -> Result<(), String> {
-    let mut lightcl = None;
-    let mut blocks = 300usize;
-    let mut block_ms = 1000u64;
-    let mut client = ElClient::OpGeth;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
-        match a.as_str() {
-            "--lightcl" => lightcl = Some(PathBuf::from(v)),
-            "--blocks" => blocks = v.parse().map_err(|e| format!("--blocks: {e}"))?,
-            "--block-ms" => block_ms = v.parse().map_err(|e| format!("--block-ms: {e}"))?,
-            "--el" => {
-                client = ElClient::parse(&v).ok_or_else(|| format!("unknown EL {v}"))?;
-            }
-            o => return Err(format!("unknown argument {o}")),
-        }
-    }
-    let lightcl = lightcl.ok_or("--lightcl PATH is required")?;
+    let args = Args::parse(&["--blocks", "--block-ms", "--el"])?;
+    let lightcl = args.lightcl.clone();
+    let blocks = args.get("--blocks", 300usize)?;
+    let block_ms = args.get("--block-ms", 1000u64)?;
+    let client = args.el()?.unwrap_or(ElClient::OpGeth);
     let e = |e: lightcl_testbed::Error| e.to_string();
     let src = ElNode::spawn_with(NodeOptions::of(client, "tip-source")).await.map_err(e)?;
     let mut p = Producer::new(&src).await.map_err(e)?;
