@@ -34,7 +34,7 @@ pub mod state;
 pub mod sync;
 
 pub use config::Config;
-pub use sync::driver::{Parts, RunError, run, run_with};
+pub use sync::driver::{Parts, ReplicaParts, RunError, run, run_with};
 
 /// The crate version, as reported by `lightcl --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

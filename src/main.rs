@@ -334,49 +334,8 @@ async fn check_command(config: &Config) -> ExitCode {
             }
         }
     }
-    if config.state_dir.exists() {
-        check_state(config, &mut ok);
-    } else {
-        println!(
-            "state file: {} does not exist yet; `lightcl run` creates it (it must be writable)",
-            config.state_dir.display()
-        );
-    }
-    match EngineClient::new(&config.engine) {
-        Ok(engine) => {
-            let engine = engine.with_max_response_mib(config.max_response_mib);
-            // The same checks `lightcl run` makes before its first write, each reported.
-            match check_engine_chain(&engine, config.chain_id).await {
-                Ok(()) => println!("EL JSON-RPC: ok, chain id {}", config.chain_id),
-                Err(e @ RunError::ChainIdMismatch { .. }) => {
-                    ok = false;
-                    println!("EL JSON-RPC: WRONG CHAIN: {e}");
-                }
-                Err(e) => {
-                    ok = false;
-                    println!("EL JSON-RPC: FAILED: {e}");
-                }
-            }
-            match engine.has_debug_api().await {
-                Ok(true) => println!("EL debug API: available (deep divergence recovery possible)"),
-                Ok(false) => println!(
-                    "EL debug API: not enabled; divergences deeper than the EL's recent-state window \
-                     (128 blocks on geth) cannot be recovered automatically"
-                ),
-                Err(e) => println!("EL debug API: unknown ({e})"),
-            }
-            match check_engine_auth(&engine).await {
-                Ok(n) => println!("EL Engine API: ok, JWT accepted, {n} methods"),
-                Err(e) => {
-                    ok = false;
-                    println!("EL Engine API: FAILED: {e}");
-                }
-            }
-        }
-        Err(e) => {
-            ok = false;
-            println!("EL: FAILED: {e}");
-        }
+    for replica in config.replicas() {
+        check_replica(config, &replica, &mut ok).await;
     }
     if ok {
         println!("check passed");
@@ -387,17 +346,67 @@ async fn check_command(config: &Config) -> ExitCode {
     }
 }
 
+/// One replica's part of `lightcl check`: its state file and its EL, with the checks
+/// `lightcl run` makes before its first write, each reported.
+async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: &mut bool) {
+    let who =
+        if config.engines.is_empty() { String::new() } else { format!("[{}] ", replica.name) };
+    let dir = config.replica_state_dir(&replica.name);
+    if dir.exists() {
+        check_state(&who, &dir, config.chain_id, ok);
+    } else {
+        println!(
+            "{who}state file: {} does not exist yet; `lightcl run` creates it (it must be writable)",
+            dir.display()
+        );
+    }
+    let engine = match EngineClient::new(&replica.engine) {
+        Ok(engine) => engine.with_max_response_mib(config.max_response_mib),
+        Err(e) => {
+            *ok = false;
+            println!("{who}EL: FAILED: {e}");
+            return;
+        }
+    };
+    match check_engine_chain(&engine, config.chain_id).await {
+        Ok(()) => println!("{who}EL JSON-RPC: ok, chain id {}", config.chain_id),
+        Err(e @ RunError::ChainIdMismatch { .. }) => {
+            *ok = false;
+            println!("{who}EL JSON-RPC: WRONG CHAIN: {e}");
+        }
+        Err(e) => {
+            *ok = false;
+            println!("{who}EL JSON-RPC: FAILED: {e}");
+        }
+    }
+    match engine.has_debug_api().await {
+        Ok(true) => println!("{who}EL debug API: available (deep divergence recovery possible)"),
+        Ok(false) => println!(
+            "{who}EL debug API: not enabled; divergences deeper than the EL's recent-state window \
+             (128 blocks on geth) cannot be recovered automatically"
+        ),
+        Err(e) => println!("{who}EL debug API: unknown ({e})"),
+    }
+    match check_engine_auth(&engine).await {
+        Ok(n) => println!("{who}EL Engine API: ok, JWT accepted, {n} methods"),
+        Err(e) => {
+            *ok = false;
+            println!("{who}EL Engine API: FAILED: {e}");
+        }
+    }
+}
+
 /// The state file part of `lightcl check`.
-fn check_state(config: &Config, ok: &mut bool) {
-    match lightcl::state::StateFile::open(&config.state_dir, config.chain_id) {
+fn check_state(who: &str, dir: &std::path::Path, chain_id: u64, ok: &mut bool) {
+    match lightcl::state::StateFile::open(dir, chain_id) {
         Ok((f, floor)) => println!(
-            "state file {}: ok, finality floor {}",
+            "{who}state file {}: ok, finality floor {}",
             f.path().display(),
             floor.map_or("not set yet".into(), |b| b.to_string())
         ),
         Err(e) => {
             *ok = false;
-            println!("state file: FAILED: {e}");
+            println!("{who}state file: FAILED: {e}");
         }
     }
 }
@@ -484,6 +493,24 @@ fn render_status(v: &serde_json::Value) -> String {
     );
     if let Some(e) = st["last_error"].as_str() {
         let _ = writeln!(out, "last error        {e}");
+    }
+    let replicas = v["replicas"].as_array().map_or(&[][..], |r| r.as_slice());
+    if replicas.len() > 1 {
+        for r in replicas {
+            let rs = &r["state"];
+            let _ = writeln!(
+                out,
+                "replica {:<16} {:<11} ready {:<3} latest {}  safe {}  finalized {}  lag {}{}",
+                r["name"].as_str().unwrap_or("?"),
+                rs["mode"].as_str().unwrap_or("?"),
+                if r["ready"].as_bool() == Some(true) { "yes" } else { "no" },
+                block(&rs["local"]["head"]),
+                block(&rs["local"]["safe"]),
+                block(&rs["local"]["finalized"]),
+                rs["lag_blocks"].as_u64().map_or("?".into(), |n| n.to_string()),
+                r["not_ready_because"].as_str().map_or(String::new(), |w| format!("  ({w})"))
+            );
+        }
     }
     for s in st["sources"].as_array().into_iter().flatten() {
         let _ = writeln!(

@@ -3,6 +3,7 @@
 //! OpenMetrics text format (which Prometheus scrapes).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
@@ -70,6 +71,10 @@ pub const SOURCE_BLOCKS: &str = "lightcl_source_blocks_total";
 pub const BUILD_INFO: &str = "lightcl_build_info";
 /// Always 1 while the process serves metrics.
 pub const UP: &str = "lightcl_up";
+/// Gauge per replica: ready for traffic.
+pub const REPLICA_READY: &str = "lightcl_replica_ready";
+/// Counter: blocks asked for from a fleet's shared fetch, by result.
+pub const BLOCK_CACHE: &str = "lightcl_fleet_blocks_total";
 
 /// What kind of metric a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,36 +86,38 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 29] = [
-    (LOCAL_HEAD, Kind::Gauge, &["label"], "Height of the local EL's latest, safe and finalized blocks"),
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 31] = [
+    (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
-    (LAG_BLOCKS, Kind::Gauge, &[], "Blocks between the agreed follow target and the local head"),
-    (LAG_SECONDS, Kind::Gauge, &[], "Seconds between now and the local head block's timestamp"),
+    (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
+    (LAG_SECONDS, Kind::Gauge, &["replica"], "Seconds between now and the local head block's timestamp"),
     (SOURCE_UP, Kind::Gauge, &["source"], "1 when the source is usable, 0 while it backs off after errors"),
     (SOURCE_LATENCY, Kind::Gauge, &["source"], "Smoothed request latency of the source"),
     (SOURCE_DURATION, Kind::Histogram, &["source"], "Latency of requests to the source, answered or failed"),
     (SOURCE_ERRORS, Kind::Counter, &["source", "reason"], "Source errors by reason"),
     (SOURCE_HEAD, Kind::Gauge, &["source"], "Latest block height the source reports"),
     (SOURCE_LATE, Kind::Counter, &["source"], "Answers a quorum read stopped waiting for (slower than the grace)"),
-    (ENGINE_REQUESTS, Kind::Counter, &["method", "result"], "Engine API and EL JSON-RPC calls by method and result"),
-    (ENGINE_SECONDS, Kind::Counter, &["method", "result"], "Seconds spent in EL calls by method and result"),
-    (ENGINE_DURATION, Kind::Histogram, &["method"], "Latency of Engine API and EL JSON-RPC calls by method"),
-    (EL_UP, Kind::Gauge, &[], "1 when the last call to the EL got an answer"),
-    (PAYLOADS, Kind::Counter, &[], "Payloads the EL accepted as VALID"),
-    (INVALID, Kind::Counter, &[], "Payloads the EL answered INVALID"),
-    (DIVERGENCES, Kind::Counter, &[], "Divergences between the EL and the sources detected"),
-    (RECOVERIES, Kind::Counter, &[], "Divergences recovered"),
-    (RECOVERY_DEPTH, Kind::Gauge, &[], "Depth in blocks of the last recovery"),
-    (EL_STUCK, Kind::Gauge, &[], "1 while the EL does not advance past its head (being repaired)"),
-    (HALTED, Kind::Gauge, &[], "1 while halted on a finalized divergence (no engine writes)"),
+    (ENGINE_REQUESTS, Kind::Counter, &["replica", "method", "result"], "Engine API and EL JSON-RPC calls by method and result"),
+    (ENGINE_SECONDS, Kind::Counter, &["replica", "method", "result"], "Seconds spent in EL calls by method and result"),
+    (ENGINE_DURATION, Kind::Histogram, &["replica", "method"], "Latency of Engine API and EL JSON-RPC calls by method"),
+    (EL_UP, Kind::Gauge, &["replica"], "1 when the last call to the EL got an answer"),
+    (PAYLOADS, Kind::Counter, &["replica"], "Payloads the EL accepted as VALID"),
+    (INVALID, Kind::Counter, &["replica"], "Payloads the EL answered INVALID"),
+    (DIVERGENCES, Kind::Counter, &["replica"], "Divergences between the EL and the sources detected"),
+    (RECOVERIES, Kind::Counter, &["replica"], "Divergences recovered"),
+    (RECOVERY_DEPTH, Kind::Gauge, &["replica"], "Depth in blocks of the last recovery"),
+    (EL_STUCK, Kind::Gauge, &["replica"], "1 while the EL does not advance past its head (being repaired)"),
+    (HALTED, Kind::Gauge, &["replica"], "1 while halted on a finalized divergence (no engine writes)"),
     (SOURCES_AGREE, Kind::Gauge, &[], "1 when the source quorum agrees on every label"),
-    (CATCHUP_RATE, Kind::Gauge, &[], "Blocks per second of the current catch-up"),
-    (EL_SYNCING, Kind::Gauge, &[], "1 while the EL syncs from its P2P peers towards the head lightcl handed it"),
-    (EL_SYNC_BLOCK, Kind::Gauge, &[], "Block the EL reports as synced during an EL sync"),
-    (EL_SYNC_FALLBACKS, Kind::Counter, &["reason"], "EL syncs given up for replay, by reason"),
+    (CATCHUP_RATE, Kind::Gauge, &["replica"], "Blocks per second of the current catch-up"),
+    (EL_SYNCING, Kind::Gauge, &["replica"], "1 while the EL syncs from its P2P peers towards the head lightcl handed it"),
+    (EL_SYNC_BLOCK, Kind::Gauge, &["replica"], "Block the EL reports as synced during an EL sync"),
+    (EL_SYNC_FALLBACKS, Kind::Counter, &["replica", "reason"], "EL syncs given up for replay, by reason"),
     (SOURCE_BLOCKS, Kind::Counter, &["source", "format"], "Verified blocks received from the source, by format (raw: debug_getRawBlock, json: eth_getBlockBy*)"),
     (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
+    (REPLICA_READY, Kind::Gauge, &["replica"], "1 while the replica is ready for traffic (what /readyz/<name> says)"),
+    (BLOCK_CACHE, Kind::Counter, &["result"], "Blocks a fleet's replicas asked the shared fetch for: hit (fetched for another replica) or miss (fetched from a source)"),
 ];
 
 /// A label set as the registry keeps it.
@@ -137,17 +144,26 @@ enum Metric {
 
 /// The registry: families by name, and the registry that renders them.
 #[derive(Debug)]
-pub struct Metrics {
+struct Core {
     /// Each metric and the label names it takes.
     families: HashMap<&'static str, (Metric, &'static [&'static str])>,
     registry: Registry,
+}
+
+/// The metrics of the process, seen from one replica or from the process as a whole. A handle
+/// for a replica adds `replica="<name>"` to the metrics that are per replica (those whose first
+/// label is `replica`); the rest (sources, agreement) are shared by the fleet.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    core: Arc<Core>,
+    replica: Option<Arc<str>>,
 }
 
 fn owned(pairs: &[(&str, &str)]) -> LabelSet {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-impl Default for Metrics {
+impl Default for Core {
     fn default() -> Self {
         let mut registry = Registry::default();
         let mut families = HashMap::new();
@@ -190,30 +206,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with every unlabelled metric and the per-label ones zeroed.
+    /// A registry with the process-wide metrics and the per-source ones zeroed (the
+    /// per-replica ones are zeroed by [`Self::replica`]).
     pub fn new(sources: &[String]) -> Self {
-        let m = Self::default();
-        for name in [
-            LAG_BLOCKS,
-            LAG_SECONDS,
-            EL_UP,
-            PAYLOADS,
-            INVALID,
-            DIVERGENCES,
-            RECOVERIES,
-            RECOVERY_DEPTH,
-            HALTED,
-            EL_STUCK,
-            SOURCES_AGREE,
-            CATCHUP_RATE,
-        ] {
-            m.set(name, &[], 0.0);
-        }
+        let m = Self { core: Arc::new(Core::default()), replica: None };
+        m.set(SOURCES_AGREE, &[], 0.0);
         m.set(UP, &[], 1.0);
         m.set(BUILD_INFO, &[("version", crate::VERSION)], 1.0);
         for l in ["latest", "safe", "finalized"] {
-            m.set(LOCAL_HEAD, &[("label", l)], 0.0);
             m.set(AGREED_HEAD, &[("label", l)], 0.0);
+        }
+        for result in ["hit", "miss"] {
+            m.add(BLOCK_CACHE, &[("result", result)], 0.0);
         }
         for s in sources {
             let l = [("source", s.as_str())];
@@ -228,14 +232,56 @@ impl Metrics {
         m
     }
 
-    /// The metric `name`, checking (in debug builds) that `labels` are the ones it declares.
-    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Metric> {
-        let (m, names) = self.families.get(name)?;
+    /// The handle of replica `name` (sharing this registry), with its metrics zeroed.
+    pub fn replica(&self, name: &str) -> Self {
+        let m = Self { core: self.core.clone(), replica: Some(name.into()) };
+        for metric in [
+            LAG_BLOCKS,
+            LAG_SECONDS,
+            EL_UP,
+            PAYLOADS,
+            INVALID,
+            DIVERGENCES,
+            RECOVERIES,
+            RECOVERY_DEPTH,
+            HALTED,
+            EL_STUCK,
+            CATCHUP_RATE,
+            REPLICA_READY,
+        ] {
+            m.set(metric, &[], 0.0);
+        }
+        for l in ["latest", "safe", "finalized"] {
+            m.set(LOCAL_HEAD, &[("label", l)], 0.0);
+        }
+        m
+    }
+
+    /// The replica this handle speaks for, if any.
+    pub fn replica_name(&self) -> Option<&str> {
+        self.replica.as_deref()
+    }
+
+    /// The metric `name` and its full label set: `replica` first for a per-replica metric.
+    /// Checks (in debug builds) that the labels are the ones it declares.
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<(&Metric, LabelSet)> {
+        let (m, names) = self.core.families.get(name)?;
+        let mut full = Vec::with_capacity(labels.len() + 1);
+        if names.first() == Some(&"replica") && labels.first().is_none_or(|(k, _)| *k != "replica")
+        {
+            let replica = self.replica.as_deref();
+            debug_assert!(
+                replica.is_some(),
+                "{name} is per replica; set it through a replica's handle"
+            );
+            full.push(("replica".to_string(), replica.unwrap_or("").to_string()));
+        }
+        full.extend(owned(labels));
         debug_assert!(
-            labels.iter().map(|(k, _)| *k).eq(names.iter().copied()),
+            full.iter().map(|(k, _)| k.as_str()).eq(names.iter().copied()),
             "{name} takes labels {names:?}, got {labels:?}"
         );
-        Some(m)
+        Some((m, full))
     }
 
     /// Sets a gauge; on a counter, raises it to `v` (a total kept elsewhere, never lowered).
@@ -247,49 +293,53 @@ impl Metrics {
             }
         };
         match self.metric(name, labels) {
-            Some(Metric::Gauge(g)) => {
+            Some((Metric::Gauge(g), _)) => {
                 g.set(v);
             }
-            Some(Metric::Gauges(f)) => {
-                f.get_or_create(&owned(labels)).set(v);
+            Some((Metric::Gauges(f), l)) => {
+                f.get_or_create(&l).set(v);
             }
-            Some(Metric::Counter(c)) => raise(c),
-            Some(Metric::Counters(f)) => raise(&f.get_or_create(&owned(labels))),
-            Some(Metric::Histograms(_)) | None => debug_assert!(false, "{name} is not a gauge"),
+            Some((Metric::Counter(c), _)) => raise(c),
+            Some((Metric::Counters(f), l)) => raise(&f.get_or_create(&l)),
+            Some((Metric::Histograms(_), _)) | None => {
+                debug_assert!(false, "{name} is not a gauge")
+            }
         }
     }
 
     /// Adds to a counter (or a gauge).
     pub fn add(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
         match self.metric(name, labels) {
-            Some(Metric::Gauge(g)) => {
+            Some((Metric::Gauge(g), _)) => {
                 g.inc_by(v);
             }
-            Some(Metric::Gauges(f)) => {
-                f.get_or_create(&owned(labels)).inc_by(v);
+            Some((Metric::Gauges(f), l)) => {
+                f.get_or_create(&l).inc_by(v);
             }
-            Some(Metric::Counter(c)) => {
+            Some((Metric::Counter(c), _)) => {
                 c.inc_by(v);
             }
-            Some(Metric::Counters(f)) => {
-                f.get_or_create(&owned(labels)).inc_by(v);
+            Some((Metric::Counters(f), l)) => {
+                f.get_or_create(&l).inc_by(v);
             }
-            Some(Metric::Histograms(_)) | None => debug_assert!(false, "{name} is not a counter"),
+            Some((Metric::Histograms(_), _)) | None => {
+                debug_assert!(false, "{name} is not a counter")
+            }
         }
     }
 
     /// Records one observation (seconds) in a histogram.
     pub fn observe(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
         match self.metric(name, labels) {
-            Some(Metric::Histograms(f)) => f.get_or_create(&owned(labels)).observe(v),
+            Some((Metric::Histograms(f), l)) => f.get_or_create(&l).observe(v),
             _ => debug_assert!(false, "{name} is not a histogram"),
         }
     }
 
     /// The current value of a gauge or counter (tests, status); None for a histogram.
     pub fn get(&self, name: &'static str, labels: &[(&str, &str)]) -> Option<f64> {
-        let l = owned(labels);
-        match self.metric(name, labels)? {
+        let (m, l) = self.metric(name, labels)?;
+        match m {
             Metric::Gauge(g) => Some(g.get()),
             Metric::Counter(c) => Some(c.get()),
             Metric::Gauges(f) => f.get(&l).map(|g| g.get()),
@@ -301,7 +351,7 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(e) = encode(&mut out, &self.registry) {
+        if let Err(e) = encode(&mut out, &self.core.registry) {
             // Writing into a String cannot fail; say so in the scrape rather than panic.
             out = format!("# metrics could not be encoded: {e}\n# EOF\n");
         }
@@ -354,17 +404,28 @@ mod tests {
 
     #[test]
     fn renders_described_zeroed_metrics_under_their_names() {
-        let m = Metrics::new(&["a".to_string()]);
+        let root = Metrics::new(&["a".to_string()]);
+        let m = root.replica("r1");
         m.add(PAYLOADS, &[], 3.0);
+        root.replica("r2").add(PAYLOADS, &[], 1.0);
         m.set(LOCAL_HEAD, &[("label", "safe")], 42.0);
         m.set(SOURCE_ERRORS, &[("source", "a"), ("reason", "timeout")], 5.0);
         m.set(SOURCE_ERRORS, &[("source", "a"), ("reason", "timeout")], 4.0);
         let text = m.render();
         assert!(text.contains("# TYPE lightcl_payloads_inserted counter\n"), "{text}");
-        assert_eq!(value(&text, "lightcl_payloads_inserted_total"), Some(3.0), "{text}");
-        assert_eq!(value(&text, "lightcl_local_head_block{label=\"safe\"}"), Some(42.0));
+        assert_eq!(
+            value(&text, "lightcl_payloads_inserted_total{replica=\"r1\"}"),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(value(&text, "lightcl_payloads_inserted_total{replica=\"r2\"}"), Some(1.0));
+        assert_eq!(
+            value(&text, "lightcl_local_head_block{replica=\"r1\",label=\"safe\"}"),
+            Some(42.0)
+        );
+        assert_eq!(value(&text, "lightcl_sources_agree"), Some(0.0));
         assert_eq!(value(&text, "lightcl_source_up{source=\"a\"}"), Some(1.0));
-        assert_eq!(value(&text, "lightcl_halted"), Some(0.0));
+        assert_eq!(value(&text, "lightcl_halted{replica=\"r2\"}"), Some(0.0));
         // A counter set from a total elsewhere never goes down.
         assert_eq!(
             value(&text, "lightcl_source_errors_total{source=\"a\",reason=\"timeout\"}"),
@@ -375,7 +436,7 @@ mod tests {
         let classic = m.render_classic();
         assert!(classic.contains("# TYPE lightcl_payloads_inserted_total counter\n"), "{classic}");
         assert!(classic.contains("# HELP lightcl_payloads_inserted_total Payloads"), "{classic}");
-        assert_eq!(value(&classic, "lightcl_payloads_inserted_total"), Some(3.0));
+        assert_eq!(value(&classic, "lightcl_payloads_inserted_total{replica=\"r1\"}"), Some(3.0));
         assert!(!classic.contains("# EOF"), "{classic}");
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, v) = line.rsplit_once(' ').expect("value");
@@ -386,14 +447,14 @@ mod tests {
 
     #[test]
     fn latency_histograms_bucket_observations() {
-        let m = Metrics::new(&[]);
+        let m = Metrics::new(&[]).replica("el");
         for ms in [2.0, 3.0, 40.0, 9000.0] {
             m.observe(ENGINE_DURATION, &[("method", "engine_newPayloadV4")], ms / 1e3);
         }
         let text = m.render();
         let series = |le: &str| {
             format!(
-                "lightcl_engine_request_duration_seconds_bucket{{le=\"{le}\",method=\"engine_newPayloadV4\"}}"
+                "lightcl_engine_request_duration_seconds_bucket{{le=\"{le}\",replica=\"el\",method=\"engine_newPayloadV4\"}}"
             )
         };
         assert_eq!(value(&text, &series("0.004")), Some(2.0), "{text}");
@@ -402,7 +463,7 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                "lightcl_engine_request_duration_seconds_count{method=\"engine_newPayloadV4\"}"
+                "lightcl_engine_request_duration_seconds_count{replica=\"el\",method=\"engine_newPayloadV4\"}"
             ),
             Some(4.0)
         );

@@ -1,5 +1,6 @@
-//! Operations API: Prometheus `/metrics`, `/healthz` (the loop is alive), `/readyz` (EL
-//! reachable, not halted, lag within bound: what a load balancer needs), `/status` (JSON).
+//! Operations API: Prometheus `/metrics`, `/healthz` (every replica's loop is alive), `/readyz`
+//! (at least one replica ready: EL reachable, not halted, lag within bound), `/readyz/<name>`
+//! (that replica ready: a load balancer's per-backend check), `/status` (JSON, every replica).
 
 pub mod metrics;
 
@@ -96,26 +97,43 @@ pub struct State {
     last_tick: Option<Instant>,
 }
 
-/// State shared between the follower and the API server.
+/// One replica's state, shared between its follower and the API server.
 #[derive(Debug)]
 pub struct Shared {
-    /// Metrics registry.
+    /// The replica's name.
+    pub name: String,
+    /// Metrics, as this replica's handle (per-replica metrics carry its name).
     pub metrics: Arc<Metrics>,
     state: Mutex<State>,
     ready_max_lag: u64,
 }
 
 impl Shared {
-    /// New shared state for these sources.
+    /// New state for a lone replica (named [`crate::config::DEFAULT_REPLICA_NAME`]) following
+    /// these sources, with a registry of its own.
     pub fn new(sources: &[String], ready_max_lag: u64) -> Self {
-        Self { metrics: Arc::new(Metrics::new(sources)), state: Mutex::default(), ready_max_lag }
+        Self::replica(crate::config::DEFAULT_REPLICA_NAME, &Metrics::new(sources), ready_max_lag)
+    }
+
+    /// New state for replica `name`, its metrics in the fleet's registry `metrics`.
+    pub fn replica(name: &str, metrics: &Metrics, ready_max_lag: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            metrics: Arc::new(metrics.replica(name)),
+            state: Mutex::default(),
+            ready_max_lag,
+        }
     }
 
     /// Changes the state (and marks the loop alive).
     pub fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut s);
-        s.last_tick = Some(Instant::now());
+        let ready = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut s);
+            s.last_tick = Some(Instant::now());
+            self.readiness_of(&s).is_ok()
+        };
+        self.metrics.set(metrics::REPLICA_READY, &[], if ready { 1.0 } else { 0.0 });
     }
 
     /// Marks the loop alive (for /healthz) without changing anything else.
@@ -130,8 +148,11 @@ impl Shared {
 
     /// Ready for traffic: the EL answers, not halted, in sync within the lag bound.
     pub fn readiness(&self) -> Result<(), String> {
-        let s = self.snapshot();
-        if let Some(why) = s.halted {
+        self.readiness_of(&self.snapshot())
+    }
+
+    fn readiness_of(&self, s: &State) -> Result<(), String> {
+        if let Some(why) = &s.halted {
             return Err(format!("halted: {why}"));
         }
         if !s.el_up {
@@ -156,26 +177,97 @@ impl Shared {
         self.snapshot().last_tick.is_none_or(|t| t.elapsed() < LIVENESS)
     }
 
-    /// The `/status` document.
+    /// The `/status` document of this replica alone.
     pub fn status_json(&self) -> Value {
-        let s = self.snapshot();
+        Board::new(vec![Arc::new(self.clone_state())]).status_json()
+    }
+
+    /// A copy (same name, metrics handle and state) for a one-replica board.
+    fn clone_state(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            metrics: self.metrics.clone(),
+            state: Mutex::new(self.snapshot()),
+            ready_max_lag: self.ready_max_lag,
+        }
+    }
+
+    /// This replica's entry in `/status`.
+    fn replica_json(&self) -> Value {
         let ready = self.readiness();
+        json!({
+            "name": self.name,
+            "ready": ready.is_ok(),
+            "not_ready_because": ready.err(),
+            "state": self.snapshot(),
+        })
+    }
+}
+
+/// Every replica, as the API serves them (in configuration order).
+#[derive(Debug)]
+pub struct Board {
+    replicas: Vec<Arc<Shared>>,
+}
+
+impl Board {
+    /// A board of `replicas` (at least one).
+    pub fn new(replicas: Vec<Arc<Shared>>) -> Self {
+        Self { replicas }
+    }
+
+    /// The replicas.
+    pub fn replicas(&self) -> &[Arc<Shared>] {
+        &self.replicas
+    }
+
+    /// The replica named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Shared>> {
+        self.replicas.iter().find(|r| r.name == name)
+    }
+
+    /// Ready when at least one replica is: a fleet serves while any backend can. The reasons
+    /// of every replica otherwise.
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut why = Vec::new();
+        for r in &self.replicas {
+            match r.readiness() {
+                Ok(()) => return Ok(()),
+                Err(e) if self.replicas.len() == 1 => return Err(e),
+                Err(e) => why.push(format!("{}: {e}", r.name)),
+            }
+        }
+        Err(format!("no replica is ready ({})", why.join("; ")))
+    }
+
+    /// Alive: every replica's loop ticked recently.
+    pub fn alive(&self) -> bool {
+        self.replicas.iter().all(|r| r.alive())
+    }
+
+    /// The `/status` document: whether any replica is ready, the first replica's state at the
+    /// top (what a single-EL setup shows), and every replica under `replicas`.
+    pub fn status_json(&self) -> Value {
+        let ready = self.readiness();
+        let first = self.replicas.first().map(|r| r.snapshot());
+        let replicas: Vec<Value> = self.replicas.iter().map(|r| r.replica_json()).collect();
         json!({
             "version": crate::VERSION,
             "ready": ready.is_ok(),
             "not_ready_because": ready.err(),
-            "state": s,
+            "state": first,
+            "replicas": replicas,
         })
     }
 }
 
 /// Serves the API on `listener` until `token` is cancelled.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: CancellationToken) {
+pub async fn serve(listener: TcpListener, board: Arc<Board>, token: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        info!(target: "lightcl::api", %addr, "serving /metrics /healthz /readyz /status");
+        info!(target: "lightcl::api", %addr, "serving /metrics /healthz /readyz /readyz/<replica> /status");
     }
     if let Err(e) =
-        axum::serve(listener, router(shared)).with_graceful_shutdown(token.cancelled_owned()).await
+        axum::serve(listener, router(board)).with_graceful_shutdown(token.cancelled_owned()).await
     {
         warn!(target: "lightcl::api", error = %e,
             "the operations API stopped; following goes on without /metrics and /status");
@@ -183,46 +275,75 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, token: Cancellati
 }
 
 /// The routes of the operations API.
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(board: Arc<Board>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/readyz/{replica}", get(readyz_replica))
         .route("/status", get(status))
         .fallback(|| async {
-            (StatusCode::NOT_FOUND, "try /metrics, /healthz, /readyz or /status\n")
+            (
+                StatusCode::NOT_FOUND,
+                "try /metrics, /healthz, /readyz, /readyz/<replica> or /status\n",
+            )
         })
-        .with_state(shared)
+        .with_state(board)
 }
 
 /// OpenMetrics to a scraper that asks for it (Prometheus does), the classic text format to
 /// everyone else.
-async fn metrics_page(Ctx(shared): Ctx<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
+async fn metrics_page(Ctx(board): Ctx<Arc<Board>>, headers: HeaderMap) -> impl IntoResponse {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(first) = board.replicas.first() else {
+        return ([(header::CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)], String::new());
+    };
+    // Every replica's handle renders the one registry.
     if accept.contains("application/openmetrics-text") {
-        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], shared.metrics.render())
+        ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], first.metrics.render())
     } else {
-        ([(header::CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)], shared.metrics.render_classic())
+        ([(header::CONTENT_TYPE, metrics::CLASSIC_CONTENT_TYPE)], first.metrics.render_classic())
     }
 }
 
-async fn healthz(Ctx(shared): Ctx<Arc<Shared>>) -> (StatusCode, &'static str) {
-    if shared.alive() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the follow loop is stuck\n")
+async fn healthz(Ctx(board): Ctx<Arc<Board>>) -> (StatusCode, String) {
+    if board.alive() {
+        return (StatusCode::OK, "ok\n".into());
     }
+    let stuck: Vec<&str> =
+        board.replicas.iter().filter(|r| !r.alive()).map(|r| r.name.as_str()).collect();
+    (StatusCode::SERVICE_UNAVAILABLE, format!("the follow loop is stuck: {}\n", stuck.join(", ")))
 }
 
-async fn readyz(Ctx(shared): Ctx<Arc<Shared>>) -> (StatusCode, String) {
-    match shared.readiness() {
+fn ready_answer(r: Result<(), String>) -> (StatusCode, String) {
+    match r {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }
 
-async fn status(Ctx(shared): Ctx<Arc<Shared>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], shared.status_json().to_string())
+async fn readyz(Ctx(board): Ctx<Arc<Board>>) -> (StatusCode, String) {
+    ready_answer(board.readiness())
+}
+
+async fn readyz_replica(
+    Ctx(board): Ctx<Arc<Board>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> (StatusCode, String) {
+    match board.get(&name) {
+        Some(r) => ready_answer(r.readiness()),
+        None => {
+            let names: Vec<&str> = board.replicas.iter().map(|r| r.name.as_str()).collect();
+            (
+                StatusCode::NOT_FOUND,
+                format!("no replica named `{name}`; the replicas are: {}\n", names.join(", ")),
+            )
+        }
+    }
+}
+
+async fn status(Ctx(board): Ctx<Arc<Board>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], board.status_json().to_string())
 }
 
 /// Binds the API address, with an error that says what to change.

@@ -1,6 +1,7 @@
 //! Sources: the trusted JSON-RPC endpoints whose canonical chain the EL must hold.
 
 pub mod health;
+mod memo;
 pub mod quorum;
 pub mod rpc;
 pub mod set;

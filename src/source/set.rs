@@ -38,6 +38,8 @@ struct Member {
     /// When a failure of it was last said at warn, and whether its recovery is still to be
     /// said (a flaky source would otherwise log a failing / answering-again pair every poll).
     announced: std::sync::Mutex<(Option<Instant>, bool)>,
+    /// Its label reads and hash lookups, shared between a fleet's replicas (none alone).
+    memo: Option<(super::memo::Memo<(), LabelReport>, super::memo::Memo<u64, Option<B256>>)>,
 }
 
 /// The quorum's answer at one height.
@@ -99,6 +101,7 @@ impl SourceSet {
                 health: Health::default(),
                 admitted: AtomicBool::new(false),
                 announced: std::sync::Mutex::new((None, false)),
+                memo: None,
             })
             .collect();
         Self {
@@ -115,6 +118,16 @@ impl SourceSet {
     /// Sets how long the other sources still get once a quorum read is decidable.
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
+        self
+    }
+
+    /// Shares each source's label reads and hash lookups for `window` between the callers that
+    /// ask at about the same time (the replicas of a fleet), so that several replicas cost the
+    /// sources about what one does.
+    pub fn with_coalescing(mut self, window: Duration) -> Self {
+        for m in &mut self.members {
+            m.memo = Some((super::memo::Memo::new(window), super::memo::Memo::new(window)));
+        }
         self
     }
 
@@ -289,7 +302,11 @@ impl SourceSet {
     /// Source `i`'s labels; a report whose labels are out of order (finalized above safe, safe
     /// above latest) is not used.
     pub async fn labels(&self, i: usize) -> Result<LabelReport, SourceError> {
-        let r = self.call(i, self.members[i].source.labels()).await?;
+        let read = || self.call(i, self.members[i].source.labels());
+        let r = match &self.members[i].memo {
+            Some((labels, _)) => labels.get((), read).await?,
+            None => read().await?,
+        };
         let n = |b: Option<BlockRef>| b.map(|b| b.number);
         let ordered = n(r.finalized) <= n(r.safe).or(n(r.finalized))
             && n(r.safe) <= n(r.latest).or(n(r.safe));
@@ -357,7 +374,11 @@ impl SourceSet {
 
     /// Source `i`'s hash at `number`.
     pub async fn hash_at(&self, i: usize, number: u64) -> Result<Option<B256>, SourceError> {
-        self.call(i, self.members[i].source.hash_at(number)).await
+        let read = || self.call(i, self.members[i].source.hash_at(number));
+        match &self.members[i].memo {
+            Some((_, hashes)) => hashes.get(number, read).await,
+            None => read().await,
+        }
     }
 
     /// A verified payload from source `i` (I5): the header hashes to the claimed hash, the

@@ -109,17 +109,41 @@ pub enum RunError {
     },
 }
 
-/// What the follower runs against: the EL, the sources, and the state of the floor.
+/// One replica EL and what lightcl keeps for it.
+#[derive(Debug)]
+pub struct ReplicaParts {
+    /// Its name (metrics, `/status`, `/readyz/<name>`).
+    pub name: String,
+    /// The EL.
+    pub engine: Arc<dyn Engine>,
+    /// Where its floor is kept, and the floor it held at start.
+    pub state: (StateFile, Option<crate::chain::BlockRef>),
+    /// Its API state (a fresh one when `None`).
+    pub shared: Option<Arc<Shared>>,
+}
+
+/// What the follower runs against: the sources and one or more replica ELs.
 #[derive(Debug)]
 pub struct Parts {
-    /// The local EL.
-    pub engine: Arc<dyn Engine>,
     /// The sources, in configuration order.
     pub sources: Vec<Arc<dyn Source>>,
-    /// Where the floor is kept, and the floor it held at start.
-    pub state: (StateFile, Option<crate::chain::BlockRef>),
-    /// Shared API state (a fresh one when `None`).
-    pub shared: Option<Arc<Shared>>,
+    /// The replicas, in configuration order (at least one).
+    pub replicas: Vec<ReplicaParts>,
+}
+
+impl Parts {
+    /// One EL, named [`crate::config::DEFAULT_REPLICA_NAME`].
+    pub fn single(
+        engine: Arc<dyn Engine>,
+        sources: Vec<Arc<dyn Source>>,
+        state: (StateFile, Option<crate::chain::BlockRef>),
+        shared: Option<Arc<Shared>>,
+    ) -> Self {
+        let name = shared
+            .as_ref()
+            .map_or_else(|| crate::config::DEFAULT_REPLICA_NAME.to_string(), |s| s.name.clone());
+        Self { sources, replicas: vec![ReplicaParts { name, engine, state, shared }] }
+    }
 }
 
 /// Sleeps `d` unless cancelled first; false when cancelled.
@@ -132,7 +156,6 @@ pub(super) async fn sleep_or_cancel(token: &CancellationToken, d: Duration) -> b
 
 /// Runs the follower with the configured endpoints until `shutdown` resolves or a fatal error.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let state = StateFile::open(&config.state_dir, config.chain_id).map_err(RunError::State)?;
     let timeout = Duration::from_millis(config.source_timeout_ms);
     let sources: Vec<Arc<dyn Source>> = config
         .sources
@@ -145,38 +168,113 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         })
         .collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
-    let shared = Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks));
-    let engine = EngineClient::new(&config.engine)
-        .map_err(RunError::Engine)?
-        .with_metrics(shared.metrics.clone())
-        .with_max_response_mib(config.max_response_mib);
-    let parts = Parts { engine: Arc::new(engine), sources, state, shared: Some(shared) };
-    run_with(config, parts, shutdown).await
+    let metrics = crate::api::Metrics::new(&names);
+    let mut replicas = Vec::new();
+    for r in config.replicas() {
+        let state = StateFile::open(&config.replica_state_dir(&r.name), config.chain_id)
+            .map_err(RunError::State)?;
+        let shared = Arc::new(Shared::replica(&r.name, &metrics, config.api.ready_max_lag_blocks));
+        let engine = EngineClient::new(&r.engine)
+            .map_err(RunError::Engine)?
+            .with_metrics(shared.metrics.clone())
+            .with_max_response_mib(config.max_response_mib);
+        replicas.push(ReplicaParts {
+            name: r.name,
+            engine: Arc::new(engine),
+            state,
+            shared: Some(shared),
+        });
+    }
+    run_with(config, Parts { sources, replicas }, shutdown).await
 }
 
-/// Runs the follower against `parts` (the simulation tests pass simulated ones).
+/// Runs the follower against `parts` (the simulation tests pass simulated ones): one follower
+/// per replica, sharing the sources, their agreed view and the fetch.
 pub async fn run_with(
     config: Config,
     parts: Parts,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let token = CancellationToken::new();
-    let shared = parts.shared.clone().unwrap_or_else(|| {
-        let names: Vec<String> = parts.sources.iter().map(|s| s.name().to_string()).collect();
-        Arc::new(Shared::new(&names, config.api.ready_max_lag_blocks))
-    });
+    let source_names: Vec<String> = parts.sources.iter().map(|s| s.name().to_string()).collect();
+    let root = parts
+        .replicas
+        .iter()
+        .find_map(|r| r.shared.as_ref().map(|s| (*s.metrics).clone()))
+        .unwrap_or_else(|| crate::api::Metrics::new(&source_names));
+    let mut replicas = Vec::new();
+    for r in parts.replicas {
+        let shared = r.shared.clone().unwrap_or_else(|| {
+            Arc::new(Shared::replica(&r.name, &root, config.api.ready_max_lag_blocks))
+        });
+        replicas.push((r, shared));
+    }
+    let board = Arc::new(api::Board::new(replicas.iter().map(|(_, s)| s.clone()).collect()));
     let api = if config.api.listen.is_empty() {
         None
     } else {
         let listener = api::bind(&config.api.listen).await.map_err(RunError::Api)?;
-        Some(tokio::spawn(api::serve(listener, shared.clone(), token.clone())))
+        Some(tokio::spawn(api::serve(listener, board.clone(), token.clone())))
     };
+    let fleet = Arc::new(super::fleet::Fleet::new(
+        replicas.iter().map(|(r, _)| r.name.clone()).collect(),
+        config.labels,
+        config.poll_interval(),
+        config.prefetch,
+    ));
+    let mut sources = SourceSet::new(parts.sources, config.chain, config.chain_id, config.quorum)
+        .with_grace(Duration::from_millis(config.quorum_grace_ms))
+        .with_metrics(Arc::new(root.clone()));
+    if fleet.len() > 1 {
+        sources = sources.with_coalescing(coalescing_window(&config));
+    }
+    let sources = Arc::new(sources);
     let follower = async {
-        match Follower::start(config, parts, token.clone(), shared.clone()).await {
-            Ok(Some(mut f)) => f.follow().await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
+        info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
+        if !super::startup::admit_at_start(&sources, config.chain_id, &token).await? {
+            return Ok(());
         }
+        let subscriptions = super::startup::spawn_subscriptions(&sources, &fleet, &token);
+        let many = replicas.len() > 1;
+        let runs = replicas.into_iter().enumerate().map(|(i, (r, shared))| {
+            let config = config.clone();
+            let (sources, fleet) = (sources.clone(), fleet.clone());
+            // In a fleet a replica's error stops that replica alone.
+            let token = if many { token.child_token() } else { token.clone() };
+            let span = tracing::info_span!("replica", name = %r.name);
+            let run = async move {
+                let res = match Follower::start(
+                    config,
+                    r,
+                    i,
+                    sources,
+                    fleet.clone(),
+                    token.clone(),
+                    shared.clone(),
+                )
+                .await
+                {
+                    Ok(Some(mut f)) => f.follow().await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                match res {
+                    Err(e) if many => hold_failed(&shared, &fleet, i, &token, e).await,
+                    res => res,
+                }
+            };
+            if many {
+                futures_util::future::Either::Left(tracing::Instrument::instrument(run, span))
+            } else {
+                futures_util::future::Either::Right(run)
+            }
+        });
+        let results = futures_util::future::join_all(runs).await;
+        token.cancel();
+        for t in subscriptions {
+            let _ = t.await;
+        }
+        results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
     };
     tokio::pin!(follower);
     tokio::pin!(shutdown);
@@ -195,15 +293,53 @@ pub async fn run_with(
     res
 }
 
-/// The follower's state: clients, the gate, cancellation, background tasks.
+/// How long a fleet's replicas share one source read: half a poll, at most half a second.
+fn coalescing_window(config: &Config) -> Duration {
+    (config.poll_interval() / 2).min(Duration::from_millis(500))
+}
+
+/// A replica of a fleet that stopped with an error: the others go on; it stays in `/status` and
+/// `/readyz/<name>` as halted, saying why, until lightcl stops; then the error is returned.
+async fn hold_failed(
+    shared: &Shared,
+    fleet: &super::fleet::Fleet,
+    i: usize,
+    token: &CancellationToken,
+    e: RunError,
+) -> Result<(), RunError> {
+    if token.is_cancelled() {
+        return Err(e);
+    }
+    shared.metrics.set(m::HALTED, &[], 1.0);
+    let why = e.to_string();
+    shared.update(|s| {
+        s.mode = Mode::Halted;
+        s.halted = Some(why);
+    });
+    fleet.report_down(i);
+    loop {
+        error!(target: "lightcl", replica = fleet.name(i), error = %e,
+            "this replica stopped: no more writes to its EL until an operator intervenes; the \
+             other replicas go on");
+        if !sleep_or_cancel(token, HALT_REMINDER).await {
+            break;
+        }
+    }
+    Err(e)
+}
+
+/// One replica's follower: its EL, its gate, what it shares with the fleet, cancellation.
 pub(super) struct Follower {
     pub(super) config: Config,
     pub(super) engine: Arc<dyn Engine>,
-    pub(super) sources: SourceSet,
+    pub(super) sources: Arc<SourceSet>,
     pub(super) gate: Gate,
     pub(super) token: CancellationToken,
     pub(super) wake: Arc<Notify>,
-    pub(super) tasks: tokio::task::JoinSet<()>,
+    /// The fleet this replica belongs to (a fleet of one for a lone EL).
+    pub(super) fleet: Arc<super::fleet::Fleet>,
+    /// This replica's place in the fleet.
+    pub(super) index: usize,
     /// What the API reports.
     pub(super) shared: Arc<Shared>,
     /// An EL head that did not move although the EL answered VALID: where, how often in a
@@ -246,17 +382,21 @@ impl Follower {
                 }
                 Ok(StepOutcome::Idle) => {
                     backoff.reset();
-                    let wait = self.config.poll_interval();
+                    // A fleet's idle replicas wake on one clock, so their reads coalesce.
+                    let until = if self.fleet.len() > 1 {
+                        self.fleet.next_tick()
+                    } else {
+                        tokio::time::Instant::now() + self.config.poll_interval()
+                    };
                     tokio::select! {
                         _ = self.token.cancelled() => break,
-                        _ = tokio::time::sleep(wait) => {}
+                        _ = tokio::time::sleep_until(until) => {}
                         _ = self.wake.notified() => {}
                     }
                 }
                 Ok(StepOutcome::Halt(e)) => return self.halted(e).await,
                 Err(StepError::Fatal(fatal)) => {
                     self.token.cancel();
-                    while self.tasks.join_next().await.is_some() {}
                     return Err(fatal);
                 }
                 Err(e) => {
@@ -266,6 +406,7 @@ impl Follower {
                     match &e {
                         StepError::Engine(err) if err.is_retryable() => {
                             reassert = true;
+                            self.fleet.report_down(self.index);
                             self.shared.update(|s| {
                                 s.el_up = false;
                                 if s.mode != Mode::Halted {
@@ -288,7 +429,6 @@ impl Follower {
             }
         }
         self.token.cancel();
-        while self.tasks.join_next().await.is_some() {}
         info!(target: "lightcl", "stopped");
         Ok(())
     }
@@ -302,6 +442,7 @@ impl Follower {
             s.mode = Mode::Halted;
             s.halted = Some(why);
         });
+        self.fleet.report_down(self.index);
         loop {
             error!(target: "lightcl", error = %e, "HALTED: no more writes to the EL until an operator intervenes");
             if !sleep_or_cancel(&self.token, HALT_REMINDER).await {
@@ -309,7 +450,6 @@ impl Follower {
             }
         }
         self.token.cancel();
-        while self.tasks.join_next().await.is_some() {}
         Err(e)
     }
 
@@ -425,6 +565,7 @@ impl Follower {
             local_at_safe: self.local_hash(agreed.safe.number, local.head).await?,
             local_at_finalized: self.local_hash(agreed.finalized.number, local.head).await?,
             local_head_on_source,
+            label_cap: self.label_cap(),
         };
         let step = plan(&view);
         let lag = target.number.saturating_sub(local.head.number);

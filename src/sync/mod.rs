@@ -3,7 +3,9 @@
 
 pub mod ancestor;
 pub mod bootstrap;
+mod cache;
 pub mod driver;
+pub mod fleet;
 pub mod gate;
 mod pipeline;
 pub mod plan;

@@ -11,6 +11,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::cache::{self, Claim};
 use super::driver::{Follower, StepError};
 use super::gate::Lineage;
 use super::plan::labels;
@@ -107,10 +108,100 @@ impl Follower {
         }
     }
 
+    /// Blocks `start..start + count`, through the fleet's shared fetch when there is one: the
+    /// heights another replica fetches or fetched recently are taken from it; the rest are
+    /// claimed and fetched in a task of their own (one batch request), so a replica waiting on
+    /// a claim never waits on another replica's feed. A height whose fetch failed is fetched
+    /// here, block by block with hedging.
+    async fn fetch_chunk(
+        &self,
+        start: u64,
+        count: u64,
+        usable: &[usize],
+        first: usize,
+    ) -> Vec<Result<Fetched, StepError>> {
+        let Some(cache) = self.fleet.cache() else {
+            return self.fetch_chunk_direct(start, count, usable, first).await;
+        };
+        let claims = cache.claim(start, count);
+        let hits = claims.iter().filter(|c| matches!(c, Claim::Wait(_))).count();
+        self.shared.metrics.add(m::BLOCK_CACHE, &[("result", "hit")], hits as f64);
+        let mut waits = Vec::with_capacity(claims.len());
+        let mut run: Vec<tokio::sync::watch::Sender<cache::Entry>> = Vec::new();
+        let mut run_start = start;
+        for (k, claim) in claims.into_iter().enumerate() {
+            match claim {
+                Claim::Wait(rx) => {
+                    if !run.is_empty() {
+                        self.spawn_shared_fetch(run_start, std::mem::take(&mut run), usable, first);
+                    }
+                    waits.push(rx);
+                }
+                Claim::Own(tx) => {
+                    if run.is_empty() {
+                        run_start = start + k as u64;
+                    }
+                    waits.push(tx.subscribe());
+                    run.push(tx);
+                }
+            }
+        }
+        if !run.is_empty() {
+            self.spawn_shared_fetch(run_start, run, usable, first);
+        }
+        let mut out = Vec::with_capacity(waits.len());
+        for (k, rx) in waits.into_iter().enumerate() {
+            let item = match cache::wait(rx).await {
+                Some(fetched) => Ok(fetched),
+                None => self.fetch_block(start + k as u64, usable, first).await,
+            };
+            let stop = item.is_err();
+            out.push(item);
+            if stop {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Fetches the claimed heights from `run_start` (one per sender) in one batch request to
+    /// `usable[first]`, in a task of its own, and publishes each block it got. A height it did
+    /// not get is released (its sender dropped) for the waiters to fetch themselves.
+    fn spawn_shared_fetch(
+        &self,
+        run_start: u64,
+        senders: Vec<tokio::sync::watch::Sender<cache::Entry>>,
+        usable: &[usize],
+        first: usize,
+    ) {
+        let i = usable[first];
+        let sources = self.sources.clone();
+        let token = self.token.clone();
+        let hedge = (usable.len() > 1).then(|| self.sources.hedge_after(i) * 2);
+        let mx = self.shared.metrics.clone();
+        mx.add(m::BLOCK_CACHE, &[("result", "miss")], senders.len() as f64);
+        tokio::spawn(async move {
+            let count = senders.len() as u64;
+            let batch = sources.payloads(i, run_start, count);
+            let answer = tokio::select! {
+                _ = token.cancelled() => None,
+                a = batch => Some(a),
+                () = tokio::time::sleep(hedge.unwrap_or(Duration::MAX)), if hedge.is_some() => None,
+            };
+            if let Some(Ok(payloads)) = answer {
+                for (tx, p) in senders.iter().zip(payloads) {
+                    if let Some(p) = p {
+                        tx.send_replace(Some((i, p)));
+                    }
+                }
+            }
+        });
+    }
+
     /// Blocks `start..start + count`: one batch request to `usable[first]`; the blocks it did not
     /// serve (an error, a gap, or no answer within twice its hedge delay while other holders
     /// exist) are fetched one by one from the holders after it.
-    async fn fetch_chunk(
+    async fn fetch_chunk_direct(
         &self,
         start: u64,
         count: u64,
@@ -196,8 +287,12 @@ impl Follower {
         }
     }
 
-    /// Blames `served_by` for `what` and returns the error for the step.
+    /// Blames `served_by` for `what` and returns the error for the step. The fleet's shared
+    /// fetch forgets what it holds: a block there may be off the agreed chain.
     fn off_chain(&self, served_by: usize, what: String) -> StepError {
+        if let Some(cache) = self.fleet.cache() {
+            cache.forget_from(0);
+        }
         let e = SourceError::inconsistent(self.sources.name(served_by), what);
         self.sources.blame(served_by, &e);
         StepError::Source(e)
@@ -534,9 +629,11 @@ impl Follower {
                 below.safe = f;
             }
         }
+        let cap = self.label_cap();
         let on_branch = |b: &BlockRef| {
-            known.get(&b.number) == Some(&b.hash)
-                || (b.number <= base.head.number && base_labels_hold(base, b))
+            (known.get(&b.number) == Some(&b.hash)
+                || (b.number <= base.head.number && base_labels_hold(base, b)))
+                && cap.is_none_or(|c| b.number <= c)
         };
         labels(head, &below, agreed, on_branch)
     }

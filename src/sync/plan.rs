@@ -29,6 +29,9 @@ pub struct View {
     /// Whether the quorum holds the local head (asked only when it is above the target):
     /// `Some(false)` the quorum holds another block there, `None` it holds none (lagging).
     pub local_head_on_source: Option<bool>,
+    /// Under `labels = "lockstep"`: safe and finalized may not move above this height (the
+    /// lowest head among the other replicas that count). `None`: no such limit.
+    pub label_cap: Option<u64>,
 }
 
 /// The next step.
@@ -116,7 +119,9 @@ pub fn plan(v: &View) -> Step {
                 } else {
                     None
                 };
-                b.number <= target.number && local == Some(b.hash)
+                b.number <= target.number
+                    && local == Some(b.hash)
+                    && v.label_cap.is_none_or(|cap| b.number <= cap)
             };
             let next = labels(head, &v.local, &v.agreed, on_chain);
             if next == v.local { Step::Idle } else { Step::Promote(next) }
@@ -186,6 +191,7 @@ mod tests {
             local_at_safe: at(agreed.safe.number),
             local_at_finalized: at(agreed.finalized.number),
             local_head_on_source: Some(true),
+            label_cap: None,
         }
     }
 

@@ -57,6 +57,17 @@ impl Follower {
                 s.mode = if behind { Mode::CatchingUp } else { Mode::Following };
             }
         });
+        self.report_to_fleet(heads.head);
+    }
+
+    /// Tells the fleet where this replica's head is and whether it is ready (lockstep).
+    pub(super) fn report_to_fleet(&self, head: BlockRef) {
+        self.fleet.report(self.index, head, self.shared.readiness().is_ok());
+    }
+
+    /// Under lockstep, the height this replica's safe and finalized may move up to.
+    pub(super) fn label_cap(&self) -> Option<u64> {
+        self.fleet.label_cap(self.index)
     }
 
     /// Publishes heads, lag and mode to the API and metrics.
@@ -105,5 +116,6 @@ impl Follower {
                 s.last_error = None;
             }
         });
+        self.report_to_fleet(local.head);
     }
 }

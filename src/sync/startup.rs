@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::driver::{Follower, Parts, RunError, StepError, sleep_or_cancel};
+use super::driver::{Follower, ReplicaParts, RunError, StepError, sleep_or_cancel};
+use super::fleet::Fleet;
 use super::gate::Gate;
 use crate::api::Shared;
 use crate::backoff::Backoff;
@@ -50,93 +50,56 @@ fn engine_err(e: EngineError) -> RunError {
     }
 }
 
-impl Follower {
-    /// Connects and checks everything before the first engine write. `Ok(None)`: cancelled.
-    pub(super) async fn start(
-        config: Config,
-        parts: Parts,
-        token: CancellationToken,
-        shared: Arc<Shared>,
-    ) -> Result<Option<Self>, RunError> {
-        info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
-        let Parts { engine, sources, state: (store, floor), .. } = parts;
-        if let Some(f) = floor {
-            info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
-                "finality floor read from the state file");
-        }
-        let sources = SourceSet::new(sources, config.chain, config.chain_id, config.quorum)
-            .with_grace(std::time::Duration::from_millis(config.quorum_grace_ms))
-            .with_metrics(shared.metrics.clone());
-        let gate = Gate::new(engine.clone(), floor, Some(store));
-        let mut f = Self {
-            config,
-            engine,
-            sources,
-            gate,
-            token,
-            wake: Arc::new(Notify::new()),
-            tasks: tokio::task::JoinSet::new(),
-            shared,
-            stuck: Default::default(),
-            progress_watch: Default::default(),
-            boot: Default::default(),
-        };
-        // Sources: start once the quorum can be met; the rest are admitted when they answer.
-        let mut backoff = Backoff::default();
-        loop {
-            match f.admit_sources().await {
-                Ok(n) if n >= f.sources.required() => break,
-                Ok(n) => {
-                    let d = backoff.next_delay();
-                    warn!(target: "lightcl::source", admitted = n, required = f.sources.required(),
-                        configured = f.sources.len(), retry_in = ?d,
-                        "not enough sources answer yet to meet the quorum; retrying");
-                    if !sleep_or_cancel(&f.token, d).await {
-                        return Ok(None);
-                    }
+/// Admits the sources before any replica starts: as soon as the quorum can be met (the rest are
+/// admitted when they answer). `Ok(false)`: cancelled first. A source of another chain is fatal.
+pub(super) async fn admit_at_start(
+    sources: &SourceSet,
+    chain_id: u64,
+    token: &CancellationToken,
+) -> Result<bool, RunError> {
+    let mut backoff = Backoff::default();
+    loop {
+        match admit(sources, chain_id).await {
+            Ok(n) if n >= sources.required() => return Ok(true),
+            Ok(n) => {
+                let d = backoff.next_delay();
+                warn!(target: "lightcl::source", admitted = n, required = sources.required(),
+                    configured = sources.len(), retry_in = ?d,
+                    "not enough sources answer yet to meet the quorum; retrying");
+                if !sleep_or_cancel(token, d).await {
+                    return Ok(false);
                 }
-                Err(StepError::Fatal(e)) => return Err(e),
-                Err(e) => return Err(RunError::Api(e.to_string())),
             }
+            Err(StepError::Fatal(e)) => return Err(e),
+            Err(e) => return Err(RunError::Api(e.to_string())),
         }
-        let mut backoff = Backoff::default();
-        loop {
-            match check_engine(f.engine.as_ref(), f.config.chain_id).await {
-                Ok(caps) => {
-                    info!(target: "lightcl::engine", capabilities = caps, "EL connected, JWT accepted");
-                    break;
-                }
-                Err(RunError::Engine(e)) if e.is_retryable() => {
-                    let d = backoff.next_delay();
-                    warn!(target: "lightcl::engine", error = %e, retry_in = ?d, "EL not reachable at start; retrying");
-                    if !sleep_or_cancel(&f.token, d).await {
-                        return Ok(None);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        f.spawn_subscriptions();
-        Ok(Some(f))
     }
+}
 
-    /// Admits the sources that answer with the right chain id; a wrong one is fatal.
-    pub(super) async fn admit_sources(&self) -> Result<usize, StepError> {
-        self.sources.admit().await.map_err(|w| {
-            StepError::Fatal(RunError::ChainIdMismatch {
-                who: format!("source {}", w.source),
-                expected: self.config.chain_id,
-                got: w.got,
-            })
+/// Admits the sources that answer with the right chain id; a wrong one is fatal.
+async fn admit(sources: &SourceSet, chain_id: u64) -> Result<usize, StepError> {
+    sources.admit().await.map_err(|w| {
+        StepError::Fatal(RunError::ChainIdMismatch {
+            who: format!("source {}", w.source),
+            expected: chain_id,
+            got: w.got,
         })
-    }
+    })
+}
 
-    /// One task per push-capable source turning new-head notifications into wake-ups.
-    fn spawn_subscriptions(&mut self) {
-        let sources: Vec<_> = self.sources.sources().cloned().collect();
-        for s in sources {
-            let (wake, token) = (self.wake.clone(), self.token.clone());
-            self.tasks.spawn(async move {
+/// One task per push-capable source turning new-head notifications into wake-ups of every
+/// replica. The tasks end when `token` is cancelled.
+pub(super) fn spawn_subscriptions(
+    sources: &SourceSet,
+    fleet: &Arc<Fleet>,
+    token: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let sources: Vec<_> = sources.sources().cloned().collect();
+    sources
+        .into_iter()
+        .map(|s| {
+            let (fleet, token) = (fleet.clone(), token.clone());
+            tokio::spawn(async move {
                 let mut backoff = Backoff::default();
                 while !token.is_cancelled() {
                     match s.subscribe_heads().await {
@@ -146,7 +109,7 @@ impl Follower {
                                 tokio::select! {
                                     _ = token.cancelled() => return,
                                     item = stream.next() => match item {
-                                        Some(()) => wake.notify_one(),
+                                        Some(()) => fleet.wake_all(),
                                         None => break,
                                     },
                                 }
@@ -160,8 +123,68 @@ impl Follower {
                         return;
                     }
                 }
-            });
+            })
+        })
+        .collect()
+}
+
+impl Follower {
+    /// Connects and checks replica `index`'s EL before the first engine write. `Ok(None)`:
+    /// cancelled.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn start(
+        config: Config,
+        replica: ReplicaParts,
+        index: usize,
+        sources: Arc<SourceSet>,
+        fleet: Arc<Fleet>,
+        token: CancellationToken,
+        shared: Arc<Shared>,
+    ) -> Result<Option<Self>, RunError> {
+        let ReplicaParts { engine, state: (store, floor), .. } = replica;
+        if let Some(f) = floor {
+            info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
+                "finality floor read from the state file");
         }
+        let gate = Gate::new(engine.clone(), floor, Some(store));
+        let f = Self {
+            config,
+            engine,
+            sources,
+            gate,
+            token,
+            wake: fleet.wake(index),
+            fleet,
+            index,
+            shared,
+            stuck: Default::default(),
+            progress_watch: Default::default(),
+            boot: Default::default(),
+        };
+        let mut backoff = Backoff::default();
+        loop {
+            match check_engine(f.engine.as_ref(), f.config.chain_id).await {
+                Ok(caps) => {
+                    info!(target: "lightcl::engine", capabilities = caps, "EL connected, JWT accepted");
+                    break;
+                }
+                Err(RunError::Engine(e)) if e.is_retryable() => {
+                    let d = backoff.next_delay();
+                    f.shared.update(|s| s.el_up = false);
+                    warn!(target: "lightcl::engine", error = %e, retry_in = ?d, "EL not reachable at start; retrying");
+                    if !sleep_or_cancel(&f.token, d).await {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(f))
+    }
+
+    /// Admits the sources that answer with the right chain id; a wrong one is fatal.
+    pub(super) async fn admit_sources(&self) -> Result<usize, StepError> {
+        admit(&self.sources, self.config.chain_id).await
     }
 
     /// The local view with the remembered floor applied. The EL's finalized block may be older

@@ -66,8 +66,8 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
     let mut first = None;
     while Instant::now() < deadline {
         let (_, m) = get(&format!("{api}/metrics")).await;
-        if let Some(h) =
-            metric(&m, "lightcl_local_head_block{label=\"latest\"}").filter(|h| *h > 10.0)
+        if let Some(h) = metric(&m, "lightcl_local_head_block{replica=\"el\",label=\"latest\"}")
+            .filter(|h| *h > 10.0)
         {
             first = Some(h);
             break;
@@ -90,14 +90,16 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let m = loop {
         let (_, m) = get(&format!("{api}/metrics")).await;
-        if metric(&m, "lightcl_local_head_block{label=\"latest\"}").expect("gauge") > first {
+        if metric(&m, "lightcl_local_head_block{replica=\"el\",label=\"latest\"}").expect("gauge")
+            > first
+        {
             break m;
         }
         assert!(Instant::now() < deadline, "head gauge did not move");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(metric(&m, "lightcl_payloads_inserted_total").expect("counter") > 0.0);
-    assert!(metric(&m, "lightcl_lag_blocks").expect("lag") > 4.0, "{m}");
+    assert!(metric(&m, "lightcl_payloads_inserted_total{replica=\"el\"}").expect("counter") > 0.0);
+    assert!(metric(&m, "lightcl_lag_blocks{replica=\"el\"}").expect("lag") > 4.0, "{m}");
     assert_eq!(get(&format!("{api}/healthz")).await.0, 200);
 
     // In sync: ready, lag 0, status ready.
@@ -113,11 +115,14 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (_, m) = get(&format!("{api}/metrics")).await;
-    assert_eq!(metric(&m, "lightcl_lag_blocks"), Some(0.0));
-    assert_eq!(metric(&m, "lightcl_local_head_block{label=\"finalized\"}"), Some(240.0));
+    assert_eq!(metric(&m, "lightcl_lag_blocks{replica=\"el\"}"), Some(0.0));
+    assert_eq!(
+        metric(&m, "lightcl_local_head_block{replica=\"el\",label=\"finalized\"}"),
+        Some(240.0)
+    );
     assert_eq!(metric(&m, "lightcl_agreed_head_block{label=\"safe\"}"), Some(250.0));
-    assert_eq!(metric(&m, "lightcl_el_up"), Some(1.0));
-    assert_eq!(metric(&m, "lightcl_halted"), Some(0.0));
+    assert_eq!(metric(&m, "lightcl_el_up{replica=\"el\"}"), Some(1.0));
+    assert_eq!(metric(&m, "lightcl_halted{replica=\"el\"}"), Some(0.0));
     latency_histograms_are_served(&api, &m).await;
 
     // `lightcl status` for a person.
@@ -223,9 +228,9 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
     let api = api_url(&lc).await;
     assert!(lc.wait_log(" recovered", Duration::from_secs(60)).await, "{}", tail(&lc.log(), 20));
     let (_, m) = get(&format!("{api}/metrics")).await;
-    assert_eq!(metric(&m, "lightcl_recoveries_total"), Some(1.0), "{m}");
-    assert!(metric(&m, "lightcl_divergences_total").expect("divergences") >= 1.0);
-    assert_eq!(metric(&m, "lightcl_last_recovery_depth_blocks"), Some(3.0));
+    assert_eq!(metric(&m, "lightcl_recoveries_total{replica=\"el\"}"), Some(1.0), "{m}");
+    assert!(metric(&m, "lightcl_divergences_total{replica=\"el\"}").expect("divergences") >= 1.0);
+    assert_eq!(metric(&m, "lightcl_last_recovery_depth_blocks{replica=\"el\"}"), Some(3.0));
     drop(lc);
 
     let d = diverged(lightcl_testbed::ElClient::OpGeth, 40, 10, 45).await;
@@ -234,7 +239,7 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
     let api = api_url(&lc).await;
     assert!(lc.wait_log("HALTED", Duration::from_secs(60)).await, "{}", tail(&lc.log(), 20));
     let (_, m) = get(&format!("{api}/metrics")).await;
-    assert_eq!(metric(&m, "lightcl_halted"), Some(1.0));
+    assert_eq!(metric(&m, "lightcl_halted{replica=\"el\"}"), Some(1.0));
     let (code, body) = get(&format!("{api}/readyz")).await;
     assert_eq!(code, 503);
     assert!(body.contains("halted"), "{body}");

@@ -449,12 +449,12 @@ fn case08_secrets_never_reach_logs_or_status() {
                 api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
                 ..lightcl::Config::default()
             };
-            let parts = lightcl::Parts {
-                engine: Arc::new(el) as Arc<dyn Engine>,
-                sources: vec![Arc::new(source) as Arc<dyn Source>],
-                state: StateFile::memory(Default::default()),
-                shared: Some(shared.clone()),
-            };
+            let parts = lightcl::Parts::single(
+                Arc::new(el) as Arc<dyn Engine>,
+                vec![Arc::new(source) as Arc<dyn Source>],
+                StateFile::memory(Default::default()),
+                Some(shared.clone()),
+            );
             let _ = lightcl::run_with(
                 config,
                 parts,

@@ -472,12 +472,12 @@ async fn run_async(setup: &Setup) -> Outcome {
     let mut halted_why = None;
     for seg_end in segment_ends {
         let shared = Arc::new(Shared::new(&names, 4));
-        let parts = Parts {
-            engine: Arc::new(el.clone()) as Arc<dyn Engine>,
-            sources: sources.iter().map(|s| Arc::new(s.clone()) as Arc<dyn Source>).collect(),
-            state: StateFile::memory(floor_cell.clone()),
-            shared: Some(shared.clone()),
-        };
+        let parts = Parts::single(
+            Arc::new(el.clone()) as Arc<dyn Engine>,
+            sources.iter().map(|s| Arc::new(s.clone()) as Arc<dyn Source>).collect(),
+            StateFile::memory(floor_cell.clone()),
+            Some(shared.clone()),
+        );
         let stop = {
             let (shared, el, world) = (shared.clone(), el.clone(), world.clone());
             let seen = converged_seen.clone();

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact::RedactedUrl;
 
+mod replicas;
+pub use replicas::{DEFAULT_REPLICA_NAME, EngineEntry, LabelMode, Replica, check_name};
+
 /// Default poll interval of the sources.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 /// Default number of blocks fetched ahead of the EL.
@@ -268,8 +271,12 @@ pub struct Config {
     pub bootstrap_min_gap_blocks: u64,
     /// No EL sync progress for this long: `auto` falls back to replay, seconds.
     pub bootstrap_stall_secs: u64,
-    /// Engine API and EL settings.
+    /// Engine API and EL settings (with `[[engines]]`: the timeouts every replica uses).
     pub engine: EngineConfig,
+    /// The replica ELs of a fleet, each with a name (empty: the one EL of `[engine]`).
+    pub engines: Vec<EngineEntry>,
+    /// independent or lockstep: how the safe and finalized labels of a fleet's replicas move.
+    pub labels: LabelMode,
     /// Operations API.
     pub api: ApiConfig,
     /// Logging.
@@ -305,6 +312,8 @@ impl Default for Config {
                 forkchoice_timeout_ms: DEFAULT_FORKCHOICE_TIMEOUT_MS,
                 call_timeout_ms: DEFAULT_EL_CALL_TIMEOUT_MS,
             },
+            engines: Vec::new(),
+            labels: LabelMode::Independent,
             api: ApiConfig {
                 listen: DEFAULT_API_LISTEN.into(),
                 ready_max_lag_blocks: DEFAULT_READY_MAX_LAG_BLOCKS,
@@ -401,8 +410,11 @@ impl Config {
         check_url(&self.engine.url, &["http", "https"]).map_err(|p| bad("engine.url", p))?;
         check_url(&self.engine.rpc_url, &["http", "https"])
             .map_err(|p| bad("engine.rpc_url", p))?;
-        crate::engine::jwt::JwtSecret::from_file(&self.engine.jwt_secret_file)
-            .map_err(|e| bad("engine.jwt_secret_file", e.to_string()))?;
+        if self.engines.is_empty() {
+            crate::engine::jwt::JwtSecret::from_file(&self.engine.jwt_secret_file)
+                .map_err(|e| bad("engine.jwt_secret_file", e.to_string()))?;
+        }
+        self.check_replicas().map_err(|(key, problem)| bad(&key, problem))?;
         let positive = [
             ("poll_interval_ms", self.poll_interval_ms),
             ("prefetch", self.prefetch as u64),
@@ -458,8 +470,21 @@ impl Config {
     pub fn summary(&self) -> String {
         let sources: Vec<String> =
             self.sources.iter().map(|s| RedactedUrl::new(s.url()).to_string()).collect();
+        let engines: Vec<String> = self
+            .replicas()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}: engine={} el_rpc={} jwt_secret_file={}",
+                    r.name,
+                    RedactedUrl::new(&r.engine.url),
+                    RedactedUrl::new(&r.engine.rpc_url),
+                    r.engine.jwt_secret_file.display()
+                )
+            })
+            .collect();
         format!(
-            "chain={:?} chain_id={} follow={:?} bootstrap={:?} fetch={:?} sources=[{}] quorum={} engine={} el_rpc={} jwt_secret_file={} state_dir={}",
+            "chain={:?} chain_id={} follow={:?} bootstrap={:?} fetch={:?} sources=[{}] quorum={} replicas=[{}] labels={:?} state_dir={}",
             self.chain,
             self.chain_id,
             self.follow,
@@ -467,9 +492,8 @@ impl Config {
             self.fetch,
             sources.join(", "),
             self.quorum,
-            RedactedUrl::new(&self.engine.url),
-            RedactedUrl::new(&self.engine.rpc_url),
-            self.engine.jwt_secret_file.display(),
+            engines.join("; "),
+            self.labels,
             self.state_dir.display()
         )
     }
