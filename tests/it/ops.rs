@@ -114,7 +114,12 @@ async fn metrics_readiness_and_status_through_catch_up_and_sync() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The lone EL is the replica `el`: its own readiness check, and a clear 404 for a typo.
+    assert_eq!(get(&format!("{api}/readyz/el")).await.0, 200);
+    let (code, body) = get(&format!("{api}/readyz/nope")).await;
+    assert!(code == 404 && body.contains("replicas are: el"), "{code} {body}");
     let (_, m) = get(&format!("{api}/metrics")).await;
+    assert_eq!(metric(&m, "lightcl_replica_ready{replica=\"el\"}"), Some(1.0));
     assert_eq!(metric(&m, "lightcl_lag_blocks{replica=\"el\"}"), Some(0.0));
     assert_eq!(
         metric(&m, "lightcl_local_head_block{replica=\"el\",label=\"finalized\"}"),
@@ -165,13 +170,13 @@ async fn latency_histograms_are_served(api: &str, m: &str) {
     let in_inf = sum_of(
         m,
         "lightcl_engine_request_duration_seconds_bucket",
-        "le=\"+Inf\",method=\"engine_newPayload",
+        "le=\"+Inf\",replica=\"el\",method=\"engine_newPayload",
     );
     assert!(calls >= 240.0 && in_inf == calls, "newPayload histogram: {calls} {in_inf}\n{m}");
     let fast = sum_of(
         m,
         "lightcl_engine_request_duration_seconds_bucket",
-        "le=\"1.024\",method=\"engine_newPayload",
+        "le=\"1.024\",replica=\"el\",method=\"engine_newPayload",
     );
     assert!(fast > 0.0 && fast <= calls, "{m}");
     assert!(sum_of(m, "lightcl_source_request_duration_seconds_count", "source=") > 0.0, "{m}");

@@ -542,3 +542,5 @@ fn bootstrap_source_head_not_on_the_peers_chain_is_not_synced_from_them() {
         assert_eq!(out.record.p2p_synced, 0, "{profile:?}");
     }
 }
+
+mod fleet;

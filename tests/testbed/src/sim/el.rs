@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use alloy_eips::eip4895::Withdrawal;
 use alloy_primitives::B256;
@@ -48,6 +49,8 @@ pub struct Faults {
     pub label_read_errors: f64,
     /// debug_setHead is not served (the debug API is off).
     pub no_debug: bool,
+    /// Each newPayload takes this long (a slow replica), ms.
+    pub payload_ms: u64,
 }
 
 /// The EL's P2P side: peers that can serve it the chain when a forkchoice names a head it does
@@ -648,6 +651,10 @@ impl Engine for SimEl {
         p: &'a Payload,
     ) -> BoxFuture<'a, Result<PayloadStatus, EngineError>> {
         Box::pin(async move {
+            let delay = self.lock().faults.payload_ms;
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             tokio::task::yield_now().await;
             self.new_payload_now(p)
         })

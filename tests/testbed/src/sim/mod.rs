@@ -12,6 +12,7 @@
 //! - [`history`]: seeded random histories and the liveness check at their end.
 
 pub mod el;
+pub mod fleet;
 pub mod history;
 pub mod source;
 

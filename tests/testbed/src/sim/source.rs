@@ -66,12 +66,24 @@ struct State {
     raw: bool,
 }
 
+/// Requests a simulated source answered, by kind.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Label reads (latest, safe and finalized together).
+    pub labels: std::sync::atomic::AtomicU64,
+    /// Hash lookups by number.
+    pub hashes: std::sync::atomic::AtomicU64,
+    /// Blocks (each block of a batch counts once).
+    pub blocks: std::sync::atomic::AtomicU64,
+}
+
 /// A simulated source. Clones share it.
 #[derive(Debug, Clone)]
 pub struct SimSource {
     name: String,
     world: SharedWorld,
     state: Arc<Mutex<State>>,
+    counts: Arc<Counts>,
 }
 
 impl SimSource {
@@ -85,7 +97,22 @@ impl SimSource {
             rng: Rng::new(seed),
             raw: false,
         };
-        Self { name: name.to_string(), world, state: Arc::new(Mutex::new(state)) }
+        Self {
+            name: name.to_string(),
+            world,
+            state: Arc::new(Mutex::new(state)),
+            counts: Arc::default(),
+        }
+    }
+
+    /// What it was asked so far: (label reads, hash lookups, blocks).
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        (get(&self.counts.labels), get(&self.counts.hashes), get(&self.counts.blocks))
+    }
+
+    fn count(&self, what: fn(&Counts) -> &std::sync::atomic::AtomicU64) {
+        what(&self.counts).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -246,6 +273,7 @@ impl Source for SimSource {
 
     fn labels(&self) -> BoxFuture<'_, Result<LabelReport, SourceError>> {
         Box::pin(async move {
+            self.count(|c| &c.labels);
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let w = lock(&self.world);
             let (c, safe, fin) = Self::view(&w, b, coin);
@@ -270,6 +298,7 @@ impl Source for SimSource {
 
     fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>> {
         Box::pin(async move {
+            self.count(|c| &c.hashes);
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let w = lock(&self.world);
             let (c, _, _) = Self::view(&w, b, coin);
@@ -279,6 +308,7 @@ impl Source for SimSource {
 
     fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<SourceBlock>, SourceError>> {
         Box::pin(async move {
+            self.count(|c| &c.blocks);
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let (out, late) = self.block_now(at, b, coin);
             if late {
