@@ -9,6 +9,7 @@ mod el_crash;
 mod engines;
 mod engines_reth;
 mod faults;
+mod fleet;
 mod follow;
 mod on_reth;
 mod ops;
