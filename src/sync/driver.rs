@@ -29,6 +29,16 @@ use crate::state::{StateError, StateFile};
 
 /// How often a halted follower repeats why it is halted.
 const HALT_REMINDER: Duration = Duration::from_secs(60);
+/// How often a fleet replica halted for a stuck EL checks whether its EL restarted.
+const RESTART_PROBE: Duration = Duration::from_millis(500);
+
+/// How a halt ended.
+enum Halted {
+    /// The EL restarted: follow it again.
+    Resume,
+    /// lightcl is stopping: the halt's error.
+    Stop(Result<(), RunError>),
+}
 
 /// Why the follower stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -365,7 +375,13 @@ impl Follower {
             {
                 match self.repair_stuck(sign).await {
                     Ok(()) => {}
-                    Err(StepError::Fatal(halt)) => return self.halted(halt).await,
+                    Err(StepError::Fatal(halt)) => match self.halted(halt).await {
+                        Halted::Resume => {
+                            reassert = true;
+                            continue;
+                        }
+                        Halted::Stop(res) => return res,
+                    },
                     Err(e) => warn!(target: "lightcl::engine", error = %e,
                         "could not repair the EL yet; retrying"),
                 }
@@ -394,7 +410,13 @@ impl Follower {
                         _ = self.wake.notified() => {}
                     }
                 }
-                Ok(StepOutcome::Halt(e)) => return self.halted(e).await,
+                Ok(StepOutcome::Halt(e)) => match self.halted(e).await {
+                    Halted::Resume => {
+                        reassert = true;
+                        continue;
+                    }
+                    Halted::Stop(res) => return res,
+                },
                 Err(StepError::Fatal(fatal)) => {
                     self.token.cancel();
                     return Err(fatal);
@@ -434,8 +456,10 @@ impl Follower {
     }
 
     /// Halted: no more engine writes. Stays up saying why (so monitoring sees it) until the
-    /// operator stops it; then the error is returned (exit code 4).
-    async fn halted(&mut self, e: RunError) -> Result<(), RunError> {
+    /// operator stops it; then the error is returned (exit code 4). A replica of a fleet halted
+    /// because its EL was stuck resumes by itself once its EL restarts (it went away and came
+    /// back): the runbook's "restart the EL, then lightcl" without stopping the other replicas.
+    async fn halted(&mut self, e: RunError) -> Halted {
         self.shared.metrics.set(m::HALTED, &[], 1.0);
         let why = e.to_string();
         self.shared.update(|s| {
@@ -443,14 +467,41 @@ impl Follower {
             s.halted = Some(why);
         });
         self.fleet.report_down(self.index);
+        let resumable = self.fleet.len() > 1 && matches!(e, RunError::ElStuck { .. });
+        let mut el_went_away = false;
+        let mut last_said = None::<tokio::time::Instant>;
         loop {
-            error!(target: "lightcl", error = %e, "HALTED: no more writes to the EL until an operator intervenes");
-            if !sleep_or_cancel(&self.token, HALT_REMINDER).await {
+            if last_said.is_none_or(|t| t.elapsed() >= HALT_REMINDER) {
+                error!(target: "lightcl", error = %e, "HALTED: no more writes to the EL until an operator intervenes");
+                last_said = Some(tokio::time::Instant::now());
+            }
+            let wait = if resumable { RESTART_PROBE } else { HALT_REMINDER };
+            if !sleep_or_cancel(&self.token, wait).await {
                 break;
+            }
+            if !resumable {
+                continue;
+            }
+            match self.engine.chain_id().await {
+                Err(_) => el_went_away = true,
+                Ok(_) if el_went_away => {
+                    info!(target: "lightcl", "the EL restarted after lightcl halted its writes to \
+                        it for being stuck; following it again");
+                    self.shared.metrics.set(m::HALTED, &[], 0.0);
+                    self.shared.update(|s| {
+                        s.mode = Mode::Starting;
+                        s.halted = None;
+                    });
+                    self.stuck = Default::default();
+                    *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Default::default();
+                    return Halted::Resume;
+                }
+                Ok(_) => {}
             }
         }
         self.token.cancel();
-        Err(e)
+        Halted::Stop(Err(e))
     }
 
     pub(super) fn fcu_version(&self, v: FcuVersion) -> FcuVersion {
