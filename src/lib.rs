@@ -14,6 +14,11 @@
 //!      -> local EL (Engine API, JWT)         engine::   EngineClient
 //! ```
 //!
+//! A fleet (`[[engines]]`) runs one follower per replica EL over one set of sources:
+//! `sync::fleet` holds what they share (coalesced source reads, the shared fetch in
+//! `sync::cache` that hands a block fetched for one replica to the others, a common poll clock,
+//! the lockstep label cap); each follower keeps its own local view, gate, floor and health.
+//!
 //! The EL is the only state: on every step the local view is read back from it. Invariants that
 //! hold at every forkchoice update (I1-I6 of the design notes): finalized <= safe <= head on one
 //! chain; finalized never moves back; the head descends from finalized; only agreed blocks become

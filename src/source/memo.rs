@@ -14,11 +14,14 @@ use tokio::time::Instant;
 /// Entries kept before old ones are swept.
 const SWEEP_ABOVE: usize = 256;
 
+/// One shared read: when it began, and its answer once there.
+type Slot<V> = (Instant, Arc<OnceCell<V>>);
+
 /// Answers by key, each shared for `window` after the read that produced it began.
 #[derive(Debug)]
 pub(crate) struct Memo<K, V> {
     window: Duration,
-    map: Mutex<HashMap<K, (Instant, Arc<OnceCell<V>>)>>,
+    map: Mutex<HashMap<K, Slot<V>>>,
 }
 
 impl<K: Hash + Eq + Copy, V: Clone> Memo<K, V> {

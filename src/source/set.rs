@@ -39,8 +39,11 @@ struct Member {
     /// said (a flaky source would otherwise log a failing / answering-again pair every poll).
     announced: std::sync::Mutex<(Option<Instant>, bool)>,
     /// Its label reads and hash lookups, shared between a fleet's replicas (none alone).
-    memo: Option<(super::memo::Memo<(), LabelReport>, super::memo::Memo<u64, Option<B256>>)>,
+    memo: Option<Coalesced>,
 }
+
+/// A source's shared label reads and hash lookups.
+type Coalesced = (super::memo::Memo<(), LabelReport>, super::memo::Memo<u64, Option<B256>>);
 
 /// The quorum's answer at one height.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

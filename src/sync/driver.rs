@@ -32,6 +32,10 @@ const HALT_REMINDER: Duration = Duration::from_secs(60);
 /// How often a fleet replica halted for a stuck EL checks whether its EL restarted.
 const RESTART_PROBE: Duration = Duration::from_millis(500);
 
+/// How long a fleet replica halted for a stuck EL waits before it tries the EL again (an EL
+/// restarted between two probes is not seen to go away).
+const STUCK_RETRY: Duration = Duration::from_secs(30);
+
 /// How a halt ended.
 enum Halted {
     /// The EL restarted: follow it again.
@@ -457,8 +461,10 @@ impl Follower {
 
     /// Halted: no more engine writes. Stays up saying why (so monitoring sees it) until the
     /// operator stops it; then the error is returned (exit code 4). A replica of a fleet halted
-    /// because its EL was stuck resumes by itself once its EL restarts (it went away and came
-    /// back): the runbook's "restart the EL, then lightcl" without stopping the other replicas.
+    /// because its EL was stuck tries it again once its EL restarts (it went away and came back)
+    /// and every [`STUCK_RETRY`]: the runbook's "restart the EL, then lightcl" without stopping
+    /// the other replicas. The halt was reached after the repair rolled the EL back as far as it
+    /// could, so a try on an EL still stuck changes nothing and halts again.
     async fn halted(&mut self, e: RunError) -> Halted {
         self.shared.metrics.set(m::HALTED, &[], 1.0);
         let why = e.to_string();
@@ -469,6 +475,7 @@ impl Follower {
         self.fleet.report_down(self.index);
         let resumable = self.fleet.len() > 1 && matches!(e, RunError::ElStuck { .. });
         let mut el_went_away = false;
+        let retry_at = tokio::time::Instant::now() + STUCK_RETRY;
         let mut last_said = None::<tokio::time::Instant>;
         loop {
             if last_said.is_none_or(|t| t.elapsed() >= HALT_REMINDER) {
@@ -482,11 +489,13 @@ impl Follower {
             if !resumable {
                 continue;
             }
+            let retry = tokio::time::Instant::now() >= retry_at;
             match self.engine.chain_id().await {
                 Err(_) => el_went_away = true,
-                Ok(_) if el_went_away => {
-                    info!(target: "lightcl", "the EL restarted after lightcl halted its writes to \
-                        it for being stuck; following it again");
+                Ok(_) if el_went_away || retry => {
+                    info!(target: "lightcl", restarted = el_went_away,
+                        "trying the EL again after lightcl halted its writes to it for being stuck \
+                         (it restarted, or {}s passed)", STUCK_RETRY.as_secs());
                     self.shared.metrics.set(m::HALTED, &[], 0.0);
                     self.shared.update(|s| {
                         s.mode = Mode::Starting;

@@ -220,6 +220,30 @@ mod tests {
                 Step::Promote(heads(300, 250, 200)),
             ),
             (
+                "lockstep: another replica holds up to 220: finalized moves, safe waits",
+                View {
+                    label_cap: Some(220),
+                    ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Latest)
+                },
+                Step::Promote(heads(300, 200, 200)),
+            ),
+            (
+                "lockstep: another replica holds up to 120: the head moves, no label does",
+                View {
+                    label_cap: Some(120),
+                    ..view(heads(280, 100, 50), heads(300, 250, 200), Follow::Latest)
+                },
+                Step::Insert { from: 281, to: 300 },
+            ),
+            (
+                "lockstep: labels wait at the head too",
+                View {
+                    label_cap: Some(120),
+                    ..view(heads(300, 100, 50), heads(300, 250, 200), Follow::Latest)
+                },
+                Step::Idle,
+            ),
+            (
                 "target hash differs locally",
                 View {
                     local_at_target: Some(other(250).hash),

@@ -47,12 +47,10 @@ fn fleet_toml_with(
             el.jwt_path().display().to_string()
         ));
     }
-    toml.push_str(
-        &format!(
-            "\n[api]\nlisten = \"127.0.0.1:0\"\nready_max_lag_blocks = {ready_max_lag}\n\n[log]\n\
+    toml.push_str(&format!(
+        "\n[api]\nlisten = \"127.0.0.1:0\"\nready_max_lag_blocks = {ready_max_lag}\n\n[log]\n\
              level = \"info,lightcl=debug\"\nformat = \"text\"\n"
-        ),
-    );
+    ));
     toml
 }
 
@@ -209,7 +207,9 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut runbook = 0;
     loop {
-        if crate::follow::label_hashes_now(&els[1]).await == Some((want.0, Some(want.1), Some(want.2))) {
+        if crate::follow::label_hashes_now(&els[1]).await
+            == Some((want.0, Some(want.1), Some(want.2)))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "b did not catch up: {}", tail(&lc.log(), 30));
