@@ -145,7 +145,86 @@ impl super::Config {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::{Config, FlagValues};
+
+    /// A fleet config in `dir` with `engines` (TOML of the `[[engines]]` tables) and `extra` at
+    /// the top; the JWT files a.hex and b.hex exist.
+    fn load(dir: &Path, extra: &str, engines: &str) -> Result<Config, String> {
+        for f in ["a.hex", "b.hex"] {
+            std::fs::write(dir.join(f), "ab".repeat(32)).expect("jwt");
+        }
+        let body = format!(
+            "chain = \"optimism\"\nchain_id = 901\nsources = [\"http://127.0.0.1:9545\"]\n{extra}\n{}",
+            engines.replace("DIR", &dir.display().to_string())
+        );
+        let file = dir.join("c.toml");
+        std::fs::write(&file, body).expect("write");
+        Config::load(Some(&file), FlagValues::default()).map_err(|e| e.to_string())
+    }
+
+    fn entry(name: &str, port: u16, jwt: &str) -> String {
+        format!(
+            "[[engines]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n\
+             rpc_url = \"http://127.0.0.1:{}\"\njwt_secret_file = \"DIR/{jwt}\"\n",
+            port + 1
+        )
+    }
+
+    #[test]
+    fn fleet_config_loads_with_shared_timeouts_and_own_state_folders() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engines = format!(
+            "{}{}[engine]\nnew_payload_timeout_ms = 5000\n",
+            entry("a", 8551, "a.hex"),
+            entry("b", 9551, "b.hex")
+        );
+        let c = load(dir.path(), "labels = \"lockstep\"", &engines).expect("loads");
+        assert_eq!(c.labels, LabelMode::Lockstep);
+        let r = c.replicas();
+        assert_eq!(r.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(r[1].engine.url, "http://127.0.0.1:9551");
+        assert_eq!(r[1].engine.new_payload_timeout_ms, 5000, "[engine] timeouts apply to all");
+        assert_eq!(c.replica_state_dir("b"), c.state_dir.join("b"));
+        assert!(c.summary().contains("b: engine=http://127.0.0.1:9551/"), "{}", c.summary());
+    }
+
+    #[test]
+    fn one_engine_is_the_replica_el_in_state_dir_itself() {
+        let c = Config::default();
+        let r = c.replicas();
+        assert_eq!((r.len(), r[0].name.as_str()), (1, DEFAULT_REPLICA_NAME));
+        assert_eq!(c.replica_state_dir(DEFAULT_REPLICA_NAME), c.state_dir);
+    }
+
+    #[test]
+    fn bad_fleets_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            (
+                "two replicas named a",
+                format!("{}{}", entry("a", 8551, "a.hex"), entry("a", 9551, "b.hex")),
+                "engines[1].name",
+            ),
+            ("a name with a slash", entry("a/b", 8551, "a.hex"), "engines[0].name"),
+            ("a missing JWT file", entry("a", 8551, "nope.hex"), "engines[0].jwt_secret_file"),
+            (
+                "[engine] names an EL too",
+                format!("{}[engine]\nurl = \"http://10.0.0.1:8551\"\n", entry("a", 8551, "a.hex")),
+                "`engine`",
+            ),
+            ("no name", entry("a", 8551, "a.hex").replace("name = \"a\"\n", ""), "name"),
+        ];
+        for (what, engines, key) in cases {
+            let err = load(dir.path(), "", &engines).expect_err(what);
+            assert!(err.contains(key), "{what}: {err}");
+        }
+        let err = load(dir.path(), "labels = \"together\"", &entry("a", 8551, "a.hex"))
+            .expect_err("unknown label mode");
+        assert!(err.contains("labels"), "{err}");
+    }
 
     #[test]
     fn names() {

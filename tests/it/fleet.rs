@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::Lightcl;
-use lightcl_testbed::proxy::{Exchange, Proxy};
+use lightcl_testbed::proxy::{Proxy, source_requests};
 use lightcl_testbed::{ElClient, ElNode, Producer, TxMix};
 use serde_json::Value;
 
@@ -19,39 +19,7 @@ use crate::ops::{api_url, get};
 /// The config of a lightcl driving `replicas` (name, EL) from `source`, with `extra` top-level
 /// lines.
 fn fleet_toml(source: &str, replicas: &[(&str, &ElNode)], extra: &str) -> String {
-    fleet_toml_with(source, replicas, extra, 4)
-}
-
-/// [`fleet_toml`] with `ready_max_lag_blocks`.
-fn fleet_toml_with(
-    source: &str,
-    replicas: &[(&str, &ElNode)],
-    extra: &str,
-    ready_max_lag: u64,
-) -> String {
-    let first = replicas[0].1;
-    let chain = match first.kind() {
-        lightcl_testbed::ChainKind::Optimism => "optimism",
-        lightcl_testbed::ChainKind::Ethereum => "ethereum",
-    };
-    let mut toml = format!(
-        "chain = \"{chain}\"\nchain_id = {}\nsources = [{source:?}]\npoll_interval_ms = 200\n\
-         progress_interval_ms = 1000\n{extra}\n",
-        first.chain_id()
-    );
-    for (name, el) in replicas {
-        toml.push_str(&format!(
-            "\n[[engines]]\nname = {name:?}\nurl = {:?}\nrpc_url = {:?}\njwt_secret_file = {:?}\n",
-            el.auth_url(),
-            el.http_url(),
-            el.jwt_path().display().to_string()
-        ));
-    }
-    toml.push_str(&format!(
-        "\n[api]\nlisten = \"127.0.0.1:0\"\nready_max_lag_blocks = {ready_max_lag}\n\n[log]\n\
-             level = \"info,lightcl=debug\"\nformat = \"text\"\n"
-    ));
-    toml
+    lightcl_testbed::lightcl::fleet_toml(source, replicas, extra, 4)
 }
 
 fn h(p: &Producer, n: u64) -> B256 {
@@ -65,28 +33,6 @@ fn third_client() -> ElClient {
     } else {
         ElClient::OpGeth
     }
-}
-
-/// What the source was asked, counting each element of a batch: (blocks, other reads).
-fn source_requests(recorded: &[Exchange]) -> (u64, u64) {
-    let mut blocks = 0;
-    let mut other = 0;
-    let mut count = |r: &Value| {
-        let method = r["method"].as_str().unwrap_or("");
-        let full = r["params"][1].as_bool() == Some(true);
-        if method == "debug_getRawBlock" || (method.starts_with("eth_getBlockBy") && full) {
-            blocks += 1;
-        } else {
-            other += 1;
-        }
-    };
-    for e in recorded {
-        match &e.request {
-            Value::Array(items) => items.iter().for_each(&mut count),
-            r => count(r),
-        }
-    }
-    (blocks, other)
 }
 
 /// A source with `n` blocks of transactions, safe `n`, finalized `n - 20`.
@@ -276,7 +222,7 @@ async fn lockstep_holds_labels_until_the_slow_replica_has_the_block() {
     let slow = src.sibling("slow").await.expect("spawn");
     let slow_engine = Proxy::start(vec![slow.auth_url()]).await.expect("proxy");
     // The slow replica stays ready (and so counts) up to 100 blocks behind.
-    let toml = fleet_toml_with(
+    let toml = lightcl_testbed::lightcl::fleet_toml(
         &src.http_url(),
         &[("fast", &fast), ("slow", &slow)],
         "labels = \"lockstep\"\nfollow = \"latest\"",

@@ -79,6 +79,39 @@ impl FollowerConfig {
     }
 }
 
+/// The config of a lightcl driving a fleet: `replicas` (name, EL) following `source`, with
+/// `extra` top-level lines and `ready_max_lag_blocks`.
+pub fn fleet_toml(
+    source: &str,
+    replicas: &[(&str, &ElNode)],
+    extra: &str,
+    ready_max_lag: u64,
+) -> String {
+    let Some((_, first)) = replicas.first() else { return String::new() };
+    let chain = match first.kind() {
+        ChainKind::Optimism => "optimism",
+        ChainKind::Ethereum => "ethereum",
+    };
+    let mut toml = format!(
+        "chain = \"{chain}\"\nchain_id = {}\nsources = [{source:?}]\npoll_interval_ms = 200\n\
+         progress_interval_ms = 1000\n{extra}\n",
+        first.chain_id()
+    );
+    for (name, el) in replicas {
+        toml.push_str(&format!(
+            "\n[[engines]]\nname = {name:?}\nurl = {:?}\nrpc_url = {:?}\njwt_secret_file = {:?}\n",
+            el.auth_url(),
+            el.http_url(),
+            el.jwt_path().display().to_string()
+        ));
+    }
+    toml.push_str(&format!(
+        "\n[api]\nlisten = \"127.0.0.1:0\"\nready_max_lag_blocks = {ready_max_lag}\n\n[log]\n\
+         level = \"info,lightcl=debug\"\nformat = \"text\"\n"
+    ));
+    toml
+}
+
 /// A lightcl process; killed on drop (and by the kernel if the test process dies).
 #[derive(Debug)]
 pub struct Lightcl {

@@ -29,6 +29,29 @@ pub struct Exchange {
     pub answered: std::time::Instant,
 }
 
+/// What a source was asked in `recorded`, each element of a batch counted: (blocks, other
+/// requests). A block is `debug_getRawBlock` or `eth_getBlockBy*` with full transactions.
+pub fn source_requests(recorded: &[Exchange]) -> (u64, u64) {
+    let mut blocks = 0;
+    let mut other = 0;
+    let mut count = |r: &Value| {
+        let method = r["method"].as_str().unwrap_or("");
+        let full = r["params"][1].as_bool() == Some(true);
+        if method == "debug_getRawBlock" || (method.starts_with("eth_getBlockBy") && full) {
+            blocks += 1;
+        } else {
+            other += 1;
+        }
+    };
+    for e in recorded {
+        match &e.request {
+            Value::Array(items) => items.iter().for_each(&mut count),
+            r => count(r),
+        }
+    }
+    (blocks, other)
+}
+
 /// Which upstream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
