@@ -103,7 +103,7 @@ async fn three_replicas_fetch_each_block_once() {
 /// the process stays ready; restarted, it catches up from the shared fetch.
 #[tokio::test]
 async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
-    let n = 1_000;
+    let n = 600;
     let (src, mut p) = source(n).await;
     let mut els: Vec<ElNode> = Vec::new();
     for (i, c) in [ElClient::OpGeth, ElClient::OpGeth, third_client()].into_iter().enumerate() {

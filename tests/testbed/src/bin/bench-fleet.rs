@@ -1,8 +1,10 @@
 //! Fleet benchmark: the same chain caught up through one lightcl by one fresh replica and by
 //! three fresh replicas, side by side in one run, with a recording proxy in front of the source.
-//! Prints, for each: the time until every replica holds the source's labels, blocks per second,
-//! the blocks and other requests the source served (per block), and lightcl's CPU seconds; then
-//! the ratios three/one.
+//! Prints, for each: the time until every replica holds the source's labels, blocks per second
+//! per replica and in all, the ELs' CPU seconds, the blocks and other requests the source served
+//! (per block), and lightcl's CPU seconds; then the ratios three/one. On a machine with fewer
+//! cores than replicas the ELs' own execution, not lightcl, sets the pace: compare the blocks
+//! imported per second in all.
 //!
 //! Usage: bench-fleet --lightcl PATH [--blocks N] [--el op-geth|op-reth|geth|reth]
 
@@ -26,6 +28,7 @@ struct Run {
     blocks: u64,
     other: u64,
     cpu: Option<f64>,
+    el_cpu: f64,
 }
 
 async fn bench() -> Result<(), String> {
@@ -44,11 +47,14 @@ async fn bench() -> Result<(), String> {
     }
     for r in &runs {
         println!(
-            "{} replica(s): {:.1} s, {:.0} blocks/s per replica; source served {} blocks and {} \
-             other requests ({:.3} requests per block); lightcl CPU {}",
+            "{} replica(s): {:.1} s, {:.0} blocks/s per replica, {:.0} imported per second in all \
+             (EL CPU {:.1} s); source served {} blocks and {} other requests ({:.3} requests per \
+             block); lightcl CPU {}",
             r.replicas,
             r.secs,
             blocks as f64 / r.secs,
+            (blocks * r.replicas as u64) as f64 / r.secs,
+            r.el_cpu,
             r.blocks,
             r.other,
             (r.blocks + r.other) as f64 / blocks as f64,
@@ -101,7 +107,8 @@ async fn follow(
     }
     let secs = started.elapsed().as_secs_f64();
     let cpu = lc.pid().and_then(cpu_seconds);
+    let el_cpu = els.iter().filter_map(|el| el.pid().and_then(cpu_seconds)).sum();
     let _ = lc.stop().await;
     let (blocks, other) = source_requests(&proxy.recorded());
-    Ok(Run { replicas, secs, blocks, other, cpu })
+    Ok(Run { replicas, secs, blocks, other, cpu, el_cpu })
 }
