@@ -30,6 +30,11 @@ impl<K: Hash + Eq + Copy, V: Clone> Memo<K, V> {
         Self { window, map: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets every shared answer.
+    pub(crate) fn clear(&self) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The answer for `key`: a read begun less than `window` ago (waited for if still running),
     /// or a new one by `read`.
     pub(crate) async fn get<E, Fut>(&self, key: K, read: impl FnOnce() -> Fut) -> Result<V, E>

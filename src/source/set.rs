@@ -134,6 +134,16 @@ impl SourceSet {
         self
     }
 
+    /// Forgets the shared label reads and hash lookups: the next read of each goes to its source.
+    pub fn forget_reads(&self) {
+        for m in &self.members {
+            if let Some((labels, hashes)) = &m.memo {
+                labels.clear();
+                hashes.clear();
+            }
+        }
+    }
+
     /// Records every request's latency in `metrics`.
     pub fn with_metrics(mut self, metrics: Arc<crate::api::Metrics>) -> Self {
         self.metrics = Some(metrics);

@@ -746,6 +746,7 @@ impl Follower {
             Err(StepError::Discontinuity { block, parent, local: below, served_by })
                 if fed.blocks == 0 =>
             {
+                self.forget_shared_from(block.number);
                 // The block offered next does not sit on our head. Either our head is not on
                 // the sources' chain, or the source that served it lies: ask the quorum.
                 match self.sources.agreed_at(local.head.number).await {
@@ -768,6 +769,7 @@ impl Follower {
                 }
             }
             Err(StepError::Discontinuity { block, parent, local: below, .. }) => {
+                self.forget_shared_from(block.number);
                 warn!(target: "lightcl::sync", block = %block, parent = %parent, below = %below,
                     "the sources' chain changed during catch-up; planning again");
                 Ok(StepOutcome::Progress)

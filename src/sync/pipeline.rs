@@ -287,12 +287,20 @@ impl Follower {
         }
     }
 
+    /// Drops the fleet's shared fetch from height `from` up, and the source reads the replicas
+    /// share (a block there is not on the agreed chain, or not yet known to be: the sources may
+    /// have reorganised, and what was shared may predate it).
+    pub(super) fn forget_shared_from(&self, from: u64) {
+        if let Some(cache) = self.fleet.cache() {
+            cache.forget_from(from);
+            self.sources.forget_reads();
+        }
+    }
+
     /// Blames `served_by` for `what` and returns the error for the step. The fleet's shared
     /// fetch forgets what it holds: a block there may be off the agreed chain.
     fn off_chain(&self, served_by: usize, what: String) -> StepError {
-        if let Some(cache) = self.fleet.cache() {
-            cache.forget_from(0);
-        }
+        self.forget_shared_from(0);
         let e = SourceError::inconsistent(self.sources.name(served_by), what);
         self.sources.blame(served_by, &e);
         StepError::Source(e)
@@ -447,7 +455,12 @@ impl Follower {
                         result = Err(e);
                         break;
                     }
-                    _ if !vouched => break,
+                    _ if !vouched => {
+                        // Not (yet) on the agreed chain: the shared fetch may hold it from
+                        // before a reorg; the next round fetches it afresh.
+                        self.forget_shared_from(p.block.number);
+                        break;
+                    }
                     next => ahead = next,
                 }
             }

@@ -52,6 +52,16 @@ impl Follower {
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
         let started = Instant::now();
+        // What the fleet shares may predate the sources' reorg: the search reads afresh. Not
+        // ready while recovering (a divergence found mid-catch-up comes here directly), so that
+        // lockstep stops counting this replica's head.
+        self.forget_shared_from(0);
+        self.shared.update(|s| {
+            if s.mode != crate::api::Mode::Halted {
+                s.mode = crate::api::Mode::Recovering;
+            }
+        });
+        self.fleet.report_down(self.index);
         // The search covers [local finalized, diverged): at least the finalized block itself,
         // which is checked first (a head equal to finalized is no evidence of anything).
         let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);
@@ -213,6 +223,7 @@ impl Follower {
                         (_, Some(_)) => Some(*served_by),
                         (_, None) => None,
                     };
+                self.forget_shared_from(prev.number);
                 if let Some(i) = culprit {
                     let e = crate::source::SourceError::inconsistent(
                         self.sources.name(i),
@@ -229,6 +240,7 @@ impl Follower {
             prev_served_by = Some(*served_by);
         }
         if payloads.len() != count || prev.hash != pinned {
+            self.forget_shared_from(ancestor.number + 1);
             return Ok(Pin::Broken(format!("chain ends at {prev}, pinned {pinned} at #{end}")));
         }
         Ok(Pin::Linked(payloads))

@@ -10,7 +10,7 @@ use lightcl_testbed::sim::history::{Outcome, Setup, run};
 
 /// Logs to the test's output when one seed is replayed (`LIGHTCL_SIM_SEED`) or asked for
 /// (`LIGHTCL_SIM_LOG=debug`).
-fn logs() {
+pub(crate) fn logs() {
     let level = std::env::var("LIGHTCL_SIM_LOG")
         .ok()
         .or_else(|| std::env::var("LIGHTCL_SIM_SEED").ok().map(|_| "lightcl=debug".to_string()));

@@ -70,6 +70,8 @@ pub struct FleetSetup {
     pub ready_max_lag: u64,
     /// lightcl's prefetch window.
     pub prefetch: usize,
+    /// Reorgs of the honest chain: (time ms, depth), in order.
+    pub reorgs: Vec<(u64, u64)>,
     /// Watch every label move for the lockstep rule (whatever `labels` says: a test shows that
     /// the watch catches independent labels).
     pub watch_lockstep: bool,
@@ -91,6 +93,7 @@ impl FleetSetup {
             labels: LabelMode::Independent,
             ready_max_lag: 4,
             prefetch: 64,
+            reorgs: Vec::new(),
             watch_lockstep: false,
         }
     }
@@ -290,6 +293,8 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
     let driver = {
         let (world, els, watch, replicas) =
             (world.clone(), els.clone(), watch.clone(), setup.replicas.clone());
+        let mut reorgs: std::collections::VecDeque<(u64, u64)> =
+            setup.reorgs.iter().copied().collect();
         let block_ms = setup.block_ms.max(1);
         tokio::spawn(async move {
             let mut next = start + Duration::from_millis(block_ms);
@@ -299,6 +304,13 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
                 let ms = now.duration_since(start).as_millis() as u64;
                 if now < grow_until {
                     lock(&world).grow(1);
+                }
+                while let Some(&(at, depth)) = reorgs.front() {
+                    if at > ms || now >= grow_until {
+                        break;
+                    }
+                    lock(&world).reorg(depth);
+                    reorgs.pop_front();
                 }
                 for (i, r) in replicas.iter().enumerate() {
                     let payload_ms = r.payload_ms;
