@@ -4,7 +4,7 @@ case was written against (a small edit of the source, a "mutant"), runs that cas
 expects it to fail; then restores the file. Prints one line per mutant and exits 1 if any
 mutant survived (its case passed although the bug was back).
 
-Usage: python3 scripts/sim-mutants.py [case-number ...]    (all cases by default)
+Usage: python3 scripts/sim-mutants.py [case-number ...]    (all cases by default; F1-F3: fleets)
 Takes a few minutes: every mutant is a rebuild of the crate and the test binary.
 """
 
@@ -128,6 +128,21 @@ MUTANTS = [
        "    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<(), StepError> {\n",
        "    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<(), StepError> {\n"
        "        #[allow(unreachable_code)]\n        return Ok(());\n")]),
+    ("F1", "fleet::three_replicas_fetch_each_block_once",
+     "no shared fetch: every replica fetches every block itself",
+     [("src/sync/fleet.rs",
+       "let cache = (n > 1).then(",
+       "let cache = (n > 1 && false).then(")]),
+    ("F2", "fleet::lockstep_holds_labels_until_the_slow_replica_has_the_block",
+     "lockstep caps nothing: labels move as soon as the replica itself holds the block",
+     [("src/sync/fleet.rs",
+       "        if self.mode != LabelMode::Lockstep {\n            return None;",
+       "        if self.mode != LabelMode::Lockstep || true {\n            return None;")]),
+    ("F3", "fleet::lockstep_does_not_wait_for_a_replica_that_never_comes_back",
+     "lockstep waits for every replica, ready or not",
+     [("src/sync/fleet.rs",
+       "*j != me && v.ready && v.at.is_some_and(|t| now.saturating_duration_since(t) < stale)",
+       "*j != me")]),
 ]
 
 
