@@ -525,3 +525,42 @@ fn render_status(v: &serde_json::Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::render_status;
+
+    #[test]
+    fn status_of_a_fleet_lists_every_replica_with_its_readiness() {
+        let state = |mode: &str, head: u64| {
+            serde_json::json!({
+                "mode": mode,
+                "local": {"head": {"number": head, "hash": "0xab"}},
+                "lag_blocks": 300 - head,
+                "sources": [],
+            })
+        };
+        let doc = serde_json::json!({
+            "version": "0.1.0",
+            "ready": true,
+            "state": state("following", 300),
+            "replicas": [
+                {"name": "a", "ready": true, "state": state("following", 300)},
+                {"name": "b", "ready": false, "not_ready_because": "the EL is not answering",
+                 "state": state("el_down", 120)},
+            ],
+        });
+        let text = render_status(&doc);
+        let line = |name: &str| text.lines().find(|l| l.starts_with(&format!("replica {name} ")));
+        let a = line("a").unwrap_or_default();
+        let b = line("b").unwrap_or_default();
+        assert!(a.contains("following") && a.contains("ready yes") && a.contains("#300"), "{text}");
+        assert!(b.contains("el_down") && b.contains("ready no") && b.contains("lag 180"), "{text}");
+        assert!(b.contains("(the EL is not answering)"), "{text}");
+        // One EL: no replica lines.
+        let mut single = doc.clone();
+        single["replicas"] =
+            serde_json::json!([{"name": "el", "ready": true, "state": state("following", 300)}]);
+        assert!(!render_status(&single).contains("replica "), "{}", render_status(&single));
+    }
+}
