@@ -125,8 +125,8 @@ impl Shared {
         }
     }
 
-    /// Changes the state (and marks the loop alive).
-    pub fn update(&self, f: impl FnOnce(&mut State)) {
+    /// Changes the state (and marks the loop alive); returns whether the replica is ready now.
+    pub fn update(&self, f: impl FnOnce(&mut State)) -> bool {
         let ready = {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut s);
@@ -134,6 +134,7 @@ impl Shared {
             self.readiness_of(&s).is_ok()
         };
         self.metrics.set(metrics::REPLICA_READY, &[], if ready { 1.0 } else { 0.0 });
+        ready
     }
 
     /// Marks the loop alive (for /healthz) without changing anything else.

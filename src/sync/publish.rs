@@ -50,19 +50,14 @@ impl Follower {
         mx.set(m::LAG_BLOCKS, &[], lag as f64);
         let heads = *heads;
         let behind = lag > self.config.api.ready_max_lag_blocks;
-        self.shared.update(|s| {
+        let ready = self.shared.update(|s| {
             s.local = Some(heads);
             s.lag_blocks = Some(lag);
             if matches!(s.mode, Mode::CatchingUp | Mode::Following) {
                 s.mode = if behind { Mode::CatchingUp } else { Mode::Following };
             }
         });
-        self.report_to_fleet(heads.head);
-    }
-
-    /// Tells the fleet where this replica's head is and whether it is ready (lockstep).
-    pub(super) fn report_to_fleet(&self, head: BlockRef) {
-        self.fleet.report(self.index, head, self.shared.readiness().is_ok());
+        self.fleet.report(self.index, heads.head, ready);
     }
 
     /// Under lockstep, the height this replica's safe and finalized may move up to.
@@ -100,7 +95,7 @@ impl Follower {
         }
         let (local, agreed) = (*local, agreed.map(|(a, _)| *a));
         let floor = self.gate.floor();
-        self.shared.update(|s| {
+        let ready = self.shared.update(|s| {
             s.local = Some(local);
             s.floor = floor;
             if agreed.is_some() {
@@ -116,6 +111,7 @@ impl Follower {
                 s.last_error = None;
             }
         });
-        self.report_to_fleet(local.head);
+        // Where this replica's head is and whether it is ready (lockstep).
+        self.fleet.report(self.index, local.head, ready);
     }
 }
