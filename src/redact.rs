@@ -33,6 +33,31 @@ fn looks_like_key(segment: &str) -> bool {
         && segment.chars().any(|c| c.is_ascii_digit())
 }
 
+/// Removes the URL `raw` (as given, and as a URL parser normalises it, shown as `shown`), its
+/// password, and the path segments and query values its redaction hides from a message:
+/// transport errors print the URL they were sending to.
+pub fn scrub(message: &str, raw: &str, shown: &str) -> String {
+    let mut out = message.replace(raw, shown);
+    if let Ok(u) = url::Url::parse(raw) {
+        out = out.replace(u.as_str(), shown);
+        if let Some(pw) = u.password() {
+            out = out.replace(pw, "***");
+        }
+        for seg in u.path_segments().into_iter().flatten() {
+            if seg.len() >= 8 && !shown.contains(seg) {
+                out = out.replace(seg, "***");
+            }
+        }
+        for (k, v) in u.query_pairs() {
+            out = out.replace(&format!("{k}={v}"), &format!("{k}=***"));
+            if v.len() >= 4 {
+                out = out.replace(v.as_ref(), "***");
+            }
+        }
+    }
+    out
+}
+
 /// Removes user info, API-key-like path segments and query values from a URL.
 pub fn redact(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {

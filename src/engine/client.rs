@@ -157,7 +157,11 @@ impl EngineClient {
                 EngineError::Unreachable {
                     url: shown.to_string(),
                     method: method.to_string(),
-                    message: crate::http::error_chain(&e),
+                    message: crate::redact::scrub(
+                        &crate::http::error_chain(&e),
+                        url.as_str(),
+                        &shown.to_string(),
+                    ),
                 }
             }
         };

@@ -134,26 +134,7 @@ impl RpcSource {
     /// Removes the URL (as given, and as a URL parser normalises it) and any password from a
     /// message: transport errors print the URL they were sending to.
     fn redact(&self, message: &str) -> String {
-        let mut out = message.replace(&self.url, &self.shown);
-        if let Ok(u) = url::Url::parse(&self.url) {
-            out = out.replace(u.as_str(), &self.shown);
-            if let Some(pw) = u.password() {
-                out = out.replace(pw, "***");
-            }
-            // Path segments and query values the redaction hides.
-            for seg in u.path_segments().into_iter().flatten() {
-                if seg.len() >= 8 && !self.shown.contains(seg) {
-                    out = out.replace(seg, "***");
-                }
-            }
-            for (k, v) in u.query_pairs() {
-                out = out.replace(&format!("{k}={v}"), &format!("{k}=***"));
-                if v.len() >= 4 {
-                    out = out.replace(v.as_ref(), "***");
-                }
-            }
-        }
-        out
+        crate::redact::scrub(message, &self.url, &self.shown)
     }
 
     fn classify(&self, method: &str, e: alloy_provider::transport::TransportError) -> SourceError {

@@ -16,12 +16,16 @@ use tracing::{debug, info, warn};
 use super::health::{Health, HealthSnapshot, Transition};
 use super::quorum::Quorum;
 use super::{BlockId, LabelReport, Source, SourceError};
-use crate::chain::BlockRef;
+use crate::chain::{BlockRef, Proven};
 use crate::config::ChainKind;
 use crate::payload::{Payload, SourceBlock, from_source_block};
 
 /// Most blocks walked by hash to confirm a finalized divergence.
 pub const CONFIRM_WALK: u64 = 64;
+
+/// Blocks asked for in one by-number request of a walk down by parent hash.
+pub const WALK_BATCH: u64 = 64;
+
 /// How often a persisting disagreement, or a source's inconsistent answers, are logged again.
 const DISAGREEMENT_LOG_EVERY: Duration = Duration::from_secs(30);
 /// How long the other sources still get once a quorum read is decidable, unless configured.
@@ -467,26 +471,77 @@ impl SourceSet {
         Ok(p)
     }
 
-    /// The chain below `top` down to height `to`, walked by parent hash through blocks fetched
-    /// by hash and verified. A by-hash answer cannot come from another branch, so whichever
-    /// source answers is believed; a source that fails or lacks a block is skipped for that
-    /// block. Returns the hashes for `to..=top` (lowest first), or `None` when no available
-    /// source holds one of the blocks.
-    pub async fn walk_down(&self, top: BlockRef, to: u64) -> Option<Vec<B256>> {
-        let mut hashes = vec![top.hash];
-        let mut cur = top;
-        while cur.number > to {
-            let mut parent = None;
-            for i in (0..self.len()).filter(|&i| self.available(i)) {
-                if let Ok(Some(p)) = self.payload(i, BlockId::Hash(cur.hash)).await {
-                    parent = Some(p.parent_hash);
-                    break;
+    /// Extends `chain` downwards by parent hash towards height `to`, adding at most `budget`
+    /// blocks. Blocks are fetched by number in batches of up to `batch`, and each is kept only
+    /// while it is the parent of the block above it: a by-number answer from another branch (a
+    /// load balancer over replicas on two) breaks the link and is dropped, and the next block
+    /// is then asked for by its hash, which no other branch can answer. Each request goes to
+    /// the next source in turn (benched ones too when none is available: a walk must not wedge
+    /// on a flaky single source), and a failed one is retried on the next, a few times. What
+    /// was linked stays linked: a walk that stops is resumed from where it stopped. Returns how
+    /// many blocks were added.
+    pub async fn extend_down(&self, chain: &mut Proven, to: u64, batch: u64, budget: u64) -> u64 {
+        const TRIES: usize = 6;
+        let mut added = 0u64;
+        let mut turn = 0usize;
+        let mut failures = 0usize;
+        while chain.low().number > to && added < budget && failures < TRIES {
+            let avail: Vec<usize> = (0..self.len()).filter(|&i| self.available(i)).collect();
+            let usable = if avail.is_empty() {
+                (0..self.len()).filter(|&i| self.members[i].admitted.load(Ordering::Relaxed)).collect()
+            } else {
+                avail
+            };
+            let Some(&i) = usable.get(turn % usable.len().max(1)) else { break };
+            turn += 1;
+            let before = added;
+            let knew_below = chain.below().is_some();
+            match chain.below() {
+                None => {
+                    // The lowest block's own payload (by its hash) names its parent.
+                    if let Ok(Some(p)) = self.payload(i, BlockId::Hash(chain.low().hash)).await {
+                        chain.learn_below(&p);
+                    }
+                }
+                Some(parent) => {
+                    let low = chain.low().number;
+                    let count = batch.clamp(1, low - to).min(budget - added);
+                    if count > 1 {
+                        // By number: kept only while each is the parent of the block above.
+                        if let Ok(blocks) = self.payloads(i, low - count, count).await {
+                            for p in blocks.iter().rev() {
+                                if !p.as_ref().is_some_and(|p| chain.push_below(p)) {
+                                    break;
+                                }
+                                added += 1;
+                            }
+                        }
+                    }
+                    if added == before {
+                        // By hash: no other branch can answer it.
+                        if let Ok(Some(p)) = self.payload(i, BlockId::Hash(parent)).await
+                            && chain.push_below(&p)
+                        {
+                            added += 1;
+                        }
+                    }
                 }
             }
-            cur = BlockRef::new(cur.number - 1, parent?);
-            hashes.push(cur.hash);
+            if added > before || (!knew_below && chain.below().is_some()) {
+                failures = 0;
+            } else {
+                failures += 1;
+            }
         }
-        hashes.reverse();
-        Some(hashes)
+        added
+    }
+
+    /// The chain below `top` down to height `to`, walked by parent hash (see
+    /// [`SourceSet::extend_down`]); `None` when the sources did not serve all of it.
+    pub async fn walk_down(&self, top: BlockRef, to: u64) -> Option<Proven> {
+        let mut chain = Proven::at(top);
+        let want = top.number.saturating_sub(to);
+        self.extend_down(&mut chain, to, WALK_BATCH, want).await;
+        (chain.low().number <= to).then_some(chain)
     }
 }

@@ -6,13 +6,14 @@
 //! lightcl checks the EL's hashes there and at finalized and goes back to replay for the rest.
 //! No progress for `bootstrap_stall_secs`, or no peers, and `auto` replays instead.
 //!
-//! What the forkchoice carries is proven like any other: safe and finalized are ancestors of
-//! the handed head by a by-hash walk of the sources' chain (at most [`PROOF_WALK_MAX`] blocks;
-//! beyond that the EL is handed the agreed finalized block as its head), and the chain through
-//! lightcl's finalized block (the checkpoint) is the quorum's by-number answer at that height,
-//! a height every source calls final.
+//! What the forkchoice carries is proven like any other, by hash, never by a by-number answer:
+//! the sources' chain is walked down by parent hash from the handed head to lightcl's finalized
+//! block (the checkpoint; the handed finalized block when lightcl has none), so safe, finalized
+//! and the checkpoint are on the handed head's chain. The walk is resumable (what it proved
+//! stays proven, the next round goes on from there, a flaky source costs retries), and it
+//! counts as progress for the stall watch, so that `auto` falls back to replay when it cannot
+//! finish. Under `labels = "lockstep"` the handed labels stay within the fleet's cap.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use alloy_primitives::B256;
@@ -20,17 +21,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::driver::{Follower, StepError, StepOutcome};
-use super::gate::Lineage;
+use super::gate::{Lineage, Proven, WALK_PER_ROUND};
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads};
 use crate::config::Bootstrap;
 use crate::engine::{BlockAt, SyncStatus, Verdict, classify};
 use crate::payload::FcuVersion;
 use crate::source::BlockId;
-
-/// The longest stretch between the handed head and finalized that is walked by hash to prove
-/// the labels are on one chain; a longer one hands the EL the finalized block as its head.
-pub const PROOF_WALK_MAX: u64 = 1_024;
+use crate::source::set::WALK_BATCH;
 
 /// How many handed forkchoices are remembered for the hand-over check.
 const HANDED_KEPT: usize = 256;
@@ -65,15 +63,30 @@ pub fn choose(
     }
 }
 
-/// The forkchoice handed to the EL: the follow target with the agreed labels, or the agreed
-/// finalized block as all three when the target is more than [`PROOF_WALK_MAX`] above it.
-pub fn handed(target: BlockRef, agreed: &Heads) -> Heads {
+/// The forkchoice handed to the EL: the follow target with the agreed labels (the agreed
+/// finalized block as all three when the target is below it), within the lockstep `cap` of a
+/// fleet: labels above it stay at `checkpoint` (lightcl's finalized block), and `None` when
+/// even that is above the cap (or there is none): nothing is handed this round.
+pub fn handed(
+    target: BlockRef,
+    agreed: &Heads,
+    checkpoint: BlockRef,
+    cap: Option<u64>,
+) -> Option<Heads> {
     let f = agreed.finalized;
-    if target.number.saturating_sub(f.number) > PROOF_WALK_MAX || target.number < f.number {
-        return Heads { head: f, safe: f, finalized: f };
+    let heads = if target.number < f.number {
+        Heads { head: f, safe: f, finalized: f }
+    } else {
+        let safe = if agreed.safe.number <= target.number { agreed.safe } else { target };
+        Heads { head: target, safe, finalized: f }
+    };
+    let Some(cap) = cap else { return Some(heads) };
+    if heads.finalized.number <= cap {
+        let safe = if heads.safe.number <= cap { heads.safe } else { heads.finalized };
+        return Some(Heads { safe, ..heads });
     }
-    let safe = if agreed.safe.number <= target.number { agreed.safe } else { target };
-    Heads { head: target, safe, finalized: f }
+    (checkpoint.number > 0 && checkpoint.number <= cap)
+        .then_some(Heads { head: heads.head, safe: checkpoint, finalized: checkpoint })
 }
 
 /// An EL sync under way.
@@ -100,8 +113,8 @@ pub(super) struct BootstrapState {
     /// `auto` gave up on EL sync for this gap (it stalled, or there were no peers): replay
     /// until the EL is within the gap again.
     fell_back: bool,
-    /// The sources' chain last proven by hash: hashes for `low..=top.number`.
-    proof: Option<(BlockRef, u64, Vec<B256>)>,
+    /// The sources' chain proven by hash from the last handed head down (resumed each round).
+    proof: Option<Proven>,
 }
 
 impl BootstrapState {
@@ -164,42 +177,10 @@ impl Follower {
                 return self.hand_over(local, sent).await.map(|()| None);
             }
         }
-        let heads = handed(target, &agreed);
-        // The chain through the checkpoint is walked by hash when it is near; otherwise it is
-        // the quorum's by-number answer there (checked above, every round).
-        let near = checkpoint.number > 0
-            && heads.head.number.saturating_sub(checkpoint.number) <= PROOF_WALK_MAX;
-        let low = if near { checkpoint.number } else { heads.finalized.number };
-        let mut above = self.prove_handed(&heads, low).await?;
-        if near && above.get(&checkpoint.number) != Some(&checkpoint.hash) {
-            self.stop_el_sync(
-                "the agreed head's chain does not pass through lightcl's finalized block",
-            );
-            return Ok(None);
-        }
-        // The EL's own head must be on that chain: an EL on another branch is recovery's job.
-        let on_chain = if local.head.number >= low {
-            above.get(&local.head.number) == Some(&local.head.hash)
-                || local.head.number > heads.head.number
-        } else {
-            match self.sources.agreed_at(local.head.number).await.hash() {
-                Some(h) => h == local.head.hash,
-                // No agreed answer (a source failing or lagging): no evidence; ask again.
-                None => return Err(StepError::NoAgreement { number: local.head.number }),
-            }
-        };
-        if !on_chain {
-            self.stop_el_sync(
-                "the EL's head is not on the sources' chain (divergence recovery first)",
-            );
-            return Ok(None);
-        }
-        // The chain through the checkpoint, for a checkpoint the EL does not hold yet.
-        let base = if local.head.number >= checkpoint.number {
-            checkpoint
-        } else {
-            above.entry(checkpoint.number).or_insert(checkpoint.hash);
-            local.head
+        let Some(heads) = handed(target, &agreed, checkpoint, self.label_cap()) else {
+            // Lockstep: the fleet's cap is below even lightcl's finalized block; wait for the
+            // other replicas.
+            return Ok(Some(StepOutcome::Idle));
         };
         if self.boot.active.is_none() {
             info!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
@@ -218,6 +199,45 @@ impl Follower {
                 warned: None,
             });
         }
+        // The chain is proven by hash down to the checkpoint (or the handed finalized block
+        // when lightcl has none): resumed each round, counted as progress while it grows.
+        let low = if checkpoint.number > 0 { checkpoint.number } else { heads.finalized.number };
+        let chain = match self.prove_handed(&heads, low).await? {
+            Some(chain) => chain,
+            None => {
+                let status = match status {
+                    Some(s) => s,
+                    None => self.engine.sync_status().await?,
+                };
+                if self.watch_el_sync(&local, target, &status) {
+                    return Ok(None);
+                }
+                return Ok(Some(StepOutcome::Progress));
+            }
+        };
+        if checkpoint.number > 0 && chain.get(checkpoint.number) != Some(checkpoint.hash) {
+            self.stop_el_sync(
+                "the agreed head's chain does not pass through lightcl's finalized block",
+            );
+            return Ok(None);
+        }
+        // The EL's own head must be on that chain: an EL on another branch is recovery's job.
+        let on_chain = if local.head.number >= low {
+            chain.get(local.head.number) == Some(local.head.hash)
+                || local.head.number > heads.head.number
+        } else {
+            match self.sources.agreed_at(local.head.number).await.hash() {
+                Some(h) => h == local.head.hash,
+                // No agreed answer (a source failing or lagging): no evidence; ask again.
+                None => return Err(StepError::NoAgreement { number: local.head.number }),
+            }
+        };
+        if !on_chain {
+            self.stop_el_sync(
+                "the EL's head is not on the sources' chain (divergence recovery first)",
+            );
+            return Ok(None);
+        }
         let status = match status {
             Some(s) => s,
             None => self.engine.sync_status().await?,
@@ -225,7 +245,7 @@ impl Follower {
         if self.watch_el_sync(&local, target, &status) {
             return Ok(None);
         }
-        self.hand_head(heads, base, &above, version).await?;
+        self.hand_head(heads, &chain, version).await?;
         self.shared.metrics.set(m::EL_SYNCING, &[], 1.0);
         Ok(Some(StepOutcome::Idle))
     }
@@ -327,19 +347,18 @@ impl Follower {
     }
 
     /// Hands the EL the agreed head: its payload once (so the EL knows the header), then the
-    /// forkchoice through the gate, with the labels proven on its chain (`above` over `base`).
+    /// forkchoice through the gate, with the labels proven on its chain.
     async fn hand_head(
         &mut self,
         heads: Heads,
-        base: BlockRef,
-        above: &HashMap<u64, B256>,
+        chain: &Proven,
         version: FcuVersion,
     ) -> Result<(), StepError> {
         let announced = self.boot.active.as_ref().and_then(|a| a.announced);
         if announced != Some(heads.head.hash) {
             self.announce(heads.head).await;
         }
-        let lineage = Lineage { base, above };
+        let lineage = Lineage { chain };
         let status = self.gate.forkchoice(self.fcu_version(version), &heads, &lineage).await?;
         if let Some(a) = self.boot.active.as_mut() {
             if a.handed.back() != Some(&heads) {
@@ -373,53 +392,55 @@ impl Follower {
         }
     }
 
-    /// The sources' chain from height `low` up to `heads.head`, walked by hash (extending the
-    /// previous walk when the head moved up on it); safe and finalized must be on it.
-    async fn prove_handed(
-        &mut self,
-        heads: &Heads,
-        low: u64,
-    ) -> Result<HashMap<u64, B256>, StepError> {
+    /// The sources' chain from `heads.head` down to height `low`, walked by parent hash and
+    /// resumed from the previous rounds' walk (extended up when the head moved up on it);
+    /// `None` while the walk is not there yet (it advanced this round, or could not). Safe and
+    /// finalized must be on it.
+    async fn prove_handed(&mut self, heads: &Heads, low: u64) -> Result<Option<Proven>, StepError> {
         let Heads { head, safe, finalized } = *heads;
-        // A walk from lower down still proves the part above `low`: keep that part, so that
-        // finalized moving up does not cost a new walk.
-        let cached = self.boot.proof.take().and_then(|(top, l, hs)| {
-            let skip = low.checked_sub(l)? as usize;
-            (skip < hs.len() && low <= top.number).then(|| (top, low, hs[skip..].to_vec()))
-        });
-        let hashes = match cached {
-            Some((top, _, hs)) if top == head => hs,
-            Some((top, _, mut hs)) if top.number < head.number => {
-                let Some(more) = self.sources.walk_down(head, top.number).await else {
+        let mut chain = match self.boot.proof.take() {
+            Some(c) if c.top() == head => c,
+            Some(mut c) if c.top().number < head.number => {
+                let Some(more) = self.sources.walk_down(head, c.top().number).await else {
                     return Err(StepError::NoAgreement { number: head.number });
                 };
-                if more.first() != Some(&top.hash) {
-                    // The head moved to another branch: walk again from scratch.
-                    self.walk(head, low).await?
-                } else {
-                    hs.extend_from_slice(&more[1..]);
-                    hs
-                }
+                // Where the head moved to another branch, walk again from it.
+                if c.extend(&more) { c } else { more }
             }
-            _ => self.walk(head, low).await?,
+            _ => Proven::at(head),
         };
-        let at = |b: BlockRef| hashes.get((b.number - low) as usize) == Some(&b.hash);
+        chain.trim_below(low);
+        if chain.low().number > low {
+            let from = chain.low().number;
+            let added =
+                self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
+            let reached = chain.low().number;
+            self.boot.proof = Some(chain);
+            if let Some(a) = self.boot.active.as_mut()
+                && added > 0
+            {
+                a.progressed = Instant::now();
+            }
+            if reached > low {
+                info!(target: "lightcl::bootstrap", head = %head, proven_down_to = reached,
+                    walked = from - reached, to = low, "proving the agreed head's chain by \
+                    parent hash down to lightcl's finalized block before handing it to the EL");
+                if added == 0 {
+                    return Err(StepError::NoAgreement { number: reached });
+                }
+                return Ok(None);
+            }
+            chain = self.boot.proof.take().unwrap_or_else(|| Proven::at(head));
+        }
+        let at = |b: BlockRef| chain.get(b.number) == Some(b.hash);
         if !(at(finalized) && at(safe)) {
             warn!(target: "lightcl::bootstrap", head = %head, safe = %safe, finalized = %finalized,
                 "the agreed safe or finalized block is not on the agreed head's chain (walked by \
                  hash); not handing it to the EL this round");
             return Err(StepError::NoAgreement { number: head.number });
         }
-        let above = (low..).zip(hashes.iter().copied()).collect();
-        self.boot.proof = Some((head, low, hashes));
-        Ok(above)
-    }
-
-    async fn walk(&self, head: BlockRef, low: u64) -> Result<Vec<B256>, StepError> {
-        self.sources
-            .walk_down(head, low)
-            .await
-            .ok_or(StepError::NoAgreement { number: head.number })
+        self.boot.proof = Some(chain.clone());
+        Ok(Some(chain))
     }
 }
 
@@ -461,17 +482,29 @@ mod tests {
     #[test]
     fn handed_table() {
         let agreed = Heads { head: b(200), safe: b(190), finalized: b(150) };
-        assert_eq!(
-            handed(b(190), &agreed),
-            Heads { head: b(190), safe: b(190), finalized: b(150) }
-        );
-        assert_eq!(handed(b(200), &agreed), agreed);
-        // Too far above finalized to walk: the finalized block is handed as all three.
-        let far = Heads { head: b(5_000), safe: b(4_000), finalized: b(100) };
-        let f = b(100);
-        assert_eq!(handed(b(4_000), &far), Heads { head: f, safe: f, finalized: f });
-        // At the walk bound itself the head is kept.
-        let edge = Heads { head: b(1_124), safe: b(1_124), finalized: b(100) };
-        assert_eq!(handed(b(1_124), &edge).head, b(1_124));
+        let none = BlockRef::new(0, B256::ZERO);
+        let h = |head, safe, finalized| Some(Heads { head, safe, finalized });
+        let cases = [
+            ("safe target", b(190), agreed, none, None, h(b(190), b(190), b(150))),
+            ("latest target", b(200), agreed, none, None, Some(agreed)),
+            // However far above finalized: the head is the target (the walk is resumable).
+            (
+                "far",
+                b(4_000),
+                Heads { head: b(5_000), safe: b(4_000), finalized: b(100) },
+                none,
+                None,
+                h(b(4_000), b(4_000), b(100)),
+            ),
+            ("target below finalized", b(100), agreed, none, None, h(b(150), b(150), b(150))),
+            ("cap above the labels", b(200), agreed, b(40), Some(195), Some(agreed)),
+            ("cap between", b(200), agreed, b(40), Some(170), h(b(200), b(150), b(150))),
+            ("cap below finalized", b(200), agreed, b(40), Some(64), h(b(200), b(40), b(40))),
+            ("cap below the checkpoint", b(200), agreed, b(40), Some(30), None),
+            ("cap, no checkpoint", b(200), agreed, none, Some(64), None),
+        ];
+        for (what, target, agreed, checkpoint, cap, want) in cases {
+            assert_eq!(handed(target, &agreed, checkpoint, cap), want, "{what}");
+        }
     }
 }

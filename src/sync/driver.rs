@@ -3,7 +3,6 @@
 //! `publish.rs`, the catch-up pipeline in `pipeline.rs`, divergence recovery in `recover.rs`;
 //! every forkchoice leaves through the gate (`gate.rs`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::gate::{Gate, GateError, Lineage, REFILL_PROOF_DEPTH};
+use super::gate::{Gate, GateError, Lineage, Proven, REFILL_PROOF_DEPTH, WALK_PER_ROUND};
+use crate::source::set::WALK_BATCH;
 use super::pipeline::FeedKind::CatchUp;
 use super::plan::{Step, View, plan};
 use crate::api::metrics as m;
@@ -501,7 +501,11 @@ impl Follower {
                         s.mode = Mode::Starting;
                         s.halted = None;
                     });
-                    self.stuck = Default::default();
+                    if el_went_away {
+                        self.stuck = Default::default();
+                    } else {
+                        self.retry_stuck();
+                    }
                     *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) =
                         Default::default();
                     return Halted::Resume;
@@ -574,9 +578,8 @@ impl Follower {
         self.head_moved(local.head);
         self.publish_sources();
         if *reassert {
-            let empty = HashMap::new();
-            let lineage = Lineage { base: local.head, above: &empty };
-            self.forkchoice(version, &local, &lineage).await?;
+            let chain = Proven::at(local.head);
+            self.forkchoice(version, &local, &Lineage { chain: &chain }).await?;
             info!(target: "lightcl::engine", head = %local.head, safe = %local.safe,
                 finalized = %local.finalized, "EL forkchoice re-asserted");
             *reassert = false;
@@ -648,9 +651,8 @@ impl Follower {
                 Err(StepError::NoAgreement { number: local.number })
             }
             Step::Promote(next) => {
-                let empty = HashMap::new();
-                let lineage = Lineage { base: local.head, above: &empty };
-                self.forkchoice(version, &next, &lineage).await?;
+                let chain = Proven::at(local.head);
+                self.forkchoice(version, &next, &Lineage { chain: &chain }).await?;
                 debug!(target: "lightcl::sync", head = %next.head, safe = %next.safe,
                     finalized = %next.finalized, "labels moved");
                 Ok(StepOutcome::Progress)
@@ -690,26 +692,33 @@ impl Follower {
     /// During a refill below the floor, proves the chain through the floor down to the EL's head
     /// (at most [`REFILL_PROOF_DEPTH`] blocks) before anything is fed, so that neither the feed
     /// nor the gate takes a block of another branch for it (a load-balanced source can answer
-    /// by number from replicas on different branches). Done once per refill and floor.
-    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<(), StepError> {
+    /// by number from replicas on different branches). Resumable: each round extends the proof
+    /// so far, a flaky source costs retries, not the walk. `true` once the proof reaches `base`.
+    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<bool, StepError> {
         let Some(floor) =
             self.gate.floor().filter(|f| self.gate.refilling() && base.number < f.number)
         else {
-            return Ok(());
+            return Ok(true);
         };
         let low = base.number.max(floor.number.saturating_sub(REFILL_PROOF_DEPTH));
-        if self.gate.floor_lineage_low().is_some_and(|l| l <= low) {
-            return Ok(());
+        let mut chain = self.gate.floor_lineage().unwrap_or_else(|| Proven::at(floor));
+        if chain.low().number <= low {
+            return Ok(true);
         }
-        info!(target: "lightcl::gate", floor = %floor, down_to = low, blocks = floor.number - low,
+        info!(target: "lightcl::gate", floor = %floor, proven_to = chain.low().number, down_to = low,
             "proving the chain through the finality floor by parent hash before refilling below it");
-        let Some(hashes) = self.sources.walk_down(floor, low).await else {
+        let added = self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
+        let done = chain.low().number <= low;
+        self.gate.set_floor_lineage(chain);
+        if done {
+            return Ok(true);
+        }
+        if added == 0 {
             warn!(target: "lightcl::gate", floor = %floor,
                 "no source serves the chain below the finality floor by hash; holding the refill");
             return Err(StepError::NoAgreement { number: floor.number });
-        };
-        self.gate.set_floor_lineage(low, hashes);
-        Ok(())
+        }
+        Ok(false)
     }
 
     /// Fetches blocks `from..=to` (at most `prefetch` per round, so memory stays bounded) with
@@ -724,7 +733,10 @@ impl Follower {
         version: FcuVersion,
     ) -> Result<StepOutcome, StepError> {
         let end = to.min(from + super::pipeline::MAX_BATCH - 1);
-        self.prove_floor_lineage(local.head).await?;
+        if !self.prove_floor_lineage(local.head).await? {
+            // The proof advanced and goes on next round (what it proved stays proven).
+            return Ok(StepOutcome::Progress);
+        }
         let (tx, mut rx) = mpsc::channel(self.fetch_shape().2);
         let target = self.config.follow.target(&agreed);
         // One block more than is fed, where there is one: the block above the last one fed

@@ -1,10 +1,18 @@
-//! The forkchoice gate: every forkchoiceUpdated lightcl sends leaves through
-//! [`Gate::forkchoice`], which checks it against the finality floor first and refuses (an error,
-//! no write) anything that breaks I1-I3, whoever asked for it:
+//! The forkchoice gate: every write that can move the EL's chain or labels leaves through it:
+//! forkchoiceUpdated through [`Gate::forkchoice`], `debug_setHead` through [`Gate::set_head`].
+//! It checks each against the finality floor first and refuses (an error, no write) anything
+//! that breaks I1-I3, whoever asked for it:
 //!
 //! - I1: finalized <= safe <= head, each on the head's branch (checked by hash);
 //! - I2: finalized is at or above the floor, and the head's branch holds the floor's hash;
-//! - I3: the head descends from the floor.
+//! - I3: the head descends from the floor;
+//! - a roll-back never goes below the floor.
+//!
+//! The branch a forkchoice is checked against is a [`Proven`] stretch: blocks lightcl read from
+//! the EL or fetched by hash and verified, linked by parent hash; below it only the EL's own
+//! canonical chain counts, and only where the EL holds the stretch's lowest block. A caller's
+//! word or a by-number answer (a load-balanced source can answer two heights from two
+//! branches) never enters it.
 //!
 //! The floor is the highest finalized block lightcl ever sent or read back from the EL. It only
 //! moves forward and is written to the state file before the forkchoice that carries it is
@@ -18,13 +26,13 @@
 //! fetched by hash cannot come from another branch), at most [`REFILL_PROOF_DEPTH`] blocks deep;
 //! a head below the floor that the walk covers and does not hold is refused.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use alloy_primitives::B256;
 use tracing::{error, info};
 
+pub use crate::chain::Proven;
 use crate::chain::{BlockRef, Heads};
 use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus};
 use crate::payload::FcuVersion;
@@ -35,23 +43,17 @@ use crate::state::{StateError, StateFile};
 /// fed chain reaches the proven part (which must then link) — stated in the operators guide.
 pub const REFILL_PROOF_DEPTH: u64 = 4096;
 
-/// The chain through the floor, proven below it: hashes for heights `low..=floor.number`.
-#[derive(Debug, Clone)]
-struct FloorLineage {
-    floor: BlockRef,
-    low: u64,
-    hashes: Vec<B256>,
-}
+/// Most blocks a walk down by parent hash (the refill proof, bootstrap's proof) adds in one
+/// round; the next round resumes it.
+pub const WALK_PER_ROUND: u64 = 4096;
 
-/// What the caller knows of the head's branch: it sits on `base`, a block of the EL's canonical
-/// chain, and `above` holds the hashes of the branch's blocks above `base` (fed and verified to
-/// link by parent hash). Below `base` the branch is the EL's canonical chain.
+/// What the gate knows of the branch a forkchoice is on: the proven stretch `chain`, and below
+/// its lowest block the EL's canonical chain, but only where the EL holds that lowest block
+/// (checked by the gate itself). Above the stretch nothing is known.
 #[derive(Debug, Clone, Copy)]
 pub struct Lineage<'a> {
-    /// A block on the EL's canonical chain the branch builds on.
-    pub base: BlockRef,
-    /// Heights above `base` -> hash, for the branch being sent.
-    pub above: &'a HashMap<u64, B256>,
+    /// The proven stretch the head is on.
+    pub chain: &'a Proven,
 }
 
 /// Why the gate sent nothing.
@@ -75,7 +77,8 @@ pub struct Gate {
     floor: std::sync::Mutex<Option<BlockRef>>,
     store: Option<StateFile>,
     refilling: AtomicBool,
-    lineage: std::sync::Mutex<Option<FloorLineage>>,
+    /// The chain through the floor, proven below it (its top is the floor it was proven for).
+    lineage: std::sync::Mutex<Option<Proven>>,
 }
 
 impl Gate {
@@ -109,30 +112,33 @@ impl Gate {
         }
     }
 
-    /// Records the chain through the floor, proven below it: `hashes[k]` is the hash at height
-    /// `low + k`, the last one the floor's. Ignored unless it ends at the current floor.
-    pub fn set_floor_lineage(&self, low: u64, hashes: Vec<B256>) {
-        let Some(floor) = self.floor() else { return };
-        if hashes.last() != Some(&floor.hash) || low + hashes.len() as u64 != floor.number + 1 {
-            return;
+    /// Records the chain through the floor, proven below it. Ignored unless it ends at the
+    /// current floor.
+    pub fn set_floor_lineage(&self, chain: Proven) {
+        if self.floor() == Some(chain.top()) {
+            *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) = Some(chain);
         }
-        *self.lineage.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(FloorLineage { floor, low, hashes });
+    }
+
+    /// The proof so far of the chain through the current floor, if any.
+    pub fn floor_lineage(&self) -> Option<Proven> {
+        let floor = self.floor()?;
+        let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
+        l.as_ref().filter(|l| l.top() == floor).cloned()
     }
 
     /// The lowest height the proof of the chain through the current floor reaches, if any.
     pub fn floor_lineage_low(&self) -> Option<u64> {
         let floor = self.floor()?;
         let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
-        l.as_ref().filter(|l| l.floor == floor).map(|l| l.low)
+        l.as_ref().filter(|l| l.top() == floor).map(|l| l.low().number)
     }
 
     /// The hash the chain through the floor holds at `n`, where the proof covers it.
     pub fn floor_lineage_at(&self, n: u64) -> Option<B256> {
         let floor = self.floor()?;
         let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
-        let l = l.as_ref().filter(|l| l.floor == floor && n >= l.low && n <= floor.number)?;
-        l.hashes.get((n - l.low) as usize).copied()
+        l.as_ref().filter(|l| l.top() == floor)?.get(n)
     }
 
     /// Why a head below the floor may not be sent during a refill (`None`: it may).
@@ -162,23 +168,25 @@ impl Gate {
         Ok(())
     }
 
-    /// The hash of the branch at `n` per `lineage` (`None`: unknown).
+    /// The hash of the branch at `n` per `lineage` (`None`: unknown). Below the proven stretch
+    /// the branch is the EL's canonical chain only if the EL holds the stretch's lowest block.
     async fn hash_on_branch(
         &self,
         n: u64,
         lineage: &Lineage<'_>,
         base_checked: &mut bool,
     ) -> Result<Option<B256>, EngineError> {
-        if n > lineage.base.number {
-            return Ok(lineage.above.get(&n).copied());
+        let chain = lineage.chain;
+        if let Some(h) = chain.get(n) {
+            return Ok(Some(h));
         }
-        if n == lineage.base.number {
-            return Ok(Some(lineage.base.hash));
+        if n > chain.top().number {
+            return Ok(None);
         }
         if !*base_checked {
-            // Below the base the branch is the EL's canonical chain: only if the base is on it.
-            let at_base = self.engine.block(BlockAt::Number(lineage.base.number)).await?;
-            if at_base.map(|b| b.block.hash) != Some(lineage.base.hash) {
+            let low = chain.low();
+            let at_low = self.engine.block(BlockAt::Number(low.number)).await?;
+            if at_low.map(|b| b.block.hash) != Some(low.hash) {
                 return Ok(None);
             }
             *base_checked = true;
@@ -208,19 +216,15 @@ impl Gate {
             if let Some(why) = self.refill_refusal(head) {
                 return Ok(Some(why));
             }
-            if head.number <= lineage.base.number {
-                let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
-                if on != Some(head.hash) {
-                    return Ok(Some(format!("head {head} is not on the branch it claims")));
-                }
-            }
-            return Ok(None);
-        }
-        if head.number <= lineage.base.number {
             let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
             if on != Some(head.hash) {
                 return Ok(Some(format!("head {head} is not on the branch it claims")));
             }
+            return Ok(None);
+        }
+        let on = self.hash_on_branch(head.number, lineage, &mut base_checked).await?;
+        if on != Some(head.hash) {
+            return Ok(Some(format!("head {head} is not on the branch it claims")));
         }
         for (what, b) in [("safe", safe), ("finalized", finalized)] {
             if b == head {
@@ -245,11 +249,16 @@ impl Gate {
         if finalized.number < floor.number {
             return Ok(Some(format!("finalized {finalized} is below the finality floor {floor}")));
         }
-        let at_floor = if floor.number == head.number {
+        let mut at_floor = if floor.number == head.number {
             Some(head.hash)
         } else {
             self.hash_on_branch(floor.number, lineage, &mut base_checked).await?
         };
+        if at_floor.is_none() && floor.number == 0 {
+            // A floor at genesis: every block of this chain descends from the EL's own block 0,
+            // which must be the floor's.
+            at_floor = self.engine.block(BlockAt::Number(0)).await?.map(|b| b.block.hash);
+        }
         if at_floor != Some(floor.hash) {
             return Ok(Some(format!(
                 "head {head} does not descend from the finality floor {floor} (its branch holds \
@@ -291,5 +300,23 @@ impl Gate {
             self.raise(heads.finalized)?;
         }
         Ok(self.engine.forkchoice_updated(version, heads).await?)
+    }
+
+    /// Rolls the EL back to height `number` with `debug_setHead`, unless that would take it
+    /// below the floor: the EL keeps the floor's block (outside a refill below the floor, where
+    /// the EL lost it already and a roll-back cannot lose anything final).
+    pub async fn set_head(&self, number: u64) -> Result<(), GateError> {
+        if let Some(floor) = self.floor()
+            && number < floor.number
+            && !self.refilling()
+        {
+            let why = format!(
+                "debug_setHead({number}) would roll the EL back below the finality floor {floor}"
+            );
+            error!(target: "lightcl::gate", target_height = number, floor = %floor, why,
+                "roll-back refused by the finality gate; nothing sent");
+            return Err(GateError::Refused(why));
+        }
+        Ok(self.engine.set_head(number).await?)
     }
 }

@@ -2,10 +2,8 @@
 //! in-order feed into the EL that checks continuity and every answer (I5, I6) and moves the
 //! forkchoice as it goes.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::B256;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc;
@@ -13,7 +11,7 @@ use tracing::{debug, info};
 
 use super::cache::{self, Claim};
 use super::driver::{Follower, StepError};
-use super::gate::Lineage;
+use super::gate::{Lineage, Proven};
 use super::plan::labels;
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads};
@@ -375,7 +373,8 @@ impl Follower {
         let mut pending = false;
         let mut fed = 0u64;
         let mut executed = 0u64;
-        let mut known: HashMap<u64, B256> = HashMap::new();
+        // The fed branch, proven from the EL's head up by parent hash.
+        let mut known = Proven::at(base.head);
         // Checks of fixed heights: agreed labels, the target, the floor.
         let mut fixed: Vec<BlockRef> = vec![agreed.safe, agreed.finalized, target];
         fixed.extend(floor);
@@ -487,7 +486,7 @@ impl Follower {
                 // behind: move the head to the last agreed VALID block and resend once.
                 debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last agreed block and resending");
                 let heads = self.heads_for(head, base, agreed, &known);
-                let lineage = Lineage { base: base.head, above: &known };
+                let lineage = Lineage { chain: &known };
                 let again = match self.forkchoice(v, &heads, &lineage).await {
                     Ok(()) => self
                         .engine
@@ -540,7 +539,7 @@ impl Follower {
             prev = p.block;
             prev_served_by = Some(served_by);
             fcu = p.fcu;
-            known.insert(p.block.number, p.block.hash);
+            known.push(&p);
             since_fcu += 1;
             fed += 1;
             if let Some(rate) = progress.tick(p.block.number) {
@@ -560,7 +559,7 @@ impl Follower {
                     None => continue,
                 }
                 let heads = self.heads_for(prev, base, agreed, &known);
-                let lineage = Lineage { base: base.head, above: &known };
+                let lineage = Lineage { chain: &known };
                 if let Err(e) = self.forkchoice(fcu, &heads, &lineage).await {
                     result = Err(e);
                     break;
@@ -592,7 +591,7 @@ impl Follower {
             let last = sendable.filter(|(b, _)| b.number > base.head.number);
             let (head, v) = last.unwrap_or((base.head, version));
             let heads = self.heads_for(head, base, agreed, &known);
-            let lineage = Lineage { base: base.head, above: &known };
+            let lineage = Lineage { chain: &known };
             let fcu_res = self.forkchoice(v, &heads, &lineage).await;
             let moved = fcu_res.is_ok() && head != base.head;
             if fcu_res.is_ok() {
@@ -629,13 +628,13 @@ impl Follower {
         head: BlockRef,
         base: &Heads,
         agreed: &Heads,
-        known: &HashMap<u64, B256>,
+        known: &Proven,
     ) -> Heads {
         let mut below = *base;
         if let Some(f) = self.gate.floor()
             && f.number > below.finalized.number
             && head.number >= f.number
-            && (known.get(&f.number) == Some(&f.hash) || f.number <= base.head.number)
+            && (known.get(f.number) == Some(f.hash) || f.number <= base.head.number)
         {
             below.finalized = f;
             if below.safe.number < f.number {
@@ -644,7 +643,7 @@ impl Follower {
         }
         let cap = self.label_cap();
         let on_branch = |b: &BlockRef| {
-            (known.get(&b.number) == Some(&b.hash)
+            (known.get(b.number) == Some(b.hash)
                 || (b.number <= base.head.number && base_labels_hold(base, b)))
                 && cap.is_none_or(|c| b.number <= c)
         };

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::ancestor::{AncestorSearch, SearchState};
 use super::driver::{Follower, StepError, StepOutcome};
-use super::gate::{GateError, Lineage};
+use super::gate::{GateError, Lineage, Proven};
 use super::pipeline::{FeedKind, Fetched};
 use crate::api::metrics as m;
 use crate::chain::{BlockRef, Heads, Label};
@@ -66,7 +66,9 @@ impl Follower {
         // which is checked first (a head equal to finalized is no evidence of anything).
         let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);
         let mut lookups = 0u32;
-        self.prove_floor_lineage(local.head).await?;
+        if !self.prove_floor_lineage(local.head).await? {
+            return Ok(StepOutcome::Progress);
+        }
         self.shared.metrics.add(m::DIVERGENCES, &[], 1.0);
         warn!(target: "lightcl::recovery", diverged_at, local_head = %local.head, target = %target,
             local_finalized = %local.finalized, "the EL's chain differs from the sources'; recovering");
@@ -253,11 +255,11 @@ impl Follower {
         warn!(target: "lightcl::recovery", ancestor = %ancestor,
             "the EL no longer has the state of the common ancestor (too deep for its recent-state \
              window); rolling it back with debug_setHead");
-        if let Err(e) = self.engine.set_head(ancestor.number).await {
-            if e.is_retryable() {
-                return Err(e.into());
-            }
-            return Err(StepError::CannotRewind { ancestor, reason: e.to_string() });
+        match self.gate.set_head(ancestor.number).await {
+            Ok(()) => {}
+            Err(GateError::Engine(e)) if e.is_retryable() => return Err(e.into()),
+            Err(GateError::State(e)) => return Err(e.into()),
+            Err(e) => return Err(StepError::CannotRewind { ancestor, reason: e.to_string() }),
         }
         let head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
         if head != Some(ancestor) {
@@ -279,8 +281,8 @@ impl Follower {
     ) -> Result<Heads, StepError> {
         let safe = if local.safe.number > ancestor.number { ancestor } else { local.safe };
         let base = Heads { head: ancestor, safe, finalized: local.finalized };
-        let empty = HashMap::new();
-        let lineage = Lineage { base: ancestor, above: &empty };
+        let chain = Proven::at(ancestor);
+        let lineage = Lineage { chain: &chain };
         match self.gate.forkchoice(self.fcu_version(version), &base, &lineage).await {
             Ok(status) => {
                 debug!(target: "lightcl::recovery", status = ?status.status, "reset answered")

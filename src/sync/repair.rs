@@ -13,12 +13,14 @@
 //! snap sync for the life of its process and ignores every payload; no roll-back helps, only a
 //! restart. Seen from here, round after round of feeding never gets its head past where the
 //! round started. Where the EL has no `debug_setHead`, answers it without rolling back (reth,
-//! op-reth), or roll-backs reached genesis and it is still stuck, lightcl halts its writes and
+//! op-reth), or roll-backs reached the finality floor (never below it:
+//! the gate refuses that) or genesis and it is still stuck, lightcl halts its writes and
 //! says what to do (the runbook section).
 
 use tracing::{info, warn};
 
 use super::driver::{Follower, RunError, StepError};
+use super::gate::GateError;
 use crate::chain::{BlockRef, Label};
 use crate::engine::BlockAt;
 
@@ -127,8 +129,9 @@ struct Episode {
     high: u64,
     /// Roll-backs so far: each goes twice as far as the one before.
     rounds: u32,
-    /// A roll-back reached genesis: being stuck again means no roll-back can help.
-    at_genesis: bool,
+    /// A roll-back reached the lowest block it may (the finality floor, or genesis without
+    /// one): being stuck again means no roll-back can help.
+    at_bottom: bool,
 }
 
 impl Follower {
@@ -151,16 +154,23 @@ impl Follower {
         let halt = |tried: String| {
             StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };
-        let mut episode = self.stuck.episode.unwrap_or(Episode {
-            high: have.number,
-            rounds: 0,
-            at_genesis: false,
-        });
+        let mut episode =
+            self.stuck.episode.unwrap_or(Episode { high: have.number, rounds: 0, at_bottom: false });
         episode.high = episode.high.max(have.number);
-        if episode.at_genesis {
-            return Err(halt(
-                "lightcl rolled it back to genesis with debug_setHead and it is stuck there".into(),
-            ));
+        // A roll-back never takes the EL below the finality floor (the gate refuses it too):
+        // where the EL would need that, no roll-back can help and lightcl halts.
+        let floor = self.gate.floor().filter(|_| !self.gate.refilling());
+        let bottom = floor.map_or(0, |f| f.number);
+        let lowest = match floor {
+            Some(f) if f.number > 0 => format!("the finality floor {f}"),
+            _ => "genesis".to_string(),
+        };
+        if episode.at_bottom || (have.number <= bottom && bottom > 0) {
+            return Err(halt(format!(
+                "lightcl rolled it back with debug_setHead as far as it may go ({lowest}: it \
+                 never rolls an EL back below the highest block it finalized) and it is still \
+                 stuck"
+            )));
         }
         warn!(target: "lightcl::engine", head = %have,
             "the EL lacks state it claims (seen after a crash of geth or op-geth); rolling it \
@@ -170,21 +180,26 @@ impl Follower {
         // geth refuses a target above the block it really executes to ("not allowed to rewind
         // to a future block") when the head it reports lacks its state: step down until it
         // accepts. A lower target only means more blocks fed again.
-        let mut target = have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1);
+        let mut target =
+            have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1).max(bottom);
         let mut step = 1;
         loop {
-            match self.engine.set_head(target).await {
+            match self.gate.set_head(target).await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() => return Err(e.into()),
-                Err(e) if e.to_string().contains("future block") && target > 0 => {
-                    target = target.saturating_sub(step);
+                Err(GateError::Engine(e)) if e.is_retryable() => return Err(e.into()),
+                Err(GateError::Engine(e))
+                    if e.to_string().contains("future block") && target > bottom =>
+                {
+                    target = target.saturating_sub(step).max(bottom);
                     step *= 2;
                 }
-                Err(e) => {
+                Err(GateError::Engine(e)) => {
                     return Err(halt(format!(
                         "debug_setHead({target}) failed: {e} ({NO_SET_HEAD})"
                     )));
                 }
+                Err(GateError::State(e)) => return Err(e.into()),
+                Err(e @ GateError::Refused(_)) => return Err(halt(e.to_string())),
             }
         }
         let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
@@ -198,11 +213,17 @@ impl Follower {
         episode.rounds += 1;
         // Rounds before the roll-back say nothing about the EL after it.
         *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) = ProgressWatch::default();
-        episode.at_genesis = target == 0 || now_head.is_some_and(|b| b.number == 0);
+        episode.at_bottom = target <= bottom || now_head.is_some_and(|b| b.number <= bottom);
         self.stuck = Stuck { at: None, episode: Some(episode) };
         info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
             "EL rolled back to its own head; feeding the blocks above it again");
         Ok(())
+    }
+
+    /// Forgets the sightings of a stuck head but keeps the repair under way (how far it rolled
+    /// back): trying a stuck EL again after a while must not start its roll-backs over.
+    pub(super) fn retry_stuck(&mut self) {
+        self.stuck.at = None;
     }
 
     /// Forgets a stuck head once the head moves again, and ends the repair once the head gets

@@ -582,6 +582,20 @@ impl SimEl {
         if me.writes_forbidden {
             me.record.violations.push(format!("debug_setHead {number} after lightcl halted"));
         }
+        // The checker: a roll-back never takes an EL that holds the finalized block lightcl
+        // sent below it (whatever the EL does with the call).
+        let head = me.chain.canonical.len() as u64 - 1;
+        if let Some(max) = me.record.max_finalized
+            && number < max.number
+            && head >= max.number
+            && me.chain.canonical.get(max.number as usize) == Some(&max.hash)
+        {
+            me.record.violations.push(format!(
+                "debug_setHead {number} rolls the EL (head #{head}) back below the finalized \
+                 block #{}",
+                max.number
+            ));
+        }
         if me.faults.no_debug {
             return Err(EngineError::Rpc {
                 method: "debug_setHead".into(),
