@@ -165,7 +165,7 @@ impl Follower {
             Some(f) if f.number > 0 => format!("the finality floor {f}"),
             _ => "genesis".to_string(),
         };
-        if episode.at_bottom || (have.number <= bottom && bottom > 0) {
+        if episode.at_bottom {
             return Err(halt(format!(
                 "lightcl rolled it back with debug_setHead as far as it may go ({lowest}: it \
                  never rolls an EL back below the highest block it finalized) and it is still \
