@@ -544,3 +544,4 @@ fn bootstrap_source_head_not_on_the_peers_chain_is_not_synced_from_them() {
 }
 
 mod fleet;
+mod review;

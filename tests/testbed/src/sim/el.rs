@@ -239,6 +239,19 @@ impl SimEl {
         self.lock().snap_sync = true;
     }
 
+    /// Tells the checker that lightcl finalized `b` before this history (its state file).
+    pub fn seen_finalized(&self, b: BlockRef) {
+        let mut me = self.lock();
+        if me.record.max_finalized.is_none_or(|m| m.number < b.number) {
+            me.record.max_finalized = Some(b);
+        }
+    }
+
+    /// Whether the EL's canonical chain holds `b`.
+    pub fn holds(&self, b: BlockRef) -> bool {
+        self.lock().chain.canonical.get(b.number as usize) == Some(&b.hash)
+    }
+
     /// The checker's record.
     pub fn record(&self) -> Record {
         self.lock().record.clone()

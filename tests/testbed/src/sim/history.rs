@@ -39,6 +39,9 @@ pub enum Event {
     Reorg(u64),
     /// The honest chain reorgs below its finalized block (lightcl must halt if it had it).
     FinalityReorg,
+    /// The honest chain is rebuilt from this height up (a finalized divergence far below its
+    /// finalized block); the old chain becomes the rival branch that flapping sources serve.
+    Rebuild(u64),
     /// The EL crashes and restarts.
     ElCrash,
     /// The EL crashes and comes back with its state rewound below blocks it keeps (op-geth).
@@ -100,6 +103,11 @@ pub struct Setup {
     pub raw_sources: u64,
     /// lightcl's `fetch_batch`.
     pub fetch_batch: usize,
+    /// lightcl starts with this honest block as its finality floor (a state file kept from an
+    /// earlier run), if any.
+    pub initial_floor: Option<u64>,
+    /// lightcl's `source_timeout_ms` (`None`: 2 s, or the hang's length if longer).
+    pub source_timeout_ms: Option<u64>,
 }
 
 /// What a history showed.
@@ -151,6 +159,8 @@ impl Setup {
             bootstrap: (Bootstrap::Auto, 10_000),
             raw_sources: 0,
             fetch_batch: lightcl::config::DEFAULT_FETCH_BATCH,
+            initial_floor: None,
+            source_timeout_ms: None,
         }
     }
 
@@ -270,7 +280,9 @@ impl Setup {
             prefetch: self.prefetch,
             fetch_concurrency: 4.min(self.prefetch),
             fetch_batch: self.fetch_batch,
-            source_timeout_ms: self.hang.map_or(2_000, |(_, ms)| ms.max(2_000)),
+            source_timeout_ms: self
+                .source_timeout_ms
+                .unwrap_or_else(|| self.hang.map_or(2_000, |(_, ms)| ms.max(2_000))),
             api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
             bootstrap: self.bootstrap.0,
             bootstrap_min_gap_blocks: self.bootstrap.1,
@@ -425,6 +437,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                             let keep = w.finalized.saturating_sub(3);
                             w.reorg_below_finality(keep);
                         }
+                        Event::Rebuild(keep) => lock(&world).reorg_below_finality(keep),
                         Event::ElCrash => el.crash(),
                         Event::ElCrashKeepingBlocks => el.crash_keeping(true),
                         Event::ElCrashIntoSnapSync => el.crash_into_snap_sync(),
@@ -453,7 +466,15 @@ async fn run_async(setup: &Setup) -> Outcome {
         })
     };
     // lightcl, restarted at the restart events, with its floor kept across restarts.
-    let floor_cell: Arc<Mutex<Option<BlockRef>>> = Arc::new(Mutex::new(None));
+    let floor_cell: Arc<Mutex<Option<BlockRef>>> = {
+        let w = lock(&world);
+        let floor = setup.initial_floor.and_then(|n| w.at(&w.honest, n));
+        // lightcl finalized it in an earlier run: the checker holds every write to it.
+        if let Some(f) = floor {
+            el.seen_finalized(f);
+        }
+        Arc::new(Mutex::new(floor))
+    };
     let mut segment_ends: Vec<Instant> = setup
         .events
         .iter()
