@@ -49,6 +49,12 @@ pub struct LabelReport {
 }
 
 impl LabelReport {
+    /// Whether it carries all three labels (a report whose labels were out of order keeps
+    /// only latest).
+    pub fn complete(r: &Self) -> bool {
+        r.latest.is_some() && r.safe.is_some() && r.finalized.is_some()
+    }
+
     /// The block reported for `label`.
     pub fn get(&self, label: crate::chain::Label) -> Option<BlockRef> {
         use crate::chain::Label;

@@ -120,8 +120,12 @@ impl SourceSet {
         answers
     }
 
-    /// Each available source's labels (None: unavailable, failed or late).
-    pub(super) async fn reports(&self) -> Vec<Option<LabelReport>> {
+    /// Each available source's labels (None: unavailable, failed or late). The grace for the
+    /// slower sources starts only once the answers in hand can decide: `required` reports that
+    /// carry all three labels (a report whose labels are out of order carries only latest, so a
+    /// fast liar never cuts off a far honest source). `patient`: no grace, every source that
+    /// answers within its timeout counts (a read the graced one could not decide).
+    pub(super) async fn reports(&self, patient: bool) -> Vec<Option<LabelReport>> {
         let required = self.required();
         self.gather(
             |i| async move {
@@ -130,7 +134,18 @@ impl SourceSet {
                 }
                 self.labels(i).await.ok()
             },
-            |a, o| enough_answered(a, o, required),
+            |a, o| {
+                if patient {
+                    return if o == 0 { Decision::Done } else { Decision::Wait };
+                }
+                let full: Vec<Option<()>> =
+                    a.iter().map(|r| r.filter(LabelReport::complete).map(|_| ())).collect();
+                match enough_answered(&full, o, required) {
+                    // Answered, but not enough of them usable to decide: wait for the rest.
+                    Decision::Done if o > 0 => Decision::Wait,
+                    d => d,
+                }
+            },
         )
         .await
     }
@@ -369,11 +384,29 @@ impl SourceSet {
 
     /// The agreed latest, safe and finalized blocks, if the quorum agrees on all three. The
     /// labels are read once per source, together.
+    /// A read that cannot agree with the answers the grace let in is read again without it,
+    /// so that a far source whose vote is needed is waited for (up to its timeout).
     pub async fn agreed_heads(&self, floor: u64) -> Option<Heads> {
-        let reports = self.reports().await;
-        let head = self.agreed_label(Label::Latest, &reports, floor).await?;
-        let safe = self.agreed_label(Label::Safe, &reports, floor).await?;
-        let finalized = self.agreed_label(Label::Finalized, &reports, floor).await?;
+        let reports = self.reports(false).await;
+        if let Some(heads) = self.agree_on_reports(&reports, floor).await {
+            return Some(heads);
+        }
+        let missing = (0..self.len()).any(|i| reports[i].is_none() && self.can_vote(i));
+        if !missing {
+            return None;
+        }
+        let reports = self.reports(true).await;
+        self.agree_on_reports(&reports, floor).await
+    }
+
+    async fn agree_on_reports(
+        &self,
+        reports: &[Option<LabelReport>],
+        floor: u64,
+    ) -> Option<Heads> {
+        let head = self.agreed_label(Label::Latest, reports, floor).await?;
+        let safe = self.agreed_label(Label::Safe, reports, floor).await?;
+        let finalized = self.agreed_label(Label::Finalized, reports, floor).await?;
         Some(Heads { head, safe, finalized })
     }
 }
