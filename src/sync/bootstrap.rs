@@ -177,7 +177,7 @@ impl Follower {
                 return self.hand_over(local, sent).await.map(|()| None);
             }
         }
-        let Some(heads) = handed(target, &agreed, checkpoint, self.label_cap()) else {
+        let Some(heads) = handed(target, &agreed, checkpoint, self.label_cap().await) else {
             // Lockstep: the fleet's cap is below even lightcl's finalized block; wait for the
             // other replicas.
             return Ok(Some(StepOutcome::Idle));

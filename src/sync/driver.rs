@@ -628,7 +628,7 @@ impl Follower {
             local_at_safe: self.local_hash(agreed.safe.number, local.head).await?,
             local_at_finalized: self.local_hash(agreed.finalized.number, local.head).await?,
             local_head_on_source,
-            label_cap: self.label_cap(),
+            label_cap: self.label_cap().await,
         };
         let step = plan(&view);
         let lag = target.number.saturating_sub(local.head.number);

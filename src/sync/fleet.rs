@@ -30,6 +30,8 @@ pub const SHARED_FETCH_TTL: Duration = Duration::from_secs(30);
 pub struct ReplicaView {
     /// Its EL's head.
     pub head: Option<BlockRef>,
+    /// Its EL's finalized block.
+    pub finalized: Option<BlockRef>,
     /// Ready for traffic.
     pub ready: bool,
     /// When it reported.
@@ -37,22 +39,38 @@ pub struct ReplicaView {
 }
 
 /// The height up to which replica `me` may move its safe and finalized labels under lockstep:
-/// the lowest head among the other replicas that count (ready, reported within `stale`).
+/// the lowest among the other replicas that count (ready, reported within `stale`) of what
+/// each holds of the agreed chain: its head where `on_agreed(head)` (the quorum holds that very
+/// block, so it holds every agreed block below it), otherwise only its finalized block (a
+/// replica still on a branch the sources left, after a reorg at the tip, holds the agreed
+/// blocks only up to where the branches part, which is at or above its finalized block).
 /// `None`: no other replica counts, nothing holds it back.
 pub fn lockstep_cap(
     views: &[ReplicaView],
     me: usize,
     now: Instant,
     stale: Duration,
+    on_agreed: impl Fn(BlockRef) -> bool,
 ) -> Option<u64> {
-    views
-        .iter()
-        .enumerate()
-        .filter(|(j, v)| {
-            *j != me && v.ready && v.at.is_some_and(|t| now.saturating_duration_since(t) < stale)
+    counting(views, me, now, stale)
+        .map(|v| match v.head {
+            Some(h) if on_agreed(h) => h.number,
+            _ => v.finalized.map_or(0, |f| f.number),
         })
-        .filter_map(|(_, v)| v.head.map(|h| h.number))
         .min()
+}
+
+/// The other replicas that count for lockstep.
+fn counting(
+    views: &[ReplicaView],
+    me: usize,
+    now: Instant,
+    stale: Duration,
+) -> impl Iterator<Item = &ReplicaView> {
+    views.iter().enumerate().filter_map(move |(j, v)| {
+        let fresh = v.at.is_some_and(|t| now.saturating_duration_since(t) < stale);
+        (j != me && v.ready && fresh && v.head.is_some()).then_some(v)
+    })
 }
 
 /// What the replicas of one lightcl share.
@@ -118,12 +136,17 @@ impl Fleet {
 
     /// Records replica `i`'s head and readiness. Under lockstep a head that moved wakes the
     /// others: their labels may be free to move now.
-    pub fn report(&self, i: usize, head: BlockRef, ready: bool) {
+    pub fn report(&self, i: usize, head: BlockRef, finalized: BlockRef, ready: bool) {
         let moved = {
             let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
             let Some(v) = views.get_mut(i) else { return };
             let moved = v.head != Some(head) || v.ready != ready;
-            *v = ReplicaView { head: Some(head), ready, at: Some(Instant::now()) };
+            *v = ReplicaView {
+                head: Some(head),
+                finalized: Some(finalized),
+                ready,
+                at: Some(Instant::now()),
+            };
             moved
         };
         if moved && self.mode == LabelMode::Lockstep {
@@ -144,14 +167,25 @@ impl Fleet {
         }
     }
 
-    /// Under lockstep, the height replica `i`'s safe and finalized may move up to; `None`
-    /// otherwise or when nothing holds them back.
-    pub fn label_cap(&self, i: usize) -> Option<u64> {
+    /// Under lockstep, the heads of the other replicas that count for replica `i` (to check
+    /// against the agreed chain); `None` when not in lockstep.
+    pub fn lockstep_heads(&self, i: usize) -> Option<Vec<BlockRef>> {
         if self.mode != LabelMode::Lockstep {
             return None;
         }
         let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
-        lockstep_cap(&views, i, Instant::now(), LOCKSTEP_STALE)
+        Some(counting(&views, i, Instant::now(), LOCKSTEP_STALE).filter_map(|v| v.head).collect())
+    }
+
+    /// Under lockstep, the height replica `i`'s safe and finalized may move up to, given which
+    /// of the other replicas' heads the quorum holds ([`lockstep_cap`]); `None` otherwise or
+    /// when nothing holds them back.
+    pub fn label_cap(&self, i: usize, on_agreed: impl Fn(BlockRef) -> bool) -> Option<u64> {
+        if self.mode != LabelMode::Lockstep {
+            return None;
+        }
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        lockstep_cap(&views, i, Instant::now(), LOCKSTEP_STALE, on_agreed)
     }
 
     /// The next tick of the fleet's poll clock after now: idle replicas wake together, so their
@@ -174,9 +208,15 @@ mod tests {
     fn v(head: u64, ready: bool, ago_s: u64, now: Instant) -> ReplicaView {
         ReplicaView {
             head: Some(BlockRef::new(head, B256::ZERO)),
+            finalized: Some(BlockRef::new(head.saturating_sub(5), B256::ZERO)),
             ready,
             at: Some(now - Duration::from_secs(ago_s)),
         }
+    }
+
+    /// A replica on a branch the sources left (another hash at its head).
+    fn off(head: u64, now: Instant) -> ReplicaView {
+        ReplicaView { head: Some(BlockRef::new(head, B256::repeat_byte(0xee))), ..v(head, true, 0, now) }
     }
 
     #[tokio::test(start_paused = true)]
@@ -203,9 +243,15 @@ mod tests {
                 None,
             ),
             ("own head does not cap", vec![v(3, true, 0, now), v(9, true, 0, now)], Some(9)),
+            (
+                "a replica on a branch the sources left holds only its finalized block",
+                vec![v(10, true, 0, now), off(12, now), v(11, true, 0, now)],
+                Some(7),
+            ),
         ];
+        let agreed = |b: BlockRef| b.hash == B256::ZERO;
         for (what, views, want) in cases {
-            assert_eq!(lockstep_cap(&views, 0, now, stale), want, "{what}");
+            assert_eq!(lockstep_cap(&views, 0, now, stale, agreed), want, "{what}");
         }
     }
 
@@ -214,13 +260,15 @@ mod tests {
         let b = |n| BlockRef::new(n, B256::ZERO);
         for mode in [LabelMode::Independent, LabelMode::Lockstep] {
             let f = Fleet::new(vec!["a".into(), "b".into()], mode, Duration::from_secs(1), 16);
-            f.report(1, b(5), true);
-            let cap = f.label_cap(0);
+            f.report(1, b(5), b(1), true);
+            let cap = f.label_cap(0, |_| true);
             assert_eq!(cap, (mode == LabelMode::Lockstep).then_some(5), "{mode:?}");
+            let cap = f.label_cap(0, |_| false);
+            assert_eq!(cap, (mode == LabelMode::Lockstep).then_some(1), "{mode:?}");
             let woken = tokio::time::timeout(Duration::from_millis(1), f.wake(0).notified()).await;
             assert_eq!(woken.is_ok(), mode == LabelMode::Lockstep, "{mode:?}");
             f.report_down(1);
-            assert_eq!(f.label_cap(0), None);
+            assert_eq!(f.label_cap(0, |_| true), None);
         }
     }
 

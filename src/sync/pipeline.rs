@@ -485,7 +485,7 @@ impl Follower {
                 // The EL may have flattened away the state below a head that fell too far
                 // behind: move the head to the last agreed VALID block and resend once.
                 debug!(target: "lightcl::engine", block = %p.block, "SYNCING; moving the head to the last agreed block and resending");
-                let heads = self.heads_for(head, base, agreed, &known);
+                let heads = self.heads_for(head, base, agreed, &known).await;
                 let lineage = Lineage { chain: &known };
                 let again = match self.forkchoice(v, &heads, &lineage).await {
                     Ok(()) => self
@@ -558,7 +558,7 @@ impl Follower {
                     }
                     None => continue,
                 }
-                let heads = self.heads_for(prev, base, agreed, &known);
+                let heads = self.heads_for(prev, base, agreed, &known).await;
                 let lineage = Lineage { chain: &known };
                 if let Err(e) = self.forkchoice(fcu, &heads, &lineage).await {
                     result = Err(e);
@@ -590,7 +590,7 @@ impl Follower {
             }
             let last = sendable.filter(|(b, _)| b.number > base.head.number);
             let (head, v) = last.unwrap_or((base.head, version));
-            let heads = self.heads_for(head, base, agreed, &known);
+            let heads = self.heads_for(head, base, agreed, &known).await;
             let lineage = Lineage { chain: &known };
             let fcu_res = self.forkchoice(v, &heads, &lineage).await;
             let moved = fcu_res.is_ok() && head != base.head;
@@ -623,7 +623,7 @@ impl Follower {
     /// The forkchoice for `head` on the fed branch: safe and finalized move to the agreed ones
     /// where the branch holds them by hash, and to the floor where the branch reaches it (an EL
     /// refilled after losing blocks).
-    fn heads_for(
+    async fn heads_for(
         &self,
         head: BlockRef,
         base: &Heads,
@@ -641,7 +641,7 @@ impl Follower {
                 below.safe = f;
             }
         }
-        let cap = self.label_cap();
+        let cap = self.label_cap().await;
         let on_branch = |b: &BlockRef| {
             (known.get(b.number) == Some(b.hash)
                 || (b.number <= base.head.number && base_labels_hold(base, b)))

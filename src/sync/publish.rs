@@ -57,12 +57,21 @@ impl Follower {
                 s.mode = if behind { Mode::CatchingUp } else { Mode::Following };
             }
         });
-        self.fleet.report(self.index, heads.head, ready);
+        self.fleet.report(self.index, heads.head, heads.finalized, ready);
     }
 
-    /// Under lockstep, the height this replica's safe and finalized may move up to.
-    pub(super) fn label_cap(&self) -> Option<u64> {
-        self.fleet.label_cap(self.index)
+    /// Under lockstep, the height this replica's safe and finalized may move up to: the other
+    /// replicas that count hold the agreed chain up to there, checked by hash (their heads
+    /// against the quorum's blocks at those heights).
+    pub(super) async fn label_cap(&self) -> Option<u64> {
+        let heads = self.fleet.lockstep_heads(self.index)?;
+        let mut agreed = Vec::with_capacity(heads.len());
+        for h in heads {
+            if self.sources.agreed_at(h.number).await.hash() == Some(h.hash) {
+                agreed.push(h);
+            }
+        }
+        self.fleet.label_cap(self.index, |h| agreed.contains(&h))
     }
 
     /// Publishes heads, lag and mode to the API and metrics.
@@ -112,6 +121,6 @@ impl Follower {
             }
         });
         // Where this replica's head is and whether it is ready (lockstep).
-        self.fleet.report(self.index, local.head, ready);
+        self.fleet.report(self.index, local.head, local.finalized, ready);
     }
 }

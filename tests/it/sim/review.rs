@@ -237,3 +237,55 @@ fn review04_engine_url_secrets_never_reach_logs_or_status() {
         assert!(!status.contains(secret), "{secret} in /status: {status}");
     }
 }
+
+mod fleet {
+    use lightcl::config::{Bootstrap, LabelMode};
+    use lightcl_testbed::sim::el::Profile;
+    use lightcl_testbed::sim::fleet::{FleetSetup, run_fleet};
+
+    use super::PEERS;
+
+    /// Three replicas under `labels = "lockstep"`, one slow (it counts: ready however far
+    /// behind), `what` set up by the caller.
+    fn lockstep(seed: u64) -> FleetSetup {
+        let mut setup = FleetSetup::healthy(seed, &[Profile::Geth, Profile::OpGeth, Profile::Reth]);
+        setup.labels = LabelMode::Lockstep;
+        setup.watch_lockstep = true;
+        setup.ready_max_lag = 100_000;
+        setup.replicas[0].payload_ms = 30;
+        setup
+    }
+
+    /// Case 5: a replica that bootstraps by EL sync is handed labels within the lockstep cap:
+    /// never a safe or finalized block a ready replica does not hold yet.
+    #[test]
+    fn review05_lockstep_holds_at_the_el_sync_hand_over() {
+        super::logs();
+        for seed in [250_001, 250_002, 250_003] {
+            let mut setup = lockstep(seed);
+            setup.replicas[1].p2p = Some(PEERS);
+            setup.replicas[2].p2p = Some(PEERS);
+            setup.bootstrap = (Bootstrap::Auto, 20);
+            let out = run_fleet(&setup);
+            assert!(out.violations.is_empty(), "seed {seed}: {:#?}", out.violations);
+            assert!(out.lockstep_checks > 0, "the watch saw labels move: {out:?}");
+        }
+    }
+
+    /// Seen in review: lockstep compared heights, not hashes, so after a reorg at the tip a
+    /// ready replica still on the old branch counted as holding the new safe block. The watch
+    /// checks by hash; reorgs come while the slow replica lags.
+    #[test]
+    fn review_lockstep_counts_blocks_by_hash_after_tip_reorgs() {
+        super::logs();
+        for seed in [251_001, 251_002, 251_003] {
+            let mut setup = lockstep(seed);
+            setup.initial_len = 40;
+            setup.duration_ms = 30_000;
+            setup.reorgs = (1..12).map(|k| (k * 2_300, 3 + k % 4)).collect();
+            let out = run_fleet(&setup);
+            assert!(out.violations.is_empty(), "seed {seed}: {:#?}", out.violations);
+            assert!(out.lockstep_checks > 0, "the watch saw labels move: {out:?}");
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! Fleet histories: one lightcl driving several simulated replica ELs from the same simulated
 //! sources. Each EL keeps its own invariant checker; on top, every forkchoice is watched for the
-//! lockstep rule (a safe or finalized label moves only to a block every live replica holds),
+//! lockstep rule (a safe or finalized label moves only to a block every ready replica holds, by hash),
 //! and the sources count what they were asked, so that a test can compare the cost of three
 //! replicas with the cost of one.
 
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use lightcl::api::Shared;
 use lightcl::chain::Heads;
-use lightcl::config::{ChainKind, Config, Follow, LabelMode, SourceEntry};
+use lightcl::config::{Bootstrap, ChainKind, Config, Follow, LabelMode, SourceEntry};
 use lightcl::engine::{BlockAt, Engine, EngineError, LocalBlock, SyncStatus};
 use lightcl::payload::{FcuVersion, Payload};
 use lightcl::source::Source;
@@ -19,7 +19,7 @@ use lightcl::state::StateFile;
 use lightcl::{Parts, ReplicaParts, run_with};
 use tokio::time::Instant;
 
-use super::el::{Faults, Profile, SimEl};
+use super::el::{Faults, P2p, Profile, SimEl};
 use super::source::{Behaviour, SimSource};
 use super::{SharedWorld, World, lock};
 
@@ -36,12 +36,14 @@ pub struct ReplicaSetup {
     pub outage: Option<(u64, u64)>,
     /// Starts on a rival branch of this many blocks above height 2 (a diverged replica).
     pub rival: Option<u64>,
+    /// Its P2P peers (`None`: none), for a bootstrap by EL sync.
+    pub p2p: Option<P2p>,
 }
 
 impl ReplicaSetup {
     /// A healthy replica of `profile`.
     pub fn healthy(profile: Profile) -> Self {
-        Self { profile, payload_ms: 0, dies_at: None, outage: None, rival: None }
+        Self { profile, payload_ms: 0, dies_at: None, outage: None, rival: None, p2p: None }
     }
 }
 
@@ -75,6 +77,8 @@ pub struct FleetSetup {
     /// Watch every label move for the lockstep rule (whatever `labels` says: a test shows that
     /// the watch catches independent labels).
     pub watch_lockstep: bool,
+    /// lightcl's bootstrap mode and its `bootstrap_min_gap_blocks`.
+    pub bootstrap: (Bootstrap, u64),
 }
 
 impl FleetSetup {
@@ -95,6 +99,7 @@ impl FleetSetup {
             prefetch: 64,
             reorgs: Vec::new(),
             watch_lockstep: false,
+            bootstrap: (Bootstrap::Auto, 10_000),
         }
     }
 }
@@ -121,7 +126,7 @@ pub struct FleetOutcome {
 }
 
 /// The lockstep watch: every forkchoice that raises a replica's safe or finalized label is
-/// checked against the heads of the other live replicas.
+/// checked against the chains of the other ready replicas (by hash).
 #[derive(Debug)]
 struct Watch {
     els: Vec<SimEl>,
@@ -130,6 +135,8 @@ struct Watch {
     from: Instant,
     violations: Mutex<Vec<String>>,
     checks: std::sync::atomic::AtomicU64,
+    /// Each replica's status, for readiness (what a load balancer goes by).
+    status: Vec<Arc<Shared>>,
 }
 
 impl Watch {
@@ -148,11 +155,23 @@ impl Watch {
                 if j == me || self.dead[j].load(Ordering::Relaxed) {
                     continue;
                 }
+                // Only replicas a load balancer sends traffic to count (what lightcl's rule
+                // says too): ready ones. A replica syncing from its peers or recovering is not.
+                if self.status[j].readiness().is_err() {
+                    continue;
+                }
                 let head = el.heads().0;
                 if head.number < label.number {
                     self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-                        "lockstep: replica {me} moved a label to {label} while live replica {j} \
+                        "lockstep: replica {me} moved a label to {label} while ready replica {j} \
                          holds only up to {head}"
+                    ));
+                } else if !el.holds(label) {
+                    // By hash: a ready replica still on a branch the sources left does not
+                    // hold the new label block although its head is higher.
+                    self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+                        "lockstep: replica {me} moved a label to {label} while ready replica {j} \
+                         (head {head}) holds another block at that height"
                     ));
                 }
             }
@@ -216,6 +235,9 @@ impl FleetSetup {
             fetch_concurrency: 4.min(self.prefetch),
             source_timeout_ms: 2_000,
             labels: self.labels,
+            bootstrap: self.bootstrap.0,
+            bootstrap_min_gap_blocks: self.bootstrap.1,
+            bootstrap_stall_secs: 20,
             api: lightcl::config::ApiConfig {
                 listen: String::new(),
                 ready_max_lag_blocks: self.ready_max_lag,
@@ -256,6 +278,7 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
             let el = SimEl::new(world.clone(), r.profile, setup.seed ^ (i as u64 * 31 + 1));
             el.set_strict(true);
             el.set_faults(Faults { payload_ms: r.payload_ms, ..Faults::default() });
+            el.set_p2p(r.p2p);
             if let Some(extra) = r.rival {
                 let mut w = lock(&world);
                 let honest = w.honest.clone();
@@ -279,7 +302,13 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
         })
         .collect();
     let start = Instant::now();
+    let names: Vec<String> = (0..sources.len()).map(|i| format!("s{i}")).collect();
+    let root = lightcl::api::Metrics::new(&names);
+    let status: Vec<Arc<Shared>> = (0..els.len())
+        .map(|i| Arc::new(Shared::replica(&format!("r{i}"), &root, setup.ready_max_lag)))
+        .collect();
     let watch = Arc::new(Watch {
+        status: status.clone(),
         els: els.clone(),
         dead: setup.replicas.iter().map(|_| AtomicBool::new(false)).collect(),
         lockstep: setup.watch_lockstep,
@@ -328,14 +357,12 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
             }
         })
     };
-    let names: Vec<String> = (0..sources.len()).map(|i| format!("s{i}")).collect();
-    let root = lightcl::api::Metrics::new(&names);
     let replicas: Vec<ReplicaParts> = els
         .iter()
         .enumerate()
         .map(|(i, el)| {
             let name = format!("r{i}");
-            let shared = Arc::new(Shared::replica(&name, &root, setup.ready_max_lag));
+            let shared = status[i].clone();
             ReplicaParts {
                 name,
                 engine: Arc::new(Watched { i, el: el.clone(), watch: watch.clone() })
