@@ -3,8 +3,14 @@
 //! crash with its finalized block at genesis; the floor is how lightcl still knows where
 //! finality was.
 //!
-//! One small JSON file, `floor.json` in `state_dir`, written atomically (temporary file, fsync,
-//! rename, fsync of the folder). It names the chain id, so a file of another chain is refused.
+//! One small JSON file, `floor.json` in `state_dir` (in `state_dir/<name>` for each replica of
+//! a fleet), written atomically (temporary file, fsync, rename, fsync of the folder). It names
+//! the chain id, so a file of another chain is refused. `state_dir` is locked while lightcl runs
+//! ([`StateLock`]): a second process on the same folder would overwrite the floor.
+//!
+//! The floor is a fact about the chain (a block lightcl saw finalized), not about one EL: when an
+//! operator moves from one `[engine]` to `[[engines]]` or back, the floor follows
+//! ([`carry_over`]) instead of being forgotten.
 
 use std::fs;
 use std::io::Write;
@@ -16,6 +22,8 @@ use crate::chain::BlockRef;
 
 /// File name of the floor in `state_dir`.
 pub const FLOOR_FILE: &str = "floor.json";
+/// File name of the lock in `state_dir`.
+pub const LOCK_FILE: &str = "lightcl.lock";
 /// Format version written in the file.
 const FORMAT: u32 = 1;
 
@@ -44,6 +52,18 @@ pub enum StateError {
         path: PathBuf,
         /// Parser message.
         message: String,
+    },
+    /// Another process holds the folder.
+    #[error(
+        "state folder {path} is in use by another lightcl process ({holder}). Two processes on \
+         one state folder would overwrite each other's finality floor: stop the other one, or \
+         give this one its own state_dir"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote in the file.
+        holder: String,
     },
     /// The file belongs to another chain.
     #[error(
@@ -84,6 +104,19 @@ impl StateFile {
         let path = dir.join(FLOOR_FILE);
         let io = |e: std::io::Error| StateError::Io { path: path.clone(), message: e.to_string() };
         fs::create_dir_all(dir).map_err(io)?;
+        let (file, floor) = Self::read(dir, chain_id)?;
+        // Prove now, before the first engine write, that the folder is writable.
+        if floor.is_none() {
+            let probe = dir.join(".write-test");
+            fs::write(&probe, b"").and_then(|()| fs::remove_file(&probe)).map_err(io)?;
+        }
+        Ok((file, floor))
+    }
+
+    /// Reads the floor in `dir` without creating anything (`None`: no file).
+    fn read(dir: &Path, chain_id: u64) -> Result<(Self, Option<BlockRef>), StateError> {
+        let path = dir.join(FLOOR_FILE);
+        let io = |e: std::io::Error| StateError::Io { path: path.clone(), message: e.to_string() };
         let file = Self { path: path.clone(), chain_id, memory: None };
         let floor = match fs::read_to_string(&path) {
             Ok(text) => {
@@ -109,11 +142,6 @@ impl StateFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(e)),
         };
-        // Prove now, before the first engine write, that the folder is writable.
-        if floor.is_none() {
-            let probe = dir.join(".write-test");
-            fs::write(&probe, b"").and_then(|()| fs::remove_file(&probe)).map_err(io)?;
-        }
         Ok((file, floor))
     }
 
@@ -155,6 +183,85 @@ impl StateFile {
     }
 }
 
+/// The lock on `state_dir`, held while lightcl runs (released when dropped, or by the kernel
+/// when the process dies: an advisory lock on `lightcl.lock`, which names the holder's pid).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock on `dir` (creating it), or says who holds it.
+    pub fn acquire(dir: &Path) -> Result<Self, StateError> {
+        let path = dir.join(LOCK_FILE);
+        let io = |e: std::io::Error| StateError::Io { path: path.clone(), message: e.to_string() };
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                let holder =
+                    if holder.is_empty() { "pid unknown".to_string() } else { holder.to_string() };
+                return Err(StateError::Locked { path, holder });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        write!(file, "pid {}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
+/// Carries the floor over to `target` (a replica's state folder) when it has none but the other
+/// layout of `state_dir` does: `state_dir/floor.json` (one `[engine]` before) for a replica of
+/// a fleet, or the highest of `state_dir/<name>/floor.json` (a fleet before) for the one
+/// `[engine]` in `state_dir` itself. Returns the file it came from and the floor, if any. A
+/// file of the other layout that is corrupt or of another chain is refused, naming it.
+pub fn carry_over(
+    state_dir: &Path,
+    target: &Path,
+    chain_id: u64,
+) -> Result<Option<(PathBuf, BlockRef)>, StateError> {
+    if target.join(FLOOR_FILE).exists() {
+        return Ok(None);
+    }
+    let candidates: Vec<PathBuf> = if target == state_dir {
+        match fs::read_dir(state_dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join(FLOOR_FILE).is_file())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    } else if state_dir.join(FLOOR_FILE).is_file() {
+        vec![state_dir.to_path_buf()]
+    } else {
+        Vec::new()
+    };
+    let mut best: Option<(PathBuf, BlockRef)> = None;
+    for dir in candidates {
+        if let (_, Some(floor)) = StateFile::read(&dir, chain_id)? {
+            if best.as_ref().is_none_or(|(_, b)| floor.number > b.number) {
+                best = Some((dir.join(FLOOR_FILE), floor));
+            }
+        }
+    }
+    if let Some((_, floor)) = &best {
+        let (file, _) = StateFile::open(target, chain_id)?;
+        file.store(*floor)?;
+    }
+    Ok(best)
+}
+
 #[cfg(test)]
 mod tests {
     use alloy_primitives::B256;
@@ -176,5 +283,47 @@ mod tests {
         let bad = StateFile::open(dir.path(), 10).expect_err("corrupt");
         assert!(matches!(bad, StateError::Corrupt { .. }), "{bad}");
         assert!(bad.to_string().contains(FLOOR_FILE), "names the file: {bad}");
+    }
+
+    #[test]
+    fn a_second_lock_on_one_folder_is_refused_naming_the_holder() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let held = StateLock::acquire(dir.path()).expect("first");
+        let e = StateLock::acquire(dir.path()).expect_err("second");
+        assert!(matches!(e, StateError::Locked { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(text.contains(LOCK_FILE), "names the file: {text}");
+        drop(held);
+        StateLock::acquire(dir.path()).expect("free again once released");
+    }
+
+    #[test]
+    fn the_floor_follows_a_move_between_one_engine_and_a_fleet() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        let b = |n| BlockRef::new(n, B256::repeat_byte(n as u8));
+        // One [engine] before: its floor goes to each replica of the fleet.
+        StateFile::open(root, 10).expect("open").0.store(b(40)).expect("store");
+        let a = root.join("a");
+        let got = carry_over(root, &a, 10).expect("carry");
+        assert_eq!(got.map(|g| g.1), Some(b(40)));
+        assert_eq!(StateFile::open(&a, 10).expect("a").1, Some(b(40)));
+        // A replica with a floor of its own keeps it.
+        StateFile::open(&a, 10).expect("a").0.store(b(50)).expect("store");
+        assert_eq!(carry_over(root, &a, 10).expect("again"), None);
+        assert_eq!(StateFile::open(&a, 10).expect("a").1, Some(b(50)));
+        // Back to one [engine]: the highest replica floor, where state_dir has none.
+        fs::remove_file(root.join(FLOOR_FILE)).expect("rm");
+        let c = root.join("c");
+        StateFile::open(&c, 10).expect("c").0.store(b(45)).expect("store");
+        let got = carry_over(root, root, 10).expect("back");
+        assert_eq!(got.map(|g| (g.0, g.1)), Some((a.join(FLOOR_FILE), b(50))));
+        assert_eq!(StateFile::open(root, 10).expect("root").1, Some(b(50)));
+        // A file of the other layout for another chain is refused, naming it.
+        let d = dir.path().join("fleet2");
+        StateFile::open(&d.join("x"), 11).expect("x").0.store(b(9)).expect("store");
+        let e = carry_over(&d, &d, 10).expect_err("other chain");
+        assert!(e.to_string().contains("fleet2"), "{e}");
     }
 }

@@ -444,3 +444,5 @@ fn eth_payload(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fuzz;

@@ -25,7 +25,7 @@ use crate::engine::{BlockAt, Engine, EngineClient, EngineError, Verdict, classif
 use crate::payload::FcuVersion;
 use crate::source::set::Agreed;
 use crate::source::{RpcSource, Source, SourceError, SourceSet};
-use crate::state::{StateError, StateFile};
+use crate::state::{StateError, StateFile, StateLock, carry_over};
 
 /// How often a halted follower repeats why it is halted.
 const HALT_REMINDER: Duration = Duration::from_secs(60);
@@ -183,10 +183,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .collect();
     let names: Vec<String> = sources.iter().map(|s| s.name().to_string()).collect();
     let metrics = crate::api::Metrics::new(&names);
+    // Held until run ends: a second lightcl on the same folder would overwrite the floor.
+    let _lock = StateLock::acquire(&config.state_dir).map_err(RunError::State)?;
     let mut replicas = Vec::new();
     for r in config.replicas() {
-        let state = StateFile::open(&config.replica_state_dir(&r.name), config.chain_id)
-            .map_err(RunError::State)?;
+        let dir = config.replica_state_dir(&r.name);
+        if let Some((from, floor)) = carry_over(&config.state_dir, &dir, config.chain_id)
+            .map_err(RunError::State)?
+        {
+            info!(target: "lightcl", replica = %r.name, floor = %floor, from = %from.display(),
+                to = %dir.display(), "finality floor carried over from the state file of the \
+                earlier layout (one [engine] or [[engines]]): the floor is the chain's, whichever \
+                EL lightcl drives");
+        }
+        let state = StateFile::open(&dir, config.chain_id).map_err(RunError::State)?;
         let shared = Arc::new(Shared::replica(&r.name, &metrics, config.api.ready_max_lag_blocks));
         let engine = EngineClient::new(&r.engine)
             .map_err(RunError::Engine)?

@@ -158,6 +158,16 @@ impl Fleet {
         }
     }
 
+    /// Keeps replica `i`'s last report fresh while it works through a long round (a slow EL
+    /// feeding for longer than [`LOCKSTEP_STALE`] still holds what it reported, and still
+    /// counts).
+    pub fn touch(&self, i: usize) {
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = views.get_mut(i).filter(|v| v.head.is_some()) {
+            v.at = Some(Instant::now());
+        }
+    }
+
     /// Records that replica `i` is not ready (its EL is down, it halted).
     pub fn report_down(&self, i: usize) {
         let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());

@@ -539,7 +539,9 @@ impl Follower {
             prev = p.block;
             prev_served_by = Some(served_by);
             fcu = p.fcu;
-            known.push(&p);
+            let linked = known.push(&p);
+            debug_assert!(linked, "a fed block links to the one before (checked above)");
+            self.fleet.touch(self.index);
             since_fcu += 1;
             fed += 1;
             if let Some(rate) = progress.tick(p.block.number) {

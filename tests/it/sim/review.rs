@@ -263,8 +263,16 @@ mod fleet {
         super::logs();
         for seed in [250_001, 250_002, 250_003] {
             let mut setup = lockstep(seed);
-            setup.replicas[1].p2p = Some(PEERS);
-            setup.replicas[2].p2p = Some(PEERS);
+            // The replaying replica is far slower than the EL syncs of the other two, which go
+            // down for 20 s once it is ready and counts: they come back more than the
+            // bootstrap gap behind and sync from their peers, while it is still far below.
+            setup.replicas[0].payload_ms = 300;
+            setup.settle_ms = 150_000;
+            setup.duration_ms = 30_000;
+            for r in 1..3 {
+                setup.replicas[r].p2p = Some(PEERS);
+                setup.replicas[r].outage = Some((4_000, 20_000));
+            }
             setup.bootstrap = (Bootstrap::Auto, 20);
             let out = run_fleet(&setup);
             assert!(out.violations.is_empty(), "seed {seed}: {:#?}", out.violations);
@@ -282,7 +290,12 @@ mod fleet {
             let mut setup = lockstep(seed);
             setup.initial_len = 40;
             setup.duration_ms = 30_000;
-            setup.reorgs = (1..12).map(|k| (k * 2_300, 3 + k % 4)).collect();
+            // Slower than the chain (a block takes longer than a block time), so that it falls
+            // behind and, after a reorg, is still feeding the old branch, ready, when the
+            // others move their labels onto the new one.
+            setup.replicas[0].payload_ms = 600;
+            setup.settle_ms = 150_000;
+            setup.reorgs = (0..8).map(|k| (10_000 + k * 2_300, 3 + k % 4)).collect();
             let out = run_fleet(&setup);
             assert!(out.violations.is_empty(), "seed {seed}: {:#?}", out.violations);
             assert!(out.lockstep_checks > 0, "the watch saw labels move: {out:?}");
