@@ -142,9 +142,8 @@ impl Proven {
     /// Adds `p` below the lowest block if it is that block's parent; false (nothing added) if
     /// not, or if the lowest block's parent is not known yet ([`Proven::learn_below`]).
     pub fn push_below(&mut self, p: &Payload) -> bool {
-        let fits = self.low > 0
-            && p.block.number + 1 == self.low
-            && self.below == Some(p.block.hash);
+        let fits =
+            self.low > 0 && p.block.number + 1 == self.low && self.below == Some(p.block.hash);
         if fits {
             self.hashes.push_front(p.block.hash);
             self.low -= 1;

@@ -249,10 +249,10 @@ pub fn carry_over(
     };
     let mut best: Option<(PathBuf, BlockRef)> = None;
     for dir in candidates {
-        if let (_, Some(floor)) = StateFile::read(&dir, chain_id)? {
-            if best.as_ref().is_none_or(|(_, b)| floor.number > b.number) {
-                best = Some((dir.join(FLOOR_FILE), floor));
-            }
+        if let (_, Some(floor)) = StateFile::read(&dir, chain_id)?
+            && best.as_ref().is_none_or(|(_, b)| floor.number > b.number)
+        {
+            best = Some((dir.join(FLOOR_FILE), floor));
         }
     }
     if let Some((_, floor)) = &best {

@@ -186,7 +186,8 @@ fn run(seed: u64, cases: u64) -> (u64, u64) {
                 ("json", SourceBlock::Json(mutate_json(&mut r, &json).into()))
             };
             let asked = (r.below(2) == 0).then_some(original.block.hash);
-            let out = catch_unwind(AssertUnwindSafe(|| from_source_block(kind, "3", asked, &input)));
+            let out =
+                catch_unwind(AssertUnwindSafe(|| from_source_block(kind, "3", asked, &input)));
             match out {
                 Err(_) => panic!("case {case} ({kind} {what}): the decoder panicked"),
                 Ok(Ok(p)) => {
@@ -202,7 +203,8 @@ fn run(seed: u64, cases: u64) -> (u64, u64) {
 
 #[test]
 fn mutated_blocks_never_panic_and_never_pass_as_another() {
-    let cases = std::env::var("LIGHTCL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000);
+    let cases =
+        std::env::var("LIGHTCL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000);
     let seed = std::env::var("LIGHTCL_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let started = std::time::Instant::now();
     let (n, accepted) = run(seed, cases);
@@ -222,8 +224,10 @@ fn quantities_of_any_shape_never_panic() {
             0 => format!("0x{:x}", r.next()),
             1 => format!("0x{}", "f".repeat(r.below(40))),
             2 => "0x".to_string(),
-            _ => String::from_utf8_lossy(&(0..r.below(12)).map(|_| r.next() as u8).collect::<Vec<_>>())
-                .into_owned(),
+            _ => String::from_utf8_lossy(
+                &(0..r.below(12)).map(|_| r.next() as u8).collect::<Vec<_>>(),
+            )
+            .into_owned(),
         };
         let got = crate::http::parse_quantity(&Value::from(s.clone()));
         if let Some(n) = got {

@@ -488,7 +488,9 @@ impl SourceSet {
         while chain.low().number > to && added < budget && failures < TRIES {
             let avail: Vec<usize> = (0..self.len()).filter(|&i| self.available(i)).collect();
             let usable = if avail.is_empty() {
-                (0..self.len()).filter(|&i| self.members[i].admitted.load(Ordering::Relaxed)).collect()
+                (0..self.len())
+                    .filter(|&i| self.members[i].admitted.load(Ordering::Relaxed))
+                    .collect()
             } else {
                 avail
             };

@@ -85,8 +85,11 @@ pub fn handed(
         let safe = if heads.safe.number <= cap { heads.safe } else { heads.finalized };
         return Some(Heads { safe, ..heads });
     }
-    (checkpoint.number > 0 && checkpoint.number <= cap)
-        .then_some(Heads { head: heads.head, safe: checkpoint, finalized: checkpoint })
+    (checkpoint.number > 0 && checkpoint.number <= cap).then_some(Heads {
+        head: heads.head,
+        safe: checkpoint,
+        finalized: checkpoint,
+    })
 }
 
 /// An EL sync under way.
@@ -412,8 +415,7 @@ impl Follower {
         chain.trim_below(low);
         if chain.low().number > low {
             let from = chain.low().number;
-            let added =
-                self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
+            let added = self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
             let reached = chain.low().number;
             self.boot.proof = Some(chain);
             if let Some(a) = self.boot.active.as_mut()

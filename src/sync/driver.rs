@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::gate::{Gate, GateError, Lineage, Proven, REFILL_PROOF_DEPTH, WALK_PER_ROUND};
-use crate::source::set::WALK_BATCH;
 use super::pipeline::FeedKind::CatchUp;
 use super::plan::{Step, View, plan};
 use crate::api::metrics as m;
@@ -24,6 +23,7 @@ use crate::config::{ChainKind, Config};
 use crate::engine::{BlockAt, Engine, EngineClient, EngineError, Verdict, classify, read_heads};
 use crate::payload::FcuVersion;
 use crate::source::set::Agreed;
+use crate::source::set::WALK_BATCH;
 use crate::source::{RpcSource, Source, SourceError, SourceSet};
 use crate::state::{StateError, StateFile, StateLock, carry_over};
 
@@ -188,8 +188,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let mut replicas = Vec::new();
     for r in config.replicas() {
         let dir = config.replica_state_dir(&r.name);
-        if let Some((from, floor)) = carry_over(&config.state_dir, &dir, config.chain_id)
-            .map_err(RunError::State)?
+        if let Some((from, floor)) =
+            carry_over(&config.state_dir, &dir, config.chain_id).map_err(RunError::State)?
         {
             info!(target: "lightcl", replica = %r.name, floor = %floor, from = %from.display(),
                 to = %dir.display(), "finality floor carried over from the state file of the \

@@ -226,7 +226,10 @@ mod tests {
 
     /// A replica on a branch the sources left (another hash at its head).
     fn off(head: u64, now: Instant) -> ReplicaView {
-        ReplicaView { head: Some(BlockRef::new(head, B256::repeat_byte(0xee))), ..v(head, true, 0, now) }
+        ReplicaView {
+            head: Some(BlockRef::new(head, B256::repeat_byte(0xee))),
+            ..v(head, true, 0, now)
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -154,8 +154,11 @@ impl Follower {
         let halt = |tried: String| {
             StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };
-        let mut episode =
-            self.stuck.episode.unwrap_or(Episode { high: have.number, rounds: 0, at_bottom: false });
+        let mut episode = self.stuck.episode.unwrap_or(Episode {
+            high: have.number,
+            rounds: 0,
+            at_bottom: false,
+        });
         episode.high = episode.high.max(have.number);
         // A roll-back never takes the EL below the finality floor (the gate refuses it too):
         // where the EL would need that, no roll-back can help and lightcl halts.

@@ -62,17 +62,21 @@ fn random() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
     let chunks: Vec<Vec<u64>> =
         (0..threads).map(|t| seeds.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let failures: (Vec<String>, u64) = std::thread::scope(|scope| {
+    let failures: (Vec<String>, u64, [u64; 3]) = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     let mut synced = 0u64;
+                    let mut kinds = [0u64; 3];
                     for seed in chunk {
                         let setup = Setup::random(seed);
                         let out = run(&setup);
                         synced += u64::from(out.record.p2p_synced > 0);
+                        kinds[0] += u64::from(setup.initial_len >= 400);
+                        kinds[1] += u64::from(setup.live_lag.is_some());
+                        kinds[2] += u64::from(setup.flaky.is_some());
                         if !out.violations.is_empty() {
                             failed.push(format!(
                                 "seed {seed}: {}\n    setup: {setup:?}\n    replay: LIGHTCL_SIM_SEED={seed} cargo test --test it sim::random -- --nocapture",
@@ -83,27 +87,38 @@ fn random() {
                             }
                         }
                     }
-                    (failed, synced)
+                    (failed, synced, kinds)
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0)))
-            .fold((Vec::new(), 0), |(mut f, n), (more, k)| {
+            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 3])))
+            .fold((Vec::new(), 0, [0u64; 3]), |(mut f, n, mut kinds), (more, k, ks)| {
                 f.extend(more);
-                (f, n + k)
+                for (a, b) in kinds.iter_mut().zip(ks) {
+                    *a += b;
+                }
+                (f, n + k, kinds)
             })
     });
-    let (failures, synced) = failures;
+    let (failures, synced, [long, live, flaky]) = failures;
     eprintln!(
-        "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync)",
+        "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync, \
+         {long} on long chains, {live} judged for liveness during their faults, {flaky} with a \
+         flaky source throughout)",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
     // The bootstrap path is part of the random histories: a run that never takes it proves
     // nothing about it.
     assert!(seeds.len() < 1_000 || synced * 100 >= seeds.len() as u64, "only {synced} EL syncs");
+    // Long chains (where the proof walks run) and liveness during faults too.
+    assert!(
+        seeds.len() < 1_000
+            || (long * 200 >= seeds.len() as u64 && live * 50 >= seeds.len() as u64),
+        "only {long} long chains and {live} liveness histories"
+    );
     assert!(
         failures.is_empty(),
         "{} failing histories (first ones):\n{}",

@@ -399,11 +399,7 @@ impl SourceSet {
         self.agree_on_reports(&reports, floor).await
     }
 
-    async fn agree_on_reports(
-        &self,
-        reports: &[Option<LabelReport>],
-        floor: u64,
-    ) -> Option<Heads> {
+    async fn agree_on_reports(&self, reports: &[Option<LabelReport>], floor: u64) -> Option<Heads> {
         let head = self.agreed_label(Label::Latest, reports, floor).await?;
         let safe = self.agreed_label(Label::Safe, reports, floor).await?;
         let finalized = self.agreed_label(Label::Finalized, reports, floor).await?;

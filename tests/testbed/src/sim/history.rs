@@ -108,6 +108,12 @@ pub struct Setup {
     pub initial_floor: Option<u64>,
     /// lightcl's `source_timeout_ms` (`None`: 2 s, or the hang's length if longer).
     pub source_timeout_ms: Option<u64>,
+    /// Source `i` fails this share of its requests for the whole history, healing included (a
+    /// flaky provider).
+    pub flaky: Option<(usize, f64)>,
+    /// The faults of this history leave progress possible (a slow or flaky source, nothing
+    /// else): the EL may never lag more than this many blocks behind the honest tip during them.
+    pub live_lag: Option<u64>,
 }
 
 /// What a history showed.
@@ -161,6 +167,8 @@ impl Setup {
             fetch_batch: lightcl::config::DEFAULT_FETCH_BATCH,
             initial_floor: None,
             source_timeout_ms: None,
+            flaky: None,
+            live_lag: None,
         }
     }
 
@@ -264,7 +272,83 @@ impl Setup {
         // Raw blocks from any subset of the sources, fetched in batches of any size.
         s.raw_sources = r.range(0, (1 << n) - 1);
         s.fetch_batch = r.pick(&[1, 4, 16]);
+        // A flaky provider: one source fails 1 % of its requests for the whole history.
+        if r.chance(0.15) {
+            s.flaky = Some((r.range(0, n as u64 - 1) as usize, 0.01));
+        }
+        if r.chance(0.012) {
+            s.long_chain(&mut r);
+        } else if r.chance(0.08) {
+            s.live_during_faults(&mut r);
+        }
         s
+    }
+
+    /// A long chain (hundreds to a thousand blocks) far above the EL, where bootstrap's proof
+    /// walk and the refill proof below the floor run: an EL far behind (or crashed later), with
+    /// or without peers, lightcl's floor kept from an earlier run, load-balanced sources that
+    /// flip between branches through every phase, and sometimes the chain rebuilt far below
+    /// that floor (the halt is then the right end).
+    fn long_chain(&mut self, r: &mut Rng) {
+        let len = r.range(400, 1_200);
+        self.initial_len = len;
+        let head = r.range(0, len / 3);
+        let fin = head.saturating_sub(r.range(0, 8));
+        self.prefill = if r.chance(0.2) {
+            Prefill::Genesis
+        } else {
+            Prefill::Honest { head, safe: Some(fin), finalized: Some(fin) }
+        };
+        self.initial_floor = (fin > 0 && r.chance(0.6)).then_some(fin);
+        self.events.clear();
+        if r.chance(0.25) && fin > 4 {
+            self.events.push((r.range(0, 2_000), Event::Rebuild(r.range(1, fin - 1))));
+        }
+        if r.chance(0.3) {
+            self.events.push((r.range(2_000, 8_000), Event::ElCrash));
+        }
+        if r.chance(0.4) {
+            self.events.push((r.range(500, 6_000), Event::Reorg(r.range(2, 10))));
+        }
+        self.events.sort_by_key(|(t, _)| *t);
+        // A flapping source alone, or beside an honest majority.
+        let n = self.sources.len();
+        if n == 1 || (n > self.quorum.required(n) && r.chance(0.5)) {
+            self.sources[0] = Behaviour::Flapping;
+        }
+        self.p2p = r.chance(0.6).then(|| P2p {
+            peers: r.pick(&[1, 5]),
+            syncs: true,
+            blocks_per_sec: r.pick(&[50, 400]),
+            peers_diverge_at: None,
+        });
+        self.bootstrap = (r.pick(&[Bootstrap::Auto, Bootstrap::Replay]), 20);
+        self.duration_ms = r.range(8_000, 20_000);
+        self.block_ms = 1_000;
+    }
+
+    /// Faults that leave progress possible (one source far away or flaky, a majority with a
+    /// liar it can outvote), and nothing else: lightcl must keep up during them, not only after
+    /// they heal.
+    fn live_during_faults(&mut self, r: &mut Rng) {
+        let n = self.sources.len();
+        self.sources = vec![Behaviour::Honest; n];
+        if n == 3 && r.chance(0.5) {
+            self.quorum = Quorum::Named(QuorumName::Majority);
+            self.sources[1] =
+                r.pick(&[Behaviour::LabelLies, Behaviour::Down, Behaviour::WrongParent]);
+        }
+        self.events.clear();
+        self.error_rate = 0.0;
+        self.hang = None;
+        self.p2p = None;
+        self.bootstrap = (Bootstrap::Auto, 10_000);
+        self.prefill = Prefill::Genesis;
+        self.initial_len = r.range(0, 40);
+        self.slow_ms = r.pick(&[0, 300]);
+        self.flaky = Some((r.range(0, n as u64 - 1) as usize, 0.01));
+        self.duration_ms = r.range(20_000, 40_000);
+        self.live_lag = Some(12);
     }
 
     fn config(&self) -> Config {
@@ -364,6 +448,9 @@ async fn run_async(setup: &Setup) -> Outcome {
             if let Some((p, ms)) = setup.hang.filter(|_| i + 1 == setup.sources.len()) {
                 s.set_hang(p, Duration::from_millis(ms));
             }
+            if let Some((_, p)) = setup.flaky.filter(|(f, _)| *f == i) {
+                s.set_error_rate(p);
+            }
             s
         })
         .collect();
@@ -373,8 +460,13 @@ async fn run_async(setup: &Setup) -> Outcome {
     // The world's own clock: blocks, events, healing.
     let head_at_heal = Arc::new(Mutex::new(0u64));
     let max_lag = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The largest lag once the EL first caught up (within 6 blocks of the tip) before the heal:
+    // what the liveness check during faults judges (the first catch-up runs at the sources'
+    // pace).
+    let live_lag = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let driver = {
         let max_lag = max_lag.clone();
+        let live_lag = live_lag.clone();
         let (world, el, sources, setup) =
             (world.clone(), el.clone(), sources.clone(), setup.clone());
         let head_at_heal = head_at_heal.clone();
@@ -384,6 +476,7 @@ async fn run_async(setup: &Setup) -> Outcome {
             let mut next_block = start + Duration::from_millis(setup.block_ms);
             let mut ends: Vec<(Instant, Faults)> = Vec::new();
             let mut healed = false;
+            let mut caught_up = false;
             loop {
                 let next_event = events.front().map(|(t, _)| start + Duration::from_millis(*t));
                 let heal = (!healed).then_some(heal_at);
@@ -399,9 +492,10 @@ async fn run_async(setup: &Setup) -> Outcome {
                     // also what lets an EL that never rewinds leave a stale branch).
                     healed = true;
                     *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()) = el.heads().0.number;
-                    for s in &sources {
+                    for (i, s) in sources.iter().enumerate() {
                         s.set_behaviour(Behaviour::Honest);
-                        s.set_error_rate(0.0);
+                        // A flaky provider stays flaky.
+                        s.set_error_rate(setup.flaky.filter(|(f, _)| *f == i).map_or(0.0, |f| f.1));
                         s.set_slow(Duration::ZERO);
                         s.set_hang(0.0, Duration::ZERO);
                     }
@@ -418,6 +512,13 @@ async fn run_async(setup: &Setup) -> Outcome {
                     }
                 });
                 if now >= next_block {
+                    if !healed {
+                        let lag = lock(&world).tip().number.saturating_sub(el.heads().0.number);
+                        caught_up |= lag <= 6;
+                        if caught_up {
+                            live_lag.fetch_max(lag, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     let lag_from = start + Duration::from_millis(setup.duration_ms / 3);
                     if now >= lag_from && !healed {
                         let lag = lock(&world).tip().number.saturating_sub(el.heads().0.number);
@@ -578,6 +679,16 @@ async fn run_async(setup: &Setup) -> Outcome {
             w.tip(),
             w.safe,
             w.finalized
+        ));
+    }
+    let max_lag_seen = live_lag.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(bound) = setup.live_lag
+        && max_lag_seen > bound
+        && !halted
+    {
+        violations.push(format!(
+            "lagged {max_lag_seen} blocks behind the honest tip during faults that leave \
+             progress possible, after it had caught up (at most {bound})"
         ));
     }
     if !halted && lost_finality {
