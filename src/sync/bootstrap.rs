@@ -405,6 +405,8 @@ impl Follower {
             Some(c) if c.top() == head => c,
             Some(mut c) if c.top().number < head.number => {
                 let Some(more) = self.sources.walk_down(head, c.top().number).await else {
+                    // Keep what was proven: the next round tries the new blocks again.
+                    self.boot.proof = Some(c);
                     return Err(StepError::NoAgreement { number: head.number });
                 };
                 // Where the head moved to another branch, walk again from it.

@@ -117,3 +117,37 @@ fn alert_rules_pass_promtool() {
     let alerts = rules.matches("- alert:").count();
     assert!(text.contains(&format!("{alerts} rules found")), "{text}");
 }
+
+/// A second lightcl on a state folder another process holds stops at start with exit code 3,
+/// naming the holder, before it touches the EL (none is running here).
+#[test]
+fn a_second_process_on_one_state_dir_exits_with_code_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let jwt = dir.path().join("jwt.hex");
+    std::fs::write(&jwt, "ab".repeat(32)).expect("jwt");
+    let state = dir.path().join("state");
+    let held = lightcl::state::StateLock::acquire(&state).expect("the test holds the folder");
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "chain = \"ethereum\"\nchain_id = 1337\nsources = [\"http://127.0.0.1:1\"]\n\
+             state_dir = \"{}\"\n[engine]\nurl = \"http://127.0.0.1:1\"\n\
+             jwt_secret_file = \"{}\"\nrpc_url = \"http://127.0.0.1:1\"\n",
+            state.display(),
+            jwt.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_lightcl"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run lightcl");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("in use by another lightcl process"), "{text}");
+    assert!(text.contains(&format!("pid {}", std::process::id())), "names the holder: {text}");
+    drop(held);
+}
