@@ -162,6 +162,12 @@ impl Proven {
         fits
     }
 
+    /// Forgets the blocks above `n` (keeps at least the lowest block).
+    pub fn truncate_above(&mut self, n: u64) {
+        let keep = n.saturating_sub(self.low).saturating_add(1).min(self.len());
+        self.hashes.truncate(keep as usize);
+    }
+
     /// Forgets the blocks below `n` (keeps at least the highest block).
     pub fn trim_below(&mut self, n: u64) {
         let skip = n.saturating_sub(self.low).min(self.len() - 1);

@@ -334,6 +334,7 @@ async fn check_command(config: &Config) -> ExitCode {
             }
         }
     }
+    check_state_dir(config, &mut ok);
     for replica in config.replicas() {
         check_replica(config, &replica, &mut ok).await;
     }
@@ -392,6 +393,38 @@ async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: 
         Err(e) => {
             *ok = false;
             println!("{who}EL Engine API: FAILED: {e}");
+        }
+    }
+}
+
+/// The state folder part of `lightcl check`: whether a lightcl holds it (not a failure: check
+/// runs beside the service), and the highest floor of its files that `lightcl run` carries over
+/// to a replica without one.
+fn check_state_dir(config: &Config, ok: &mut bool) {
+    let dir = &config.state_dir;
+    if !dir.exists() {
+        return;
+    }
+    match lightcl::state::StateLock::acquire(dir) {
+        Ok(_lock) => println!("state folder {}: not in use", dir.display()),
+        Err(lightcl::state::StateError::Locked { holder, .. }) => {
+            println!("state folder {}: in use by a running lightcl ({holder})", dir.display())
+        }
+        Err(e) => {
+            *ok = false;
+            println!("state folder: FAILED: {e}");
+        }
+    }
+    match lightcl::state::family_floor(dir, config.chain_id) {
+        Ok(Some((from, floor))) => println!(
+            "state folder: highest finality floor {floor} (in {}); `lightcl run` gives it to \
+             every replica whose own floor is lower",
+            from.display()
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            *ok = false;
+            println!("state folder: FAILED: {e}");
         }
     }
 }

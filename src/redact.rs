@@ -40,8 +40,15 @@ pub fn scrub(message: &str, raw: &str, shown: &str) -> String {
     let mut out = message.replace(raw, shown);
     if let Ok(u) = url::Url::parse(raw) {
         out = out.replace(u.as_str(), shown);
-        if let Some(pw) = u.password() {
-            out = out.replace(pw, "***");
+        // User info, as given and percent-decoded: the password whatever its length, a user
+        // name (some providers put the key there) from four characters on, so that a short
+        // one does not mangle the message.
+        for (v, min) in [(u.password().unwrap_or_default(), 1), (u.username(), 4)] {
+            for v in [v.to_string(), percent_decode(v)] {
+                if v.len() >= min {
+                    out = out.replace(&v, "***");
+                }
+            }
         }
         for seg in u.path_segments().into_iter().flatten() {
             if seg.len() >= 8 && !shown.contains(seg) {
@@ -84,9 +91,50 @@ pub fn redact(raw: &str) -> String {
     url.to_string()
 }
 
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{redact, scrub};
+
+    #[test]
+    fn scrub_removes_what_the_redaction_hides_from_messages() {
+        let raw = "http://k3yus3r:p%40ss%2Fw0rd@10.0.0.1:8551/v2/abcDEF1234567890abcdef12?token=t0k3nvalue";
+        let shown = redact(raw);
+        let msg = format!(
+            "error sending request for url ({raw}): user k3yus3r, password p@ss/w0rd, \
+             path abcDEF1234567890abcdef12, token t0k3nvalue, short pw ab"
+        );
+        let out = scrub(&msg, raw, &shown);
+        for secret in
+            ["k3yus3r", "p@ss/w0rd", "p%40ss%2Fw0rd", "abcDEF1234567890abcdef12", "t0k3nvalue"]
+        {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("10.0.0.1:8551"), "the host stays: {out}");
+        // A short user name is left alone (it would mangle the message); a password never.
+        let out = scrub("a message about abcd", "http://u:ab@h/", "http://***:***@h/");
+        assert_eq!(out, "a message ***out ***cd");
+    }
 
     #[test]
     fn removes_credentials() {

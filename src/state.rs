@@ -9,8 +9,8 @@
 //! ([`StateLock`]): a second process on the same folder would overwrite the floor.
 //!
 //! The floor is a fact about the chain (a block lightcl saw finalized), not about one EL: when an
-//! operator moves from one `[engine]` to `[[engines]]` or back, the floor follows
-//! ([`carry_over`]) instead of being forgotten.
+//! operator moves from one `[engine]` to `[[engines]]` or back, or adds a replica, the highest
+//! floor of the folder follows ([`carry_over`]) instead of being forgotten.
 
 use std::fs;
 use std::io::Write;
@@ -220,46 +220,47 @@ impl StateLock {
     }
 }
 
-/// Carries the floor over to `target` (a replica's state folder) when it has none but the other
-/// layout of `state_dir` does: `state_dir/floor.json` (one `[engine]` before) for a replica of
-/// a fleet, or the highest of `state_dir/<name>/floor.json` (a fleet before) for the one
-/// `[engine]` in `state_dir` itself. Returns the file it came from and the floor, if any. A
-/// file of the other layout that is corrupt or of another chain is refused, naming it.
-pub fn carry_over(
+/// The highest floor any state file of `state_dir`'s layouts holds: `state_dir/floor.json` (one
+/// `[engine]`) and `state_dir/<name>/floor.json` (each replica of a fleet, this one's or an
+/// earlier one's), with the file it is in. A file that is corrupt or of another chain is
+/// refused, naming it: it may be the one that holds the floor.
+pub fn family_floor(
     state_dir: &Path,
-    target: &Path,
     chain_id: u64,
 ) -> Result<Option<(PathBuf, BlockRef)>, StateError> {
-    if target.join(FLOOR_FILE).exists() {
-        return Ok(None);
+    let mut dirs = vec![state_dir.to_path_buf()];
+    if let Ok(entries) = fs::read_dir(state_dir) {
+        dirs.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
     }
-    let candidates: Vec<PathBuf> = if target == state_dir {
-        match fs::read_dir(state_dir) {
-            Ok(entries) => entries
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join(FLOOR_FILE).is_file())
-                .collect(),
-            Err(_) => Vec::new(),
-        }
-    } else if state_dir.join(FLOOR_FILE).is_file() {
-        vec![state_dir.to_path_buf()]
-    } else {
-        Vec::new()
-    };
     let mut best: Option<(PathBuf, BlockRef)> = None;
-    for dir in candidates {
+    for dir in dirs.into_iter().filter(|d| d.join(FLOOR_FILE).is_file()) {
         if let (_, Some(floor)) = StateFile::read(&dir, chain_id)?
             && best.as_ref().is_none_or(|(_, b)| floor.number > b.number)
         {
             best = Some((dir.join(FLOOR_FILE), floor));
         }
     }
-    if let Some((_, floor)) = &best {
-        let (file, _) = StateFile::open(target, chain_id)?;
-        file.store(*floor)?;
-    }
     Ok(best)
+}
+
+/// Raises the floor in `target` (a replica's state folder: `state_dir` itself for one
+/// `[engine]`, `state_dir/<name>` in a fleet) to the highest floor of `state_dir`'s layouts
+/// ([`family_floor`]) where that is higher. The floor is a fact about the chain (a block lightcl
+/// saw finalized), not about one EL: moving from one `[engine]` to `[[engines]]` or back,
+/// adding a replica, or renaming one keeps it. Returns the file it came from and the floor,
+/// when it raised it.
+pub fn carry_over(
+    state_dir: &Path,
+    target: &Path,
+    chain_id: u64,
+) -> Result<Option<(PathBuf, BlockRef)>, StateError> {
+    let Some((from, floor)) = family_floor(state_dir, chain_id)? else { return Ok(None) };
+    let (file, own) = StateFile::open(target, chain_id)?;
+    if own.is_some_and(|o| o.number >= floor.number) {
+        return Ok(None);
+    }
+    file.store(floor)?;
+    Ok(Some((from, floor)))
 }
 
 #[cfg(test)]
@@ -303,24 +304,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let root = dir.path();
         let b = |n| BlockRef::new(n, B256::repeat_byte(n as u8));
+        let floor_in = |d: &Path| StateFile::open(d, 10).expect("open").1;
         // One [engine] before: its floor goes to each replica of the fleet.
         StateFile::open(root, 10).expect("open").0.store(b(40)).expect("store");
-        let a = root.join("a");
+        let (a, c) = (root.join("a"), root.join("c"));
         let got = carry_over(root, &a, 10).expect("carry");
         assert_eq!(got.map(|g| g.1), Some(b(40)));
-        assert_eq!(StateFile::open(&a, 10).expect("a").1, Some(b(40)));
-        // A replica with a floor of its own keeps it.
+        assert_eq!(floor_in(&a), Some(b(40)));
+        // The fleet finalizes more; a replica added later gets the highest floor of its
+        // siblings, not the old one.
         StateFile::open(&a, 10).expect("a").0.store(b(50)).expect("store");
-        assert_eq!(carry_over(root, &a, 10).expect("again"), None);
-        assert_eq!(StateFile::open(&a, 10).expect("a").1, Some(b(50)));
-        // Back to one [engine]: the highest replica floor, where state_dir has none.
-        fs::remove_file(root.join(FLOOR_FILE)).expect("rm");
-        let c = root.join("c");
-        StateFile::open(&c, 10).expect("c").0.store(b(45)).expect("store");
+        assert_eq!(carry_over(root, &a, 10).expect("again"), None, "own floor is the highest");
+        let got = carry_over(root, &c, 10).expect("new replica");
+        assert_eq!(got, Some((a.join(FLOOR_FILE), b(50))));
+        // Back to one [engine]: the stale state_dir/floor.json is raised to the fleet's.
         let got = carry_over(root, root, 10).expect("back");
-        assert_eq!(got.map(|g| (g.0, g.1)), Some((a.join(FLOOR_FILE), b(50))));
-        assert_eq!(StateFile::open(root, 10).expect("root").1, Some(b(50)));
-        // A file of the other layout for another chain is refused, naming it.
+        assert_eq!(got.map(|g| g.1), Some(b(50)));
+        assert_eq!(floor_in(root), Some(b(50)));
+        // A floor is never lowered.
+        StateFile::open(root, 10).expect("root").0.store(b(70)).expect("store");
+        assert_eq!(carry_over(root, root, 10).expect("higher"), None);
+        assert_eq!(floor_in(root), Some(b(70)));
+        // A file of the family for another chain is refused, naming it.
         let d = dir.path().join("fleet2");
         StateFile::open(&d.join("x"), 11).expect("x").0.store(b(9)).expect("store");
         let e = carry_over(&d, &d, 10).expect_err("other chain");

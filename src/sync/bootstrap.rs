@@ -205,9 +205,11 @@ impl Follower {
         // The chain is proven by hash down to the checkpoint (or the handed finalized block
         // when lightcl has none): resumed each round, counted as progress while it grows.
         let low = if checkpoint.number > 0 { checkpoint.number } else { heads.finalized.number };
-        let chain = match self.prove_handed(&heads, low).await? {
-            Some(chain) => chain,
-            None => {
+        let chain = match self.prove_handed(&heads, low).await {
+            Ok(Some(chain)) => chain,
+            // Not proven yet (or the sources could not serve the walk this round): the stall
+            // watch decides whether `auto` gives up for replay.
+            walking => {
                 let status = match status {
                     Some(s) => s,
                     None => self.engine.sync_status().await?,
@@ -215,7 +217,7 @@ impl Follower {
                 if self.watch_el_sync(&local, target, &status) {
                     return Ok(None);
                 }
-                return Ok(Some(StepOutcome::Progress));
+                return walking.map(|_| Some(StepOutcome::Progress));
             }
         };
         if checkpoint.number > 0 && chain.get(checkpoint.number) != Some(checkpoint.hash) {
@@ -402,17 +404,15 @@ impl Follower {
     async fn prove_handed(&mut self, heads: &Heads, low: u64) -> Result<Option<Proven>, StepError> {
         let Heads { head, safe, finalized } = *heads;
         let mut chain = match self.boot.proof.take() {
-            Some(c) if c.top() == head => c,
-            Some(mut c) if c.top().number < head.number => {
-                let Some(more) = self.sources.walk_down(head, c.top().number).await else {
+            Some(c) => match self.rebase(c, head).await {
+                Ok(c) => c,
+                Err(kept) => {
                     // Keep what was proven: the next round tries the new blocks again.
-                    self.boot.proof = Some(c);
+                    self.boot.proof = Some(kept);
                     return Err(StepError::NoAgreement { number: head.number });
-                };
-                // Where the head moved to another branch, walk again from it.
-                if c.extend(&more) { c } else { more }
-            }
-            _ => Proven::at(head),
+                }
+            },
+            None => Proven::at(head),
         };
         chain.trim_below(low);
         if chain.low().number > low {
@@ -437,14 +437,46 @@ impl Follower {
             chain = self.boot.proof.take().unwrap_or_else(|| Proven::at(head));
         }
         let at = |b: BlockRef| chain.get(b.number) == Some(b.hash);
-        if !(at(finalized) && at(safe)) {
+        let on = at(finalized) && at(safe);
+        self.boot.proof = Some(chain.clone());
+        if !on {
             warn!(target: "lightcl::bootstrap", head = %head, safe = %safe, finalized = %finalized,
                 "the agreed safe or finalized block is not on the agreed head's chain (walked by \
                  hash); not handing it to the EL this round");
             return Err(StepError::NoAgreement { number: head.number });
         }
-        self.boot.proof = Some(chain.clone());
         Ok(Some(chain))
+    }
+
+    /// The proof so far (`c`), moved to `head`: cut down to it where `head` is on it, else
+    /// joined to a walk down from `head` where the two meet (the head moved up, or to another
+    /// branch after a reorg: only the blocks above the meeting point are walked). A walk that
+    /// does not meet `c` within a round's budget replaces it (a reorg deeper than that).
+    /// `Err(c)`: the sources served nothing of the walk this round; `c` is kept.
+    async fn rebase(&self, mut c: Proven, head: BlockRef) -> Result<Proven, Proven> {
+        if c.get(head.number) == Some(head.hash) {
+            c.truncate_above(head.number);
+            return Ok(c);
+        }
+        let mut more = Proven::at(head);
+        let mut walked = 0;
+        loop {
+            let low = more.low();
+            if c.get(low.number) == Some(low.hash) {
+                c.truncate_above(low.number);
+                c.extend(&more);
+                return Ok(c);
+            }
+            if low.number <= c.low().number || walked >= WALK_PER_ROUND {
+                return Ok(more);
+            }
+            let to = c.low().number;
+            let added = self.sources.extend_down(&mut more, to, WALK_BATCH, WALK_BATCH).await;
+            if added == 0 {
+                return Err(c);
+            }
+            walked += added;
+        }
     }
 }
 

@@ -192,9 +192,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             carry_over(&config.state_dir, &dir, config.chain_id).map_err(RunError::State)?
         {
             info!(target: "lightcl", replica = %r.name, floor = %floor, from = %from.display(),
-                to = %dir.display(), "finality floor carried over from the state file of the \
-                earlier layout (one [engine] or [[engines]]): the floor is the chain's, whichever \
-                EL lightcl drives");
+                to = %dir.display(), "finality floor carried over from another state file in \
+                state_dir (one [engine] before, or another replica): the floor is the chain's, \
+                whichever EL lightcl drives");
         }
         let state = StateFile::open(&dir, config.chain_id).map_err(RunError::State)?;
         let shared = Arc::new(Shared::replica(&r.name, &metrics, config.api.ready_max_lag_blocks));

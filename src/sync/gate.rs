@@ -33,7 +33,7 @@ use alloy_primitives::B256;
 use tracing::{error, info};
 
 pub use crate::chain::Proven;
-use crate::chain::{BlockRef, Heads};
+use crate::chain::{BlockRef, Heads, Label};
 use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus};
 use crate::payload::FcuVersion;
 use crate::state::{StateError, StateFile};
@@ -306,9 +306,19 @@ impl Gate {
     /// below the floor: the EL keeps the floor's block (outside a refill below the floor, where
     /// the EL lost it already and a roll-back cannot lose anything final).
     pub async fn set_head(&self, number: u64) -> Result<(), GateError> {
+        // A refill is the driver's word from the last read: read the EL's head again.
+        let refilling = self.refilling()
+            && match self.floor() {
+                Some(f) => self
+                    .engine
+                    .block(BlockAt::Label(Label::Latest))
+                    .await?
+                    .is_none_or(|b| b.block.number < f.number),
+                None => true,
+            };
         if let Some(floor) = self.floor()
             && number < floor.number
-            && !self.refilling()
+            && !refilling
         {
             let why = format!(
                 "debug_setHead({number}) would roll the EL back below the finality floor {floor}"

@@ -151,6 +151,18 @@ impl Follower {
         if count < STUCK_BEFORE_REPAIR {
             return Ok(());
         }
+        // The sightings can be older than the EL's head: a round that started at a head the EL
+        // had fallen back to (a crash) may have carried it well past it since. An EL that is
+        // above where it was seen stuck is not stuck; rolling it back would undo that.
+        let now = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        if let Some(now) = now.filter(|b| b.number > have.number) {
+            info!(target: "lightcl::engine", seen_stuck_at = %have, head = %now,
+                "the EL advanced past where it looked stuck; no roll-back");
+            self.stuck.at = None;
+            *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) =
+                ProgressWatch::default();
+            return Ok(());
+        }
         let halt = |tried: String| {
             StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };

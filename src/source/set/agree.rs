@@ -140,11 +140,7 @@ impl SourceSet {
                 }
                 let full: Vec<Option<()>> =
                     a.iter().map(|r| r.filter(LabelReport::complete).map(|_| ())).collect();
-                match enough_answered(&full, o, required) {
-                    // Answered, but not enough of them usable to decide: wait for the rest.
-                    Decision::Done if o > 0 => Decision::Wait,
-                    d => d,
-                }
+                enough_answered(&full, o, required)
             },
         )
         .await
@@ -391,8 +387,10 @@ impl SourceSet {
         if let Some(heads) = self.agree_on_reports(&reports, floor).await {
             return Some(heads);
         }
-        let missing = (0..self.len()).any(|i| reports[i].is_none() && self.can_vote(i));
-        if !missing {
+        // Worth reading again only where the sources left out could still make the quorum.
+        let complete = reports.iter().flatten().filter(|r| LabelReport::complete(r)).count();
+        let missing = (0..self.len()).filter(|&i| reports[i].is_none() && self.can_vote(i)).count();
+        if missing == 0 || complete + missing < self.required() {
             return None;
         }
         let reports = self.reports(true).await;
