@@ -417,23 +417,24 @@ impl std::io::Write for Captured {
     }
 }
 
-/// Case 8: A source URL with an API key in its path and query: the key reaches neither the logs
-/// (debug level, transport errors included) nor `/status`. Real JSON-RPC client, unreachable
-/// endpoint, simulated EL.
-#[test]
-fn case08_secrets_never_reach_logs_or_status() {
+/// Runs lightcl for 3 s with debug logs captured, against the EL and source `parts` makes (in
+/// a runtime, over a small simulated world), configured as `config`; returns the logs and
+/// `/status`. For the cases that look for secrets in them.
+pub(crate) fn logs_and_status_of(
+    config: lightcl::Config,
+    parts: impl FnOnce(
+        lightcl_testbed::sim::SharedWorld,
+    ) -> (
+        std::sync::Arc<dyn lightcl::engine::Engine>,
+        std::sync::Arc<dyn lightcl::source::Source>,
+    ),
+) -> (String, String) {
     use std::sync::Arc;
 
     use lightcl::api::Shared;
-    use lightcl::config::SourceEntry;
-    use lightcl::engine::Engine;
-    use lightcl::source::{RpcSource, Source};
     use lightcl::state::StateFile;
-    use lightcl_testbed::sim::el::SimEl;
     use lightcl_testbed::sim::{World, lock};
 
-    let key = "k3y0123456789abcdefABCDEF0123456789";
-    let url = format!("http://user:pa55word@127.0.0.1:9/v2/{key}?apikey=s3cr3tvalue");
     let sink = Captured::default();
     let writer = {
         let sink = sink.clone();
@@ -454,33 +455,48 @@ fn case08_secrets_never_reach_logs_or_status() {
         rt.block_on(async {
             let world = Arc::new(std::sync::Mutex::new(World::new(5)));
             let _ = lock(&world).tip();
-            let el = SimEl::new(world, Profile::Geth, 8);
-            let entry = SourceEntry::Url(url.clone());
-            let source = RpcSource::new(&entry, std::time::Duration::from_millis(300));
-            let config = lightcl::Config {
-                chain: lightcl::config::ChainKind::Ethereum,
-                chain_id: 1337,
-                sources: vec![entry],
-                api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
-                ..lightcl::Config::default()
-            };
+            let (engine, source) = parts(world);
             let parts = lightcl::Parts::single(
-                Arc::new(el) as Arc<dyn Engine>,
-                vec![Arc::new(source) as Arc<dyn Source>],
+                engine,
+                vec![source],
                 StateFile::memory(Default::default()),
                 Some(shared.clone()),
             );
-            let _ = lightcl::run_with(
-                config,
-                parts,
-                tokio::time::sleep(std::time::Duration::from_secs(3)),
-            )
-            .await;
+            let stop = tokio::time::sleep(std::time::Duration::from_secs(3));
+            let _ = lightcl::run_with(config, parts, stop).await;
         });
     });
     let logs =
         String::from_utf8_lossy(&sink.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
-    let status = shared.status_json().to_string();
+    (logs, shared.status_json().to_string())
+}
+
+/// Case 8: A source URL with an API key in its path and query: the key reaches neither the logs
+/// (debug level, transport errors included) nor `/status`. Real JSON-RPC client, unreachable
+/// endpoint, simulated EL.
+#[test]
+fn case08_secrets_never_reach_logs_or_status() {
+    use std::sync::Arc;
+
+    use lightcl::config::SourceEntry;
+    use lightcl::source::RpcSource;
+    use lightcl_testbed::sim::el::SimEl;
+
+    let key = "k3y0123456789abcdefABCDEF0123456789";
+    let url = format!("http://user:pa55word@127.0.0.1:9/v2/{key}?apikey=s3cr3tvalue");
+    let entry = SourceEntry::Url(url.clone());
+    let config = lightcl::Config {
+        chain: lightcl::config::ChainKind::Ethereum,
+        chain_id: 1337,
+        sources: vec![entry.clone()],
+        api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
+        ..lightcl::Config::default()
+    };
+    let (logs, status) = logs_and_status_of(config, |world| {
+        let el = SimEl::new(world, Profile::Geth, 8);
+        let source = RpcSource::new(&entry, std::time::Duration::from_millis(300));
+        (Arc::new(el), Arc::new(source))
+    });
     assert!(logs.contains("not enough sources"), "the test saw the source fail: {logs}");
     for secret in [key, "s3cr3tvalue", "pa55word"] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");

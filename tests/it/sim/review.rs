@@ -161,76 +161,35 @@ fn review06b_refill_proof_progresses_with_a_flaky_source() {
 fn review04_engine_url_secrets_never_reach_logs_or_status() {
     use std::sync::Arc;
 
-    use lightcl::api::Shared;
     use lightcl::config::{EngineConfig, SourceEntry};
-    use lightcl::engine::{Engine, EngineClient};
-    use lightcl::source::Source;
-    use lightcl::state::StateFile;
+    use lightcl::engine::EngineClient;
     use lightcl_testbed::sim::source::SimSource;
-    use lightcl_testbed::sim::{World, lock};
-
-    use super::Captured;
 
     let key = "k3y0123456789abcdefABCDEF0123456789";
     let url = format!("http://user:pa55word@127.0.0.1:9/v2/{key}?apikey=s3cr3tvalue");
     let dir = tempfile::tempdir().expect("tempdir");
     let jwt = dir.path().join("jwt.hex");
     std::fs::write(&jwt, "11".repeat(32)).expect("jwt");
-    let sink = Captured::default();
-    let writer = {
-        let sink = sink.clone();
-        move || sink.clone()
+    let engine = EngineConfig {
+        url: url.clone(),
+        jwt_secret_file: jwt,
+        rpc_url: url.replace("/v2/", "/rpc/"),
+        new_payload_timeout_ms: 500,
+        forkchoice_timeout_ms: 500,
+        call_timeout_ms: 500,
     };
-    let level = lightcl::config::LogConfig {
-        format: lightcl::config::LogFormat::Text,
-        level: "debug".into(),
+    let config = lightcl::Config {
+        chain: lightcl::config::ChainKind::Ethereum,
+        chain_id: 1337,
+        sources: vec![SourceEntry::Url("http://sim0".into())],
+        engine: engine.clone(),
+        api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
+        ..lightcl::Config::default()
     };
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(level.filter())
-        .with_writer(writer)
-        .with_ansi(false)
-        .finish();
-    let shared = Arc::new(Shared::new(&["src".into()], 4));
-    tracing::subscriber::with_default(subscriber, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        rt.block_on(async {
-            let world = Arc::new(std::sync::Mutex::new(World::new(5)));
-            let _ = lock(&world).tip();
-            let engine = EngineConfig {
-                url: url.clone(),
-                jwt_secret_file: jwt.clone(),
-                rpc_url: url.replace("/v2/", "/rpc/"),
-                new_payload_timeout_ms: 500,
-                forkchoice_timeout_ms: 500,
-                call_timeout_ms: 500,
-            };
-            let client = EngineClient::new(&engine).expect("client");
-            let source = SimSource::new(world, "src", Behaviour::Honest, 1);
-            let config = lightcl::Config {
-                chain: lightcl::config::ChainKind::Ethereum,
-                chain_id: 1337,
-                sources: vec![SourceEntry::Url("http://sim0".into())],
-                engine,
-                api: lightcl::config::ApiConfig { listen: String::new(), ready_max_lag_blocks: 4 },
-                ..lightcl::Config::default()
-            };
-            let parts = lightcl::Parts::single(
-                Arc::new(client) as Arc<dyn Engine>,
-                vec![Arc::new(source) as Arc<dyn Source>],
-                StateFile::memory(Default::default()),
-                Some(shared.clone()),
-            );
-            let _ = lightcl::run_with(
-                config,
-                parts,
-                tokio::time::sleep(std::time::Duration::from_secs(3)),
-            )
-            .await;
-        });
+    let (logs, status) = super::logs_and_status_of(config, |world| {
+        let client = EngineClient::new(&engine).expect("client");
+        (Arc::new(client), Arc::new(SimSource::new(world, "src", Behaviour::Honest, 1)))
     });
-    let logs =
-        String::from_utf8_lossy(&sink.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
-    let status = shared.status_json().to_string();
     assert!(logs.contains("127.0.0.1:9"), "the test saw the EL fail: {logs}");
     for secret in [key, "s3cr3tvalue", "pa55word"] {
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
