@@ -150,8 +150,11 @@ fn mutate_json(r: &mut Rng, json: &Value) -> String {
 /// What a case may come back as.
 fn check(case: u64, what: &str, original: &Payload, asked: Option<B256>, got: &Payload) {
     if got.block.hash == original.block.hash || asked.is_some() || got.claimed {
+        // A raw block by number claims no hash: that alone may differ (a mutation that left
+        // the bytes' meaning unchanged, such as a byte overwritten with itself).
+        let got = Payload { claimed: got.claimed || asked.is_none(), ..got.clone() };
         assert_eq!(
-            got, original,
+            &got, original,
             "case {case} ({what}): a mutated block passed as the original's hash with other \
              contents"
         );
