@@ -155,7 +155,9 @@ impl Follower {
         // had fallen back to (a crash) may have carried it well past it since. An EL that is
         // above where it was seen stuck is not stuck; rolling it back would undo that.
         let now = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
-        if let Some(now) = now.filter(|b| b.number > have.number) {
+        // (More than one block: geth in snap-sync mode takes the first block of each round and
+        // is stuck all the same.)
+        if let Some(now) = now.filter(|b| b.number > have.number + 1) {
             info!(target: "lightcl::engine", seen_stuck_at = %have, head = %now,
                 "the EL advanced past where it looked stuck; no roll-back");
             self.stuck.at = None;
