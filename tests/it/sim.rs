@@ -386,6 +386,10 @@ fn case10_the_liar_is_blamed_and_stays_benched() {
             sources: vec![Behaviour::Honest, liar, Behaviour::Honest],
             initial_len: 80,
             duration_ms: 60_000,
+            // One block per request, so that consecutive blocks come from different sources
+            // and a sibling's break shows in the honest source's next block (in batches it
+            // mostly shows inside the liar's own batch).
+            fetch_batch: 1,
             ..Setup::quiet(110)
         };
         let out = check("case10", &setup);
