@@ -537,13 +537,4 @@ impl SourceSet {
         }
         added
     }
-
-    /// The chain below `top` down to height `to`, walked by parent hash (see
-    /// [`SourceSet::extend_down`]); `None` when the sources did not serve all of it.
-    pub async fn walk_down(&self, top: BlockRef, to: u64) -> Option<Proven> {
-        let mut chain = Proven::at(top);
-        let want = top.number.saturating_sub(to);
-        self.extend_down(&mut chain, to, WALK_BATCH, want).await;
-        (chain.low().number <= to).then_some(chain)
-    }
 }

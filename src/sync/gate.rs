@@ -127,13 +127,6 @@ impl Gate {
         l.as_ref().filter(|l| l.top() == floor).cloned()
     }
 
-    /// The lowest height the proof of the chain through the current floor reaches, if any.
-    pub fn floor_lineage_low(&self) -> Option<u64> {
-        let floor = self.floor()?;
-        let l = self.lineage.lock().unwrap_or_else(|p| p.into_inner());
-        l.as_ref().filter(|l| l.top() == floor).map(|l| l.low().number)
-    }
-
     /// The hash the chain through the floor holds at `n`, where the proof covers it.
     pub fn floor_lineage_at(&self, n: u64) -> Option<B256> {
         let floor = self.floor()?;
