@@ -195,8 +195,8 @@ MUTANTS = [
      [("src/source/set.rs", "        const TRIES: usize = 6;", "        const TRIES: usize = 1;"),
       ("src/source/set.rs", "                    if count > 1 {", "                    if count > 1 && false {"),
       ("src/sync/bootstrap.rs",
-       "            self.boot.proof = Some(chain);\n            if let Some(a)",
-       "            drop(chain);\n            if let Some(a)")]),
+       "                self.boot.proof = Some(chain);\n                info!(",
+       "                drop(chain);\n                info!(")]),
     ("R6b", "review::review06b_refill_proof_progresses_with_a_flaky_source",
      "the refill proof below the floor one block at a time by hash, no retry, restarted from "
      "scratch after an error",

@@ -419,13 +419,13 @@ impl Follower {
             let from = chain.low().number;
             let added = self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
             let reached = chain.low().number;
-            self.boot.proof = Some(chain);
             if let Some(a) = self.boot.active.as_mut()
                 && added > 0
             {
                 a.progressed = Instant::now();
             }
             if reached > low {
+                self.boot.proof = Some(chain);
                 info!(target: "lightcl::bootstrap", head = %head, proven_down_to = reached,
                     walked = from - reached, to = low, "proving the agreed head's chain by \
                     parent hash down to lightcl's finalized block before handing it to the EL");
@@ -434,7 +434,6 @@ impl Follower {
                 }
                 return Ok(None);
             }
-            chain = self.boot.proof.take().unwrap_or_else(|| Proven::at(head));
         }
         let at = |b: BlockRef| chain.get(b.number) == Some(b.hash);
         let on = at(finalized) && at(safe);
