@@ -5,6 +5,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
+# Wall time of each phase, for the report at the end (how the next person sees a regression).
+PHASES=()
+phase_start=$SECONDS
+run_started=$SECONDS
+phase_done() { PHASES+=("$(printf '%-34s %5d s' "$1" $((SECONDS - phase_start)))"); phase_start=$SECONDS; }
+
 bash scripts/install-els.sh
 # promtool checks the alert rules (Debian package "prometheus"; only the tool is used).
 if ! command -v promtool >/dev/null 2>&1; then
@@ -33,16 +39,28 @@ for el in reth op-reth; do
 done
 TESTBED_PID_DIR="$(mktemp -d)"
 export TESTBED_PID_DIR
+# Each end-to-end test appends "seconds<TAB>name" here when it ends (tests/testbed/src/timing.rs).
+# Kept after the run (every test, not only the ten slowest): target/test-times.tsv.
+mkdir -p target
+TESTBED_TIMES_FILE="$ROOT/target/test-times.tsv"
+: > "$TESTBED_TIMES_FILE"
+export TESTBED_TIMES_FILE
+phase_done "ELs and tools installed"
 
 # EL-heavy tests start two to four EL processes each; two at a time fits a 2-core machine.
 THREADS="${TESTBED_TEST_THREADS:-2}"
 status=0
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+phase_done "format and lint (clippy builds)"
+cargo test --workspace --all-targets --no-run --quiet
+phase_done "build of the tests"
 cargo test --workspace --all-targets -- --test-threads "$THREADS" --skip sim:: || status=$?
+phase_done "unit and real-EL tests ($THREADS threads)"
 # The simulation uses both cores for about two minutes: run it on its own, after the EL-heavy
 # tests, so that neither starves the other (it prints how many histories ran and how long).
 cargo test --test it sim:: -- --test-threads 1 --nocapture || status=$?
+phase_done "simulation"
 
 # No EL this run started may outlive it, even after a failing or panicking test. The test bed
 # records the pid of every EL it starts in TESTBED_PID_DIR; ELs that other runs or an operator
@@ -65,5 +83,15 @@ if [ -n "$leftover" ]; then
     status=1
 else
     echo "test.sh: no EL process this run started outlived it"
+fi
+
+echo
+echo "test.sh: where the time went"
+for p in "${PHASES[@]}"; do echo "  $p"; done
+printf '  %-34s %5d s\n' "whole run" $((SECONDS - run_started))
+if [ -s "$TESTBED_TIMES_FILE" ]; then
+    echo "  the ten slowest end-to-end tests (wall seconds; $(wc -l < "$TESTBED_TIMES_FILE") recorded," \
+         "$(awk -F'\t' '{s+=$1} END {printf "%.0f", s}' "$TESTBED_TIMES_FILE") s in all):"
+    sort -t$'\t' -k1,1 -g -r "$TESTBED_TIMES_FILE" | head -10 | awk -F'\t' '{printf "    %7.1f  %s\n", $1, $2}'
 fi
 exit "$status"

@@ -18,6 +18,7 @@ pub mod producer;
 pub mod proxy;
 pub mod rpc;
 pub mod sim;
+pub mod timing;
 pub mod tmpfs;
 pub mod txs;
 

@@ -147,6 +147,7 @@ impl Lightcl {
     }
 
     fn spawn(&mut self) -> Result<(), Error> {
+        crate::timing::test_started();
         let log = OpenOptions::new()
             .create(true)
             .append(true)

@@ -111,6 +111,7 @@ impl ElNode {
 
     /// Spawns an EL: `init` with the genesis, start, wait for JSON-RPC and the Engine API.
     pub async fn spawn_with(opts: NodeOptions) -> Result<Self, Error> {
+        crate::timing::test_started();
         let dir = tempfile::Builder::new()
             .prefix(&format!("lightcl-el-{}-", opts.name))
             .tempdir()
