@@ -57,9 +57,9 @@ cargo test --workspace --all-targets --no-run --quiet
 phase_done "build of the tests"
 cargo test --workspace --all-targets -- --test-threads "$THREADS" --skip sim:: || status=$?
 phase_done "unit and real-EL tests ($THREADS threads)"
-# The simulation uses both cores for about two minutes: run it on its own, after the EL-heavy
+# The simulation uses both cores for about a minute: run it on its own, after the EL-heavy
 # tests, so that neither starves the other (it prints how many histories ran and how long).
-cargo test --test it sim:: -- --test-threads 1 --nocapture || status=$?
+cargo test --test it sim:: -- --test-threads 2 --nocapture || status=$?
 phase_done "simulation"
 
 # No EL this run started may outlive it, even after a failing or panicking test. The test bed

@@ -44,6 +44,7 @@ fn quiet_history_converges() {
 #[test]
 fn random() {
     logs();
+    lightcl_testbed::timing::test_started();
     let histories: u64 =
         std::env::var("LIGHTCL_SIM_HISTORIES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let seeds: Vec<u64> = match std::env::var("LIGHTCL_SIM_SEED").ok().and_then(|v| v.parse().ok())

@@ -1,7 +1,8 @@
 //! Wall time of each end-to-end test, for the report `scripts/test.sh` prints at the end.
 //!
-//! The first time a test thread starts an EL or a lightcl process, a guard is placed in that
-//! thread's local storage; when the thread ends (the test passed or panicked) the guard appends
+//! The first time a test thread starts an EL, a lightcl process or a simulated history, a guard
+//! is placed in that thread's local storage (threads a test spawns itself have other names and
+//! are not timed); when the thread ends (the test passed or panicked) the guard appends
 //! `seconds<TAB>test name` to the file `TESTBED_TIMES_FILE` names. libtest names each test's
 //! thread after the test, so no test has to do anything. Without the variable nothing is written.
 
@@ -30,7 +31,8 @@ thread_local! {
     static CLOCK: RefCell<Option<Clock>> = const { RefCell::new(None) };
 }
 
-/// Starts this test's clock if it has not started yet (called by every process spawn).
+/// Starts this test's clock if it has not started yet (called by every process spawn and every
+/// simulated run).
 pub fn test_started() {
     let Some(name) = std::thread::current().name().map(str::to_owned) else { return };
     if name == "main" {

@@ -249,6 +249,7 @@ impl FleetSetup {
 
 /// Runs one fleet history on a paused clock.
 pub fn run_fleet(setup: &FleetSetup) -> FleetOutcome {
+    crate::timing::test_started();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build();
     match rt {
         Ok(rt) => rt.block_on(run_async(setup)),

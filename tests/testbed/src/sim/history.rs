@@ -378,6 +378,7 @@ impl Setup {
 
 /// Runs one history on a paused clock in a fresh single-threaded runtime.
 pub fn run(setup: &Setup) -> Outcome {
+    crate::timing::test_started();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build();
     match rt {
         Ok(rt) => rt.block_on(run_async(setup)),
