@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use lightcl_testbed::chains::cached_source;
+
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
@@ -14,19 +16,22 @@ fn h(p: &Producer, n: u64) -> B256 {
 }
 
 /// A source of `client` with `blocks` blocks (safe 20 below the tip, finalized 40 below); one
-/// block in ten carries transactions (blocks with transactions take the producer longer).
+/// block in ten carries transactions (blocks with transactions take the producer longer). Built
+/// once and cached between runs (`lightcl_testbed::chains`); each call gets its own copy.
 async fn source(client: ElClient, blocks: u64) -> (ElNode, Producer) {
-    let src = ElNode::spawn_client(client, "source").await.expect("spawn source");
-    let mut p = Producer::new(&src).await.expect("producer");
-    let started = Instant::now();
-    for _ in 0..blocks / 10 {
-        p.build_many(9, TxMix::NONE).await.expect("build");
-        p.build_many(1, TxMix::new(2, 1)).await.expect("build");
-    }
-    p.build_many(blocks % 10, TxMix::NONE).await.expect("build");
-    eprintln!("{client}: source of {blocks} blocks built in {:?}", started.elapsed());
-    assert!(p.set_labels(blocks - 20, blocks - 40).await.expect("labels").is_valid());
-    (src, p)
+    let key = format!("bootstrap-{blocks}");
+    cached_source(client, &key, async |p: &mut Producer| {
+        for _ in 0..blocks / 10 {
+            p.build_many(9, TxMix::NONE).await?;
+            p.build_many(1, TxMix::new(2, 1)).await?;
+        }
+        p.build_many(blocks % 10, TxMix::NONE).await?;
+        let labels = p.set_labels(blocks - 20, blocks - 40).await?;
+        assert!(labels.is_valid(), "{labels:?}");
+        Ok(())
+    })
+    .await
+    .expect("bootstrap source")
 }
 
 /// A fresh EL of `client` on `src`'s genesis with extra flags.

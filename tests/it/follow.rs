@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
+use lightcl_testbed::chains::cached_source;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::{ChainKind, ElClient, ElNode, Producer, TxMix};
 
@@ -104,12 +105,17 @@ pub fn tail(s: &str, n: usize) -> String {
 }
 
 /// A source with `blocks` blocks carrying transactions, safe and finalized as given.
+/// Built once and cached between runs (`lightcl_testbed::chains`); each call gets its own copy.
 pub async fn source_chain(kind: ChainKind, blocks: u64, safe: u64, fin: u64) -> (ElNode, Producer) {
-    let src = ElNode::spawn(kind, "source").await.expect("spawn source");
-    let mut p = Producer::new(&src).await.expect("producer");
-    p.build_many(blocks, TxMix::new(1, 1)).await.expect("build");
-    assert!(p.set_labels(safe, fin).await.expect("labels").is_valid());
-    (src, p)
+    let key = format!("tx1-1-{blocks}-{safe}-{fin}");
+    cached_source(ElClient::default_for(kind), &key, async |p: &mut Producer| {
+        p.build_many(blocks, TxMix::new(1, 1)).await?;
+        let labels = p.set_labels(safe, fin).await?;
+        assert!(labels.is_valid(), "labels {safe}/{fin}: {labels:?}");
+        Ok(())
+    })
+    .await
+    .expect("source chain")
 }
 
 fn h(p: &Producer, n: u64) -> B256 {

@@ -9,6 +9,7 @@
 //! ```
 
 pub mod bench;
+pub mod chains;
 pub mod client;
 pub mod genesis;
 pub mod jwt;

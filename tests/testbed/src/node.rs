@@ -61,6 +61,9 @@ pub struct NodeOptions {
     pub datadir_in: Option<PathBuf>,
     /// Serves the debug namespace (`debug_getRawBlock`) over HTTP and WebSocket.
     pub debug_api: bool,
+    /// Start on a copy of this datadir (a stopped EL's, on the same genesis) instead of `init`
+    /// ([`crate::chains`]).
+    pub seed_datadir: Option<PathBuf>,
 }
 
 impl NodeOptions {
@@ -79,6 +82,7 @@ impl NodeOptions {
             extra_args: Vec::new(),
             datadir_in: None,
             debug_api: true,
+            seed_datadir: None,
         }
     }
 }
@@ -141,7 +145,10 @@ impl ElNode {
             engine,
         };
         node.place_datadir()?;
-        node.init()?;
+        match node.opts.seed_datadir.clone() {
+            Some(seed) => crate::chains::copy_dir(&seed, &node.datadir())?,
+            None => node.init()?,
+        }
         node.start().await?;
         Ok(node)
     }

@@ -38,7 +38,7 @@ impl TxMix {
 }
 
 /// A block the producer built, with everything needed to send it to another EL.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BuiltBlock {
     /// Height.
     pub number: u64,
@@ -190,6 +190,39 @@ impl Producer {
             realtime: false,
             next_recipient: 0,
         })
+    }
+
+    /// What [`Producer::resume`] needs to go on building this chain on a copy of its EL.
+    pub(crate) fn record(&self) -> crate::chains::ProducerRecord {
+        crate::chains::ProducerRecord {
+            chain: self.chain.values().cloned().collect(),
+            safe: self.safe,
+            finalized: self.finalized,
+            salt: self.salt,
+            next_recipient: self.next_recipient,
+        }
+    }
+
+    /// A producer for `node`, which holds the chain of `record` (a copy of the EL it was built
+    /// on, at the same head): nonces and head read from the node, blocks and labels from the
+    /// record.
+    pub(crate) async fn resume(
+        node: &ElNode,
+        record: crate::chains::ProducerRecord,
+    ) -> Result<Self, Error> {
+        let mut p = Self::new(node).await?.with_salt(record.salt);
+        let top = record.chain.last().map_or(0, |b| b.number);
+        if p.head.number != top {
+            return Err(Error::Spawn(format!(
+                "the copied EL is at block {} after the refeed, not at the recorded {top}",
+                p.head.number
+            )));
+        }
+        p.chain = record.chain.into_iter().map(|b| (b.number, b)).collect();
+        p.safe = record.safe;
+        p.finalized = record.finalized;
+        p.next_recipient = record.next_recipient;
+        Ok(p)
     }
 
     /// Sets the salt that makes this producer's blocks differ from another's at the same height.
