@@ -117,10 +117,14 @@ fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
 
-/// Kills the EL at `points` of a 400-block catch-up, restarting it each time; lightcl must
-/// converge, by itself or after the runbook.
+/// The catch-up the kill tests interrupt: long enough for three kills well apart (early, in the
+/// middle, late), each after lightcl has fed blocks in several prefetch windows.
+const CATCH_UP: u64 = 240;
+
+/// Kills the EL at `points` of a [`CATCH_UP`]-block catch-up, restarting it each time; lightcl
+/// must converge, by itself or after the runbook.
 pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
-    let (src, p) = source_chain(follower.chain(), 400, 400, 350).await;
+    let (src, p) = source_chain(follower.chain(), CATCH_UP, CATCH_UP, CATCH_UP - 50).await;
     let mut el = src.sibling_as(follower, "follower").await.expect("spawn follower EL");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(3));
@@ -137,11 +141,14 @@ pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
         run.el.kill();
         run.el.start().await.expect("restart the EL on its datadir");
         let n = run.el.head().await.map(|b| b.number).unwrap_or(0);
-        assert!(n < 400, "the EL reached the tip before the kill at {at}; the test proves nothing");
+        assert!(
+            n < CATCH_UP,
+            "the EL reached the tip before the kill at {at}; the test proves nothing"
+        );
         back.push(n);
     }
     let crashes = u32::try_from(points.len()).expect("few");
-    run.converge((h(&p, 400), h(&p, 400), h(&p, 350)), crashes).await;
+    run.converge((h(&p, CATCH_UP), h(&p, CATCH_UP), h(&p, CATCH_UP - 50)), crashes).await;
     eprintln!(
         "{follower}: killed at {points:?}, came back at {back:?}, converged; runbook followed {} \
          times; died by itself {:?}",
@@ -151,14 +158,14 @@ pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
 
 #[tokio::test]
 async fn op_geth_killed_at_three_points_of_a_catch_up_converges() {
-    killed_mid_catch_up(ElClient::OpGeth, &[60, 170, 290]).await;
+    killed_mid_catch_up(ElClient::OpGeth, &[40, 110, 180]).await;
 }
 
 #[tokio::test]
 async fn geth_killed_at_two_points_of_a_catch_up_converges() {
     // geth comes back at genesis after every kill and needs the runbook each time: two kills
     // show that as well as three, at half the time (the longest test of the suite before).
-    killed_mid_catch_up(ElClient::Geth, &[60, 170]).await;
+    killed_mid_catch_up(ElClient::Geth, &[40, 120]).await;
 }
 
 /// Kills the EL right after lightcl reset it to the common ancestor, while it replays the

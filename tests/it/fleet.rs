@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
+use lightcl_testbed::chains::cached_source;
 use lightcl_testbed::lightcl::Lightcl;
 use lightcl_testbed::proxy::{Proxy, source_requests};
 use lightcl_testbed::{ElClient, ElNode, Producer, TxMix};
@@ -35,13 +36,17 @@ fn third_client() -> ElClient {
     }
 }
 
-/// A source with `n` blocks of transactions, safe `n`, finalized `n - 20`.
+/// A source with `n` blocks of transactions, safe `n`, finalized `n - 20` (built once and cached
+/// between runs, `lightcl_testbed::chains`; each call gets its own copy).
 async fn source(n: u64) -> (ElNode, Producer) {
-    let src = ElNode::spawn(lightcl_testbed::ChainKind::Optimism, "source").await.expect("spawn");
-    let mut p = Producer::new(&src).await.expect("producer");
-    p.build_many(n, TxMix::new(2, 1)).await.expect("build");
-    assert!(p.set_labels(n, n - 20).await.expect("labels").is_valid());
-    (src, p)
+    cached_source(ElClient::OpGeth, &format!("fleet-tx2-1-{n}"), async |p: &mut Producer| {
+        p.build_many(n, TxMix::new(2, 1)).await?;
+        let labels = p.set_labels(n, n - 20).await?;
+        assert!(labels.is_valid(), "{labels:?}");
+        Ok(())
+    })
+    .await
+    .expect("fleet source")
 }
 
 /// Follows the source with `replicas` fresh ELs until every one holds its labels; returns the
@@ -77,7 +82,7 @@ async fn follow_once(
 /// and the catch-up rate of three against one.
 #[tokio::test]
 async fn three_replicas_fetch_each_block_once() {
-    let n = 400;
+    let n = 300;
     let (src, p) = source(n).await;
     let (one_s, (one_blocks, one_other)) = follow_once(&src, &p, &[ElClient::OpGeth], "solo").await;
     let three = [ElClient::OpGeth, ElClient::OpGeth, third_client()];
@@ -103,7 +108,7 @@ async fn three_replicas_fetch_each_block_once() {
 /// the process stays ready; restarted, it catches up from the shared fetch.
 #[tokio::test]
 async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
-    let n = 600;
+    let n = 300;
     let (src, mut p) = source(n).await;
     let mut els: Vec<ElNode> = Vec::new();
     for (i, c) in [ElClient::OpGeth, ElClient::OpGeth, third_client()].into_iter().enumerate() {
@@ -117,7 +122,7 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
     let api = api_url(&lc).await;
     // Kill b once it is under way.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while els[1].head().await.map(|b| b.number).unwrap_or(0) < 100 {
+    while els[1].head().await.map(|b| b.number).unwrap_or(0) < 60 {
         assert!(Instant::now() < deadline, "b never started: {}", tail(&lc.log(), 20));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

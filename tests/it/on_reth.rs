@@ -61,7 +61,7 @@ async fn op_reth_lightcl_killed_mid_recovery_converges() {
 #[tokio::test]
 async fn op_reth_killed_at_three_points_of_a_catch_up_converges() {
     if OP_RETH.available_or_skip("op_reth_killed_mid_catch_up") {
-        killed_mid_catch_up(OP_RETH, &[60, 170, 290]).await;
+        killed_mid_catch_up(OP_RETH, &[40, 110, 180]).await;
     }
 }
 

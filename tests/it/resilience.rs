@@ -43,7 +43,8 @@ fn want(
 
 #[tokio::test]
 async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
-    let (src, p) = source_chain(ChainKind::Optimism, 400, 400, 350).await;
+    // The chain the EL kill tests use (cached once for both).
+    let (src, p) = source_chain(ChainKind::Optimism, 240, 240, 190).await;
     let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
@@ -52,22 +53,22 @@ async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
     let st = lc.stop().await.expect("exits on SIGTERM");
     assert!(st.success(), "SIGTERM exit {st:?}");
     let at_term = el.head().await.expect("head").number;
-    assert!(at_term < 400, "catch-up finished before the SIGTERM; the test proves nothing");
+    assert!(at_term < 240, "catch-up finished before the SIGTERM; the test proves nothing");
     assert!(lc.log().contains("shutdown requested"));
 
     lc.restart().expect("restart");
     wait_height(&el, at_term + 40, &lc).await;
     lc.kill();
     let at_kill = el.head().await.expect("head").number;
-    assert!(at_kill < 400, "catch-up finished before the SIGKILL");
+    assert!(at_kill < 240, "catch-up finished before the SIGKILL");
 
     lc.restart().expect("restart after SIGKILL");
-    wait_labels(&el, want(&p, 400, 400, 350), Duration::from_secs(120), &lc).await;
+    wait_labels(&el, want(&p, 240, 240, 190), Duration::from_secs(120), &lc).await;
 }
 
 #[tokio::test]
 async fn el_restart_mid_catch_up_is_waited_for() {
-    let (src, p) = source_chain(ChainKind::Ethereum, 300, 300, 250).await;
+    let (src, p) = source_chain(ChainKind::Ethereum, 240, 240, 190).await;
     let mut el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
@@ -81,7 +82,7 @@ async fn el_restart_mid_catch_up_is_waited_for() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     el.start().await.expect("start EL again");
-    wait_labels(&el, want(&p, 300, 300, 250), Duration::from_secs(120), &lc).await;
+    wait_labels(&el, want(&p, 240, 240, 190), Duration::from_secs(120), &lc).await;
     assert!(
         lc.log().contains("EL forkchoice re-asserted"),
         "forkchoice re-sent after the EL came back"

@@ -109,7 +109,11 @@ pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<(), Error> {
 /// A source EL of `client` holding the chain `build` makes on a fresh EL, named `key` (unique
 /// per chain shape: `key` must change whenever `build` does). Returns a new EL process on a copy
 /// of the cached datadir and a producer that can build on it.
-pub async fn cached_source<F>(client: ElClient, key: &str, build: F) -> Result<(ElNode, Producer), Error>
+pub async fn cached_source<F>(
+    client: ElClient,
+    key: &str,
+    build: F,
+) -> Result<(ElNode, Producer), Error>
 where
     F: AsyncFnOnce(&mut Producer) -> Result<(), Error>,
 {
@@ -138,7 +142,8 @@ where
     node.stop().await?;
     let parent = root();
     std::fs::create_dir_all(&parent).map_err(Error::Io)?;
-    let tmp = tempfile::Builder::new().prefix(".building-").tempdir_in(&parent).map_err(Error::Io)?;
+    let tmp =
+        tempfile::Builder::new().prefix(".building-").tempdir_in(&parent).map_err(Error::Io)?;
     copy_dir(&node.datadir(), &tmp.path().join("datadir"))?;
     let genesis = serde_json::to_vec(node.genesis())
         .map_err(|e| Error::Spawn(format!("genesis does not serialise: {e}")))?;
