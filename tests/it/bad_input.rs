@@ -1,11 +1,11 @@
 //! Bad input end to end: each case gets a clear message, a non-zero exit or a logged refusal,
 //! and no engine write.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lightcl::payload::{OpaqueTx, raw};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::proxy::Proxy;
+use lightcl_testbed::proxy::{Proxy, Tamper};
 use lightcl_testbed::{ChainKind, ElNode};
 use serde_json::Value;
 
@@ -97,32 +97,36 @@ async fn unreachable_source_at_start_is_retried_then_followed() {
     wait_labels(&el, want, Duration::from_secs(60), &lc).await;
 }
 
-/// A source that serves a block whose contents do not hash to its claimed hash: refused before
-/// the EL sees it; lightcl holds below it and carries on when the source is honest again.
-async fn tampered_block_is_refused(
-    fetch: &str,
-    tamper: lightcl_testbed::proxy::Tamper,
-    needle: &str,
-) {
+/// A source that serves block 7 changed in one way after another (each stage a
+/// [`Tamper`] and the refusal lightcl must log for it): every version is refused before the EL
+/// sees it, lightcl holds right below it, and it carries on when the source is honest again.
+/// One world per fetch format, the stages in turn: each stage's refusal must appear in the log
+/// after its tamper was set.
+async fn tampered_blocks_are_refused(fetch: &str, stages: Vec<(Tamper, &str)>) {
     let (src, p) = source_chain(ChainKind::Optimism, 12, 12, 2).await;
     let el = src.sibling("follower").await.expect("spawn sibling");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
-    proxy.set_tamper(Some(tamper));
     let cfg = FollowerConfig {
         sources: vec![proxy.url().to_string()],
         extra: format!("fetch = {fetch:?}"),
         ..FollowerConfig::new(&src, &el)
     };
-    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
-    assert!(
-        lc.wait_log(needle, Duration::from_secs(60)).await,
-        "no refusal logged:\n{}",
-        tail(&lc.log(), 20)
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let head = el.head().await.expect("head");
-    assert_eq!(head.number, 6, "the EL must stop right below the tampered block 7");
-    assert_eq!(label_hashes(&el).await.0, p.hash_at(6).expect("h"));
+    let mut lc = None;
+    for (tamper, needle) in stages {
+        proxy.set_tamper(Some(tamper));
+        let lc = lc.get_or_insert_with(|| Lightcl::start(lightcl_bin(), &cfg).expect("start"));
+        let from = lc.log().len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !lc.log().get(from..).is_some_and(|l| l.contains(needle)) {
+            assert!(Instant::now() < deadline, "no {needle:?} logged:\n{}", tail(&lc.log(), 20));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let head = el.head().await.expect("head");
+        assert_eq!(head.number, 6, "{needle}: the EL must stop right below the tampered block 7");
+        assert_eq!(label_hashes(&el).await.0, p.hash_at(6).expect("h"));
+    }
+    let lc = lc.expect("at least one stage");
     proxy.set_tamper(None);
     let want = (p.hash_at(12).expect("h"), p.hash_at(12).expect("h"), p.hash_at(2).expect("h"));
     wait_labels(&el, want, Duration::from_secs(60), &lc).await;
@@ -152,52 +156,43 @@ fn edit_raw(result: &mut Value, edit: impl Fn(&mut alloy_consensus::Block<Opaque
     *result = Value::from(raw::encode(&block).to_string());
 }
 
+/// JSON blocks: a changed header field, a changed transaction, a block that does not decode.
 #[tokio::test]
-async fn tampered_header_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+async fn tampered_and_malformed_json_blocks_are_refused() {
+    let header: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_full_block_7(method, params) {
             result["gasUsed"] = Value::from("0x1");
         }
     });
-    tampered_block_is_refused("json", tamper, "the header hashes to").await;
-}
-
-#[tokio::test]
-async fn tampered_transaction_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+    let transaction: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_full_block_7(method, params) {
             // The transfer after the L1-info deposit now sends a different amount.
             result["transactions"][1]["value"] = Value::from("0x2a");
         }
     });
-    tampered_block_is_refused("json", tamper, "the transactions hash to root").await;
-}
-
-#[tokio::test]
-async fn malformed_block_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+    let malformed: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_full_block_7(method, params) {
             result["transactions"] = Value::from("garbage");
         }
     });
-    tampered_block_is_refused("json", tamper, "does not decode").await;
+    let stages = vec![
+        (header, "the header hashes to"),
+        (transaction, "the transactions hash to root"),
+        (malformed, "does not decode"),
+    ];
+    tampered_blocks_are_refused("json", stages).await;
 }
 
-/// A raw block asked for by number claims no hash: a changed header shows as a block that the
-/// block above it does not name, and that the quorum does not hold.
+/// Raw blocks. One asked for by number claims no hash: a changed header shows as a block that
+/// the block above it does not name, and that the quorum does not hold.
 #[tokio::test]
-async fn tampered_raw_header_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+async fn tampered_and_malformed_raw_blocks_are_refused() {
+    let header: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_raw_block_7(method, params) {
             edit_raw(result, |b| b.header.gas_used += 1);
         }
     });
-    tampered_block_is_refused("raw", tamper, "the agreed chain holds").await;
-}
-
-#[tokio::test]
-async fn tampered_raw_transaction_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+    let transaction: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_raw_block_7(method, params) {
             edit_raw(result, |b| {
                 let mut tx = b.body.transactions[1].bytes().to_vec();
@@ -207,15 +202,15 @@ async fn tampered_raw_transaction_is_refused() {
             });
         }
     });
-    tampered_block_is_refused("raw", tamper, "the transactions hash to root").await;
-}
-
-#[tokio::test]
-async fn malformed_raw_block_is_refused() {
-    let tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
+    let malformed: Tamper = Box::new(|method: &str, params: &Value, result: &mut Value| {
         if is_raw_block_7(method, params) {
             *result = Value::from("0xc0c0");
         }
     });
-    tampered_block_is_refused("raw", tamper, "does not decode").await;
+    let stages = vec![
+        (header, "the agreed chain holds"),
+        (transaction, "the transactions hash to root"),
+        (malformed, "does not decode"),
+    ];
+    tampered_blocks_are_refused("raw", stages).await;
 }

@@ -3,6 +3,7 @@
 //! changes it fails here first. `docs/engines.md` holds the resulting matrix.
 
 use alloy_primitives::B256;
+use lightcl_testbed::chains::cached_source;
 use lightcl_testbed::producer::{forkchoice, new_payload};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 
@@ -402,9 +403,12 @@ async fn op_geth_debug_set_head_deletes_above() {
 /// forkchoiceUpdated to the block before and resends. Returns (first SYNCING height, answer to
 /// the forkchoice, answer to the resend).
 pub(crate) async fn payloads_ahead_of_head(client: ElClient) -> (Option<u64>, Answer, Answer) {
-    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
-    let mut p2 = Producer::new(&src).await.expect("producer");
-    p2.build_many(300, TxMix::new(4, 2)).await.expect("build");
+    // Built once and cached between runs (lightcl_testbed::chains).
+    let (src, p2) = cached_source(client, "ahead-tx4-2-300", async |p: &mut Producer| {
+        p.build_many(300, TxMix::new(4, 2)).await
+    })
+    .await
+    .expect("source");
     let b = src.sibling("fresh").await.expect("spawn sibling");
     let g = p2.genesis().hash;
     for blk in p2.blocks(1, 300) {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use alloy_primitives::B256;
+use lightcl_testbed::chains::cached_source;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::{Proxy, Route};
 use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
@@ -33,9 +34,19 @@ pub async fn diverged_on(
     local_fin: u64,
 ) -> Diverged {
     let mix = TxMix::new(1, 0);
-    let src = ElNode::spawn(local.client.chain(), "source").await.expect("spawn source");
-    let mut main = Producer::new(&src).await.expect("producer");
-    main.build_many(ancestor, mix).await.expect("prefix");
+    // The source's whole chain is built once and cached between runs (lightcl_testbed::chains):
+    // its blocks do not depend on the rival branch, which is built here on the local EL.
+    let key = format!("diverged-tx1-0-{ancestor}-{depth}");
+    let client = ElClient::default_for(local.client.chain());
+    let (src, main) = cached_source(client, &key, async |main: &mut Producer| {
+        main.build_many(ancestor + depth + 10, mix).await?;
+        let tip = main.head().number;
+        let labels = main.set_labels(tip, tip - 5).await?;
+        assert!(labels.is_valid(), "{labels:?}");
+        Ok(())
+    })
+    .await
+    .expect("source chain");
     let local = ElNode::spawn_with(NodeOptions { genesis: src.genesis().clone(), ..local })
         .await
         .expect("spawn local");
@@ -43,9 +54,6 @@ pub async fn diverged_on(
     rival.build_many(depth, mix).await.expect("rival branch");
     let rival_safe = local_fin.max(ancestor);
     assert!(rival.set_labels(rival_safe, local_fin).await.expect("labels").is_valid());
-    main.build_many(depth + 10, mix).await.expect("source goes on");
-    let tip = main.head().number;
-    assert!(main.set_labels(tip, tip - 5).await.expect("labels").is_valid());
     Diverged { src, main, local, rival }
 }
 
