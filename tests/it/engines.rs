@@ -447,13 +447,16 @@ async fn op_geth_payloads_more_than_128_ahead_of_head_are_ignored() {
 /// (answer to it, head after debug_setHead(50), answers to 51..=260 after the rewind, answer to
 /// the final forkchoice, head).
 pub(crate) async fn deep_side_branch(client: ElClient) -> (Answer, u64, Vec<String>, Answer, u64) {
-    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
-    let mut main = Producer::new(&src).await.expect("producer");
-    main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
+    // The source's 260 blocks are built once and cached between runs (lightcl_testbed::chains);
+    // the rival branch from block 50 is built here on the local EL.
+    let (src, main) = cached_source(client, "deep-tx1-0-260", async |p: &mut Producer| {
+        p.build_many(260, TxMix::new(1, 0)).await
+    })
+    .await
+    .expect("source");
     let local = src.sibling("local").await.expect("spawn local");
     let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
     rival.build_many(200, TxMix::new(1, 0)).await.expect("rival");
-    main.build_many(210, TxMix::new(1, 0)).await.expect("main");
     let first = new_payload(&local.engine, main.block(51).expect("b51")).await.expect("np");
     let _: serde_json::Value =
         local.rpc.call("debug_setHead", serde_json::json!(["0x32"])).await.expect("setHead");

@@ -3,6 +3,7 @@
 //! message, when the binaries are not installed. `docs/engines.md` holds the matrix.
 
 use alloy_primitives::keccak256;
+use lightcl_testbed::chains::cached_source;
 use lightcl_testbed::producer::new_payload;
 use lightcl_testbed::{ElClient, ElNode, Producer, TxMix};
 use serde_json::{Value, json};
@@ -165,13 +166,16 @@ async fn deep_side_branch_without_rewind(client: ElClient) -> (Vec<String>, Answ
     } else {
         TxMix::new(1, 0)
     };
-    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
-    let mut main = Producer::new(&src).await.expect("producer");
-    main.build_many(50, mix).await.expect("prefix");
+    // The source's 260 blocks come from the chain cache; the rival from block 50 is built here.
+    let key = format!("deep-tx{}-{}-260", mix.transfers, mix.calls);
+    let (src, main) = cached_source(client, &key, async |p: &mut Producer| {
+        p.build_many(260, mix).await
+    })
+    .await
+    .expect("source");
     let local = src.sibling("local").await.expect("spawn local");
     let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
     rival.build_many(200, mix).await.expect("rival");
-    main.build_many(210, mix).await.expect("main");
     let g = main.genesis().hash;
     let mut answers = Vec::new();
     for n in 51..=260 {
