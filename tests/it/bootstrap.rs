@@ -19,7 +19,7 @@ fn h(p: &Producer, n: u64) -> B256 {
 /// block in ten carries transactions (blocks with transactions take the producer longer). Built
 /// once and cached between runs (`lightcl_testbed::chains`); each call gets its own copy.
 async fn source(client: ElClient, blocks: u64) -> (ElNode, Producer) {
-    let key = format!("bootstrap-{blocks}");
+    let key = format!("bootstrap-every10th-tx2-1-{blocks}-labels-20-40");
     cached_source(client, &key, async |p: &mut Producer| {
         for _ in 0..blocks / 10 {
             p.build_many(9, TxMix::NONE).await?;

@@ -118,7 +118,7 @@ fn h(p: &Producer, n: u64) -> B256 {
 }
 
 /// The catch-up the kill tests interrupt: long enough for three kills well apart (early, in the
-/// middle, late), each after lightcl has fed blocks in several prefetch windows.
+/// middle, late) with a prefetch window (64) of blocks still to come after the last.
 const CATCH_UP: u64 = 240;
 
 /// Kills the EL at `points` of a [`CATCH_UP`]-block catch-up, restarting it each time; lightcl
@@ -138,6 +138,11 @@ pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
     let mut back = Vec::new();
     for (crashes, &at) in (1..).zip(points) {
         run.wait_head(at, crashes - 1).await;
+        let before = run.el.head().await.map(|b| b.number).unwrap_or(0);
+        assert!(
+            before < CATCH_UP,
+            "the EL reached the tip before the kill at {at}; the test proves nothing"
+        );
         run.el.kill();
         run.el.start().await.expect("restart the EL on its datadir");
         let n = run.el.head().await.map(|b| b.number).unwrap_or(0);

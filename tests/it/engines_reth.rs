@@ -168,11 +168,10 @@ async fn deep_side_branch_without_rewind(client: ElClient) -> (Vec<String>, Answ
     };
     // The source's 260 blocks come from the chain cache; the rival from block 50 is built here.
     let key = format!("deep-tx{}-{}-260", mix.transfers, mix.calls);
-    let (src, main) = cached_source(client, &key, async |p: &mut Producer| {
-        p.build_many(260, mix).await
-    })
-    .await
-    .expect("source");
+    let (src, main) =
+        cached_source(client, &key, async |p: &mut Producer| p.build_many(260, mix).await)
+            .await
+            .expect("source");
     let local = src.sibling("local").await.expect("spawn local");
     let mut rival = main.fork_onto(&local, 50, 7).await.expect("fork");
     rival.build_many(200, mix).await.expect("rival");

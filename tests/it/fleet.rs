@@ -126,6 +126,8 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
         assert!(Instant::now() < deadline, "b never started: {}", tail(&lc.log(), 20));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let before = els[1].head().await.map(|b| b.number).unwrap_or(0);
+    assert!(before < n, "b reached the tip before the kill; the test proves nothing");
     els[1].kill();
     let at = els[1].datadir();
     eprintln!("killed replica b mid-catch-up ({})", at.display());

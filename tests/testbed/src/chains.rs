@@ -8,11 +8,13 @@
 //! datadir under a fresh EL process: tests stay independent, none shares a live EL.
 //!
 //! An entry is keyed by the test's name for the chain, the EL program, and a fingerprint of
-//! everything that decides its blocks: the test bed's chain-building sources (genesis,
-//! transactions, producer, node flags, this file) and the EL binary (path, size, modification
-//! time). A change to any of them builds afresh and removes the entries it replaces. Entries
-//! older than [`MAX_AGE`] are rebuilt too (the default genesis is dated a day back; chains stay
-//! well inside that). Delete the folder to force a rebuild.
+//! the test bed's chain-building sources (genesis, transactions, producer, node flags, this
+//! file) and the EL binary (path, size, modification time). A change to any of them builds
+//! afresh and removes the entries it replaces. The build closure lives in the calling test and
+//! is **not** in the fingerprint: its key must name what it builds (blocks, transaction mix,
+//! labels) and change whenever it does. Entries older than [`MAX_AGE`] are rebuilt too (the
+//! default genesis is dated a day back; chains stay well inside that), and an entry that does
+//! not resume is rebuilt once. Delete the folder to force a rebuild.
 //!
 //! The first use in a run builds the chain and then goes through the same copy path as every
 //! later use, so a cold run proves the cached path as well.
@@ -122,10 +124,20 @@ where
     let entry = root().join(format!("{name}-{fp}"));
     let lock = entry_lock(&name);
     let _held = lock.lock().await;
-    if !fresh_enough(&entry) {
-        build_entry(client, &name, &entry, build).await?;
+    if fresh_enough(&entry) {
+        match resume(client, &entry).await {
+            Ok(found) => return Ok(found),
+            Err(e) => {
+                // A damaged entry must not fail every run until it ages out: rebuild it once.
+                eprintln!("chains: cached {name} does not resume ({e}); building it again");
+                let _ = std::fs::remove_dir_all(&entry);
+            }
+        }
     }
-    resume(client, &entry).await
+    build_entry(client, &name, &entry, build).await?;
+    resume(client, &entry).await.inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&entry);
+    })
 }
 
 /// Builds the chain on a fresh EL, stops it, and stores it as `entry` (atomically: a folder
@@ -139,7 +151,11 @@ where
     let mut p = Producer::new(&node).await?;
     build(&mut p).await?;
     let record = p.record();
-    node.stop().await?;
+    if !node.stop_clean().await? {
+        return Err(Error::Spawn(format!(
+            "{client} building {name} did not stop on SIGTERM; its datadir is not cached"
+        )));
+    }
     let parent = root();
     std::fs::create_dir_all(&parent).map_err(Error::Io)?;
     let tmp =
@@ -152,12 +168,21 @@ where
         .map_err(|e| Error::Spawn(format!("producer record does not serialise: {e}")))?;
     // Written last: an entry without it is not complete.
     std::fs::write(tmp.path().join("producer.json"), record).map_err(Error::Io)?;
-    // Older versions of this chain (another fingerprint), and a stale copy of this one.
+    // Older versions of this chain (another fingerprint), a stale copy of this one, entries
+    // of any chain past their age (keys no test uses any more), and builds left half done by a
+    // killed run.
     if let Ok(dir) = std::fs::read_dir(&parent) {
         for e in dir.flatten() {
             let file = e.file_name();
             let file = file.to_string_lossy();
-            if file.starts_with(&format!("{name}-")) && file.len() == name.len() + 17 {
+            let replaced = file.starts_with(&format!("{name}-")) && file.len() == name.len() + 17;
+            let age = |p: &Path| {
+                std::fs::metadata(p).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok())
+            };
+            let aged = age(&e.path().join("producer.json")).is_some_and(|a| a > MAX_AGE);
+            let abandoned = file.starts_with(".building-")
+                && age(&e.path()).is_some_and(|a| a > Duration::from_secs(3600));
+            if replaced || aged || abandoned {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

@@ -334,19 +334,25 @@ impl ElNode {
 
     /// Stops the process gracefully (SIGTERM, then SIGKILL after a timeout) and waits for it.
     pub async fn stop(&mut self) -> Result<(), Error> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        self.stop_clean().await.map(|_| ())
+    }
+
+    /// [`ElNode::stop`], saying whether the process exited by itself after SIGTERM (`false`:
+    /// it had to be killed, and may have lost what it had not written).
+    pub async fn stop_clean(&mut self) -> Result<bool, Error> {
+        let Some(mut child) = self.child.take() else { return Ok(true) };
         signal(&child, libc::SIGTERM);
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
+                Ok(Some(_)) => return Ok(true),
                 Ok(None) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 _ => {
                     let _ = child.kill();
                     child.wait().map_err(Error::Io)?;
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }

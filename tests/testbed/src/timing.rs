@@ -1,8 +1,8 @@
 //! Wall time of each end-to-end test, for the report `scripts/test.sh` prints at the end.
 //!
 //! The first time a test thread starts an EL, a lightcl process or a simulated history, a guard
-//! is placed in that thread's local storage (threads a test spawns itself have other names and
-//! are not timed); when the thread ends (the test passed or panicked) the guard appends
+//! is placed in that thread's local storage (unnamed threads a test spawns, and tokio's
+//! workers, are not timed); when the thread ends (the test passed or panicked) the guard appends
 //! `seconds<TAB>test name` to the file `TESTBED_TIMES_FILE` names. libtest names each test's
 //! thread after the test, so no test has to do anything. Without the variable nothing is written.
 
@@ -35,7 +35,8 @@ thread_local! {
 /// simulated run).
 pub fn test_started() {
     let Some(name) = std::thread::current().name().map(str::to_owned) else { return };
-    if name == "main" {
+    // The harness's own thread, and runtime workers a test may start, are not tests.
+    if name == "main" || name.starts_with("tokio-") {
         return;
     }
     let _ = CLOCK.try_with(|c| {
