@@ -29,7 +29,7 @@ use alloy_primitives::{B256, keccak256};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::producer::{BuiltBlock, Producer, forkchoice, new_payload};
+use crate::producer::{BuiltBlock, Producer, replay};
 use crate::{ElClient, ElNode, Error, NodeOptions, repo_root};
 
 /// How long a cached chain is reused.
@@ -211,26 +211,13 @@ async fn resume(client: ElClient, entry: &Path) -> Result<(ElNode, Producer), Er
     };
     let node = ElNode::spawn_with(opts).await?;
     let have = node.head().await?.number;
-    for b in record.chain.iter().filter(|b| b.number > have) {
-        let s = new_payload(&node.engine, b).await?;
-        if !s.is_valid() {
-            return Err(Error::Status {
-                method: format!("engine_newPayloadV4 (cached block {})", b.number),
-                status: s.status,
-                validation_error: s.validation_error,
-            });
-        }
-    }
-    if let Some(top) = record.chain.last() {
-        let s = forkchoice(&node.engine, top.hash, record.safe, record.finalized).await?;
-        if !s.is_valid() {
-            return Err(Error::Status {
-                method: "engine_forkchoiceUpdatedV3 (cached head)".into(),
-                status: s.status,
-                validation_error: s.validation_error,
-            });
-        }
-    }
+    // From the first block it lacks, or its head again (a known block answers VALID): the
+    // forkchoice at the end puts the recorded labels back (geth does not keep safe).
+    let top = record.chain.last().map_or(0, |b| b.number);
+    let from = (have + 1).min(top);
+    let refeed: Vec<BuiltBlock> =
+        record.chain.iter().filter(|b| b.number >= from).cloned().collect();
+    replay(&node, &refeed, record.safe, record.finalized).await?;
     let p = Producer::resume(&node, record).await?;
     Ok((node, p))
 }
