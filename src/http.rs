@@ -9,9 +9,7 @@ use std::task::{Context, Poll};
 use alloy_json_rpc::{RequestPacket, ResponsePacket};
 use alloy_provider::transport::{TransportError, TransportErrorKind, TransportFut};
 
-/// Default of `max_response_mib`: well above the largest blocks of today's chains as JSON
-/// (a 30M-gas block of calldata is about 15 MiB of hex), far below what would hurt the host.
-pub const DEFAULT_MAX_RESPONSE_MIB: usize = 64;
+pub use crate::config::DEFAULT_MAX_RESPONSE_MIB;
 
 /// An answer larger than the configured bound. Carried through alloy's transport error as a
 /// custom error and recognised by the source.

@@ -32,14 +32,19 @@ pub mod chain;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod jwt;
+pub mod metrics;
+pub mod node;
 pub mod payload;
 pub mod redact;
 pub mod source;
 pub mod state;
 pub mod sync;
+pub mod util;
 
 pub use config::Config;
-pub use sync::driver::{Parts, ReplicaParts, RunError, run, run_with};
+pub use node::{Parts, ReplicaParts, run, run_with};
+pub use sync::RunError;
 
 /// The crate version, as reported by `lightcl --version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

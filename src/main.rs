@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use figment::value::{Dict, Value};
 use lightcl::config::{Config, FlagValues, LogFormat};
 use lightcl::engine::EngineClient;
+use lightcl::engine::check;
 use lightcl::source::{RpcSource, Source};
-use lightcl::sync::startup::{check_engine_auth, check_engine_chain};
 use lightcl::{RunError, run};
 
 const EXIT_RUNTIME: u8 = 1;
@@ -369,7 +369,7 @@ async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: 
             return;
         }
     };
-    match check_engine_chain(&engine, config.chain_id).await {
+    match check::chain(&engine, config.chain_id).await.map_err(RunError::from) {
         Ok(()) => println!("{who}EL JSON-RPC: ok, chain id {}", config.chain_id),
         Err(e @ RunError::ChainIdMismatch { .. }) => {
             *ok = false;
@@ -388,7 +388,7 @@ async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: 
         ),
         Err(e) => println!("{who}EL debug API: unknown ({e})"),
     }
-    match check_engine_auth(&engine).await {
+    match check::auth(&engine).await {
         Ok(n) => println!("{who}EL Engine API: ok, JWT accepted, {n} methods"),
         Err(e) => {
             *ok = false;

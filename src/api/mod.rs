@@ -2,8 +2,6 @@
 //! (at least one replica ready: EL reachable, not halted, lag within bound), `/readyz/<name>`
 //! (that replica ready: a load balancer's per-backend check), `/status` (JSON, every replica).
 
-pub mod metrics;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::chain::Heads;
-pub use metrics::Metrics;
+use crate::metrics;
+pub use crate::metrics::Metrics;
 
 /// How long the loop may go without a tick before `/healthz` fails.
 const LIVENESS: Duration = Duration::from_secs(120);

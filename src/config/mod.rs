@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact::RedactedUrl;
 
+pub mod quorum;
 mod replicas;
 pub use replicas::{DEFAULT_REPLICA_NAME, EngineEntry, LabelMode, Replica, check_name};
+
+/// Default of `max_response_mib`: well above the largest blocks of today's chains as JSON
+/// (a 30M-gas block of calldata is about 15 MiB of hex), far below what would hurt the host.
+pub const DEFAULT_MAX_RESPONSE_MIB: usize = 64;
 
 /// Default poll interval of the sources.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
@@ -241,7 +246,7 @@ pub struct Config {
     /// Source RPCs (one or more).
     pub sources: Vec<SourceEntry>,
     /// How many sources must agree (by hash) before a label moves: all, majority, or a number.
-    pub quorum: crate::source::quorum::Quorum,
+    pub quorum: quorum::Quorum,
     /// safe or latest.
     pub follow: Follow,
     /// Poll interval of the sources, ms.
@@ -289,7 +294,7 @@ impl Default for Config {
             chain: ChainKind::Optimism,
             chain_id: 0,
             sources: Vec::new(),
-            quorum: crate::source::quorum::Quorum::default(),
+            quorum: quorum::Quorum::default(),
             follow: Follow::Safe,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
             prefetch: DEFAULT_PREFETCH,
@@ -298,7 +303,7 @@ impl Default for Config {
             fetch_batch: DEFAULT_FETCH_BATCH,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
             quorum_grace_ms: DEFAULT_QUORUM_GRACE_MS,
-            max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
+            max_response_mib: DEFAULT_MAX_RESPONSE_MIB,
             progress_interval_ms: DEFAULT_PROGRESS_INTERVAL_MS,
             state_dir: DEFAULT_STATE_DIR.into(),
             bootstrap: Bootstrap::Auto,
@@ -411,7 +416,7 @@ impl Config {
         check_url(&self.engine.rpc_url, &["http", "https"])
             .map_err(|p| bad("engine.rpc_url", p))?;
         if self.engines.is_empty() {
-            crate::engine::jwt::JwtSecret::from_file(&self.engine.jwt_secret_file)
+            crate::jwt::JwtSecret::from_file(&self.engine.jwt_secret_file)
                 .map_err(|e| bad("engine.jwt_secret_file", e.to_string()))?;
         }
         self.check_replicas().map_err(|(key, problem)| bad(&key, problem))?;

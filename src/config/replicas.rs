@@ -136,7 +136,7 @@ impl super::Config {
             }
             super::check_url(&e.url, &["http", "https"]).map_err(|p| (key("url"), p))?;
             super::check_url(&e.rpc_url, &["http", "https"]).map_err(|p| (key("rpc_url"), p))?;
-            crate::engine::jwt::JwtSecret::from_file(&e.jwt_secret_file)
+            crate::jwt::JwtSecret::from_file(&e.jwt_secret_file)
                 .map_err(|err| (key("jwt_secret_file"), err.to_string()))?;
         }
         Ok(())

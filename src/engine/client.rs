@@ -6,11 +6,11 @@ use std::time::Duration;
 use alloy_primitives::B256;
 use serde_json::{Value, json};
 
-use super::jwt::JwtSecret;
 use super::{BoxFuture, Engine, EngineError, PayloadStatus};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::EngineConfig;
 use crate::http::{is_unset_label, parse_quantity};
+use crate::jwt::JwtSecret;
 use crate::payload::{FcuVersion, Payload};
 use crate::redact::RedactedUrl;
 
@@ -49,7 +49,7 @@ pub struct EngineClient {
     forkchoice_timeout: Duration,
     call_timeout: Duration,
     next_id: AtomicU64,
-    metrics: Option<std::sync::Arc<crate::api::Metrics>>,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     max_response_mib: usize,
 }
 
@@ -96,7 +96,7 @@ impl EngineClient {
     }
 
     /// Records every call's latency and result in `metrics`.
-    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::api::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -111,7 +111,7 @@ impl EngineClient {
         let started = std::time::Instant::now();
         let res = self.call_inner(authed, method, params, timeout).await;
         if let Some(m) = &self.metrics {
-            use crate::api::metrics::{EL_UP, ENGINE_DURATION, ENGINE_REQUESTS, ENGINE_SECONDS};
+            use crate::metrics::{EL_UP, ENGINE_DURATION, ENGINE_REQUESTS, ENGINE_SECONDS};
             let result = match &res {
                 Ok(_) => "ok",
                 Err(EngineError::Unreachable { .. }) => "unreachable",

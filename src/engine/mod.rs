@@ -1,7 +1,7 @@
 //! The local EL: Engine API (JWT) for writes, JSON-RPC for reading the local heads back.
 
+pub mod check;
 pub mod client;
-pub mod jwt;
 
 use std::fmt;
 use std::time::Duration;
@@ -14,14 +14,13 @@ pub use client::{BlockAt, EngineClient, LocalBlock};
 use crate::chain::Heads;
 use crate::payload::{FcuVersion, Payload};
 
-/// A boxed future, so the I/O traits can be used as trait objects.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub use crate::util::BoxFuture;
 
 /// The local EL as the follower uses it: reads over JSON-RPC, writes over the Engine API. The
 /// follower is written against this trait; [`EngineClient`] speaks to a real EL, and the test
 /// bed's simulated EL stands in for it in the simulation tests.
 ///
-/// Forkchoice updates are sent only by [`crate::sync::gate::Gate`], which checks every one
+/// Forkchoice updates are sent only by the forkchoice writer (`crate::sync::forkchoice`), which checks every one
 /// against the finality floor first.
 pub trait Engine: Send + Sync + fmt::Debug {
     /// eth_chainId.
@@ -201,7 +200,7 @@ pub enum EngineError {
     },
     /// A token could not be minted.
     #[error(transparent)]
-    Jwt(#[from] jwt::JwtError),
+    Jwt(#[from] crate::jwt::JwtError),
 }
 
 impl EngineError {

@@ -15,9 +15,9 @@ pub use rpc::RpcSource;
 pub use set::SourceSet;
 
 use crate::chain::BlockRef;
-pub use crate::engine::BoxFuture;
 use crate::payload::PayloadError;
 pub use crate::payload::SourceBlock;
+pub use crate::util::BoxFuture;
 
 /// Which block to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

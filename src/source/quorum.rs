@@ -1,4 +1,5 @@
-//! Agreement between sources, by block hash (I4). Pure functions; the driver does the lookups.
+//! Agreement between sources, by block hash (I4). Pure functions; `SourceSet` (set/agree.rs)
+//! does the lookups. The policy type, [`Quorum`], is configuration (`config::quorum`).
 //!
 //! For a label, the agreed block is the highest block that at least `required` sources hold on
 //! their chain at that height with the same hash, counting a source only up to its own label (a
@@ -8,76 +9,10 @@
 use std::collections::HashMap;
 
 use alloy_primitives::B256;
-use serde::{Deserialize, Serialize};
 
 use crate::chain::BlockRef;
 
-/// How many sources must agree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Quorum {
-    /// "all" or "majority".
-    Named(QuorumName),
-    /// k of n.
-    Count(usize),
-}
-
-/// The named policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QuorumName {
-    /// Every configured source.
-    All,
-    /// More than half of them.
-    Majority,
-}
-
-impl Default for Quorum {
-    fn default() -> Self {
-        Self::Named(QuorumName::All)
-    }
-}
-
-impl Quorum {
-    /// Sources required out of `n`.
-    pub fn required(self, n: usize) -> usize {
-        match self {
-            Self::Named(QuorumName::All) => n,
-            Self::Named(QuorumName::Majority) => n / 2 + 1,
-            Self::Count(k) => k,
-        }
-    }
-
-    /// Checks the policy against `n` sources: 1..=n, and a strict majority so that two groups of
-    /// sources that disagree can never both reach it.
-    pub fn check(self, n: usize) -> Result<(), String> {
-        let k = self.required(n);
-        if k == 0 || k > n {
-            return Err(format!(
-                "requires {k} of {n} sources; use a number from {} to {n}",
-                n / 2 + 1
-            ));
-        }
-        if k * 2 <= n {
-            return Err(format!(
-                "{k} of {n} sources is not a majority: two groups of sources that disagree could \
-                 both reach it; use at least {}",
-                n / 2 + 1
-            ));
-        }
-        Ok(())
-    }
-}
-
-impl std::fmt::Display for Quorum {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Named(QuorumName::All) => f.write_str("all"),
-            Self::Named(QuorumName::Majority) => f.write_str("majority"),
-            Self::Count(k) => write!(f, "{k}"),
-        }
-    }
-}
+pub use crate::config::quorum::{Quorum, QuorumName};
 
 /// The agreed block among the reported labels. `reports[i]` is source i's label (None: no answer
 /// or no such label); `hash_at(i, n)` is source i's hash at height n, looked up beforehand for

@@ -89,7 +89,7 @@ pub struct SourceSet {
     /// The last disagreement logged and when (to log a persisting one only now and then).
     last_disagreement: std::sync::Mutex<Option<Instant>>,
     /// Where request latencies go (none in unit tests).
-    metrics: Option<Arc<crate::api::Metrics>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl SourceSet {
@@ -149,7 +149,7 @@ impl SourceSet {
     }
 
     /// Records every request's latency in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<crate::api::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -250,7 +250,7 @@ impl SourceSet {
         let res = fut.await;
         if let Some(mx) = &self.metrics {
             mx.observe(
-                crate::api::metrics::SOURCE_DURATION,
+                crate::metrics::SOURCE_DURATION,
                 &[("source", self.name(i))],
                 started.elapsed().as_secs_f64(),
             );
@@ -457,7 +457,7 @@ impl SourceSet {
                 SourceBlock::Json(_) => "json",
             };
             let labels = [("source", name), ("format", format)];
-            mx.add(crate::api::metrics::SOURCE_BLOCKS, &labels, 1.0);
+            mx.add(crate::metrics::SOURCE_BLOCKS, &labels, 1.0);
         }
         let asked = match at {
             BlockId::Number(n) => p.block.number == n,
@@ -502,7 +502,7 @@ impl SourceSet {
                 None => {
                     // The lowest block's own payload (by its hash) names its parent.
                     if let Ok(Some(p)) = self.payload(i, BlockId::Hash(chain.low().hash)).await {
-                        chain.learn_below(&p);
+                        chain.learn_below(p.block, p.parent_hash);
                     }
                 }
                 Some(parent) => {
@@ -512,7 +512,10 @@ impl SourceSet {
                         // By number: kept only while each is the parent of the block above.
                         if let Ok(blocks) = self.payloads(i, low - count, count).await {
                             for p in blocks.iter().rev() {
-                                if !p.as_ref().is_some_and(|p| chain.push_below(p)) {
+                                if !p
+                                    .as_ref()
+                                    .is_some_and(|p| chain.push_below(p.block, p.parent_hash))
+                                {
                                     break;
                                 }
                                 added += 1;
@@ -522,7 +525,7 @@ impl SourceSet {
                     if added == before {
                         // By hash: no other branch can answer it.
                         if let Ok(Some(p)) = self.payload(i, BlockId::Hash(parent)).await
-                            && chain.push_below(&p)
+                            && chain.push_below(p.block, p.parent_hash)
                         {
                             added += 1;
                         }

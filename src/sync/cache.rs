@@ -77,13 +77,9 @@ impl BlockCache {
     }
 
     /// Heights held now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -107,11 +107,6 @@ impl Fleet {
         self.names.len()
     }
 
-    /// Whether the fleet has no replica.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
-    }
-
     /// Replica `i`'s name.
     pub fn name(&self, i: usize) -> &str {
         &self.names[i]

@@ -1,8 +1,9 @@
 //! Pure decisions: given the local heads, the agreed source heads and a few hash lookups, what
-//! the follower does next, and which labels a forkchoice update may carry (I1-I4).
+//! the follower does next. The labels a forkchoice carries come from `forkchoice::labels`.
 
 use alloy_primitives::B256;
 
+use super::forkchoice::labels::labels;
 use crate::chain::{BlockRef, Heads};
 use crate::config::Follow;
 
@@ -128,38 +129,6 @@ pub fn plan(v: &View) -> Step {
         }
         _ => Step::Diverged { at: target.number },
     }
-}
-
-/// The forkchoice for `head`: safe and finalized advance to the agreed ones when those are known
-/// to be on the local chain (`on_chain`), finalized never moves back, and
-/// finalized <= safe <= head always holds (I1, I2, I4).
-pub fn labels(
-    head: BlockRef,
-    local: &Heads,
-    agreed: &Heads,
-    on_chain: impl Fn(&BlockRef) -> bool,
-) -> Heads {
-    let usable = |b: &BlockRef| b.number <= head.number && on_chain(b);
-    let mut finalized = local.finalized;
-    if agreed.finalized.number >= local.finalized.number && usable(&agreed.finalized) {
-        finalized = agreed.finalized;
-    }
-    let mut safe = if usable(&agreed.safe) {
-        agreed.safe
-    } else if local.safe.number <= head.number {
-        local.safe
-    } else {
-        finalized
-    };
-    if safe.number < finalized.number {
-        safe = finalized;
-    }
-    if finalized.number > head.number {
-        // Cannot happen for a head that descends from finalized; keep I1 regardless.
-        finalized = head;
-        safe = head;
-    }
-    Heads { head, safe, finalized }
 }
 
 #[cfg(test)]
@@ -320,42 +289,6 @@ mod tests {
         ];
         for (name, v, want) in cases {
             assert_eq!(plan(&v), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn labels_keep_invariants() {
-        let all = |_: &BlockRef| true;
-        // Agreed finalized below local finalized: finalized never moves back.
-        assert_eq!(
-            labels(b(100), &heads(90, 80, 70), &heads(120, 60, 40), all),
-            heads(100, 70, 70)
-        );
-        // Agreed labels above the head: keep local ones.
-        assert_eq!(labels(b(10), &heads(9, 5, 3), &heads(300, 250, 200), all), heads(10, 5, 3));
-        // Agreed labels not known to be on the local chain: not used.
-        assert_eq!(
-            labels(b(100), &heads(90, 50, 40), &heads(100, 90, 80), |_| false),
-            heads(100, 50, 40)
-        );
-    }
-
-    /// Exhaustive small check: for every combination the result satisfies I1 and I2.
-    #[test]
-    fn labels_property() {
-        for h in 0..12u64 {
-            for (ls, lf) in (0..12u64).flat_map(|s| (0..=s).map(move |f| (s, f))) {
-                for (s, f) in (0..15u64).flat_map(|s| (0..=s).map(move |f| (s, f))) {
-                    if lf > h {
-                        continue;
-                    }
-                    let local = heads(h.max(ls), ls, lf);
-                    let out = labels(b(h), &local, &heads(14, s, f), |_| true);
-                    assert!(out.finalized.number <= out.safe.number, "{out:?}");
-                    assert!(out.safe.number <= out.head.number, "{out:?}");
-                    assert!(out.finalized.number >= lf, "finalized moved back: {out:?}");
-                }
-            }
         }
     }
 }

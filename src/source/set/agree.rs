@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::{Agreed, CONFIRM_WALK, DISAGREEMENT_LOG_EVERY, SourceSet};
+use crate::chain::ancestor::{AncestorSearch, SearchState};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::source::quorum::{agree_at, agree_on_labels, lookups_needed, quorum_top};
 use crate::source::{BlockId, LabelReport};
-use crate::sync::ancestor::{AncestorSearch, SearchState};
 
 /// Where a quorum read stands after the answers so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

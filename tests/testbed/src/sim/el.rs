@@ -1,11 +1,11 @@
-//! A simulated EL with the behaviour profiles of docs/engines.md, and the invariant checker
-//! that sees every forkchoice lightcl sends.
+//! A simulated EL with the behaviour profiles of docs/engines.md. It is only the model: every
+//! write lightcl makes (payload, forkchoice, `debug_setHead`) is first reported to the checkers
+//! in [`super::check`], with the EL's chain as it was, and then applied.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use alloy_eips::eip4895::Withdrawal;
 use alloy_primitives::B256;
 use lightcl::chain::{BlockRef, Heads, Label};
 use lightcl::engine::{
@@ -14,6 +14,9 @@ use lightcl::engine::{
 };
 use lightcl::payload::{FcuVersion, Payload};
 
+pub use super::check::Record;
+use super::check::forkchoice::{self, Context, ElView};
+use super::check::payload;
 use super::{Rng, SharedWorld, lock};
 
 /// How an EL treats the Engine API calls lightcl relies on (docs/engines.md).
@@ -78,41 +81,18 @@ struct Syncing {
     from: u64,
 }
 
-/// What the checker found and counted.
-#[derive(Debug, Default, Clone)]
-pub struct Record {
-    /// Invariant violations, in order (empty: the run was safe).
-    pub violations: Vec<String>,
-    /// Forkchoice updates received.
-    pub forkchoices: u64,
-    /// Payloads received.
-    pub payloads: u64,
-    /// debug_setHead calls that rolled the EL back.
-    pub set_heads: u64,
-    /// The highest finalized block ever sent (survives EL crashes: it is the checker's).
-    pub max_finalized: Option<BlockRef>,
-    /// Forkchoice updates that reorged the EL onto a branch whose head is lower than the tip it
-    /// held (on op-reth: blocks cut off its files, see docs/engines.md).
-    pub head_lowering_reorgs: u64,
-    /// Blocks the EL imported from its P2P peers (an EL sync lightcl started).
-    pub p2p_synced: u64,
-    /// Forkchoices to an ancestor of a head the EL had just reached by its own P2P sync, after
-    /// lightcl read it (the race between a sync still running and lightcl's replay: geth rewinds
-    /// a few blocks, lightcl feeds them again). Counted, not a violation.
-    pub p2p_races: u64,
-}
-
 #[derive(Debug)]
 struct Inner {
     profile: Profile,
     chain: Chain,
     faults: Faults,
+    /// The checker's record (what the checkers found, and the EL's counts).
     record: Record,
     rng: Rng,
-    /// Writes refused while lightcl must not write (for example after it halted).
+    /// For the checker: lightcl halted, so any write is a violation.
     writes_forbidden: bool,
-    /// The honest sources alone make the quorum, so the agreed chain is the honest one and a
-    /// rewind of an honest head is needless.
+    /// For the checker: the honest sources alone make the quorum, so the agreed chain is the
+    /// honest one and a rewind of an honest head is needless.
     strict: bool,
     /// Blocks kept without their state after a crash (op-geth): answered VALID as already
     /// known, but a forkchoice to them does not move the head, until debug_setHead.
@@ -124,6 +104,24 @@ struct Inner {
     syncing: Option<Syncing>,
     /// The P2P sync moved the head since the last forkchoice.
     p2p_moved: bool,
+}
+
+impl Inner {
+    /// The EL's chain as the checkers see it before a write.
+    fn view(&self) -> ElView<'_> {
+        let c = &self.chain;
+        ElView { canonical: &c.canonical, safe: c.safe, finalized: c.finalized }
+    }
+
+    /// What the checkers know besides the EL's chain and the write.
+    fn context(&self) -> Context {
+        Context {
+            max_finalized: self.record.max_finalized,
+            strict: self.strict,
+            halted: self.writes_forbidden,
+            p2p_moved: self.p2p_moved,
+        }
+    }
 }
 
 /// The simulated EL. Clones share it.
@@ -376,23 +374,11 @@ impl SimEl {
         if me.faults.down {
             return Err(unreachable("engine_newPayloadV4"));
         }
-        if me.writes_forbidden {
-            me.record.violations.push(format!("newPayload {} after lightcl halted", p.block));
-        }
         me.record.payloads += 1;
-        // I5: only the genuine block may reach the EL.
-        let genuine = w.block(&p.block.hash);
-        let params = p.params_value();
-        let sent_ws: Option<Vec<Withdrawal>> =
-            serde_json::from_value(params[0]["withdrawals"].clone()).ok();
-        let intact = genuine.is_some_and(|g| {
-            g.id == p.block
-                && g.parent == p.parent_hash
-                && sent_ws.as_ref() == Some(&g.withdrawals)
-                && params[0]["gasUsed"] == "0x0"
-        });
-        if !intact {
-            me.record.violations.push(format!("I5: payload {} is not the genuine block", p.block));
+        let verdict = payload::new_payload(&w, p, me.writes_forbidden);
+        me.record.violations.extend(verdict.violations);
+        // A block that is not what its hash says is invalid to any EL.
+        if !verdict.genuine {
             return Ok(status(Status::Invalid));
         }
         if me.ghosts.contains(&p.block.hash) {
@@ -425,81 +411,16 @@ impl SimEl {
             return Err(unreachable("engine_forkchoiceUpdatedV3"));
         }
         me.record.forkchoices += 1;
-        let current_head = {
-            let c = &me.chain;
-            BlockRef::new((c.canonical.len() - 1) as u64, c.canonical[c.canonical.len() - 1])
-        };
-        // The checker: every forkchoice lightcl sends must keep I1-I4.
-        let mut bad = Vec::new();
-        if me.writes_forbidden {
-            bad.push("forkchoice after lightcl halted".to_string());
-        }
-        let Heads { head, safe, finalized } = *heads;
-        // Zero-hash labels mean "unset" (the Engine API allows it): only the head is checked.
-        let unset = safe.hash.is_zero() && finalized.hash.is_zero();
-        // Re-sending the EL's own forkchoice decides nothing new.
-        let noop = head == current_head
-            && Some(safe) == me.chain.safe
-            && Some(finalized) == me.chain.finalized;
-        if unset {
-            if let Some(max) = me.record.max_finalized
-                && !(head.number <= max.number && w.descends(max, head))
-            {
-                bad.push(format!(
-                    "I3: head {head} with unset labels is not on the way to finalized {max}"
-                ));
-            }
-        } else if !(finalized.number <= safe.number && safe.number <= head.number) {
-            bad.push(format!("I1: labels out of order {heads:?}"));
-        }
-        if !unset && (!w.descends(head, safe) || !w.descends(head, finalized)) {
-            bad.push(format!(
-                "I1: safe {safe} or finalized {finalized} not an ancestor of head {head}"
-            ));
-        }
-        if let Some(max) = me.record.max_finalized
-            && !unset
-        {
-            if finalized.number < max.number || !w.descends(finalized, max) {
-                bad.push(format!("I2: finalized {finalized} moves back from or off {max}"));
-            }
-            if !w.descends(head, max) {
-                bad.push(format!("I3: head {head} does not descend from finalized {max}"));
-            }
-        }
-        if !unset && !noop && !w.ever_safe.contains(&safe.hash) && safe.number > 0 {
-            bad.push(format!(
-                "I4: safe {safe} was never agreed safe by the honest sources (honest safe #{}, \
-                 honest block there {:?})",
-                w.safe,
-                w.honest.get(safe.number as usize)
-            ));
-        }
-        if !unset && !noop && !w.ever_final.contains(&finalized.hash) && finalized.number > 0 {
-            bad.push(format!("I4: finalized {finalized} was never agreed final"));
-        }
-        // A head lightcl moves to must have been on the honest chain (re-asserting the EL's
-        // own head, with whatever labels, moves nothing).
-        if head != current_head && head.number > 0 && !w.ever_honest.contains(&head.hash) {
-            bad.push(format!("head {head} was never on the honest chain"));
-        }
-        // A needless rewind: the EL's head is on the honest chain, and lightcl asks for an
-        // ancestor of it (geth would rewind).
-        let honest_now = w.honest.get(current_head.number as usize) == Some(&current_head.hash);
-        let rewind = me.strict
-            && honest_now
-            && head.number < current_head.number
-            && w.descends(current_head, head);
-        if rewind && me.p2p_moved {
+        // The checker judges the forkchoice against the EL's chain before it applies.
+        let verdict = forkchoice::update(&w, &me.view(), heads, &me.context());
+        if verdict.p2p_race {
             me.record.p2p_races += 1;
-        } else if rewind {
-            bad.push(format!("needless rewind from honest head {current_head} to {head}"));
         }
         me.p2p_moved = false;
-        if !unset && finalized.number > me.record.max_finalized.map_or(0, |m| m.number) {
-            me.record.max_finalized = Some(finalized);
-        }
-        me.record.violations.extend(bad);
+        me.record.max_finalized = verdict.max_finalized;
+        me.record.violations.extend(verdict.violations);
+        let Heads { head, safe, finalized } = *heads;
+        let unset = forkchoice::labels_unset(heads);
         // The EL's own behaviour.
         if me.ghosts.contains(&head.hash) {
             return Ok(status(Status::Valid));
@@ -592,23 +513,10 @@ impl SimEl {
         if me.faults.down {
             return Err(unreachable("debug_setHead"));
         }
-        if me.writes_forbidden {
-            me.record.violations.push(format!("debug_setHead {number} after lightcl halted"));
-        }
-        // The checker: a roll-back never takes an EL that holds the finalized block lightcl
-        // sent below it (whatever the EL does with the call).
-        let head = me.chain.canonical.len() as u64 - 1;
-        if let Some(max) = me.record.max_finalized
-            && number < max.number
-            && head >= max.number
-            && me.chain.canonical.get(max.number as usize) == Some(&max.hash)
-        {
-            me.record.violations.push(format!(
-                "debug_setHead {number} rolls the EL (head #{head}) back below the finalized \
-                 block #{}",
-                max.number
-            ));
-        }
+        // The checker judges the call against the EL's chain before it (whatever the EL then
+        // does with it).
+        let bad = forkchoice::set_head(&me.view(), number, &me.context());
+        me.record.violations.extend(bad);
         if me.faults.no_debug {
             return Err(EngineError::Rpc {
                 method: "debug_setHead".into(),

@@ -1,10 +1,9 @@
 //! Fleet histories: one lightcl driving several simulated replica ELs from the same simulated
-//! sources. Each EL keeps its own invariant checker; on top, every forkchoice is watched for the
-//! lockstep rule (a safe or finalized label moves only to a block every ready replica holds, by hash),
-//! and the sources count what they were asked, so that a test can compare the cost of three
-//! replicas with the cost of one.
+//! sources. Each EL reports its writes to its own checkers; on top, every forkchoice goes to the
+//! fleet checker ([`super::check::fleet::Watch`]) for the lockstep rule (a safe or finalized
+//! label moves only to a block every ready replica holds, by hash), and the sources count what
+//! they were asked, so that a test can compare the cost of three replicas with the cost of one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +18,8 @@ use lightcl::state::StateFile;
 use lightcl::{Parts, ReplicaParts, run_with};
 use tokio::time::Instant;
 
+use super::check::fleet::Watch;
+use super::check::liveness;
 use super::el::{Faults, P2p, Profile, SimEl};
 use super::source::{Behaviour, SimSource};
 use super::{SharedWorld, World, lock};
@@ -125,60 +126,6 @@ pub struct FleetOutcome {
     pub tip: u64,
 }
 
-/// The lockstep watch: every forkchoice that raises a replica's safe or finalized label is
-/// checked against the chains of the other ready replicas (by hash).
-#[derive(Debug)]
-struct Watch {
-    els: Vec<SimEl>,
-    dead: Vec<AtomicBool>,
-    lockstep: bool,
-    from: Instant,
-    violations: Mutex<Vec<String>>,
-    checks: std::sync::atomic::AtomicU64,
-    /// Each replica's status, for readiness (what a load balancer goes by).
-    status: Vec<Arc<Shared>>,
-}
-
-impl Watch {
-    fn check(&self, me: usize, heads: &Heads) {
-        if !self.lockstep || Instant::now() < self.from {
-            return;
-        }
-        let (_, safe, finalized) = self.els[me].heads();
-        let raised = [(heads.safe, safe), (heads.finalized, finalized)]
-            .into_iter()
-            .filter(|(new, old)| old.is_none_or(|o| new.number > o.number))
-            .map(|(new, _)| new);
-        for label in raised {
-            self.checks.fetch_add(1, Ordering::Relaxed);
-            for (j, el) in self.els.iter().enumerate() {
-                if j == me || self.dead[j].load(Ordering::Relaxed) {
-                    continue;
-                }
-                // Only replicas a load balancer sends traffic to count (what lightcl's rule
-                // says too): ready ones. A replica syncing from its peers or recovering is not.
-                if self.status[j].readiness().is_err() {
-                    continue;
-                }
-                let head = el.heads().0;
-                if head.number < label.number {
-                    self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-                        "lockstep: replica {me} moved a label to {label} while ready replica {j} \
-                         holds only up to {head}"
-                    ));
-                } else if !el.holds(label) {
-                    // By hash: a ready replica still on a branch the sources left does not
-                    // hold the new label block although its head is higher.
-                    self.violations.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
-                        "lockstep: replica {me} moved a label to {label} while ready replica {j} \
-                         (head {head}) holds another block at that height"
-                    ));
-                }
-            }
-        }
-    }
-}
-
 /// A replica's EL as lightcl sees it: the simulated EL, its forkchoices watched.
 #[derive(Debug, Clone)]
 struct Watched {
@@ -260,13 +207,9 @@ pub fn run_fleet(setup: &FleetSetup) -> FleetOutcome {
     }
 }
 
-/// Whether `el` holds the honest tip and labels.
+/// Whether `el` holds the honest tip and labels (what following latest converges on).
 fn converged(world: &SharedWorld, el: &SimEl) -> bool {
-    let w = lock(world);
-    let (head, safe, fin) = el.heads();
-    Some(head) == Some(w.tip())
-        && safe == w.at(&w.honest, w.safe)
-        && fin == w.at(&w.honest, w.finalized)
+    liveness::converged(&lock(world), el.heads(), Follow::Latest)
 }
 
 async fn run_async(setup: &FleetSetup) -> FleetOutcome {
@@ -308,15 +251,12 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
     let status: Vec<Arc<Shared>> = (0..els.len())
         .map(|i| Arc::new(Shared::replica(&format!("r{i}"), &root, setup.ready_max_lag)))
         .collect();
-    let watch = Arc::new(Watch {
-        status: status.clone(),
-        els: els.clone(),
-        dead: setup.replicas.iter().map(|_| AtomicBool::new(false)).collect(),
-        lockstep: setup.watch_lockstep,
-        from: start + Duration::from_secs(3),
-        violations: Mutex::default(),
-        checks: Default::default(),
-    });
+    let watch = Arc::new(Watch::new(
+        els.clone(),
+        status.clone(),
+        setup.watch_lockstep,
+        start + Duration::from_secs(3),
+    ));
     let grow_until = start + Duration::from_millis(setup.duration_ms);
     let end_at = grow_until + Duration::from_millis(setup.settle_ms);
     // The world's clock: blocks, deaths and outages.
@@ -345,12 +285,11 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
                 for (i, r) in replicas.iter().enumerate() {
                     let payload_ms = r.payload_ms;
                     if r.dies_at.is_some_and(|t| ms >= t) {
-                        watch.dead[i].store(true, Ordering::Relaxed);
+                        watch.set_dead(i, true);
                         els[i].set_faults(Faults { down: true, payload_ms, ..Faults::default() });
                     } else if let Some((at, len)) = r.outage {
                         let down = ms >= at && ms < at + len;
-                        watch.dead[i]
-                            .store(down || (ms >= at && ms < at + len + 5_000), Ordering::Relaxed);
+                        watch.set_dead(i, down || (ms >= at && ms < at + len + 5_000));
                         els[i].set_faults(Faults { down, payload_ms, ..Faults::default() });
                     }
                 }
@@ -402,9 +341,8 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
         }
         out.converged.push(ok);
     }
-    out.violations
-        .extend(watch.violations.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned());
-    out.lockstep_checks = watch.checks.load(Ordering::Relaxed);
+    out.violations.extend(watch.violations());
+    out.lockstep_checks = watch.checks();
     for s in &sources {
         let (l, h, b) = s.counts();
         out.label_reads += l;

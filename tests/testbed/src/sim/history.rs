@@ -1,5 +1,6 @@
 //! One simulated history: a world, an EL, sources, lightcl (restarted when the history says),
-//! events on a timeline, then a healing phase; and what the checker and the liveness check saw.
+//! events on a timeline, then a healing phase; and what the checkers saw (the EL's at every
+//! write, [`super::check::liveness`] at the end, on what the history measured).
 //! Everything is a function of [`Setup`], and a random `Setup` is a function of a seed.
 
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,8 @@ use lightcl::state::StateFile;
 use lightcl::{Parts, RunError, run_with};
 use tokio::time::Instant;
 
-use super::el::{Faults, P2p, Profile, Record, SimEl};
+use super::check::{Record, liveness};
+use super::el::{Faults, P2p, Profile, SimEl};
 use super::source::{Behaviour, SimSource, Tamper};
 use super::{Rng, SharedWorld, World, lock};
 
@@ -399,17 +401,7 @@ pub fn run(setup: &Setup) -> Outcome {
 
 /// Whether the EL holds the honest target and labels.
 fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
-    let w = lock(world);
-    let (head, safe, fin) = el.heads();
-    let at = |n: u64| w.at(&w.honest, n);
-    let target = match follow {
-        Follow::Safe => at(w.safe),
-        Follow::Latest => Some(w.tip()),
-    };
-    // Following safe, a head that was already ahead on the honest chain may stay there.
-    let head_ok = Some(head) == target
-        || (follow == Follow::Safe && at(head.number) == Some(head) && head.number >= w.safe);
-    head_ok && safe == at(w.safe) && fin == at(w.finalized)
+    liveness::converged(&lock(world), el.heads(), follow)
 }
 
 async fn run_async(setup: &Setup) -> Outcome {
@@ -658,44 +650,21 @@ async fn run_async(setup: &Setup) -> Outcome {
     let record = el.record();
     violations.extend(record.violations.iter().cloned());
     let is_converged = converged_seen.load(std::sync::atomic::Ordering::Relaxed);
-    // Liveness: halting is right only if lightcl had finalized a block the honest chain no
-    // longer holds (or the EL came with one); otherwise it must have converged.
-    let lost_finality = {
-        let w = lock(&world);
-        let max = record.max_finalized;
-        let el_final = el.heads().2;
-        [max, el_final, *floor_cell.lock().unwrap_or_else(|p| p.into_inner())]
-            .into_iter()
-            .flatten()
-            .any(|f| w.at(&w.honest, f.number) != Some(f))
-    };
-    if halted && !lost_finality {
-        violations.push("halted without a finalized divergence".into());
-    }
-    if !halted && !is_converged && !lost_finality {
-        let w = lock(&world);
-        violations.push(format!(
-            "did not converge: EL {:?}, honest tip {} safe #{} finalized #{}",
-            el.heads(),
-            w.tip(),
-            w.safe,
-            w.finalized
-        ));
-    }
-    let max_lag_seen = live_lag.load(std::sync::atomic::Ordering::Relaxed);
-    if let Some(bound) = setup.live_lag
-        && max_lag_seen > bound
-        && !halted
+    // The liveness judgement, on what the history measured (the world's lock is let go before
+    // the outcome reads it again).
     {
-        violations.push(format!(
-            "lagged {max_lag_seen} blocks behind the honest tip during faults that leave \
-             progress possible, after it had caught up (at most {bound})"
-        ));
-    }
-    if !halted && lost_finality {
-        violations.push(
-            "did not halt although the honest chain no longer holds a finalized block".into(),
-        );
+        let w = lock(&world);
+        let heads = el.heads();
+        let floor = *floor_cell.lock().unwrap_or_else(|p| p.into_inner());
+        let end = liveness::End {
+            halted,
+            converged: is_converged,
+            lost_finality: liveness::lost_finality(&w, &[record.max_finalized, heads.2, floor]),
+            el: heads,
+            lag: live_lag.load(std::sync::atomic::Ordering::Relaxed),
+            lag_bound: setup.live_lag,
+        };
+        violations.extend(liveness::judge(&w, &end));
     }
     Outcome {
         violations,

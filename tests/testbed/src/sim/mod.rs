@@ -5,12 +5,17 @@
 //! - [`World`]: every block that exists (real Ethereum-shaped blocks whose headers hash and
 //!   whose withdrawals root match, so lightcl's verification runs for real), the honest chain
 //!   and what it has ever called safe and finalized.
-//! - [`el::SimEl`]: an EL with the behaviour profiles of docs/engines.md (geth, op-geth, reth)
-//!   and the invariant checker that records every forkchoice breaking I1-I5.
+//! - [`el::SimEl`]: an EL with the behaviour profiles of docs/engines.md (geth, op-geth, reth);
+//!   it reports every write lightcl makes to the checkers before applying it.
+//! - [`check`]: the invariant checkers, one per family: every write that breaks I1-I5 (or
+//!   rewinds needlessly, rolls back below finality, comes after a halt), the lockstep rule of a
+//!   fleet, and the liveness judgement at a history's end.
 //! - [`source::SimSource`]: sources that are honest, lag, flap between branches, serve a sibling
 //!   or a tampered block, lie about labels, fail at a rate, are slow, or down.
-//! - [`history`]: seeded random histories and the liveness check at their end.
+//! - [`history`]: seeded random histories, judged for liveness at their end.
+//! - [`fleet`]: fleet histories, one lightcl driving several replica ELs.
 
+pub mod check;
 pub mod el;
 pub mod fleet;
 pub mod history;

@@ -20,12 +20,14 @@ use alloy_primitives::B256;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::driver::{Follower, StepError, StepOutcome};
-use super::gate::{Lineage, Proven, WALK_PER_ROUND};
-use crate::api::metrics as m;
-use crate::chain::{BlockRef, Heads};
+use super::super::ctx::Ctx;
+use super::super::error::{Fault, Outcome};
+use super::super::forkchoice::labels::handed;
+use super::super::forkchoice::{Forkchoice, WALK_PER_ROUND};
+use crate::chain::{BlockRef, Heads, Proven};
 use crate::config::Bootstrap;
-use crate::engine::{BlockAt, SyncStatus, Verdict, classify};
+use crate::engine::{BlockAt, SyncStatus, Verdict};
+use crate::metrics as m;
 use crate::payload::FcuVersion;
 use crate::source::BlockId;
 use crate::source::set::WALK_BATCH;
@@ -63,35 +65,6 @@ pub fn choose(
     }
 }
 
-/// The forkchoice handed to the EL: the follow target with the agreed labels (the agreed
-/// finalized block as all three when the target is below it), within the lockstep `cap` of a
-/// fleet: labels above it stay at `checkpoint` (lightcl's finalized block), and `None` when
-/// even that is above the cap (or there is none): nothing is handed this round.
-pub fn handed(
-    target: BlockRef,
-    agreed: &Heads,
-    checkpoint: BlockRef,
-    cap: Option<u64>,
-) -> Option<Heads> {
-    let f = agreed.finalized;
-    let heads = if target.number < f.number {
-        Heads { head: f, safe: f, finalized: f }
-    } else {
-        let safe = if agreed.safe.number <= target.number { agreed.safe } else { target };
-        Heads { head: target, safe, finalized: f }
-    };
-    let Some(cap) = cap else { return Some(heads) };
-    if heads.finalized.number <= cap {
-        let safe = if heads.safe.number <= cap { heads.safe } else { heads.finalized };
-        return Some(Heads { safe, ..heads });
-    }
-    (checkpoint.number > 0 && checkpoint.number <= cap).then_some(Heads {
-        head: heads.head,
-        safe: checkpoint,
-        finalized: checkpoint,
-    })
-}
-
 /// An EL sync under way.
 #[derive(Debug)]
 struct Active {
@@ -109,9 +82,9 @@ struct Active {
     warned: Option<Instant>,
 }
 
-/// Bootstrap state of one follower.
+/// Bootstrap by EL sync for one replica: its state, and the round it runs.
 #[derive(Debug, Default)]
-pub(super) struct BootstrapState {
+pub(crate) struct ElSync {
     active: Option<Active>,
     /// `auto` gave up on EL sync for this gap (it stalled, or there were no peers): replay
     /// until the EL is within the gap again.
@@ -120,49 +93,50 @@ pub(super) struct BootstrapState {
     proof: Option<Proven>,
 }
 
-impl BootstrapState {
+impl ElSync {
     /// Whether an EL sync is under way.
-    pub(super) fn syncing(&self) -> bool {
+    pub fn syncing(&self) -> bool {
         self.active.is_some()
     }
-}
 
-impl Follower {
     /// Runs the bootstrap for this round: `None` when the normal planner should go on (replay,
     /// or the EL sync just handed over), `Some` when the round was spent on the EL sync.
-    pub(super) async fn bootstrap(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn round(
         &mut self,
+        ctx: &Ctx,
+        fc: &mut Forkchoice,
         local: Heads,
         agreed: Heads,
         checkpoint: BlockRef,
         source_at_checkpoint: Option<B256>,
         version: FcuVersion,
-    ) -> Result<Option<StepOutcome>, StepError> {
-        let target = self.config.follow.target(&agreed);
+    ) -> Result<Option<Outcome>, Fault> {
+        let target = ctx.config.follow.target(&agreed);
         let lag = target.number.saturating_sub(local.head.number);
-        let min_gap = self.config.bootstrap_min_gap_blocks;
+        let min_gap = ctx.config.bootstrap_min_gap_blocks;
         // Only from a checkpoint the quorum holds (otherwise the planner halts or holds), and
         // towards labels at or above it: checked every round, as the sources may change.
         let held = checkpoint.number == 0 || source_at_checkpoint == Some(checkpoint.hash);
         if !held || agreed.finalized.number < checkpoint.number {
-            self.stop_el_sync("the sources no longer hold lightcl's finalized block");
+            self.stop(ctx, "the sources no longer hold lightcl's finalized block");
             return Ok(None);
         }
         let mut status = None;
-        if self.boot.active.is_none() {
+        if self.active.is_none() {
             if lag <= min_gap {
-                self.boot.fell_back = false;
+                self.fell_back = false;
             }
-            let fell_back = self.boot.fell_back;
-            if choose(self.config.bootstrap, lag, min_gap, None, fell_back) == Choice::Replay {
+            let fell_back = self.fell_back;
+            if choose(ctx.config.bootstrap, lag, min_gap, None, fell_back) == Choice::Replay {
                 return Ok(None);
             }
-            let st = self.engine.sync_status().await?;
-            match choose(self.config.bootstrap, lag, min_gap, st.peers, fell_back) {
+            let st = ctx.engine.sync_status().await?;
+            match choose(ctx.config.bootstrap, lag, min_gap, st.peers, fell_back) {
                 Choice::Replay => return Ok(None),
                 Choice::ReplayBecause(reason) => {
-                    self.boot.fell_back = true;
-                    self.shared.metrics.add(m::EL_SYNC_FALLBACKS, &[("reason", reason)], 1.0);
+                    self.fell_back = true;
+                    ctx.report.count(m::EL_SYNC_FALLBACKS, &[("reason", reason)], 1.0);
                     warn!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
                         "the EL is far behind but has no P2P peers, so it cannot sync itself; \
                          replaying every block instead. To bootstrap faster, give the EL peers \
@@ -173,25 +147,25 @@ impl Follower {
             }
             status = Some(st);
         } else {
-            let reached = self.boot.active.as_ref().and_then(|a| {
+            let reached = self.active.as_ref().and_then(|a| {
                 a.handed.iter().rev().find(|h| h.head.number <= local.head.number).copied()
             });
             if let Some(sent) = reached {
-                return self.hand_over(local, sent).await.map(|()| None);
+                return self.hand_over(ctx, local, sent).await.map(|()| None);
             }
         }
-        let Some(heads) = handed(target, &agreed, checkpoint, self.label_cap().await) else {
+        let Some(heads) = handed(target, &agreed, checkpoint, ctx.label_cap().await) else {
             // Lockstep: the fleet's cap is below even lightcl's finalized block; wait for the
             // other replicas.
-            return Ok(Some(StepOutcome::Idle));
+            return Ok(Some(Outcome::Idle));
         };
-        if self.boot.active.is_none() {
+        if self.active.is_none() {
             info!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
                 peers = ?status.as_ref().and_then(|s| s.peers), "the EL is far behind: handing \
                 it the agreed head to sync from its P2P peers (bootstrap = {:?}); lightcl checks \
-                the hashes when it gets there and replays the rest", self.config.bootstrap);
+                the hashes when it gets there and replays the rest", ctx.config.bootstrap);
             let now = Instant::now();
-            self.boot.active = Some(Active {
+            self.active = Some(Active {
                 handed: Default::default(),
                 announced: None,
                 started: now,
@@ -205,23 +179,24 @@ impl Follower {
         // The chain is proven by hash down to the checkpoint (or the handed finalized block
         // when lightcl has none): resumed each round, counted as progress while it grows.
         let low = if checkpoint.number > 0 { checkpoint.number } else { heads.finalized.number };
-        let chain = match self.prove_handed(&heads, low).await {
+        let chain = match self.prove_handed(ctx, &heads, low).await {
             Ok(Some(chain)) => chain,
             // Not proven yet (or the sources could not serve the walk this round): the stall
             // watch decides whether `auto` gives up for replay.
             walking => {
                 let status = match status {
                     Some(s) => s,
-                    None => self.engine.sync_status().await?,
+                    None => ctx.engine.sync_status().await?,
                 };
-                if self.watch_el_sync(&local, target, &status) {
+                if self.watch(ctx, &local, target, &status) {
                     return Ok(None);
                 }
-                return walking.map(|_| Some(StepOutcome::Progress));
+                return walking.map(|_| Some(Outcome::Progress));
             }
         };
         if checkpoint.number > 0 && chain.get(checkpoint.number) != Some(checkpoint.hash) {
-            self.stop_el_sync(
+            self.stop(
+                ctx,
                 "the agreed head's chain does not pass through lightcl's finalized block",
             );
             return Ok(None);
@@ -231,48 +206,49 @@ impl Follower {
             chain.get(local.head.number) == Some(local.head.hash)
                 || local.head.number > heads.head.number
         } else {
-            match self.sources.agreed_at(local.head.number).await.hash() {
+            match ctx.sources.agreed_at(local.head.number).await.hash() {
                 Some(h) => h == local.head.hash,
                 // No agreed answer (a source failing or lagging): no evidence; ask again.
-                None => return Err(StepError::NoAgreement { number: local.head.number }),
+                None => return Err(Fault::NoAgreement { number: local.head.number }),
             }
         };
         if !on_chain {
-            self.stop_el_sync(
+            self.stop(
+                ctx,
                 "the EL's head is not on the sources' chain (divergence recovery first)",
             );
             return Ok(None);
         }
         let status = match status {
             Some(s) => s,
-            None => self.engine.sync_status().await?,
+            None => ctx.engine.sync_status().await?,
         };
-        if self.watch_el_sync(&local, target, &status) {
+        if self.watch(ctx, &local, target, &status) {
             return Ok(None);
         }
-        self.hand_head(heads, &chain, version).await?;
-        self.shared.metrics.set(m::EL_SYNCING, &[], 1.0);
-        Ok(Some(StepOutcome::Idle))
+        self.hand_head(ctx, fc, heads, &chain, version).await?;
+        ctx.report.gauge(m::EL_SYNCING, &[], 1.0);
+        Ok(Some(Outcome::Idle))
     }
 
     /// Ends an EL sync under way (if any), saying why; the planner takes over.
-    fn stop_el_sync(&mut self, why: &str) {
-        if self.boot.active.take().is_some() {
-            self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+    fn stop(&mut self, ctx: &Ctx, why: &str) {
+        if self.active.take().is_some() {
+            ctx.report.gauge(m::EL_SYNCING, &[], 0.0);
             warn!(target: "lightcl::bootstrap", why, "EL sync stopped; the planner takes over");
         }
     }
 
     /// The EL reached the handed head: its hashes there and at the handed finalized block must
     /// be the agreed ones. Either way the EL sync ends; a mismatch is the planner's divergence.
-    async fn hand_over(&mut self, local: Heads, sent: Heads) -> Result<(), StepError> {
-        let at_head = self.engine.block(BlockAt::Number(sent.head.number)).await?;
-        let at_final = self.engine.block(BlockAt::Number(sent.finalized.number)).await?;
+    async fn hand_over(&mut self, ctx: &Ctx, local: Heads, sent: Heads) -> Result<(), Fault> {
+        let at_head = ctx.engine.block(BlockAt::Number(sent.head.number)).await?;
+        let at_final = ctx.engine.block(BlockAt::Number(sent.finalized.number)).await?;
         let ok = at_head.map(|b| b.block.hash) == Some(sent.head.hash)
             && at_final.map(|b| b.block.hash) == Some(sent.finalized.hash);
-        let took = self.boot.active.as_ref().map(|a| a.started.elapsed()).unwrap_or_default();
-        self.boot.active = None;
-        self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+        let took = self.active.as_ref().map(|a| a.started.elapsed()).unwrap_or_default();
+        self.active = None;
+        ctx.report.gauge(m::EL_SYNCING, &[], 0.0);
         if ok {
             info!(target: "lightcl::bootstrap", el_head = %local.head, checked = %sent.head,
                 finalized = %sent.finalized, seconds = took.as_secs(),
@@ -287,11 +263,11 @@ impl Follower {
     }
 
     /// Logs progress and watches for a stall; true when `auto` gives up for replay.
-    fn watch_el_sync(&mut self, local: &Heads, target: BlockRef, status: &SyncStatus) -> bool {
-        let stall = Duration::from_secs(self.config.bootstrap_stall_secs);
-        let interval = Duration::from_millis(self.config.progress_interval_ms);
-        let mode = self.config.bootstrap;
-        let Some(a) = self.boot.active.as_mut() else { return false };
+    fn watch(&mut self, ctx: &Ctx, local: &Heads, target: BlockRef, status: &SyncStatus) -> bool {
+        let stall = Duration::from_secs(ctx.config.bootstrap_stall_secs);
+        let interval = Duration::from_millis(ctx.config.progress_interval_ms);
+        let mode = ctx.config.bootstrap;
+        let Some(a) = self.active.as_mut() else { return false };
         let handed = a.handed.back().map(|h| h.head.to_string());
         let now = Instant::now();
         let synced = status
@@ -299,7 +275,7 @@ impl Follower {
             .as_ref()
             .map_or(local.head.number, |p| p.current.max(local.head.number));
         let work = status.progress.as_ref().map_or(0, |p| p.work).max(local.head.number);
-        self.shared.metrics.set(m::EL_SYNC_BLOCK, &[], synced as f64);
+        ctx.report.gauge(m::EL_SYNC_BLOCK, &[], synced as f64);
         if work > a.work {
             a.work = work;
             a.progressed = now;
@@ -328,15 +304,15 @@ impl Follower {
             }
         };
         if mode == Bootstrap::Auto {
-            self.shared.metrics.add(m::EL_SYNC_FALLBACKS, &[("reason", "stalled")], 1.0);
-            self.shared.metrics.set(m::EL_SYNCING, &[], 0.0);
+            ctx.report.count(m::EL_SYNC_FALLBACKS, &[("reason", "stalled")], 1.0);
+            ctx.report.gauge(m::EL_SYNCING, &[], 0.0);
             warn!(target: "lightcl::bootstrap", el_head = %local.head, handed = ?handed,
                 idle_secs = idle.as_secs(), peers = ?status.peers, "EL sync stalled: {why}; \
                 falling back to replaying every block. To bootstrap by EL sync, give the EL \
                 peers that hold the chain (bootnodes, static or trusted peers), enable snap \
                 sync, and check its log for sync errors");
-            self.boot.active = None;
-            self.boot.fell_back = true;
+            self.active = None;
+            self.fell_back = true;
             return true;
         }
         if a.warned.is_none_or(|w| now.duration_since(w) >= stall) {
@@ -355,17 +331,18 @@ impl Follower {
     /// forkchoice through the gate, with the labels proven on its chain.
     async fn hand_head(
         &mut self,
+        ctx: &Ctx,
+        fc: &mut Forkchoice,
         heads: Heads,
         chain: &Proven,
         version: FcuVersion,
-    ) -> Result<(), StepError> {
-        let announced = self.boot.active.as_ref().and_then(|a| a.announced);
+    ) -> Result<(), Fault> {
+        let announced = self.active.as_ref().and_then(|a| a.announced);
         if announced != Some(heads.head.hash) {
-            self.announce(heads.head).await;
+            announce(ctx, heads.head).await;
         }
-        let lineage = Lineage { chain };
-        let status = self.gate.forkchoice(self.fcu_version(version), &heads, &lineage).await?;
-        if let Some(a) = self.boot.active.as_mut() {
+        let verdict = fc.hand(&heads, chain, version).await?;
+        if let Some(a) = self.active.as_mut() {
             if a.handed.back() != Some(&heads) {
                 if a.handed.len() >= HANDED_KEPT {
                     a.handed.pop_front();
@@ -374,25 +351,11 @@ impl Follower {
             }
             a.announced = Some(heads.head.hash);
         }
-        match classify(&status) {
+        match verdict {
             Verdict::Advance | Verdict::Pending => Ok(()),
             Verdict::Reject(reason) => {
-                self.stop_el_sync("the EL answered INVALID for the handed head");
-                Err(StepError::Invalid { block: heads.head, reason })
-            }
-        }
-    }
-
-    /// Gives the EL the handed head's payload (verified), so that it knows the header it is
-    /// asked to sync to; the EL answers SYNCING. Best effort: ELs also fetch it from peers.
-    async fn announce(&self, head: BlockRef) {
-        for i in (0..self.sources.len()).filter(|&i| self.sources.available(i)) {
-            if let Ok(Some(p)) = self.sources.payload(i, BlockId::Hash(head.hash)).await {
-                if let Err(e) = self.engine.new_payload(&p).await {
-                    warn!(target: "lightcl::bootstrap", head = %head, error = %e,
-                        "could not give the EL the handed head's payload");
-                }
-                return;
+                self.stop(ctx, "the EL answered INVALID for the handed head");
+                Err(Fault::Invalid { block: heads.head, reason })
             }
         }
     }
@@ -401,15 +364,20 @@ impl Follower {
     /// resumed from the previous rounds' walk (extended up when the head moved up on it);
     /// `None` while the walk is not there yet (it advanced this round, or could not). Safe and
     /// finalized must be on it.
-    async fn prove_handed(&mut self, heads: &Heads, low: u64) -> Result<Option<Proven>, StepError> {
+    async fn prove_handed(
+        &mut self,
+        ctx: &Ctx,
+        heads: &Heads,
+        low: u64,
+    ) -> Result<Option<Proven>, Fault> {
         let Heads { head, safe, finalized } = *heads;
-        let mut chain = match self.boot.proof.take() {
-            Some(c) => match self.rebase(c, head).await {
+        let mut chain = match self.proof.take() {
+            Some(c) => match rebase(ctx, c, head).await {
                 Ok(c) => c,
                 Err(kept) => {
                     // Keep what was proven: the next round tries the new blocks again.
-                    self.boot.proof = Some(kept);
-                    return Err(StepError::NoAgreement { number: head.number });
+                    self.proof = Some(kept);
+                    return Err(Fault::NoAgreement { number: head.number });
                 }
             },
             None => Proven::at(head),
@@ -417,75 +385,85 @@ impl Follower {
         chain.trim_below(low);
         if chain.low().number > low {
             let from = chain.low().number;
-            let added = self.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
+            let added = ctx.sources.extend_down(&mut chain, low, WALK_BATCH, WALK_PER_ROUND).await;
             let reached = chain.low().number;
-            if let Some(a) = self.boot.active.as_mut()
+            if let Some(a) = self.active.as_mut()
                 && added > 0
             {
                 a.progressed = Instant::now();
             }
             if reached > low {
-                self.boot.proof = Some(chain);
+                self.proof = Some(chain);
                 info!(target: "lightcl::bootstrap", head = %head, proven_down_to = reached,
                     walked = from - reached, to = low, "proving the agreed head's chain by \
                     parent hash down to lightcl's finalized block before handing it to the EL");
                 if added == 0 {
-                    return Err(StepError::NoAgreement { number: reached });
+                    return Err(Fault::NoAgreement { number: reached });
                 }
                 return Ok(None);
             }
         }
         let at = |b: BlockRef| chain.get(b.number) == Some(b.hash);
         let on = at(finalized) && at(safe);
-        self.boot.proof = Some(chain.clone());
+        self.proof = Some(chain.clone());
         if !on {
             warn!(target: "lightcl::bootstrap", head = %head, safe = %safe, finalized = %finalized,
                 "the agreed safe or finalized block is not on the agreed head's chain (walked by \
                  hash); not handing it to the EL this round");
-            return Err(StepError::NoAgreement { number: head.number });
+            return Err(Fault::NoAgreement { number: head.number });
         }
         Ok(Some(chain))
     }
+}
 
-    /// The proof so far (`c`), moved to `head`: cut down to it where `head` is on it, else
-    /// joined to a walk down from `head` where the two meet (the head moved up, or to another
-    /// branch after a reorg: only the blocks above the meeting point are walked). A walk that
-    /// does not meet `c` within a round's budget replaces it (a reorg deeper than that).
-    /// `Err(c)`: the sources served nothing of the walk this round; `c` is kept.
-    async fn rebase(&self, mut c: Proven, head: BlockRef) -> Result<Proven, Proven> {
-        if c.get(head.number) == Some(head.hash) {
-            c.truncate_above(head.number);
+/// Gives the EL the handed head's payload (verified), so that it knows the header it is
+/// asked to sync to; the EL answers SYNCING. Best effort: ELs also fetch it from peers.
+async fn announce(ctx: &Ctx, head: BlockRef) {
+    for i in (0..ctx.sources.len()).filter(|&i| ctx.sources.available(i)) {
+        if let Ok(Some(p)) = ctx.sources.payload(i, BlockId::Hash(head.hash)).await {
+            if let Err(e) = ctx.engine.new_payload(&p).await {
+                warn!(target: "lightcl::bootstrap", head = %head, error = %e,
+                    "could not give the EL the handed head's payload");
+            }
+            return;
+        }
+    }
+}
+
+/// The proof so far (`c`), moved to `head`: cut down to it where `head` is on it, else
+/// joined to a walk down from `head` where the two meet (the head moved up, or to another
+/// branch after a reorg: only the blocks above the meeting point are walked). A walk that
+/// does not meet `c` within a round's budget replaces it (a reorg deeper than that).
+/// `Err(c)`: the sources served nothing of the walk this round; `c` is kept.
+async fn rebase(ctx: &Ctx, mut c: Proven, head: BlockRef) -> Result<Proven, Proven> {
+    if c.get(head.number) == Some(head.hash) {
+        c.truncate_above(head.number);
+        return Ok(c);
+    }
+    let mut more = Proven::at(head);
+    let mut walked = 0;
+    loop {
+        let low = more.low();
+        if c.get(low.number) == Some(low.hash) {
+            c.truncate_above(low.number);
+            c.extend(&more);
             return Ok(c);
         }
-        let mut more = Proven::at(head);
-        let mut walked = 0;
-        loop {
-            let low = more.low();
-            if c.get(low.number) == Some(low.hash) {
-                c.truncate_above(low.number);
-                c.extend(&more);
-                return Ok(c);
-            }
-            if low.number <= c.low().number || walked >= WALK_PER_ROUND {
-                return Ok(more);
-            }
-            let to = c.low().number;
-            let added = self.sources.extend_down(&mut more, to, WALK_BATCH, WALK_BATCH).await;
-            if added == 0 {
-                return Err(c);
-            }
-            walked += added;
+        if low.number <= c.low().number || walked >= WALK_PER_ROUND {
+            return Ok(more);
         }
+        let to = c.low().number;
+        let added = ctx.sources.extend_down(&mut more, to, WALK_BATCH, WALK_BATCH).await;
+        if added == 0 {
+            return Err(c);
+        }
+        walked += added;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn b(n: u64) -> BlockRef {
-        BlockRef::new(n, B256::with_last_byte(n as u8))
-    }
 
     #[test]
     fn choose_table() {
@@ -511,35 +489,6 @@ mod tests {
         ];
         for (what, mode, lag, peers, fell_back, want) in cases {
             assert_eq!(choose(mode, lag, 1_000, peers, fell_back), want, "{what}");
-        }
-    }
-
-    #[test]
-    fn handed_table() {
-        let agreed = Heads { head: b(200), safe: b(190), finalized: b(150) };
-        let none = BlockRef::new(0, B256::ZERO);
-        let h = |head, safe, finalized| Some(Heads { head, safe, finalized });
-        let cases = [
-            ("safe target", b(190), agreed, none, None, h(b(190), b(190), b(150))),
-            ("latest target", b(200), agreed, none, None, Some(agreed)),
-            // However far above finalized: the head is the target (the walk is resumable).
-            (
-                "far",
-                b(4_000),
-                Heads { head: b(5_000), safe: b(4_000), finalized: b(100) },
-                none,
-                None,
-                h(b(4_000), b(4_000), b(100)),
-            ),
-            ("target below finalized", b(100), agreed, none, None, h(b(150), b(150), b(150))),
-            ("cap above the labels", b(200), agreed, b(40), Some(195), Some(agreed)),
-            ("cap between", b(200), agreed, b(40), Some(170), h(b(200), b(150), b(150))),
-            ("cap below finalized", b(200), agreed, b(40), Some(64), h(b(200), b(40), b(40))),
-            ("cap below the checkpoint", b(200), agreed, b(40), Some(30), None),
-            ("cap, no checkpoint", b(200), agreed, none, Some(64), None),
-        ];
-        for (what, target, agreed, checkpoint, cap, want) in cases {
-            assert_eq!(handed(target, &agreed, checkpoint, cap), want, "{what}");
         }
     }
 }

@@ -19,103 +19,58 @@
 
 use tracing::{info, warn};
 
-use super::driver::{Follower, RunError, StepError};
-use super::gate::GateError;
+use super::super::ctx::Ctx;
+use super::super::error::{Fault, RunError, STUCK_BEFORE_REPAIR, Symptom};
+use super::super::forkchoice::{Forkchoice, GateError};
 use crate::chain::{BlockRef, Label};
 use crate::engine::BlockAt;
-
-/// How many times in a row the head must stay put before lightcl repairs: once can be a race
-/// with the EL's own processing.
-const STUCK_BEFORE_REPAIR: u32 = 2;
+use crate::metrics as m;
 
 /// Why a roll-back that failed or did nothing ends the repair (said in the halt message).
 const NO_SET_HEAD: &str = "this EL cannot be rolled back through debug_setHead: reth 1.10.2 and \
     op-reth 1.10.2 refuse geth's hex form of it, later versions accept it and do nothing";
 
 /// How long to wait before feeding a stuck EL again.
-pub(super) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Catch-up rounds in a row that start no higher than the one before, although blocks were fed,
 /// before lightcl calls the EL stuck. A crash can send the head back once; three rounds that
 /// never get past where they started cannot be a slow EL (each feeds up to thousands of blocks).
 const BARREN_ROUNDS: u32 = 3;
 
-/// The head an EL is stuck at and what it does, if `e` says it cannot advance: VALID answers
-/// with a head below the one asked for (op-geth), SYNCING on top of its own head (geth), or
-/// rounds of feeding that never get it past where they started (geth in snap-sync mode).
-pub(super) fn stuck_symptom(e: &StepError) -> Option<Symptom> {
-    match e {
-        StepError::HeadDidNotMove { have: Some(h), wanted } if h.number < wanted.number => {
-            Some(Symptom {
-                head: *h,
-                what: "it answers VALID to the blocks above its head and to forkchoice updates, \
-                       but its head does not move",
-                seen: 1,
-            })
-        }
-        StepError::CannotExtendHead { head } => Some(Symptom {
-            head: *head,
-            what: "it answers SYNCING to every block on top of its head, even after a \
-                   forkchoice to it",
-            seen: 1,
-        }),
-        // Already several rounds: enough to repair at once.
-        StepError::NoProgress { head, .. } => Some(Symptom {
-            head: *head,
-            what: "it takes the blocks fed to it, but round after round its head starts again \
-                   at or below the same block",
-            seen: STUCK_BEFORE_REPAIR,
-        }),
-        _ => None,
-    }
-}
-
-/// A sign that the EL cannot advance.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Symptom {
-    /// Where its head stays.
-    pub head: BlockRef,
-    /// What it does, in words.
-    pub what: &'static str,
-    /// How many observations the sign stands for.
-    pub seen: u32,
-}
-
 /// Where the last catch-up rounds started.
 #[derive(Debug, Default)]
-pub(super) struct ProgressWatch {
+struct ProgressWatch {
     /// The heads the last two rounds started from, the latest first.
     last: [Option<u64>; 2],
     /// Rounds in a row that started no higher than either of the two before.
     barren: u32,
 }
 
-/// Notes that a catch-up round that fed blocks without an error started at `head`; an error once
-/// [`BARREN_ROUNDS`] such rounds in a row started no higher than both rounds before them (two,
-/// not one: geth in snap-sync mode can take the first block of each round, so that the starts
-/// alternate between two heights). Rounds that fed nothing (sources down, no agreement) do not
-/// count.
-pub(super) fn watch_progress(
-    watch: &std::sync::Mutex<ProgressWatch>,
-    head: BlockRef,
-) -> Result<(), StepError> {
-    let mut w = watch.lock().unwrap_or_else(|p| p.into_inner());
-    match w.last.iter().flatten().max() {
-        Some(&high) if head.number <= high => w.barren += 1,
-        _ => w.barren = 0,
+impl ProgressWatch {
+    /// Notes that a catch-up round that fed blocks without an error started at `head`; an
+    /// error once [`BARREN_ROUNDS`] such rounds in a row started no higher than both rounds
+    /// before them (two, not one: geth in snap-sync mode can take the first block of each
+    /// round, so that the starts alternate between two heights). Rounds that fed nothing
+    /// (sources down, no agreement) do not count.
+    fn note(&mut self, head: BlockRef) -> Result<(), Fault> {
+        match self.last.iter().flatten().max() {
+            Some(&high) if head.number <= high => self.barren += 1,
+            _ => self.barren = 0,
+        }
+        self.last = [Some(head.number), self.last[0]];
+        if self.barren >= BARREN_ROUNDS {
+            let rounds = self.barren;
+            *self = Self::default();
+            return Err(Fault::NoProgress { head, rounds });
+        }
+        Ok(())
     }
-    w.last = [Some(head.number), w.last[0]];
-    if w.barren >= BARREN_ROUNDS {
-        let rounds = w.barren;
-        *w = ProgressWatch::default();
-        return Err(StepError::NoProgress { head, rounds });
-    }
-    Ok(())
 }
 
 /// Where the EL's head stays although it answered VALID, and what lightcl did about it.
 #[derive(Debug, Default)]
-pub(super) struct Stuck {
+struct Stuck {
     /// The head that does not move, and how many times in a row.
     at: Option<(BlockRef, u32)>,
     /// The repair under way, until the head gets past where it first got stuck.
@@ -134,18 +89,41 @@ struct Episode {
     at_bottom: bool,
 }
 
-impl Follower {
+/// A stuck EL's detection and repair: the sightings of a head that does not move, the repair
+/// under way, and where the last catch-up rounds started.
+#[derive(Debug, Default)]
+pub(crate) struct StuckEl {
+    stuck: Stuck,
+    watch: ProgressWatch,
+}
+
+impl StuckEl {
+    /// Notes a catch-up round that fed blocks from `head` (see [`ProgressWatch`]).
+    pub fn watch_progress(&mut self, head: BlockRef) -> Result<(), Fault> {
+        self.watch.note(head)
+    }
+
+    /// An EL that restarted is a new EL: forget everything.
+    pub fn forget(&mut self) {
+        *self = Self::default();
+    }
+
     /// Counts one more sign that the EL's head stays at `have` although it takes the blocks
     /// above; repairs on the second in a row, and halts if the roll-backs already reached
     /// genesis or are impossible.
-    pub(super) async fn repair_stuck(&mut self, sign: Symptom) -> Result<(), StepError> {
+    pub async fn repair(
+        &mut self,
+        ctx: &Ctx,
+        fc: &mut Forkchoice,
+        sign: Symptom,
+    ) -> Result<(), Fault> {
         let Symptom { head: have, what: symptom, seen } = sign;
         let count = match self.stuck.at {
             Some((b, n)) if b == have => n + seen,
             _ => seen,
         };
         self.stuck.at = Some((have, count));
-        self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 1.0);
+        ctx.report.gauge(m::EL_STUCK, &[], 1.0);
         warn!(target: "lightcl::engine", head = %have, times = count,
             "the EL does not advance past its head: {symptom}");
         if count < STUCK_BEFORE_REPAIR {
@@ -154,19 +132,18 @@ impl Follower {
         // The sightings can be older than the EL's head: a round that started at a head the EL
         // had fallen back to (a crash) may have carried it well past it since. An EL that is
         // above where it was seen stuck is not stuck; rolling it back would undo that.
-        let now = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        let now = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
         // (More than one block: geth in snap-sync mode takes the first block of each round and
         // is stuck all the same.)
         if let Some(now) = now.filter(|b| b.number > have.number + 1) {
             info!(target: "lightcl::engine", seen_stuck_at = %have, head = %now,
                 "the EL advanced past where it looked stuck; no roll-back");
             self.stuck.at = None;
-            *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) =
-                ProgressWatch::default();
+            self.watch = ProgressWatch::default();
             return Ok(());
         }
         let halt = |tried: String| {
-            StepError::Fatal(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
+            Fault::Halt(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };
         let mut episode = self.stuck.episode.unwrap_or(Episode {
             high: have.number,
@@ -176,7 +153,7 @@ impl Follower {
         episode.high = episode.high.max(have.number);
         // A roll-back never takes the EL below the finality floor (the gate refuses it too):
         // where the EL would need that, no roll-back can help and lightcl halts.
-        let floor = self.gate.floor().filter(|_| !self.gate.refilling());
+        let floor = fc.floor().get().filter(|_| !fc.floor().refilling());
         let bottom = floor.map_or(0, |f| f.number);
         let lowest = match floor {
             Some(f) if f.number > 0 => format!("the finality floor {f}"),
@@ -201,7 +178,7 @@ impl Follower {
             have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1).max(bottom);
         let mut step = 1;
         loop {
-            match self.gate.set_head(target).await {
+            match fc.set_head(target).await {
                 Ok(()) => break,
                 Err(GateError::Engine(e)) if e.is_retryable() => return Err(e.into()),
                 Err(GateError::Engine(e))
@@ -219,17 +196,18 @@ impl Follower {
                 Err(e @ GateError::Refused(_)) => return Err(halt(e.to_string())),
             }
         }
-        let now_head = self.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        let now_head = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
         // An EL that answers success and keeps its head did nothing: asking again would only
         // step down to genesis in vain.
         if let Some(now) = now_head.filter(|b| b.number > target) {
             return Err(halt(format!(
-                "debug_setHead({target}) answered success but the EL's head is still {now}                  ({NO_SET_HEAD})"
+                "debug_setHead({target}) answered success but the EL's head is still {now} \
+                 ({NO_SET_HEAD})"
             )));
         }
         episode.rounds += 1;
         // Rounds before the roll-back say nothing about the EL after it.
-        *self.progress_watch.lock().unwrap_or_else(|p| p.into_inner()) = ProgressWatch::default();
+        self.watch = ProgressWatch::default();
         episode.at_bottom = target <= bottom || now_head.is_some_and(|b| b.number <= bottom);
         self.stuck = Stuck { at: None, episode: Some(episode) };
         info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
@@ -239,13 +217,14 @@ impl Follower {
 
     /// Forgets the sightings of a stuck head but keeps the repair under way (how far it rolled
     /// back): trying a stuck EL again after a while must not start its roll-backs over.
-    pub(super) fn retry_stuck(&mut self) {
+    pub fn retry(&mut self) {
         self.stuck.at = None;
+        self.watch = ProgressWatch::default();
     }
 
     /// Forgets a stuck head once the head moves again, and ends the repair once the head gets
     /// past where it first got stuck.
-    pub(super) fn head_moved(&mut self, head: BlockRef) {
+    pub fn head_moved(&mut self, ctx: &Ctx, head: BlockRef) {
         if self.stuck.at.is_some_and(|(b, _)| b != head) {
             self.stuck.at = None;
         }
@@ -254,7 +233,7 @@ impl Follower {
             self.stuck.episode = None;
         }
         if self.stuck.at.is_none() && self.stuck.episode.is_none() {
-            self.shared.metrics.set(crate::api::metrics::EL_STUCK, &[], 0.0);
+            ctx.report.gauge(m::EL_STUCK, &[], 0.0);
         }
     }
 }
@@ -292,8 +271,8 @@ mod tests {
             (&[250, 128, 128, 128], Some(3)),
         ];
         for (starts, want) in cases {
-            let watch = std::sync::Mutex::new(ProgressWatch::default());
-            let got = starts.iter().position(|&n| watch_progress(&watch, at(n)).is_err());
+            let mut watch = ProgressWatch::default();
+            let got = starts.iter().position(|&n| watch.note(at(n)).is_err());
             assert_eq!(got, want, "{starts:?}");
         }
     }

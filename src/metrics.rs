@@ -75,6 +75,20 @@ pub const UP: &str = "lightcl_up";
 pub const REPLICA_READY: &str = "lightcl_replica_ready";
 /// Counter: blocks asked for from a fleet's shared fetch, by result.
 pub const BLOCK_CACHE: &str = "lightcl_fleet_blocks_total";
+/// Counter: forkchoice updates sent to the EL, per `origin` (why lightcl sent it) and
+/// `result` (sent: the EL answered; refused: the finality gate sent nothing; failed: no answer).
+pub const FORKCHOICE_UPDATES: &str = "lightcl_forkchoice_updates_total";
+
+/// The `origin` label values of [`FORKCHOICE_UPDATES`], zeroed at start.
+pub const FORKCHOICE_ORIGINS: [&str; 7] = [
+    "reassert",
+    "promote",
+    "feed_resync",
+    "feed_checkpoint",
+    "feed_end",
+    "recovery_reset",
+    "el_sync_hand",
+];
 
 /// What kind of metric a name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +100,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 31] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 32] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -118,6 +132,7 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 31] = [
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
     (REPLICA_READY, Kind::Gauge, &["replica"], "1 while the replica is ready for traffic (what /readyz/<name> says)"),
     (BLOCK_CACHE, Kind::Counter, &["result"], "Blocks a fleet's replicas asked the shared fetch for: hit (fetched for another replica) or miss (fetched from a source)"),
+    (FORKCHOICE_UPDATES, Kind::Counter, &["replica", "origin", "result"], "Forkchoice updates by origin (why lightcl sent it) and result (sent, refused by the finality gate, failed)"),
 ];
 
 /// A label set as the registry keeps it.
@@ -253,6 +268,9 @@ impl Metrics {
         }
         for l in ["latest", "safe", "finalized"] {
             m.set(LOCAL_HEAD, &[("label", l)], 0.0);
+        }
+        for origin in FORKCHOICE_ORIGINS {
+            m.add(FORKCHOICE_UPDATES, &[("origin", origin), ("result", "sent")], 0.0);
         }
         m
     }

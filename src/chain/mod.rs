@@ -1,12 +1,12 @@
-//! Small chain types shared by every module.
+//! Small chain types shared by every module, and the ancestor search over two chains.
+
+pub mod ancestor;
 
 use std::collections::VecDeque;
 use std::fmt;
 
 use alloy_primitives::B256;
 use serde::{Deserialize, Serialize};
-
-use crate::payload::Payload;
 
 /// A block by height and hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,35 +119,36 @@ impl Proven {
         self.below
     }
 
-    /// Adds `p` on top if it is the child of the highest block; false (nothing added) if not.
-    pub fn push(&mut self, p: &Payload) -> bool {
+    /// Adds `block` (whose parent is `parent_hash`) on top if it is the child of the highest
+    /// block; false (nothing added) if not.
+    pub fn push(&mut self, block: BlockRef, parent_hash: B256) -> bool {
         let top = self.top();
-        let fits = p.block.number == top.number + 1 && p.parent_hash == top.hash;
+        let fits = block.number == top.number + 1 && parent_hash == top.hash;
         if fits {
-            self.hashes.push_back(p.block.hash);
+            self.hashes.push_back(block.hash);
         }
         fits
     }
 
-    /// Learns the lowest block's parent from that block's verified payload; false if `p` is
-    /// not the lowest block.
-    pub fn learn_below(&mut self, p: &Payload) -> bool {
-        let fits = p.block == self.low();
+    /// Learns the lowest block's parent (`parent_hash`, from that block's verified payload);
+    /// false if `block` is not the lowest block.
+    pub fn learn_below(&mut self, block: BlockRef, parent_hash: B256) -> bool {
+        let fits = block == self.low();
         if fits {
-            self.below = Some(p.parent_hash);
+            self.below = Some(parent_hash);
         }
         fits
     }
 
-    /// Adds `p` below the lowest block if it is that block's parent; false (nothing added) if
-    /// not, or if the lowest block's parent is not known yet ([`Proven::learn_below`]).
-    pub fn push_below(&mut self, p: &Payload) -> bool {
-        let fits =
-            self.low > 0 && p.block.number + 1 == self.low && self.below == Some(p.block.hash);
+    /// Adds `block` (whose parent is `parent_hash`) below the lowest block if it is that
+    /// block's parent; false (nothing added) if not, or if the lowest block's parent is not
+    /// known yet ([`Proven::learn_below`]).
+    pub fn push_below(&mut self, block: BlockRef, parent_hash: B256) -> bool {
+        let fits = self.low > 0 && block.number + 1 == self.low && self.below == Some(block.hash);
         if fits {
-            self.hashes.push_front(p.block.hash);
+            self.hashes.push_front(block.hash);
             self.low -= 1;
-            self.below = Some(p.parent_hash);
+            self.below = Some(parent_hash);
         }
         fits
     }

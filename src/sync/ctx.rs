@@ -1,0 +1,126 @@
+//! What every task of one replica's follower reads and never owns: configuration, the EL, the
+//! sources, the fleet, cancellation, and the reporter. Tasks take `&Ctx` beside the one piece
+//! of mutable safety state, `&mut Forkchoice`, so that fetch (`&Ctx`) and feed (`&Ctx`,
+//! `&mut Forkchoice`) run side by side without locks.
+
+use std::sync::Arc;
+
+use alloy_primitives::B256;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::error::{Fault, RunError};
+use super::fleet::Fleet;
+use super::report::Reporter;
+use crate::chain::{BlockRef, Heads};
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::source::{SourceError, SourceSet};
+
+/// One replica's handles.
+pub(crate) struct Ctx {
+    pub config: Config,
+    pub engine: Arc<dyn Engine>,
+    pub sources: Arc<SourceSet>,
+    /// The fleet this replica belongs to (a fleet of one for a lone EL).
+    pub fleet: Arc<Fleet>,
+    /// This replica's place in the fleet.
+    pub index: usize,
+    pub token: CancellationToken,
+    /// Tasks spawned on this replica's behalf (the shared fetches), awaited on shutdown.
+    pub tasks: TaskTracker,
+    /// Woken by new-head notifications.
+    pub wake: Arc<Notify>,
+    /// The only writer of this replica's status and gauges.
+    pub report: Reporter,
+}
+
+/// Which of two sources serving adjacent blocks broke the chain between them.
+pub(crate) enum Culprit {
+    /// The lower block's source: the quorum holds another block (`agreed`) there.
+    Lower(usize, B256),
+    /// The upper block's source: the lower block is the agreed one.
+    Upper(usize),
+}
+
+impl Ctx {
+    /// The agreed block the local head follows.
+    pub fn target(&self, agreed: &Heads) -> BlockRef {
+        self.config.follow.target(agreed)
+    }
+
+    /// Waits for the next poll (a fleet's idle replicas wake on one clock, so their reads
+    /// coalesce) or a new-head notification; false when cancelled.
+    pub async fn wait_for_tick(&self) -> bool {
+        let until = if self.fleet.len() > 1 {
+            self.fleet.next_tick()
+        } else {
+            tokio::time::Instant::now() + self.config.poll_interval()
+        };
+        tokio::select! {
+            _ = self.token.cancelled() => false,
+            _ = tokio::time::sleep_until(until) => true,
+            _ = self.wake.notified() => true,
+        }
+    }
+
+    /// Under lockstep, the height this replica's safe and finalized may move up to: the other
+    /// replicas that count hold the agreed chain up to there, checked by hash (their heads
+    /// against the quorum's blocks at those heights).
+    pub async fn label_cap(&self) -> Option<u64> {
+        let heads = self.fleet.lockstep_heads(self.index)?;
+        let mut agreed = Vec::with_capacity(heads.len());
+        for h in heads {
+            if self.sources.agreed_at(h.number).await.hash() == Some(h.hash) {
+                agreed.push(h);
+            }
+        }
+        self.fleet.label_cap(self.index, |h| agreed.contains(&h))
+    }
+
+    /// Drops the fleet's shared fetch from height `from` up, and the source reads the replicas
+    /// share (a block there is not on the agreed chain, or not yet known to be: the sources may
+    /// have reorganised, and what was shared may predate it).
+    pub fn forget_shared_from(&self, from: u64) {
+        if let Some(cache) = self.fleet.cache() {
+            cache.forget_from(from);
+            self.sources.forget_reads();
+        }
+    }
+
+    /// Blames `served_by` for `what` and returns the fault. The fleet's shared fetch forgets
+    /// what it holds: a block there may be off the agreed chain.
+    pub fn off_chain(&self, served_by: usize, what: String) -> Fault {
+        self.forget_shared_from(0);
+        let e = SourceError::inconsistent(self.sources.name(served_by), what);
+        self.sources.blame(served_by, &e);
+        Fault::Source(e)
+    }
+
+    /// `lower` (served by `lower_by`) and the block above it (served by `upper_by`) do not link:
+    /// the quorum decides which is off the agreed chain. `None`: it holds nothing at `lower`'s
+    /// height (no evidence either way).
+    pub async fn culprit(
+        &self,
+        lower: BlockRef,
+        lower_by: Option<usize>,
+        upper_by: usize,
+    ) -> Option<Culprit> {
+        match (self.sources.agreed_at(lower.number).await.hash(), lower_by) {
+            (Some(h), Some(before)) if h != lower.hash => Some(Culprit::Lower(before, h)),
+            (Some(_), _) => Some(Culprit::Upper(upper_by)),
+            (None, _) => None,
+        }
+    }
+}
+
+/// Admits the sources that answer with the right chain id; how many are admitted. A source of
+/// another chain is an error.
+pub(crate) async fn admit(sources: &SourceSet, chain_id: u64) -> Result<usize, RunError> {
+    sources.admit().await.map_err(|w| RunError::ChainIdMismatch {
+        who: format!("source {}", w.source),
+        expected: chain_id,
+        got: w.got,
+    })
+}

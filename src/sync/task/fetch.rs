@@ -1,0 +1,255 @@
+//! Fetching: a bounded prefetch of verified payloads from the sources into the feed's channel,
+//! in batches, several requests in flight, spread over the sources that hold the target,
+//! through the fleet's shared fetch when there is one, with hedged single-block fallbacks.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+
+use super::super::cache::{self, Claim};
+use super::super::ctx::Ctx;
+use super::super::error::Fault;
+use crate::chain::BlockRef;
+use crate::config::Config;
+use crate::metrics as m;
+use crate::payload::Payload;
+use crate::source::BlockId;
+
+/// A payload and the index of the source that served it.
+pub type Fetched = (usize, Payload);
+
+/// A stream of payloads in height order, ending early at the first error.
+pub(crate) type PayloadRx = mpsc::Receiver<Result<Fetched, Fault>>;
+
+/// How the prefetch window is spent. Blocks held at once (in flight plus ready) never exceed
+/// `prefetch`: half of it may be in flight, the rest waits in the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FetchShape {
+    /// Blocks per batch request.
+    pub batch: u64,
+    /// Batch requests in flight.
+    pub requests: usize,
+    /// Capacity of the channel to the feed.
+    pub channel: usize,
+}
+
+impl FetchShape {
+    /// The shape for `config`.
+    pub fn of(config: &Config) -> Self {
+        let prefetch = config.prefetch.max(2);
+        let batch = config.fetch_batch.clamp(1, prefetch / 2);
+        let requests = (prefetch / 2 / batch).clamp(1, config.fetch_concurrency.max(1));
+        Self { batch: batch as u64, requests, channel: (prefetch - batch * requests).max(1) }
+    }
+}
+
+/// Fetches `from..=to` into `tx` in batches of `fetch_batch` blocks, several batch requests
+/// in flight ([`FetchShape`]), spread over the sources that hold the target. The feed
+/// checks every block against the agreed chain. Stops at the first error or when `tx`
+/// closes.
+pub(crate) async fn range(
+    ctx: &Ctx,
+    from: u64,
+    to: u64,
+    target: BlockRef,
+    tx: mpsc::Sender<Result<Fetched, Fault>>,
+) {
+    let usable = ctx.sources.holders_of(target).await;
+    if usable.is_empty() {
+        let _ = tx.send(Err(Fault::NoSource)).await;
+        return;
+    }
+    let usable = &usable;
+    let FetchShape { batch, requests, .. } = FetchShape::of(&ctx.config);
+    let chunks =
+        (from..=to).step_by(batch as usize).map(|start| (start, batch.min(to - start + 1)));
+    let mut stream = futures_util::stream::iter(chunks)
+        .map(|(start, count)| {
+            // Spread over the holders, across chunks and across rounds.
+            let first = (from + (start - from) / batch) as usize % usable.len();
+            chunk(ctx, start, count, usable, first)
+        })
+        .buffered(requests);
+    while let Some(items) = stream.next().await {
+        for item in items {
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    }
+}
+
+/// Blocks `start..start + count`, through the fleet's shared fetch when there is one: the
+/// heights another replica fetches or fetched recently are taken from it; the rest are
+/// claimed and fetched in a task of their own (one batch request), so a replica waiting on
+/// a claim never waits on another replica's feed. A height whose fetch failed is fetched
+/// here, block by block with hedging.
+async fn chunk(
+    ctx: &Ctx,
+    start: u64,
+    count: u64,
+    usable: &[usize],
+    first: usize,
+) -> Vec<Result<Fetched, Fault>> {
+    let Some(cache) = ctx.fleet.cache() else {
+        return chunk_direct(ctx, start, count, usable, first).await;
+    };
+    let claims = cache.claim(start, count);
+    let hits = claims.iter().filter(|c| matches!(c, Claim::Wait(_))).count();
+    ctx.report.count(m::BLOCK_CACHE, &[("result", "hit")], hits as f64);
+    let mut waits = Vec::with_capacity(claims.len());
+    let mut run: Vec<tokio::sync::watch::Sender<cache::Entry>> = Vec::new();
+    let mut run_start = start;
+    for (k, claim) in claims.into_iter().enumerate() {
+        match claim {
+            Claim::Wait(rx) => {
+                if !run.is_empty() {
+                    spawn_shared(ctx, run_start, std::mem::take(&mut run), usable, first);
+                }
+                waits.push(rx);
+            }
+            Claim::Own(tx) => {
+                if run.is_empty() {
+                    run_start = start + k as u64;
+                }
+                waits.push(tx.subscribe());
+                run.push(tx);
+            }
+        }
+    }
+    if !run.is_empty() {
+        spawn_shared(ctx, run_start, run, usable, first);
+    }
+    let mut out = Vec::with_capacity(waits.len());
+    for (k, rx) in waits.into_iter().enumerate() {
+        let item = match cache::wait(rx).await {
+            Some(fetched) => Ok(fetched),
+            None => block(ctx, start + k as u64, usable, first).await,
+        };
+        let stop = item.is_err();
+        out.push(item);
+        if stop {
+            break;
+        }
+    }
+    out
+}
+
+/// Fetches the claimed heights from `run_start` (one per sender) in one batch request to
+/// `usable[first]`, in a task of its own, and publishes each block it got. A height it did
+/// not get is released (its sender dropped) for the waiters to fetch themselves.
+fn spawn_shared(
+    ctx: &Ctx,
+    run_start: u64,
+    senders: Vec<tokio::sync::watch::Sender<cache::Entry>>,
+    usable: &[usize],
+    first: usize,
+) {
+    let i = usable[first];
+    let sources = ctx.sources.clone();
+    let token = ctx.token.clone();
+    let hedge = (usable.len() > 1).then(|| ctx.sources.hedge_after(i) * 2);
+    ctx.report.count(m::BLOCK_CACHE, &[("result", "miss")], senders.len() as f64);
+    ctx.tasks.spawn(async move {
+        let count = senders.len() as u64;
+        let batch = sources.payloads(i, run_start, count);
+        let answer = tokio::select! {
+            _ = token.cancelled() => None,
+            a = batch => Some(a),
+            () = tokio::time::sleep(hedge.unwrap_or(Duration::MAX)), if hedge.is_some() => None,
+        };
+        if let Some(Ok(payloads)) = answer {
+            for (tx, p) in senders.iter().zip(payloads) {
+                if let Some(p) = p {
+                    tx.send_replace(Some((i, p)));
+                }
+            }
+        }
+    });
+}
+
+/// Blocks `start..start + count`: one batch request to `usable[first]`; the blocks it did not
+/// serve (an error, a gap, or no answer within twice its hedge delay while other holders
+/// exist) are fetched one by one from the holders after it.
+async fn chunk_direct(
+    ctx: &Ctx,
+    start: u64,
+    count: u64,
+    usable: &[usize],
+    first: usize,
+) -> Vec<Result<Fetched, Fault>> {
+    let i = usable[first];
+    let mut got: Vec<Option<Payload>> = Vec::new();
+    if count > 1 {
+        let batch = ctx.sources.payloads(i, start, count);
+        let hedge = ctx.sources.hedge_after(i) * 2;
+        let answer = if usable.len() > 1 {
+            tokio::select! {
+                a = batch => Some(a),
+                () = tokio::time::sleep(hedge) => None,
+            }
+        } else {
+            Some(batch.await)
+        };
+        if let Some(Ok(payloads)) = answer {
+            got = payloads;
+        }
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for (k, n) in (start..start + count).enumerate() {
+        match got.get_mut(k).and_then(Option::take) {
+            Some(p) => out.push(Ok((i, p))),
+            None => {
+                let next = if count > 1 { (first + 1) % usable.len() } else { first };
+                let item = block(ctx, n, usable, next).await;
+                let stop = item.is_err();
+                out.push(item);
+                if stop {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Block `n` from the holders in `usable`, starting with `usable[first]`. A holder that
+/// fails or lacks the block is passed over at once; one that has not answered within its
+/// hedge delay gets company (the next holder is asked too) and the first verified answer
+/// wins, so a hanging source costs a hedge delay, not its timeout.
+async fn block(ctx: &Ctx, n: u64, usable: &[usize], first: usize) -> Result<Fetched, Fault> {
+    let order: Vec<usize> = (0..usable.len()).map(|k| usable[(first + k) % usable.len()]).collect();
+    let ask = |i: usize| async move { (i, ctx.sources.payload(i, BlockId::Number(n)).await) };
+    let mut in_flight = FuturesUnordered::new();
+    let mut asked = 0;
+    let mut failure = Fault::Missing { number: n };
+    loop {
+        if in_flight.is_empty() {
+            let Some(&i) = order.get(asked) else { return Err(failure) };
+            in_flight.push(ask(i));
+            asked += 1;
+        }
+        let answer = match order.get(asked) {
+            Some(&next) => {
+                let hedge = ctx.sources.hedge_after(order[asked - 1]);
+                tokio::select! {
+                    a = in_flight.next() => a,
+                    () = tokio::time::sleep(hedge) => {
+                        in_flight.push(ask(next));
+                        asked += 1;
+                        continue;
+                    }
+                }
+            }
+            None => in_flight.next().await,
+        };
+        match answer {
+            Some((i, Ok(Some(p)))) => return Ok((i, p)),
+            Some((_, Ok(None))) | None => {}
+            Some((_, Err(e))) => failure = Fault::Source(e),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! What the follower's steps do, one module per step, each a function (or a small struct) over
+//! `&Ctx` and `&mut Forkchoice` plus its own state: fetch and feed (the pipeline), catch-up,
+//! divergence recovery, bootstrap by EL sync, and the stuck-EL repair.
+
+pub(crate) mod catch_up;
+pub(crate) mod el_sync;
+pub(crate) mod feed;
+pub(crate) mod fetch;
+pub(crate) mod recover;
+pub(crate) mod stuck;
