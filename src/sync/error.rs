@@ -5,7 +5,6 @@
 
 use alloy_primitives::B256;
 
-use super::forkchoice::GateError;
 use crate::chain::BlockRef;
 use crate::engine::EngineError;
 use crate::engine::check::CheckError;
@@ -89,6 +88,20 @@ pub enum RunError {
         /// What lightcl tried.
         tried: String,
     },
+}
+
+/// Why the gate sent nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The forkchoice breaks an invariant: nothing was sent.
+    #[error("forkchoice refused by the finality gate (nothing sent to the EL): {0}")]
+    Refused(String),
+    /// Talking to the EL failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The floor could not be persisted.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// Why a round did not finish. The loop asks [`Fault::severity`] what to do about it: one match,

@@ -210,7 +210,7 @@ impl Follower {
             }
             Step::Diverged { at } => Outcome::Diverged { at },
             Step::FinalizedDivergence { local, .. } => {
-                recover::confirm_halt(ctx, local, agreed).await?
+                return Err(recover::confirm_halt(ctx, local, agreed).await);
             }
         };
         // Recovery is dispatched here, in one place, whoever found the divergence.

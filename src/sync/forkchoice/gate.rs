@@ -17,11 +17,11 @@
 use alloy_primitives::B256;
 use tracing::error;
 
+use super::super::error::GateError;
 use super::floor::Floor;
 use crate::chain::{BlockRef, Heads, Label, Proven};
 use crate::engine::{BlockAt, Engine, EngineError, PayloadStatus};
 use crate::payload::FcuVersion;
-use crate::state::StateError;
 
 /// What the gate knows of the branch a forkchoice is on: the proven stretch `chain`, and below
 /// its lowest block the EL's canonical chain, but only where the EL holds that lowest block
@@ -30,20 +30,6 @@ use crate::state::StateError;
 pub(super) struct Lineage<'a> {
     /// The proven stretch the head is on.
     pub chain: &'a Proven,
-}
-
-/// Why the gate sent nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum GateError {
-    /// The forkchoice breaks an invariant: nothing was sent.
-    #[error("forkchoice refused by the finality gate (nothing sent to the EL): {0}")]
-    Refused(String),
-    /// Talking to the EL failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The floor could not be persisted.
-    #[error(transparent)]
-    State(#[from] StateError),
 }
 
 /// The hash of the branch at `n` per `lineage` (`None`: unknown). Below the proven stretch
@@ -212,5 +198,7 @@ pub(super) async fn set_head(
             "roll-back refused by the finality gate; nothing sent");
         return Err(GateError::Refused(why));
     }
-    Ok(engine.set_head(number).await?)
+    #[allow(clippy::disallowed_methods)] // the one place a roll-back is sent
+    let done = engine.set_head(number).await;
+    Ok(done?)
 }

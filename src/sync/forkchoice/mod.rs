@@ -25,9 +25,8 @@ use std::sync::Arc;
 use tracing::{debug, info};
 
 pub use floor::{Floor, WALK_PER_ROUND};
-pub use gate::GateError;
 
-use super::error::Fault;
+use super::error::{Fault, GateError};
 use crate::chain::{BlockRef, Heads, Label, Proven};
 use crate::config::ChainKind;
 use crate::engine::{BlockAt, Engine, PayloadStatus, Verdict, classify};
@@ -274,3 +273,6 @@ impl Forkchoice {
         res
     }
 }
+
+#[cfg(test)]
+mod tests;

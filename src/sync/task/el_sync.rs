@@ -65,6 +65,16 @@ pub fn choose(
     }
 }
 
+/// What the EL sync does this round.
+enum Decision {
+    /// Replay (the planner goes on).
+    Replay,
+    /// The EL reached this handed forkchoice: check it and hand over to replay.
+    HandOver(Heads),
+    /// Sync (or keep syncing), with the EL's sync status if it was read to decide.
+    Sync(Option<SyncStatus>),
+}
+
 /// An EL sync under way.
 #[derive(Debug)]
 struct Active {
@@ -113,8 +123,6 @@ impl ElSync {
         version: FcuVersion,
     ) -> Result<Option<Outcome>, Fault> {
         let target = ctx.config.follow.target(&agreed);
-        let lag = target.number.saturating_sub(local.head.number);
-        let min_gap = ctx.config.bootstrap_min_gap_blocks;
         // Only from a checkpoint the quorum holds (otherwise the planner halts or holds), and
         // towards labels at or above it: checked every round, as the sources may change.
         let held = checkpoint.number == 0 || source_at_checkpoint == Some(checkpoint.hash);
@@ -122,59 +130,20 @@ impl ElSync {
             self.stop(ctx, "the sources no longer hold lightcl's finalized block");
             return Ok(None);
         }
-        let mut status = None;
-        if self.active.is_none() {
-            if lag <= min_gap {
-                self.fell_back = false;
-            }
-            let fell_back = self.fell_back;
-            if choose(ctx.config.bootstrap, lag, min_gap, None, fell_back) == Choice::Replay {
-                return Ok(None);
-            }
-            let st = ctx.engine.sync_status().await?;
-            match choose(ctx.config.bootstrap, lag, min_gap, st.peers, fell_back) {
-                Choice::Replay => return Ok(None),
-                Choice::ReplayBecause(reason) => {
-                    self.fell_back = true;
-                    ctx.report.count(m::EL_SYNC_FALLBACKS, &[("reason", reason)], 1.0);
-                    warn!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
-                        "the EL is far behind but has no P2P peers, so it cannot sync itself; \
-                         replaying every block instead. To bootstrap faster, give the EL peers \
-                         (bootnodes, static or trusted peers) and restart lightcl");
-                    return Ok(None);
-                }
-                Choice::ElSync => {}
-            }
-            status = Some(st);
-        } else {
-            let reached = self.active.as_ref().and_then(|a| {
-                a.handed.iter().rev().find(|h| h.head.number <= local.head.number).copied()
-            });
-            if let Some(sent) = reached {
+        let status = match self.decide(ctx, local, target).await? {
+            Decision::Replay => return Ok(None),
+            Decision::HandOver(sent) => {
                 return self.hand_over(ctx, local, sent).await.map(|()| None);
             }
-        }
+            Decision::Sync(status) => status,
+        };
         let Some(heads) = handed(target, &agreed, checkpoint, ctx.label_cap().await) else {
             // Lockstep: the fleet's cap is below even lightcl's finalized block; wait for the
             // other replicas.
             return Ok(Some(Outcome::Idle));
         };
         if self.active.is_none() {
-            info!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
-                peers = ?status.as_ref().and_then(|s| s.peers), "the EL is far behind: handing \
-                it the agreed head to sync from its P2P peers (bootstrap = {:?}); lightcl checks \
-                the hashes when it gets there and replays the rest", ctx.config.bootstrap);
-            let now = Instant::now();
-            self.active = Some(Active {
-                handed: Default::default(),
-                announced: None,
-                started: now,
-                start_head: local.head.number,
-                work: local.head.number,
-                progressed: now,
-                logged: now,
-                warned: None,
-            });
+            self.start(ctx, local, target, status.as_ref());
         }
         // The chain is proven by hash down to the checkpoint (or the handed finalized block
         // when lightcl has none): resumed each round, counted as progress while it grows.
@@ -202,16 +171,7 @@ impl ElSync {
             return Ok(None);
         }
         // The EL's own head must be on that chain: an EL on another branch is recovery's job.
-        let on_chain = if local.head.number >= low {
-            chain.get(local.head.number) == Some(local.head.hash)
-                || local.head.number > heads.head.number
-        } else {
-            match ctx.sources.agreed_at(local.head.number).await.hash() {
-                Some(h) => h == local.head.hash,
-                // No agreed answer (a source failing or lagging): no evidence; ask again.
-                None => return Err(Fault::NoAgreement { number: local.head.number }),
-            }
-        };
+        let on_chain = el_on_chain(ctx, local.head, low, &chain, heads.head).await?;
         if !on_chain {
             self.stop(
                 ctx,
@@ -229,6 +189,70 @@ impl ElSync {
         self.hand_head(ctx, fc, heads, &chain, version).await?;
         ctx.report.gauge(m::EL_SYNCING, &[], 1.0);
         Ok(Some(Outcome::Idle))
+    }
+
+    /// Whether this round replays, hands over (the EL reached a handed head), or syncs (with
+    /// the EL's sync status when it was read to decide).
+    async fn decide(
+        &mut self,
+        ctx: &Ctx,
+        local: Heads,
+        target: BlockRef,
+    ) -> Result<Decision, Fault> {
+        let lag = target.number.saturating_sub(local.head.number);
+        let min_gap = ctx.config.bootstrap_min_gap_blocks;
+        if self.active.is_none() {
+            if lag <= min_gap {
+                self.fell_back = false;
+            }
+            let fell_back = self.fell_back;
+            if choose(ctx.config.bootstrap, lag, min_gap, None, fell_back) == Choice::Replay {
+                return Ok(Decision::Replay);
+            }
+            let st = ctx.engine.sync_status().await?;
+            match choose(ctx.config.bootstrap, lag, min_gap, st.peers, fell_back) {
+                Choice::Replay => return Ok(Decision::Replay),
+                Choice::ReplayBecause(reason) => {
+                    self.fell_back = true;
+                    ctx.report.count(m::EL_SYNC_FALLBACKS, &[("reason", reason)], 1.0);
+                    warn!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
+                        "the EL is far behind but has no P2P peers, so it cannot sync itself; \
+                         replaying every block instead. To bootstrap faster, give the EL peers \
+                         (bootnodes, static or trusted peers) and restart lightcl");
+                    return Ok(Decision::Replay);
+                }
+                Choice::ElSync => {}
+            }
+            return Ok(Decision::Sync(Some(st)));
+        } else {
+            let reached = self.active.as_ref().and_then(|a| {
+                a.handed.iter().rev().find(|h| h.head.number <= local.head.number).copied()
+            });
+            if let Some(sent) = reached {
+                return Ok(Decision::HandOver(sent));
+            }
+        }
+        Ok(Decision::Sync(None))
+    }
+
+    /// Starts an EL sync, saying so.
+    fn start(&mut self, ctx: &Ctx, local: Heads, target: BlockRef, status: Option<&SyncStatus>) {
+        let lag = target.number.saturating_sub(local.head.number);
+        info!(target: "lightcl::bootstrap", el_head = %local.head, target = %target, lag,
+                peers = ?status.and_then(|s| s.peers), "the EL is far behind: handing \
+                it the agreed head to sync from its P2P peers (bootstrap = {:?}); lightcl checks \
+                the hashes when it gets there and replays the rest", ctx.config.bootstrap);
+        let now = Instant::now();
+        self.active = Some(Active {
+            handed: Default::default(),
+            announced: None,
+            started: now,
+            start_head: local.head.number,
+            work: local.head.number,
+            progressed: now,
+            logged: now,
+            warned: None,
+        });
     }
 
     /// Ends an EL sync under way (if any), saying why; the planner takes over.
@@ -414,6 +438,26 @@ impl ElSync {
         }
         Ok(Some(chain))
     }
+}
+
+/// Whether the EL's `head` is on the sources' `chain` (proven down to `low`), or, below `low`,
+/// held by the quorum; a head above the handed one counts (the EL synced past it).
+async fn el_on_chain(
+    ctx: &Ctx,
+    head: BlockRef,
+    low: u64,
+    chain: &Proven,
+    handed: BlockRef,
+) -> Result<bool, Fault> {
+    Ok(if head.number >= low {
+        chain.get(head.number) == Some(head.hash) || head.number > handed.number
+    } else {
+        match ctx.sources.agreed_at(head.number).await.hash() {
+            Some(h) => h == head.hash,
+            // No agreed answer (a source failing or lagging): no evidence; ask again.
+            None => return Err(Fault::NoAgreement { number: head.number }),
+        }
+    })
 }
 
 /// Gives the EL the handed head's payload (verified), so that it knows the header it is

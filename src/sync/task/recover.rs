@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::super::ctx::{Ctx, Culprit};
-use super::super::error::{Fault, Outcome, RunError};
-use super::super::forkchoice::{Forkchoice, GateError};
-use super::feed::{Feed, FeedKind};
+use super::super::error::{Fault, GateError, Outcome, RunError};
+use super::super::forkchoice::Forkchoice;
+use super::feed::{Fed, Feed, FeedKind};
 use super::fetch::{self, Fetched};
 use crate::chain::ancestor::{AncestorSearch, SearchState};
 use crate::chain::{BlockRef, Heads, Label};
@@ -74,49 +74,7 @@ pub(crate) async fn run(
             break;
         }
         // 1. Search.
-        let mut search = AncestorSearch::new(local.finalized.number, diverged_at);
-        let mut local_hashes = HashMap::new();
-        // The sources' hash at the floor, kept for the halt message (no second lookup).
-        let mut floor_theirs = None;
-        let ancestor = loop {
-            match search.next() {
-                SearchState::Probe(n) => {
-                    let mine = ctx.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
-                    lookups += 2;
-                    // No agreed answer (sources down, lagging, backing off or split) is not
-                    // evidence of disagreement: try again later.
-                    let Some(theirs) = ctx.sources.agreed_at(n).await.hash() else {
-                        return Err(Fault::NoAgreement { number: n });
-                    };
-                    if n == local.finalized.number {
-                        floor_theirs = Some(theirs);
-                    }
-                    if let Some(h) = mine {
-                        local_hashes.insert(n, h);
-                    }
-                    search.answer(n, mine == Some(theirs));
-                }
-                SearchState::Found(a) => match local_hashes.get(&a) {
-                    Some(h) => break BlockRef::new(a, *h),
-                    None => return Err(Fault::Missing { number: a }),
-                },
-                SearchState::FinalizedDiverged(n) => {
-                    // Halt only on positive evidence: the quorum agrees on another hash.
-                    // The floor's answer is reused when it was probed.
-                    let floor = match floor_theirs {
-                        Some(h) => Some(h),
-                        None => ctx.sources.agreed_at(n).await.hash(),
-                    };
-                    let Some(sources_hash) = floor else {
-                        return Err(Fault::NoAgreement { number: n });
-                    };
-                    if sources_hash == local.finalized.hash {
-                        return Err(Fault::NoAgreement { number: n });
-                    }
-                    return confirm_halt(ctx, local.finalized, agreed).await;
-                }
-            }
-        };
+        let ancestor = search(ctx, &local, agreed, diverged_at, &mut lookups).await?;
         if target.number <= ancestor.number {
             // The sources' chain is a prefix of ours up to the target: nothing to replay
             // yet. Ask for the rewind (geth honours it); otherwise wait for newer blocks.
@@ -147,37 +105,8 @@ pub(crate) async fn run(
         let base = fc.reset_to(&local, ancestor, version).await?;
         info!(target: "lightcl::recovery", ancestor = %ancestor, depth = local.head.number - ancestor.number,
             lookups, replay = payloads.len(), "reset to the common ancestor; replaying the sources' blocks");
-        // 4. Replay. The first block tells whether the EL still has the ancestor's state.
-        // Until a roll-back, the EL's head stays at the tip of the branch it held.
-        let mut hold_through = local.head.number;
-        if let Some((_, first)) = payloads.first() {
-            match classify(&ctx.engine.new_payload(first).await?) {
-                Verdict::Advance => {}
-                Verdict::Pending => {
-                    rewind_for_state(ctx, fc, ancestor).await?;
-                    hold_through = ancestor.number;
-                }
-                Verdict::Reject(reason) => {
-                    return Err(Fault::Invalid { block: first.block, reason });
-                }
-            }
-        }
-        let total = payloads.len() as u64;
-        let (tx, mut rx) = mpsc::channel(payloads.len().max(1));
-        for p in payloads {
-            if tx.try_send(Ok(p)).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        let kind = FeedKind::Replay { hold_through };
-        let (fed, result) =
-            Feed::new(ctx, fc, base, agreed, version, kind, total).run(&mut rx).await;
-        result?;
-        let head = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
-        if head != Some(fed.last) {
-            return Err(Fault::HeadDidNotMove { wanted: fed.last, have: head });
-        }
+        // 4. Replay.
+        let fed = replay(ctx, fc, &local, agreed, base, ancestor, payloads, version).await?;
         let depth = local.head.number - ancestor.number;
         ctx.report.count(m::RECOVERIES, &[], 1.0);
         ctx.report.gauge(m::RECOVERY_DEPTH, &[], depth as f64);
@@ -190,6 +119,107 @@ pub(crate) async fn run(
     warn!(target: "lightcl::recovery", lookups, seconds = started.elapsed().as_secs(),
         "recovery gave up for now (budget spent); holding and trying again later");
     Err(Fault::RecoveryBudget)
+}
+
+/// The highest block the EL's chain and the sources' share in `[local finalized, diverged_at)`
+/// (binary search, [`AncestorSearch`]); a finalized divergence confirmed by the quorum's
+/// finalized chain is a halt.
+async fn search(
+    ctx: &Ctx,
+    local: &Heads,
+    agreed: Heads,
+    diverged_at: u64,
+    lookups: &mut u32,
+) -> Result<BlockRef, Fault> {
+    let mut search = AncestorSearch::new(local.finalized.number, diverged_at);
+    let mut local_hashes = HashMap::new();
+    // The sources' hash at the floor, kept for the halt message (no second lookup).
+    let mut floor_theirs = None;
+    loop {
+        match search.next() {
+            SearchState::Probe(n) => {
+                let mine = ctx.engine.block(BlockAt::Number(n)).await?.map(|b| b.block.hash);
+                *lookups += 2;
+                // No agreed answer (sources down, lagging, backing off or split) is not
+                // evidence of disagreement: try again later.
+                let Some(theirs) = ctx.sources.agreed_at(n).await.hash() else {
+                    return Err(Fault::NoAgreement { number: n });
+                };
+                if n == local.finalized.number {
+                    floor_theirs = Some(theirs);
+                }
+                if let Some(h) = mine {
+                    local_hashes.insert(n, h);
+                }
+                search.answer(n, mine == Some(theirs));
+            }
+            SearchState::Found(a) => match local_hashes.get(&a) {
+                Some(h) => return Ok(BlockRef::new(a, *h)),
+                None => return Err(Fault::Missing { number: a }),
+            },
+            SearchState::FinalizedDiverged(n) => {
+                // Halt only on positive evidence: the quorum agrees on another hash.
+                // The floor's answer is reused when it was probed.
+                let floor = match floor_theirs {
+                    Some(h) => Some(h),
+                    None => ctx.sources.agreed_at(n).await.hash(),
+                };
+                let Some(sources_hash) = floor else {
+                    return Err(Fault::NoAgreement { number: n });
+                };
+                if sources_hash == local.finalized.hash {
+                    return Err(Fault::NoAgreement { number: n });
+                }
+                return Err(confirm_halt(ctx, local.finalized, agreed).await);
+            }
+        }
+    }
+}
+
+/// Replays the pinned `payloads` on top of the reset `base` (rolling the EL back to the
+/// `ancestor` first when it lacks the ancestor's state) and reads the head back.
+#[allow(clippy::too_many_arguments)]
+async fn replay(
+    ctx: &Ctx,
+    fc: &mut Forkchoice,
+    local: &Heads,
+    agreed: Heads,
+    base: Heads,
+    ancestor: BlockRef,
+    payloads: Vec<Fetched>,
+    version: FcuVersion,
+) -> Result<Fed, Fault> {
+    // The first block tells whether the EL still has the ancestor's state.
+    // Until a roll-back, the EL's head stays at the tip of the branch it held.
+    let mut hold_through = local.head.number;
+    if let Some((_, first)) = payloads.first() {
+        match classify(&ctx.engine.new_payload(first).await?) {
+            Verdict::Advance => {}
+            Verdict::Pending => {
+                rewind_for_state(ctx, fc, ancestor).await?;
+                hold_through = ancestor.number;
+            }
+            Verdict::Reject(reason) => {
+                return Err(Fault::Invalid { block: first.block, reason });
+            }
+        }
+    }
+    let total = payloads.len() as u64;
+    let (tx, mut rx) = mpsc::channel(payloads.len().max(1));
+    for p in payloads {
+        if tx.try_send(Ok(p)).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let kind = FeedKind::Replay { hold_through };
+    let (fed, result) = Feed::new(ctx, fc, base, agreed, version, kind, total).run(&mut rx).await;
+    result?;
+    let head = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+    if head != Some(fed.last) {
+        return Err(Fault::HeadDidNotMove { wanted: fed.last, have: head });
+    }
+    Ok(fed)
 }
 
 /// Fetches `ancestor+1..=end` and checks they link from the ancestor to `pinned`.
@@ -262,26 +292,22 @@ async fn rewind_for_state(ctx: &Ctx, fc: &mut Forkchoice, ancestor: BlockRef) ->
     Ok(())
 }
 
-/// Halts on a finalized divergence at `local` only once the quorum's finalized chain,
-/// walked by hash, holds another block there; otherwise holds (the by-number answer came
-/// from a stale replica).
-pub(crate) async fn confirm_halt(
-    ctx: &Ctx,
-    local: BlockRef,
-    agreed: Heads,
-) -> Result<Outcome, Fault> {
+/// Why lightcl stops at a finalized divergence at `local`: a halt only once the quorum's
+/// finalized chain, walked by hash, holds another block there; otherwise it holds (the
+/// by-number answer came from a stale replica).
+pub(crate) async fn confirm_halt(ctx: &Ctx, local: BlockRef, agreed: Heads) -> Fault {
     match ctx.sources.confirm_at(agreed.finalized, local.number).await {
-        Agreed::Hash(h) if h != local.hash => Err(Fault::Halt(RunError::FinalizedDivergence {
+        Agreed::Hash(h) if h != local.hash => Fault::Halt(RunError::FinalizedDivergence {
             number: local.number,
             local: local.hash,
             sources_hash: h,
-        })),
+        }),
         confirmed => {
             warn!(target: "lightcl::sync", height = local.number, finalized = %local.hash,
                 confirmed = ?confirmed, "a source answered another block at the height of \
                 lightcl's finalized block, but the sources' finalized chain does not confirm \
                 it; holding");
-            Err(Fault::NoAgreement { number: local.number })
+            Fault::NoAgreement { number: local.number }
         }
     }
 }

@@ -20,8 +20,8 @@
 use tracing::{info, warn};
 
 use super::super::ctx::Ctx;
-use super::super::error::{Fault, RunError, STUCK_BEFORE_REPAIR, Symptom};
-use super::super::forkchoice::{Forkchoice, GateError};
+use super::super::error::{Fault, GateError, RunError, STUCK_BEFORE_REPAIR, Symptom};
+use super::super::forkchoice::Forkchoice;
 use crate::chain::{BlockRef, Label};
 use crate::engine::BlockAt;
 use crate::metrics as m;
@@ -171,31 +171,11 @@ impl StuckEl {
              back to its own head with debug_setHead, which also drops blocks above it that have \
              no state, so that it executes them again (runbook: \"EL stuck below the blocks it \
              accepted\")");
-        // geth refuses a target above the block it really executes to ("not allowed to rewind
-        // to a future block") when the head it reports lacks its state: step down until it
-        // accepts. A lower target only means more blocks fed again.
-        let mut target =
-            have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1).max(bottom);
-        let mut step = 1;
-        loop {
-            match fc.set_head(target).await {
-                Ok(()) => break,
-                Err(GateError::Engine(e)) if e.is_retryable() => return Err(e.into()),
-                Err(GateError::Engine(e))
-                    if e.to_string().contains("future block") && target > bottom =>
-                {
-                    target = target.saturating_sub(step).max(bottom);
-                    step *= 2;
-                }
-                Err(GateError::Engine(e)) => {
-                    return Err(halt(format!(
-                        "debug_setHead({target}) failed: {e} ({NO_SET_HEAD})"
-                    )));
-                }
-                Err(GateError::State(e)) => return Err(e.into()),
-                Err(e @ GateError::Refused(_)) => return Err(halt(e.to_string())),
-            }
-        }
+        let target = have.number.saturating_sub((1u64 << episode.rounds.min(40)) - 1).max(bottom);
+        let target = roll_back(fc, target, bottom).await.map_err(|e| match e {
+            RollBack::Fault(f) => f,
+            RollBack::Halt(tried) => halt(tried),
+        })?;
         let now_head = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
         // An EL that answers success and keeps its head did nothing: asking again would only
         // step down to genesis in vain.
@@ -234,6 +214,43 @@ impl StuckEl {
         }
         if self.stuck.at.is_none() && self.stuck.episode.is_none() {
             ctx.report.gauge(m::EL_STUCK, &[], 0.0);
+        }
+    }
+}
+
+/// Why a roll-back did not happen.
+enum RollBack {
+    /// Try again later (the EL is unreachable, the floor cannot be stored).
+    Fault(Fault),
+    /// No roll-back can happen: what was tried, for the halt message.
+    Halt(String),
+}
+
+/// Rolls the EL back with `debug_setHead` to `target`, or lower if it refuses: geth refuses a
+/// target above the block it really executes to ("not allowed to rewind to a future block")
+/// when the head it reports lacks its state, so step down (never below `bottom`) until it
+/// accepts. A lower target only means more blocks fed again. Returns where it rolled back to.
+async fn roll_back(fc: &mut Forkchoice, mut target: u64, bottom: u64) -> Result<u64, RollBack> {
+    let mut step = 1;
+    loop {
+        match fc.set_head(target).await {
+            Ok(()) => return Ok(target),
+            Err(GateError::Engine(e)) if e.is_retryable() => {
+                return Err(RollBack::Fault(e.into()));
+            }
+            Err(GateError::Engine(e))
+                if e.to_string().contains("future block") && target > bottom =>
+            {
+                target = target.saturating_sub(step).max(bottom);
+                step *= 2;
+            }
+            Err(GateError::Engine(e)) => {
+                return Err(RollBack::Halt(format!(
+                    "debug_setHead({target}) failed: {e} ({NO_SET_HEAD})"
+                )));
+            }
+            Err(GateError::State(e)) => return Err(RollBack::Fault(e.into())),
+            Err(e @ GateError::Refused(_)) => return Err(RollBack::Halt(e.to_string())),
         }
     }
 }

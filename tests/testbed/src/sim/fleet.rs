@@ -157,9 +157,11 @@ impl Engine for Watched {
     ) -> BoxFuture<'a, Result<lightcl::engine::PayloadStatus, EngineError>> {
         Box::pin(async move {
             self.watch.check(self.i, heads);
+            #[allow(clippy::disallowed_methods)] // a wrapper that passes the write on
             self.el.forkchoice_updated(version, heads).await
         })
     }
+    #[allow(clippy::disallowed_methods)] // a wrapper that passes the write on
     fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>> {
         self.el.set_head(number)
     }
