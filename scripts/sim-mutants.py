@@ -5,7 +5,7 @@ expects it to fail; then restores the file. Prints one line per mutant and exits
 mutant survived (its case passed although the bug was back).
 
 Usage: python3 scripts/sim-mutants.py [case ...]    (all cases by default; F1-F3: fleets; R1-R6b,
-RS: the review of issue 21)
+RS: the review of issue 21; G1-G5: the gate's and the floor's unit tests)
 Takes a few minutes: every mutant is a rebuild of the crate and the test binary.
 """
 
@@ -21,35 +21,35 @@ MUTANTS = [
     ("01", "case01_no_false_halt_when_head_is_finalized",
      "a block that does not sit on the head starts a recovery at once (no quorum check), whose "
      "search from a head equal to finalized halts whatever the sources hold",
-     [("src/sync/driver.rs",
-       "                    Agreed::Hash(h) if h == local.head.hash => {\n",
-       "                    Agreed::Hash(h) if h == local.head.hash && false => {\n"),
-      ("src/sync/driver.rs",
-       "                    Agreed::Unknown => Err(StepError::NoAgreement { number: local.head.number }),\n",
-       "                    Agreed::Unknown => self.recover(local.head.number, local, agreed, target, version).await,\n"),
-      ("src/sync/recover.rs",
+     [("src/sync/task/catch_up.rs",
+       "                Agreed::Hash(h) if h == local.head.hash => {\n",
+       "                Agreed::Hash(h) if h == local.head.hash && false => {\n"),
+      ("src/sync/task/catch_up.rs",
+       "                Agreed::Unknown => Err(Fault::NoAgreement { number: local.head.number }),\n",
+       "                Agreed::Unknown => Ok(Outcome::Diverged { at: local.head.number }),\n"),
+      ("src/sync/task/recover.rs",
        "let diverged_at = diverged_at.min(local.head.number).max(local.finalized.number + 1);",
        "let diverged_at = diverged_at.min(local.head.number);"),
-      ("src/sync/recover.rs",
-       "                        if sources_hash == local.finalized.hash {\n"
-       "                            return Err(StepError::NoAgreement { number: n });\n"
-       "                        }\n"
-       "                        return self.confirm_halt(local.finalized, agreed).await;",
-       "                        return Ok(StepOutcome::Halt(crate::RunError::FinalizedDivergence { number: n, "
+      ("src/sync/task/recover.rs",
+       "                if sources_hash == local.finalized.hash {\n"
+       "                    return Err(Fault::NoAgreement { number: n });\n"
+       "                }\n"
+       "                return Err(confirm_halt(ctx, local.finalized, agreed).await);",
+       "                return Err(Fault::Halt(RunError::FinalizedDivergence { number: n, "
        "local: local.finalized.hash, sources_hash }));")]),
     ("02", "case02_sibling_at_target_is_never_followed",
      "no check of fed blocks against the agreed blocks at fixed heights, heads sent unconfirmed",
-     [("src/sync/pipeline.rs",
+     [("src/sync/task/feed.rs",
        "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash)",
        "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash && false)"),
-      ("src/sync/pipeline.rs",
-       "if pinned { Some(true) } else { self.is_agreed(head, target).await }",
-       "if pinned || true { Some(true) } else { self.is_agreed(head, target).await }")]),
+      ("src/sync/task/feed.rs",
+       "if self.pinned { Some(true) } else { self.is_agreed(head).await }",
+       "if self.pinned || true { Some(true) } else { self.is_agreed(head).await }")]),
     ("03", "case03_label_read_errors_never_move_finalized_back",
      "an EL error on a label read taken as 'label unset' (genesis), and no remembered floor",
-     [("src/sync/gate.rs",
-       "        *self.floor.lock().unwrap_or_else(|p| p.into_inner())\n",
-       "        drop(self.floor.lock());\n        None\n"),
+     [("src/sync/forkchoice/floor.rs",
+       "    pub fn get(&self) -> Option<BlockRef> {\n        self.value\n",
+       "    pub fn get(&self) -> Option<BlockRef> {\n        let _ = self.value;\n        None\n"),
       ("src/engine/mod.rs",
        "engine.block(BlockAt::Label(Label::Safe)).await?.map(|b| b.block)",
        "engine.block(BlockAt::Label(Label::Safe)).await.ok().flatten().map(|b| b.block)"),
@@ -65,32 +65,32 @@ MUTANTS = [
     ("05", "case05_labels_move_only_to_ancestors_by_hash",
      "labels chosen by height alone: fed blocks not checked at the labels' heights, the gate "
      "not checking labels by hash",
-     [("src/sync/pipeline.rs",
+     [("src/sync/task/feed.rs",
        "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash)",
        "fixed.iter().find(|b| b.number == p.block.number && b.hash != p.block.hash && false)"),
-      ("src/sync/plan.rs",
+      ("src/sync/forkchoice/labels.rs",
        "let usable = |b: &BlockRef| b.number <= head.number && on_chain(b);",
        "let usable = |b: &BlockRef| b.number <= head.number || on_chain(b);"),
-      ("src/sync/gate.rs",
-       "            if on != Some(b.hash) {\n                return Ok(Some(format!(\n"
-       "                    \"{what} {b} is not an ancestor",
-       "            if on != Some(b.hash) && false {\n                return Ok(Some(format!(\n"
-       "                    \"{what} {b} is not an ancestor")]),
+      ("src/sync/forkchoice/gate.rs",
+       "        if on != Some(b.hash) {\n            return Ok(Some(format!(\n"
+       "                \"{what} {b} is not an ancestor",
+       "        if on != Some(b.hash) && false {\n            return Ok(Some(format!(\n"
+       "                \"{what} {b} is not an ancestor")]),
     ("06", "case06_majority_starts_with_one_source_down",
      "start-up waits for every configured source",
-     [("src/sync/startup.rs",
-       "Ok(n) if n >= sources.required() => return Ok(true),",
-       "Ok(n) if n >= sources.len() => return Ok(true),")]),
+     [("src/node.rs",
+       "n if n >= sources.required() => return Ok(true),",
+       "n if n >= sources.len() => return Ok(true),")]),
     ("07", "case07_lagging_replica_is_not_disagreement",
      "'no block' at a height taken as disagreement (plan and ancestor search)",
-     [("src/sync/driver.rs",
+     [("src/sync/follower.rs",
        "                Agreed::Unknown => None,\n",
        "                Agreed::Unknown => Some(false),\n"),
-      ("src/sync/recover.rs",
-       "let Some(theirs) = self.sources.agreed_at(n).await.hash() else {\n"
-       "                            return Err(StepError::NoAgreement { number: n });\n"
-       "                        };",
-       "let theirs = self.sources.agreed_at(n).await.hash().unwrap_or_default();")]),
+      ("src/sync/task/recover.rs",
+       "let Some(theirs) = ctx.sources.agreed_at(n).await.hash() else {\n"
+       "                    return Err(Fault::NoAgreement { number: n });\n"
+       "                };",
+       "let theirs = ctx.sources.agreed_at(n).await.hash().unwrap_or_default();")]),
     ("08", "case08_secrets_never_reach_logs_or_status",
      "transport errors printed without redaction",
      [("src/redact.rs",
@@ -99,8 +99,8 @@ MUTANTS = [
        "    let mut out = message.replace(raw, shown);")]),
     ("09", "case09_recovery_memory_is_bounded_by_prefetch",
      "the whole replay range held in memory at once",
-     [("src/sync/recover.rs",
-       "let end = target.number.min(ancestor.number + self.config.prefetch as u64);",
+     [("src/sync/task/recover.rs",
+       "let end = target.number.min(ancestor.number + ctx.config.prefetch as u64);",
        "let end = target.number.min(ancestor.number + 8_192);")]),
     ("10", "case10_the_liar_is_blamed_and_stays_benched",
      "a lie costs what a timeout costs: a short backoff that the next success lifts",
@@ -110,14 +110,14 @@ MUTANTS = [
        "        let benched = std::time::Duration::from_secs(1);\n")]),
     ("10", "case10_the_liar_is_blamed_and_stays_benched",
      "the blame for a broken link always on the source of the second block",
-     [("src/sync/pipeline.rs",
-       "(Some(h), Some(before)) if h != lower.hash => {",
-       "(Some(h), Some(before)) if h != lower.hash && false => {")]),
+     [("src/sync/ctx.rs",
+       "(Some(h), Some(before)) if h != lower.hash => Some(Culprit::Lower(before, h)),",
+       "(Some(h), Some(before)) if h != lower.hash && false => Some(Culprit::Lower(before, h)),")]),
     ("04", "case04_tampered_withdrawals_are_refused_and_refetched",
      "a raw block asked for by number goes to the EL before the block above it vouches for it",
-     [("src/sync/pipeline.rs",
-       "if !pinned && !p.claimed && p.block.number != target.number {",
-       "if false && !pinned && !p.claimed && p.block.number != target.number {")]),
+     [("src/sync/task/feed.rs",
+       "if !self.pinned && !p.claimed && p.block.number != self.target.number {",
+       "if false && !self.pinned && !p.claimed && p.block.number != self.target.number {")]),
     ("11", "case11_single_source_bad_block_holds_right_below_it",
      "a single source's bad block benches it like a transport failure",
      [("src/source/set.rs",
@@ -125,10 +125,10 @@ MUTANTS = [
        "            m.health.failure(error.reason(), Instant::now());\n")]),
     ("12", "case12_refill_below_the_floor_follows_only_the_chain_through_it",
      "a refill below the floor trusts by-number answers: no proof of the chain through the floor",
-     [("src/sync/driver.rs",
-       "    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<bool, StepError> {\n",
-       "    pub(super) async fn prove_floor_lineage(&self, base: BlockRef) -> Result<bool, StepError> {\n"
-       "        #[allow(unreachable_code)]\n        return Ok(true);\n")]),
+     [("src/sync/forkchoice/floor.rs",
+       "    ) -> Result<bool, Fault> {\n        let Some(floor) = self.value.filter(",
+       "    ) -> Result<bool, Fault> {\n        #[allow(unreachable_code)]\n        return Ok(true);\n"
+       "        let Some(floor) = self.value.filter(")]),
     ("F1", "fleet::three_replicas_fetch_each_block_once",
      "no shared fetch: every replica fetches every block itself",
      [("src/sync/fleet.rs",
@@ -136,7 +136,7 @@ MUTANTS = [
        "let cache = (n > 1 && false).then(")]),
     ("F2", "fleet::lockstep_holds_labels_until_the_slow_replica_has_the_block",
      "lockstep caps nothing: labels move as soon as the replica itself holds the block",
-     [("src/sync/publish.rs",
+     [("src/sync/ctx.rs",
        "        let heads = self.fleet.lockstep_heads(self.index)?;",
        "        let heads: Vec<BlockRef> = None?;")]),
     ("F3", "fleet::lockstep_does_not_wait_for_a_replica_that_never_comes_back",
@@ -149,23 +149,23 @@ MUTANTS = [
      "bootstrap proves the handed head's chain only down to the handed finalized block, trusts "
      "the quorum's by-number answer at lightcl's finalized block, and the gate takes a floor it "
      "cannot see on the branch on trust",
-     [("src/sync/bootstrap.rs",
+     [("src/sync/task/el_sync.rs",
        "let low = if checkpoint.number > 0 { checkpoint.number } else { heads.finalized.number };",
        "let low = heads.finalized.number;"),
-      ("src/sync/bootstrap.rs",
+      ("src/sync/task/el_sync.rs",
        "if checkpoint.number > 0 && chain.get(checkpoint.number) != Some(checkpoint.hash) {",
        "if checkpoint.number > 0 && chain.get(checkpoint.number).is_some_and(|h| h != checkpoint.hash) {"),
-      ("src/sync/gate.rs",
-       "        if at_floor != Some(floor.hash) {",
-       "        if at_floor.is_some_and(|h| h != floor.hash) {")]),
+      ("src/sync/forkchoice/gate.rs",
+       "    if at_floor != Some(floor.hash) {",
+       "    if at_floor.is_some_and(|h| h != floor.hash) {")]),
     ("R2", "review::review02_stuck_el_repair_never_rolls_below_finality",
      "the stuck-EL repair rolls back towards genesis, and debug_setHead does not meet the gate",
-     [("src/sync/repair.rs",
+     [("src/sync/task/stuck.rs",
        "        let bottom = floor.map_or(0, |f| f.number);",
        "        let bottom = floor.map_or(0, |_| 0);"),
-      ("src/sync/gate.rs",
-       "            && number < floor.number\n            && !refilling",
-       "            && number < floor.number\n            && !refilling\n            && false")]),
+      ("src/sync/forkchoice/gate.rs",
+       "        && number < floor.number\n        && !refilling",
+       "        && number < floor.number\n        && !refilling\n        && false")]),
     ("R3", "review::review03_majority_follows_with_a_far_honest_source",
      "the quorum grace starts once any `required` sources answered, agreeing or not, and a read "
      "that cannot agree is not read again",
@@ -186,36 +186,68 @@ MUTANTS = [
        "                    message: crate::http::error_chain(&e),")]),
     ("R5", "review::fleet::review05_lockstep_holds_at_the_el_sync_hand_over",
      "the EL-sync hand-over ignores the lockstep cap",
-     [("src/sync/bootstrap.rs",
-       "handed(target, &agreed, checkpoint, self.label_cap().await)",
+     [("src/sync/task/el_sync.rs",
+       "handed(target, &agreed, checkpoint, ctx.label_cap().await)",
        "handed(target, &agreed, checkpoint, None)")]),
     ("R6a", "review::review06a_bootstrap_walk_progresses_with_a_flaky_source",
      "bootstrap's proof walk one block at a time by hash, no retry, restarted from scratch after "
      "an error",
      [("src/source/set.rs", "        const TRIES: usize = 6;", "        const TRIES: usize = 1;"),
       ("src/source/set.rs", "                    if count > 1 {", "                    if count > 1 && false {"),
-      ("src/sync/bootstrap.rs",
-       "                self.boot.proof = Some(chain);\n                info!(",
+      ("src/sync/task/el_sync.rs",
+       "                self.proof = Some(chain);\n                info!(",
        "                drop(chain);\n                info!(")]),
     ("R6b", "review::review06b_refill_proof_progresses_with_a_flaky_source",
      "the refill proof below the floor one block at a time by hash, no retry, restarted from "
      "scratch after an error",
      [("src/source/set.rs", "        const TRIES: usize = 6;", "        const TRIES: usize = 1;"),
       ("src/source/set.rs", "                    if count > 1 {", "                    if count > 1 && false {"),
-      ("src/sync/driver.rs",
-       "        self.gate.set_floor_lineage(chain);\n        if done {",
-       "        if done {\n            self.gate.set_floor_lineage(chain);")]),
+      ("src/sync/forkchoice/floor.rs",
+       "        self.set_lineage(chain);\n        if done {",
+       "        if done {\n            self.set_lineage(chain);")]),
     ("RS", "review::fleet::review_lockstep_counts_blocks_by_hash_after_tip_reorgs",
      "lockstep counts a replica's head by height, whatever branch it is on",
-     [("src/sync/publish.rs",
+     [("src/sync/ctx.rs",
        "            if self.sources.agreed_at(h.number).await.hash() == Some(h.hash) {",
        "            if self.sources.agreed_at(h.number).await.hash().is_some() || true {")]),
     ("RS", "review::fleet::review_lockstep_counts_blocks_by_hash_after_tip_reorgs",
      "a replica feeding a long round stops counting for lockstep once its last report is 30 s "
      "old, although it is still ready and holds only what it reported",
-     [("src/sync/pipeline.rs",
-       "            self.fleet.touch(self.index);\n",
+     [("src/sync/task/feed.rs",
+       "        self.ctx.fleet.touch(self.ctx.index);\n",
        "")]),
+    # Issue 23: the gate's and the floor's own unit tests (lib tests, named "lib:...").
+    ("G1", "lib:sync::forkchoice::tests::the_floor_is_stored_before_the_send",
+     "the floor is raised after the forkchoice is sent, not before",
+     [("src/sync/forkchoice/gate.rs",
+       "    if !below_floor {\n        floor.raise(heads.finalized)?;\n    }\n",
+       ""),
+      ("src/sync/forkchoice/gate.rs",
+       "    let status = engine.forkchoice_updated(version, heads).await?;\n",
+       "    let status = engine.forkchoice_updated(version, heads).await?;\n"
+       "    if !below_floor {\n        floor.raise(heads.finalized)?;\n    }\n")]),
+    ("G2", "lib:sync::forkchoice::tests::refusals_write_nothing",
+     "a refused forkchoice is sent all the same",
+     [("src/sync/forkchoice/gate.rs",
+       "        return Err(GateError::Refused(why));\n    }\n    // The floor is the highest",
+       "        #[allow(clippy::disallowed_methods)]\n"
+       "        let _ = engine.forkchoice_updated(version, heads).await;\n"
+       "        return Err(GateError::Refused(why));\n    }\n    // The floor is the highest")]),
+    ("G3", "lib:sync::forkchoice::tests::refusals_write_nothing",
+     "finalized below the floor is not refused",
+     [("src/sync/forkchoice/gate.rs",
+       "    if finalized.number < floor.number {",
+       "    if finalized.number < floor.number && false {")]),
+    ("G4", "lib:sync::forkchoice::tests::set_head_never_goes_below_the_floor",
+     "debug_setHead does not meet the floor",
+     [("src/sync/forkchoice/gate.rs",
+       "        && number < floor.number\n        && !refilling",
+       "        && number < floor.number\n        && !refilling\n        && false")]),
+    ("G5", "lib:sync::forkchoice::tests::a_refill_follows_only_the_chain_through_the_floor",
+     "a refill below the floor takes any head, on the chain through the floor or not",
+     [("src/sync/forkchoice/floor.rs",
+       "        (h != head.hash).then(|| {",
+       "        (h != head.hash && false).then(|| {")]),
 ]
 
 
@@ -238,9 +270,11 @@ def run(case_filter):
                 with open(full, "w") as f:
                     f.write(current.replace(old, new))
             started = time.time()
-            res = subprocess.run(
-                ["cargo", "test", "--quiet", "--test", "it", f"sim::{test}", "--", "--exact"],
-                cwd=ROOT, capture_output=True, text=True)
+            if test.startswith("lib:"):
+                cmd = ["cargo", "test", "--quiet", "--lib", test[4:], "--", "--exact"]
+            else:
+                cmd = ["cargo", "test", "--quiet", "--test", "it", f"sim::{test}", "--", "--exact"]
+            res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             took = time.time() - started
             out = res.stdout + res.stderr
             if "could not compile" in out:
