@@ -6,25 +6,37 @@
 //! ```text
 //!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, blocks raw
 //!                                                       (debug_getRawBlock) or JSON, batched
-//!      -> agreed view (latest/safe/finalized) source::quorum
+//!      -> agreed view (latest/safe/finalized) source::set + source::quorum (pure rules)
 //!      -> payloads, verified (hash, roots)   payload::   opaque EIP-2718 transactions
-//!      -> far behind? EL syncs from peers    sync::bootstrap: hand it the agreed head
-//!      -> planner (pure)                     sync::plan: local + agreed -> next step
-//!      -> executor, pipelined                sync::driver: newPayload / forkchoiceUpdated
+//!      -> one round per replica              sync::follower: observe -> plan -> dispatch
+//!           planner (pure)                   sync::plan: local + agreed -> Step
+//!           steps                            sync::task: fetch + feed (catch_up), recover,
+//!                                                        el_sync (bootstrap), stuck (repair)
+//!           every forkchoice / roll-back     sync::forkchoice: Origin, labels, gate, floor
+//!           status and gauges                sync::report
 //!      -> local EL (Engine API, JWT)         engine::   EngineClient
+//!  process wiring, API server, shutdown      node:: run / run_with (TaskTracker)
 //! ```
+//!
+//! Layers, lowest first (imports only point down): `util`, `chain` (block types, the ancestor
+//! search), `config`, `metrics`, `jwt`, `http`, `redact`, `state`; `payload`, `engine`,
+//! `source`; `sync`; `api`; `node`; `main.rs`.
 //!
 //! A fleet (`[[engines]]`) runs one follower per replica EL over one set of sources:
 //! `sync::fleet` holds what they share (coalesced source reads, the shared fetch in
 //! `sync::cache` that hands a block fetched for one replica to the others, a common poll clock,
-//! the lockstep label cap); each follower keeps its own local view, gate, floor and health.
+//! the lockstep label cap); each follower keeps its own local view, forkchoice writer, floor and
+//! health.
 //!
-//! The EL is the only state: on every step the local view is read back from it. Invariants that
-//! hold at every forkchoice update (I1-I6 of the design notes): finalized <= safe <= head on one
-//! chain; finalized never moves back; the head descends from finalized; only agreed blocks become
-//! safe/finalized; a payload is sent only if it hashes to the claimed block (a raw block asked
-//! for by number claims nothing: the block above it, the agreed target or the quorum vouches for
-//! it) and links to its parent; every engine answer is checked and the head is read back.
+//! The EL is the only state: on every round the local view is read back from it. Invariants
+//! that hold at every forkchoice update (I1-I6 of the design notes): finalized <= safe <= head
+//! on one chain; finalized never moves back; the head descends from finalized; only agreed
+//! blocks become safe/finalized; a payload is sent only if it hashes to the claimed block (a raw
+//! block asked for by number claims nothing: the block above it, the agreed target or the
+//! quorum vouches for it) and links to its parent; every engine answer is checked and the head
+//! is read back. I1-I3 are enforced in one place, `sync::forkchoice`'s gate, the only caller of
+//! `Engine::forkchoice_updated` and `Engine::set_head` (clippy's `disallowed-methods` keeps it
+//! so).
 
 pub mod api;
 pub mod backoff;

@@ -8,7 +8,7 @@
 //! A load-balanced source may answer from replicas on different branches and break
 //! monotonicity; the answer is then a candidate only. The driver accepts it after the blocks it
 //! fetches for replay link by parent hash from the candidate to the target it captured first,
-//! and searches again otherwise (see `recover.rs`).
+//! and searches again otherwise (see `sync/task/recover.rs`).
 
 /// Where the search stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
