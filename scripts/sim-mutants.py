@@ -126,9 +126,9 @@ MUTANTS = [
     ("12", "case12_refill_below_the_floor_follows_only_the_chain_through_it",
      "a refill below the floor trusts by-number answers: no proof of the chain through the floor",
      [("src/sync/forkchoice/floor.rs",
-       "    ) -> Result<bool, Fault> {\n        let Some(floor) = self.value.filter(",
+       "    ) -> Result<bool, Fault> {\n        let Some(floor) = self.get().filter(",
        "    ) -> Result<bool, Fault> {\n        #[allow(unreachable_code)]\n        return Ok(true);\n"
-       "        let Some(floor) = self.value.filter(")]),
+       "        let Some(floor) = self.get().filter(")]),
     ("F1", "fleet::three_replicas_fetch_each_block_once",
      "no shared fetch: every replica fetches every block itself",
      [("src/sync/fleet.rs",

@@ -60,6 +60,8 @@ phase_done "unit and real-EL tests ($THREADS threads)"
 # The simulation uses both cores for about a minute: run it on its own, after the EL-heavy
 # tests, so that neither starves the other (it prints how many histories ran and how long).
 cargo test --test it sim:: -- --test-threads 2 --nocapture || status=$?
+# The simulation's own checkers (tests/testbed/src/sim/check), skipped above with `sim::`.
+cargo test -p lightcl-testbed --lib sim::check || status=$?
 phase_done "simulation"
 
 # No EL this run started may outlive it, even after a failing or panicking test. The test bed

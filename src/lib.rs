@@ -18,9 +18,10 @@
 //!  process wiring, API server, shutdown      node:: run / run_with (TaskTracker)
 //! ```
 //!
-//! Layers, lowest first (imports only point down): `util`, `chain` (block types, the ancestor
-//! search), `config`, `metrics`, `jwt`, `http`, `redact`, `state`; `payload`, `engine`,
-//! `source`; `sync`; `api`; `node`; `main.rs`.
+//! Modules from the bottom up (a module imports only modules before it in this list):
+//! `util`, `chain` (block types, the ancestor search), `redact`, `jwt`, `config`, `metrics`,
+//! `http`, `state`; `payload`, `engine`, `source`; `api` (status, `/readyz`, metrics endpoint);
+//! `sync`; `node`; `main.rs`.
 //!
 //! A fleet (`[[engines]]`) runs one follower per replica EL over one set of sources:
 //! `sync::fleet` holds what they share (coalesced source reads, the shared fetch in

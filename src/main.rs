@@ -388,7 +388,7 @@ async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: 
         ),
         Err(e) => println!("{who}EL debug API: unknown ({e})"),
     }
-    match check::auth(&engine).await {
+    match check::auth(&engine).await.map_err(RunError::from) {
         Ok(n) => println!("{who}EL Engine API: ok, JWT accepted, {n} methods"),
         Err(e) => {
             *ok = false;

@@ -13,12 +13,11 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, Shared};
 use crate::backoff::Backoff;
-use crate::chain::BlockRef;
 use crate::config::Config;
 use crate::engine::{Engine, EngineClient};
 use crate::metrics::Metrics;
 use crate::source::{RpcSource, Source, SourceSet};
-use crate::state::{StateFile, StateLock, carry_over};
+use crate::state::{ReplicaState, StateFile, StateLock, carry_over};
 use crate::sync::RunError;
 use crate::sync::ctx::{Ctx, admit};
 use crate::sync::fleet::Fleet;
@@ -35,7 +34,7 @@ pub struct ReplicaParts {
     /// The EL.
     pub engine: Arc<dyn Engine>,
     /// Where its floor is kept, and the floor it held at start.
-    pub state: (StateFile, Option<BlockRef>),
+    pub state: ReplicaState,
     /// Its API state (a fresh one when `None`).
     pub shared: Option<Arc<Shared>>,
 }
@@ -54,12 +53,13 @@ impl Parts {
     pub fn single(
         engine: Arc<dyn Engine>,
         sources: Vec<Arc<dyn Source>>,
-        state: (StateFile, Option<BlockRef>),
+        state: impl Into<ReplicaState>,
         shared: Option<Arc<Shared>>,
     ) -> Self {
         let name = shared
             .as_ref()
             .map_or_else(|| crate::config::DEFAULT_REPLICA_NAME.to_string(), |s| s.name.clone());
+        let state = state.into();
         Self { sources, replicas: vec![ReplicaParts { name, engine, state, shared }] }
     }
 }
@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         replicas.push(ReplicaParts {
             name: r.name,
             engine: Arc::new(engine),
-            state,
+            state: state.into(),
             shared: Some(shared),
         });
     }
@@ -211,7 +211,7 @@ async fn replica(
     many: bool,
 ) -> Result<(), RunError> {
     let FleetParts { sources, fleet, tasks } = with;
-    let ReplicaParts { engine, state: (store, floor), .. } = r;
+    let ReplicaParts { engine, state: ReplicaState { file: store, floor }, .. } = r;
     if let Some(f) = floor {
         info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
             "finality floor read from the state file");

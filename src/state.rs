@@ -97,6 +97,21 @@ pub struct StateFile {
     memory: Option<std::sync::Arc<std::sync::Mutex<Option<BlockRef>>>>,
 }
 
+/// Where a replica's floor is kept, and the floor the file held when it was opened.
+#[derive(Debug)]
+pub struct ReplicaState {
+    /// The state file (or memory cell).
+    pub file: StateFile,
+    /// The floor it held at start (`None`: a new file).
+    pub floor: Option<BlockRef>,
+}
+
+impl From<(StateFile, Option<BlockRef>)> for ReplicaState {
+    fn from((file, floor): (StateFile, Option<BlockRef>)) -> Self {
+        Self { file, floor }
+    }
+}
+
 impl StateFile {
     /// Opens (creating the folder) the state of `chain_id` in `dir` and reads the floor it holds
     /// (`None`: a new file).
@@ -149,7 +164,7 @@ impl StateFile {
     pub fn memory(
         cell: std::sync::Arc<std::sync::Mutex<Option<BlockRef>>>,
     ) -> (Self, Option<BlockRef>) {
-        let floor = *cell.lock().unwrap_or_else(|p| p.into_inner());
+        let floor = *crate::util::lock(&cell);
         (Self { path: PathBuf::from("<memory>"), chain_id: 0, memory: Some(cell) }, floor)
     }
 
@@ -161,7 +176,7 @@ impl StateFile {
     /// Writes `floor` atomically and durably.
     pub fn store(&self, floor: BlockRef) -> Result<(), StateError> {
         if let Some(cell) = &self.memory {
-            *cell.lock().unwrap_or_else(|p| p.into_inner()) = Some(floor);
+            *crate::util::lock(cell) = Some(floor);
             return Ok(());
         }
         let io =

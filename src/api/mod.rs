@@ -127,7 +127,7 @@ impl Shared {
     /// Changes the state (and marks the loop alive); returns whether the replica is ready now.
     pub fn update(&self, f: impl FnOnce(&mut State)) -> bool {
         let ready = {
-            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = crate::util::lock(&self.state);
             f(&mut s);
             s.last_tick = Some(Instant::now());
             self.readiness_of(&s).is_ok()
@@ -143,7 +143,7 @@ impl Shared {
 
     /// A copy of the state.
     pub fn snapshot(&self) -> State {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::util::lock(&self.state).clone()
     }
 
     /// Ready for traffic: the EL answers, not halted, in sync within the lag bound.

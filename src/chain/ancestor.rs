@@ -6,7 +6,7 @@
 //! divergence, and the search never answers below it.
 //!
 //! A load-balanced source may answer from replicas on different branches and break
-//! monotonicity; the answer is then a candidate only. The driver accepts it after the blocks it
+//! monotonicity; the answer is then a candidate only. Recovery accepts it after the blocks it
 //! fetches for replay link by parent hash from the candidate to the target it captured first,
 //! and searches again otherwise (see `sync/task/recover.rs`).
 
@@ -140,7 +140,7 @@ mod tests {
 
         /// A source whose answers flip between two branches (load-balanced replicas): the search
         /// may return a wrong candidate, but never one below finalized, and a candidate it calls
-        /// common is one where the answer it got said "agree" (the driver then verifies linkage).
+        /// common is one where the answer it got said "agree" (recovery then verifies linkage).
         #[test]
         fn flipping_source_never_goes_below_finalized(
             fin in 0u64..500,

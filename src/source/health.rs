@@ -112,7 +112,7 @@ pub struct Health {
 
 impl Health {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::util::lock(&self.state)
     }
 
     /// Whether the source may be asked now (not in backoff, not benched for lying).

@@ -32,7 +32,7 @@ impl<K: Hash + Eq + Copy, V: Clone> Memo<K, V> {
 
     /// Forgets every shared answer.
     pub(crate) fn clear(&self) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        crate::util::lock(&self.map).clear();
     }
 
     /// The answer for `key`: a read begun less than `window` ago (waited for if still running),
@@ -43,7 +43,7 @@ impl<K: Hash + Eq + Copy, V: Clone> Memo<K, V> {
     {
         let cell = {
             let now = Instant::now();
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::util::lock(&self.map);
             if map.len() > SWEEP_ABOVE {
                 map.retain(|_, (at, _)| now.duration_since(*at) < self.window);
             }

@@ -184,7 +184,7 @@ pub enum SourceError {
         /// The EL's reason.
         reason: String,
     },
-    /// A block that is not what it claims to be (I5): a lying or broken source.
+    /// An answer larger than `max_response_mib`.
     #[error("source {source_name} answered {method} with too much data: {error}")]
     TooLarge {
         /// Which source.
@@ -194,6 +194,7 @@ pub enum SourceError {
         /// The bound it broke.
         error: crate::http::TooLarge,
     },
+    /// A block that is not what it claims to be (I5): a lying or broken source.
     #[error("source {source_name} served a block that fails verification: {error}")]
     BadBlock {
         /// Source name.

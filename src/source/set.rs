@@ -270,7 +270,7 @@ impl SourceSet {
     /// that was said; the rest at debug.
     fn log_transition(&self, i: usize, t: Transition, reason: &str) {
         let now = Instant::now();
-        let mut said = self.members[i].announced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut said = crate::util::lock(&self.members[i].announced);
         let errors: u64 = self.members[i].health.snapshot(now).errors.values().sum();
         match t {
             Transition::None => {}

@@ -48,7 +48,7 @@ impl BlockCache {
     /// or fetched it recently, and owned otherwise.
     pub fn claim(&self, start: u64, count: u64) -> Vec<Claim> {
         let now = Instant::now();
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::util::lock(&self.slots);
         let mut out = Vec::with_capacity(count as usize);
         for n in start..start + count {
             match slots.get(&n) {
@@ -72,14 +72,14 @@ impl BlockCache {
     /// Forgets every height from `from` up (a block there turned out to be off the agreed chain:
     /// the sources reorganised, or one of them lied).
     pub fn forget_from(&self, from: u64) {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = crate::util::lock(&self.slots);
         slots.split_off(&from);
     }
 
     /// Heights held now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+        crate::util::lock(&self.slots).len()
     }
 }
 

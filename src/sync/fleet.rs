@@ -133,7 +133,7 @@ impl Fleet {
     /// others: their labels may be free to move now.
     pub fn report(&self, i: usize, head: BlockRef, finalized: BlockRef, ready: bool) {
         let moved = {
-            let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+            let mut views = crate::util::lock(&self.views);
             let Some(v) = views.get_mut(i) else { return };
             let moved = v.head != Some(head) || v.ready != ready;
             *v = ReplicaView {
@@ -157,7 +157,7 @@ impl Fleet {
     /// feeding for longer than [`LOCKSTEP_STALE`] still holds what it reported, and still
     /// counts).
     pub fn touch(&self, i: usize) {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = crate::util::lock(&self.views);
         if let Some(v) = views.get_mut(i).filter(|v| v.head.is_some()) {
             v.at = Some(Instant::now());
         }
@@ -165,7 +165,7 @@ impl Fleet {
 
     /// Records that replica `i` is not ready (its EL is down, it halted).
     pub fn report_down(&self, i: usize) {
-        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut views = crate::util::lock(&self.views);
         if let Some(v) = views.get_mut(i) {
             v.ready = false;
             v.at = Some(Instant::now());
@@ -178,7 +178,7 @@ impl Fleet {
         if self.mode != LabelMode::Lockstep {
             return None;
         }
-        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let views = crate::util::lock(&self.views);
         Some(counting(&views, i, Instant::now(), LOCKSTEP_STALE).filter_map(|v| v.head).collect())
     }
 
@@ -189,7 +189,7 @@ impl Fleet {
         if self.mode != LabelMode::Lockstep {
             return None;
         }
-        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let views = crate::util::lock(&self.views);
         lockstep_cap(&views, i, Instant::now(), LOCKSTEP_STALE, on_agreed)
     }
 

@@ -64,9 +64,6 @@ impl Follower {
     /// Checks the EL (chain id, JWT) before the first write, retrying while it is unreachable.
     /// `Ok(None)`: cancelled first.
     pub async fn connect(ctx: Ctx, fc: Forkchoice) -> Result<Option<Self>, RunError> {
-        if let Some(f) = fc.floor().get() {
-            info!(target: "lightcl::gate", floor = %f, "finality floor read from the state file");
-        }
         let mut backoff = Backoff::default();
         loop {
             match check::check(ctx.engine.as_ref(), ctx.config.chain_id)
@@ -109,8 +106,8 @@ impl Follower {
                 }
                 Err(fault) => fault,
             };
-            let wait = match fault.severity() {
-                Severity::Repair(sign) => {
+            let wait = match (fault.severity(), fault) {
+                (Severity::Repair(sign), _) => {
                     match self.stuck.repair(&self.ctx, &mut self.fc, sign).await {
                         Ok(()) => STUCK_RECHECK,
                         Err(Fault::Halt(why)) => match self.halt(why).await {
@@ -124,19 +121,15 @@ impl Follower {
                         }
                     }
                 }
-                Severity::Halt | Severity::Exit => {
-                    let exit = fault.severity() == Severity::Exit;
-                    let (Fault::Halt(why) | Fault::Exit(why)) = fault else { continue };
-                    if exit {
-                        self.ctx.token.cancel();
-                        return Err(why);
-                    }
-                    match self.halt(why).await {
-                        Halted::Resume => continue,
-                        Halted::Stop(e) => return Err(e),
-                    }
+                (_, Fault::Halt(why)) => match self.halt(why).await {
+                    Halted::Resume => continue,
+                    Halted::Stop(e) => return Err(e),
+                },
+                (_, Fault::Exit(why)) => {
+                    self.ctx.token.cancel();
+                    return Err(why);
                 }
-                severity => self.retry_later(&fault, severity, backoff.next_delay()),
+                (severity, fault) => self.retry_later(&fault, severity, backoff.next_delay()),
             };
             if !sleep_or_cancel(&self.ctx.token, wait).await {
                 break;
@@ -168,7 +161,6 @@ impl Follower {
     async fn round(&mut self) -> Result<Outcome, Fault> {
         let Some(seen) = self.observe().await? else { return Ok(Outcome::Idle) };
         let Seen { local, version, head_time, agreed, target, .. } = seen;
-        let floor = self.fc.floor().get();
         let ctx = &self.ctx;
         let (checkpoint, at_checkpoint) = (seen.checkpoint, seen.source_at_checkpoint);
         let boot = self.el_sync.round(
@@ -181,6 +173,7 @@ impl Follower {
             version,
         );
         if let Some(out) = boot.await? {
+            let floor = self.fc.floor().get();
             ctx.report.round(&local, Some((&agreed, target)), head_time, Mode::ElSyncing, floor);
             return Ok(out);
         }
@@ -188,6 +181,7 @@ impl Follower {
         let step = plan(&view);
         let lag = target.number.saturating_sub(local.head.number);
         let mode = mode_for(&step, lag, ctx.config.api.ready_max_lag_blocks);
+        let floor = self.fc.floor().get();
         ctx.report.round(&local, Some((&agreed, target)), head_time, mode, floor);
         let fc = &mut self.fc;
         let out = match step {

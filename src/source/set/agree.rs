@@ -364,7 +364,7 @@ impl SourceSet {
             })
             .collect();
         let text = what.join(", ");
-        let mut last = self.last_disagreement.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::util::lock(&self.last_disagreement);
         let now = Instant::now();
         // Once per period for all labels: heights move every block, so a persisting
         // disagreement would otherwise be said again at every poll, once per label.

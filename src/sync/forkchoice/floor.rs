@@ -56,7 +56,7 @@ impl Floor {
 
     /// Whether `head` is below the floor during a refill: a forkchoice there carries no labels.
     pub fn below_during_refill(&self, head: BlockRef) -> bool {
-        self.refilling && self.value.is_some_and(|f| head.number < f.number)
+        self.refilling && self.get().is_some_and(|f| head.number < f.number)
     }
 
     /// Says whether the EL lost blocks below the floor and is being refilled. The proof of the
@@ -71,14 +71,14 @@ impl Floor {
     /// Records the chain through the floor, proven below it. Ignored unless it ends at the
     /// current floor.
     pub(super) fn set_lineage(&mut self, chain: Proven) {
-        if self.value == Some(chain.top()) {
+        if self.get() == Some(chain.top()) {
             self.lineage = Some(chain);
         }
     }
 
     /// The proof so far of the chain through the current floor, if any.
     fn lineage(&self) -> Option<&Proven> {
-        let floor = self.value?;
+        let floor = self.get()?;
         self.lineage.as_ref().filter(|l| l.top() == floor)
     }
 
@@ -101,7 +101,7 @@ impl Floor {
     /// Raises the floor to `finalized` if it is higher (the caller has checked that it descends
     /// from the floor), persisting it first.
     pub(super) fn raise(&mut self, finalized: BlockRef) -> Result<(), StateError> {
-        if self.value.is_some_and(|f| f.number >= finalized.number) {
+        if self.get().is_some_and(|f| f.number >= finalized.number) {
             return Ok(());
         }
         if let Some(store) = &self.store {
@@ -126,7 +126,7 @@ impl Floor {
         el: Heads,
         el_syncing: bool,
     ) -> Result<Heads, Fault> {
-        let Some(floor) = self.value else {
+        let Some(floor) = self.get() else {
             self.set_refilling(false);
             if el.finalized.number > 0 {
                 self.raise(el.finalized)?;
@@ -163,7 +163,7 @@ impl Floor {
 
     /// Says (once per episode) that the EL's head is below the floor.
     fn log_refill(&self, el: Heads, el_syncing: bool) {
-        let floor = self.value.map(|f| f.to_string());
+        let floor = self.get().map(|f| f.to_string());
         if el_syncing {
             info!(target: "lightcl::gate", el_head = %el.head, floor = ?floor,
                 "the EL syncs from its peers towards the finalized block lightcl handed it");
@@ -185,7 +185,7 @@ impl Floor {
         sources: &SourceSet,
         base: BlockRef,
     ) -> Result<bool, Fault> {
-        let Some(floor) = self.value.filter(|f| self.refilling && base.number < f.number) else {
+        let Some(floor) = self.get().filter(|f| self.refilling && base.number < f.number) else {
             return Ok(true);
         };
         let low = base.number.max(floor.number.saturating_sub(REFILL_PROOF_DEPTH));

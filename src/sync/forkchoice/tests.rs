@@ -152,6 +152,35 @@ fn refusals_write_nothing() {
     }
 }
 
+/// A head that is not on the branch it claims is refused; so are labels left unset outside a
+/// refill below the floor.
+#[test]
+fn a_head_off_its_claimed_branch_and_stray_unset_labels_are_refused() {
+    let (el, mut floor, _) = setup(20, Some(b(6)));
+    // The claimed branch holds block 12 of branch 1; the head is the EL's block 12.
+    let chain = Proven::at(blk(12, 1));
+    let h = heads(b(12), b(10), b(8));
+    let res = run(gate::forkchoice(
+        el.as_ref(),
+        &mut floor,
+        FcuVersion::V3,
+        &h,
+        &Lineage { chain: &chain },
+    ));
+    assert!(
+        matches!(res, Err(GateError::Refused(ref why)) if why.contains("not on the branch it claims")),
+        "{res:?}"
+    );
+    let unset = BlockRef::new(0, B256::ZERO);
+    let res = run(send(&el, &mut floor, heads(b(12), unset, unset)));
+    assert!(
+        matches!(res, Err(GateError::Refused(ref why)) if why.contains("labels unset outside a refill")),
+        "{res:?}"
+    );
+    assert!(el.sent().is_empty());
+    assert_eq!(floor.get(), Some(b(6)));
+}
+
 /// A head whose branch holds another block at the floor's height is refused (I3).
 #[test]
 fn a_head_off_the_floor_is_refused() {
@@ -207,8 +236,24 @@ fn a_refill_follows_only_the_chain_through_the_floor() {
     let unset = BlockRef::new(0, B256::ZERO);
     assert_eq!(el.sent().last().map(|s| s.0), Some(heads(b(3), unset, unset)), "labels unset");
     assert_eq!(floor.get(), Some(b(10)), "a refill never moves the floor");
-    assert!(floor.refill_refusal(blk(5, 1)).is_some(), "another branch below the floor");
     assert!(floor.refill_refusal(b(5)).is_none());
+    // A head of another branch below the floor is refused by the gate, whatever its branch
+    // claims: the proof of the chain through the floor holds another block there.
+    let other = blk(3, 1);
+    let chain = Proven::at(other);
+    let h = heads(other, b(2), b(1));
+    let res = run(gate::forkchoice(
+        el.as_ref(),
+        &mut floor,
+        FcuVersion::V3,
+        &h,
+        &Lineage { chain: &chain },
+    ));
+    assert!(
+        matches!(res, Err(GateError::Refused(ref why)) if why.contains("chain through the finality floor")),
+        "{res:?}"
+    );
+    assert_eq!(el.sent().len(), 1, "nothing more was sent");
 }
 
 /// The floor applied to what the EL reports: an EL that holds another block at the floor's

@@ -309,7 +309,7 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
                 name,
                 engine: Arc::new(Watched { i, el: el.clone(), watch: watch.clone() })
                     as Arc<dyn Engine>,
-                state: StateFile::memory(Default::default()),
+                state: StateFile::memory(Default::default()).into(),
                 shared: Some(shared),
             }
         })
