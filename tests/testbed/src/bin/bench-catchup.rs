@@ -8,11 +8,13 @@
 //! The source is geth or op-geth; the two fresh ELs are `--el` (by default the source's kind):
 //! `--el op-reth` measures op-reth's import limit and lightcl on op-reth side by side.
 //!
-//! Usage: bench-catchup --lightcl PATH [--blocks N] [--chain optimism|ethereum]
+//! Usage: bench-catchup --lightcl PATH [--compare PATH] [--blocks N] [--chain optimism|ethereum]
 //!        [--el geth|op-geth|reth|op-reth] [--rounds R]
 //!
 //! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
-//! on a shared 2-core machine one run's ratio moves by several percent.
+//! on a shared 2-core machine one run's ratio moves by several percent. `--compare PATH` runs
+//! another lightcl binary (an earlier commit: see scripts/bench-compare.sh) in the same rounds,
+//! right after each run of this one, so that both see the same machine.
 
 use std::time::{Duration, Instant};
 
@@ -31,8 +33,17 @@ async fn main() {
 }
 
 async fn bench() -> Result<(), String> {
-    let args = Args::parse(&["--blocks", "--chain", "--el", "--rounds"])?;
+    let args = Args::parse(&["--blocks", "--chain", "--el", "--rounds", "--compare"])?;
     let lightcl = args.lightcl.clone();
+    // Another lightcl binary (an earlier commit) measured in the same rounds, on the same chain.
+    let compare = args.text("--compare").map(std::path::PathBuf::from);
+    let mut labels: Vec<(&str, &std::path::Path, &str)> =
+        vec![("raw", &lightcl, "raw"), ("json", &lightcl, "json")];
+    if let Some(c) = &compare {
+        labels.insert(1, ("raw, compared", c, "raw"));
+        labels.push(("json, compared", c, "json"));
+        println!("compared: {} (this run) against {}", lightcl.display(), c.display());
+    }
     let blocks = args.get("--blocks", 2000u64)?;
     let rounds = args.get("--rounds", 1usize)?.max(1);
     let kind = match args.text("--chain").unwrap_or("optimism") {
@@ -72,10 +83,10 @@ async fn bench() -> Result<(), String> {
             ElNode::spawn_with(sibling(&format!("bench-limit-{round}"))).await.map_err(e)?;
         limits.push(import_limit(&limit_el, &p, blocks).await?);
         drop(limit_el);
-        for fetch in ["raw", "json"] {
-            let name = format!("bench-follower-{fetch}-{round}");
+        for (k, &(label, bin, fetch)) in labels.iter().enumerate() {
+            let name = format!("bench-follower-{k}-{round}");
             let el = ElNode::spawn_with(sibling(&name)).await.map_err(e)?;
-            runs.push((fetch, follow(&lightcl, &src, &el, &p, blocks, fetch).await?));
+            runs.push((label, follow(bin, &src, &el, &p, blocks, fetch).await?));
         }
         let l = limits[round].0.as_secs_f64();
         let of =
@@ -88,6 +99,16 @@ async fn bench() -> Result<(), String> {
             of("json").unwrap_or(0.0),
             l / of("json").unwrap_or(f64::INFINITY),
         );
+        if compare.is_some() {
+            println!(
+                "round {}: compared binary: raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
+                round + 1,
+                of("raw, compared").unwrap_or(0.0),
+                l / of("raw, compared").unwrap_or(f64::INFINITY),
+                of("json, compared").unwrap_or(0.0),
+                l / of("json, compared").unwrap_or(f64::INFINITY),
+            );
+        }
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -102,7 +123,7 @@ async fn bench() -> Result<(), String> {
     let rate = |secs: f64| blocks as f64 / secs;
     println!("medians over {rounds} round(s):");
     println!("EL import limit (in-memory payloads): {limit:>8.2}s  {:>8.1} blocks/s", rate(limit));
-    for fetch in ["raw", "json"] {
+    for &(fetch, _, _) in &labels {
         let t = of(fetch, &|r| r.time.as_secs_f64());
         println!(
             "lightcl, fetch = {fetch:<4} (verified):   {t:>8.2}s  {:>8.1} blocks/s  ratio {:.3}",
@@ -113,7 +134,7 @@ async fn bench() -> Result<(), String> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let per_k = |cpu: f64| cpu * 1000.0 / blocks as f64;
     println!("CPU seconds per 1000 blocks ({cores} cores; limit run EL: {:.2}):", per_k(limit_cpu));
-    for fetch in ["raw", "json"] {
+    for &(fetch, _, _) in &labels {
         println!(
             "  fetch = {fetch:<4}  lightcl {:>6.2}  source EL {:>6.2}  follower EL {:>6.2}  \
              lightcl peak RSS {:.1} MiB",
