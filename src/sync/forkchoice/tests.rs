@@ -127,8 +127,17 @@ fn run<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// A forkchoice through the gate, on the EL's own chain below `heads.head`.
 async fn send(el: &FakeEl, floor: &mut Floor, h: Heads) -> Result<PayloadStatus, GateError> {
-    let chain = Proven::at(h.head);
-    gate::forkchoice(el, floor, FcuVersion::V3, &h, &Lineage { chain: &chain }).await
+    send_on(el, floor, h, &Proven::at(h.head)).await
+}
+
+/// A forkchoice through the gate, claiming the branch `chain`.
+async fn send_on(
+    el: &FakeEl,
+    floor: &mut Floor,
+    h: Heads,
+    chain: &Proven,
+) -> Result<PayloadStatus, GateError> {
+    gate::forkchoice(el, floor, FcuVersion::V3, &h, &Lineage { chain }).await
 }
 
 /// I1-I3 and the floor: each refusal sends nothing and leaves the floor (and its file) as it was.
@@ -159,14 +168,7 @@ fn a_head_off_its_claimed_branch_and_stray_unset_labels_are_refused() {
     let (el, mut floor, _) = setup(20, Some(b(6)));
     // The claimed branch holds block 12 of branch 1; the head is the EL's block 12.
     let chain = Proven::at(blk(12, 1));
-    let h = heads(b(12), b(10), b(8));
-    let res = run(gate::forkchoice(
-        el.as_ref(),
-        &mut floor,
-        FcuVersion::V3,
-        &h,
-        &Lineage { chain: &chain },
-    ));
+    let res = run(send_on(&el, &mut floor, heads(b(12), b(10), b(8)), &chain));
     assert!(
         matches!(res, Err(GateError::Refused(ref why)) if why.contains("not on the branch it claims")),
         "{res:?}"
@@ -241,14 +243,7 @@ fn a_refill_follows_only_the_chain_through_the_floor() {
     // claims: the proof of the chain through the floor holds another block there.
     let other = blk(3, 1);
     let chain = Proven::at(other);
-    let h = heads(other, b(2), b(1));
-    let res = run(gate::forkchoice(
-        el.as_ref(),
-        &mut floor,
-        FcuVersion::V3,
-        &h,
-        &Lineage { chain: &chain },
-    ));
+    let res = run(send_on(&el, &mut floor, heads(other, b(2), b(1)), &chain));
     assert!(
         matches!(res, Err(GateError::Refused(ref why)) if why.contains("chain through the finality floor")),
         "{res:?}"
