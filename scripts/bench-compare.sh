@@ -20,4 +20,4 @@ echo "bench-compare: building lightcl at $SHORT" >&2
 cp "$TARGET/lightcl" "$OUT/lightcl-$SHORT"
 # Put this tree's binary back where the other benches expect it.
 cp "$OUT/lightcl-this" "$TARGET/lightcl"
-exec "$TARGET/bench-catchup" --lightcl "$OUT/lightcl-this" --compare "$OUT/lightcl-$SHORT" "$@"
+"$TARGET/bench-catchup" --lightcl "$OUT/lightcl-this" --compare "$OUT/lightcl-$SHORT" "$@"

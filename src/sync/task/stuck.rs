@@ -117,31 +117,10 @@ impl StuckEl {
         fc: &mut Forkchoice,
         sign: Symptom,
     ) -> Result<(), Fault> {
-        let Symptom { head: have, what: symptom, seen } = sign;
-        let count = match self.stuck.at {
-            Some((b, n)) if b == have => n + seen,
-            _ => seen,
-        };
-        self.stuck.at = Some((have, count));
-        ctx.report.gauge(m::EL_STUCK, &[], 1.0);
-        warn!(target: "lightcl::engine", head = %have, times = count,
-            "the EL does not advance past its head: {symptom}");
-        if count < STUCK_BEFORE_REPAIR {
+        if !self.sighted(ctx, sign).await? {
             return Ok(());
         }
-        // The sightings can be older than the EL's head: a round that started at a head the EL
-        // had fallen back to (a crash) may have carried it well past it since. An EL that is
-        // above where it was seen stuck is not stuck; rolling it back would undo that.
-        let now = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
-        // (More than one block: geth in snap-sync mode takes the first block of each round and
-        // is stuck all the same.)
-        if let Some(now) = now.filter(|b| b.number > have.number + 1) {
-            info!(target: "lightcl::engine", seen_stuck_at = %have, head = %now,
-                "the EL advanced past where it looked stuck; no roll-back");
-            self.stuck.at = None;
-            self.watch = ProgressWatch::default();
-            return Ok(());
-        }
+        let Symptom { head: have, what: symptom, .. } = sign;
         let halt = |tried: String| {
             Fault::Halt(RunError::ElStuck { have, symptom: symptom.to_string(), tried })
         };
@@ -193,6 +172,37 @@ impl StuckEl {
         info!(target: "lightcl::engine", head = ?now_head.map(|b| b.to_string()),
             "EL rolled back to its own head; feeding the blocks above it again");
         Ok(())
+    }
+
+    /// Counts a sighting of `sign`; whether to roll back now: on the second in a row, unless
+    /// the EL has meanwhile advanced past where it was seen stuck.
+    async fn sighted(&mut self, ctx: &Ctx, sign: Symptom) -> Result<bool, Fault> {
+        let Symptom { head: have, what: symptom, seen } = sign;
+        let count = match self.stuck.at {
+            Some((b, n)) if b == have => n + seen,
+            _ => seen,
+        };
+        self.stuck.at = Some((have, count));
+        ctx.report.gauge(m::EL_STUCK, &[], 1.0);
+        warn!(target: "lightcl::engine", head = %have, times = count,
+            "the EL does not advance past its head: {symptom}");
+        if count < STUCK_BEFORE_REPAIR {
+            return Ok(false);
+        }
+        // The sightings can be older than the EL's head: a round that started at a head the EL
+        // had fallen back to (a crash) may have carried it well past it since. An EL that is
+        // above where it was seen stuck is not stuck; rolling it back would undo that.
+        let now = ctx.engine.block(BlockAt::Label(Label::Latest)).await?.map(|b| b.block);
+        // (More than one block: geth in snap-sync mode takes the first block of each round and
+        // is stuck all the same.)
+        if let Some(now) = now.filter(|b| b.number > have.number + 1) {
+            info!(target: "lightcl::engine", seen_stuck_at = %have, head = %now,
+                "the EL advanced past where it looked stuck; no roll-back");
+            self.stuck.at = None;
+            self.watch = ProgressWatch::default();
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Forgets the sightings of a stuck head but keeps the repair under way (how far it rolled
