@@ -59,20 +59,23 @@ build_op_geth() {
     rm -rf "$mod"
 }
 
-# unpack_reth NAME VERSION: unpacks NAME-VERSION.zst from the shared folder into the cache and
-# checks it against the folder's SHA256SUMS.uncompressed. Nothing is downloaded.
+# unpack_reth NAME VERSION [LINK]: unpacks NAME-VERSION.zst from the shared folder into the cache,
+# checks it against the folder's SHA256SUMS.uncompressed (the line named NAME-VERSION, else NAME)
+# and links it as LINK (default NAME) in the cache. Nothing is downloaded.
 SHARED_ELS="${TESTBED_SHARED_ELS:-$ROOT/../shared/els}"
 unpack_reth() {
-    local name="$1" version="$2"
+    local name="$1" version="$2" link="${3:-$1}"
     local bin="$CACHE/$name-$version" packed="$SHARED_ELS/$name-$version.zst"
     if [ ! -f "$packed" ]; then
         echo "install-els: $packed not found; the $name tests will be skipped (set TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_BIN to an installed $name $version to run them)" >&2
         return 0
     fi
-    local want; want="$(awk -v n="$name" '$2 == n { print $1 }' "$SHARED_ELS/SHA256SUMS.uncompressed")"
+    local sums="$SHARED_ELS/SHA256SUMS.uncompressed" want
+    want="$(awk -v n="$name-$version" '$2 == n { print $1 }' "$sums")"
+    [ -n "$want" ] || want="$(awk -v n="$name" '$2 == n { print $1 }' "$sums")"
     [ -n "$want" ] || die "no checksum for $name in $SHARED_ELS/SHA256SUMS.uncompressed"
     if [ -x "$bin" ] && [ "$(sha256sum "$bin" | cut -d' ' -f1)" = "$want" ]; then
-        ln -sfn "$(basename "$bin")" "$CACHE/$name"
+        ln -sfn "$(basename "$bin")" "$CACHE/$link"
         return 0
     fi
     if ! command -v zstd >/dev/null 2>&1; then
@@ -90,7 +93,7 @@ unpack_reth() {
     fi
     chmod +x "$bin.tmp"
     mv "$bin.tmp" "$bin"
-    ln -sfn "$(basename "$bin")" "$CACHE/$name"
+    ln -sfn "$(basename "$bin")" "$CACHE/$link"
     echo "install-els: $name $version ready: $("$bin" --version 2>/dev/null | head -1)"
 }
 
@@ -98,6 +101,7 @@ build_geth
 build_op_geth
 unpack_reth reth "$RETH_VERSION"
 unpack_reth op-reth "$OP_RETH_VERSION"
+unpack_reth op-reth "$OP_RETH_2_VERSION" op-reth-2
 
 ln -sfn "$(basename "$GETH_BIN")" "$CACHE/geth"
 ln -sfn "$(basename "$OP_GETH_BIN")" "$CACHE/op-geth"
