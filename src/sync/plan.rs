@@ -134,18 +134,7 @@ pub fn plan(v: &View) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn b(n: u64) -> BlockRef {
-        BlockRef::new(n, B256::with_last_byte(n as u8))
-    }
-
-    fn other(n: u64) -> BlockRef {
-        BlockRef::new(n, B256::repeat_byte(0xee))
-    }
-
-    fn heads(h: u64, s: u64, f: u64) -> Heads {
-        Heads { head: b(h), safe: b(s), finalized: b(f) }
-    }
+    use crate::sync::forkchoice::labels::tests::{b, heads, other};
 
     fn view(local: Heads, agreed: Heads, follow: Follow) -> View {
         let target = follow.target(&agreed);

@@ -117,20 +117,23 @@ pub fn handed(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use alloy_primitives::B256;
 
     use super::*;
 
-    fn b(n: u64) -> BlockRef {
+    /// Block `n` of the chain the tests follow.
+    pub(crate) fn b(n: u64) -> BlockRef {
         BlockRef::new(n, B256::with_last_byte(n as u8))
     }
 
-    fn other(n: u64) -> BlockRef {
+    /// A block at height `n` of another branch.
+    pub(crate) fn other(n: u64) -> BlockRef {
         BlockRef::new(n, B256::repeat_byte(0xee))
     }
 
-    fn heads(h: u64, s: u64, f: u64) -> Heads {
+    /// Heads at heights `h`, `s`, `f` of the chain the tests follow.
+    pub(crate) fn heads(h: u64, s: u64, f: u64) -> Heads {
         Heads { head: b(h), safe: b(s), finalized: b(f) }
     }
 

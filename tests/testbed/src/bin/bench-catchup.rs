@@ -91,23 +91,20 @@ async fn bench() -> Result<(), String> {
         let l = limits[round].0.as_secs_f64();
         let of =
             |f: &str| runs.iter().rev().find(|(k, _)| *k == f).map(|(_, r)| r.time.as_secs_f64());
-        println!(
-            "round {}: limit {l:.2}s, raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
-            round + 1,
-            of("raw").unwrap_or(0.0),
-            l / of("raw").unwrap_or(f64::INFINITY),
-            of("json").unwrap_or(0.0),
-            l / of("json").unwrap_or(f64::INFINITY),
-        );
-        if compare.is_some() {
+        let line = |what: &str, raw: &str, json: &str| {
+            let (r, j) = (of(raw), of(json));
             println!(
-                "round {}: compared binary: raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
+                "round {}: {what}raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
                 round + 1,
-                of("raw, compared").unwrap_or(0.0),
-                l / of("raw, compared").unwrap_or(f64::INFINITY),
-                of("json, compared").unwrap_or(0.0),
-                l / of("json, compared").unwrap_or(f64::INFINITY),
+                r.unwrap_or(0.0),
+                l / r.unwrap_or(f64::INFINITY),
+                j.unwrap_or(0.0),
+                l / j.unwrap_or(f64::INFINITY),
             );
+        };
+        line(&format!("limit {l:.2}s, "), "raw", "json");
+        if compare.is_some() {
+            line("compared binary: ", "raw, compared", "json, compared");
         }
     }
     let median = |mut v: Vec<f64>| {
