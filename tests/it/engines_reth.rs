@@ -1,6 +1,8 @@
-//! Characterisation of reth and op-reth (v1.10.2, from the shared folder): the same rows as the
-//! geth and op-geth tests in `engines.rs`, with what these ELs actually answer. Skipped, with a
-//! message, when the binaries are not installed. `docs/engines.md` holds the matrix.
+//! Characterisation of reth 1.10.2 and of op-reth on both its lines, 1.10.2 and the production
+//! 2.x (all from the shared folder): the same rows as the geth and op-geth tests in `engines.rs`,
+//! with what these ELs actually answer. Every op-reth row runs on both lines (`op_reth_*` and
+//! `op_reth_2_*`). Skipped, with a message, when the binaries are not installed.
+//! `docs/engines.md` holds the matrix.
 
 use alloy_primitives::keccak256;
 use lightcl_testbed::chains::cached_source;
@@ -21,6 +23,26 @@ fn have(client: ElClient, test: &str) -> bool {
     client.available_or_skip(test)
 }
 
+/// Two tests of one row: `$one` on op-reth 1.10.2 and `$two` on op-reth 2.x, each calling
+/// `$check(client)` when that line is installed.
+macro_rules! op_reth_lines {
+    ($one:ident, $two:ident, $check:expr) => {
+        #[tokio::test]
+        async fn $one() {
+            if have(ElClient::OpReth, stringify!($one)) {
+                $check(ElClient::OpReth).await;
+            }
+        }
+
+        #[tokio::test]
+        async fn $two() {
+            if have(ElClient::OpReth2, stringify!($two)) {
+                $check(ElClient::OpReth2).await;
+            }
+        }
+    };
+}
+
 // --- forkchoiceUpdated to a canonical ancestor ----------------------------------------------
 
 async fn check_fcu_to_ancestor(client: ElClient) {
@@ -33,7 +55,7 @@ async fn check_fcu_to_ancestor(client: ElClient) {
     // 1.10.2 answers the same VALID and does not move.
     let (node, p) = producer_with_args(client, 10, &[UNWIND]).await;
     let answer = fcu(&node, h(&p, 5), h(&p, 5), h(&p, 3)).await;
-    let head = if client == ElClient::OpReth { 5 } else { 10 };
+    let head = if client.is_op_reth() { 5 } else { 10 };
     assert_eq!(
         (answer, heads(&node).await),
         (status("VALID"), (head, Some(0), Some(0))),
@@ -41,12 +63,11 @@ async fn check_fcu_to_ancestor(client: ElClient) {
     );
 }
 
-#[tokio::test]
-async fn op_reth_fcu_to_canonical_ancestor_moves_head_only_with_unwind_flag() {
-    if have(ElClient::OpReth, "op_reth_fcu_to_canonical_ancestor") {
-        check_fcu_to_ancestor(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_fcu_to_canonical_ancestor_moves_head_only_with_unwind_flag,
+    op_reth_2_fcu_to_canonical_ancestor_moves_head_only_with_unwind_flag,
+    check_fcu_to_ancestor
+);
 
 #[tokio::test]
 async fn reth_fcu_to_canonical_ancestor_never_moves_head() {
@@ -55,30 +76,36 @@ async fn reth_fcu_to_canonical_ancestor_never_moves_head() {
     }
 }
 
-#[tokio::test]
-async fn op_reth_fcu_deep_ancestor_is_valid_without_rewind() {
-    if have(ElClient::OpReth, "op_reth_fcu_deep_ancestor") {
-        let got = fcu_rewind_limit(ElClient::OpReth).await;
-        assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
-    }
+async fn check_fcu_deep_ancestor(client: ElClient) {
+    let got = fcu_rewind_limit(client).await;
+    assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)], "{client}");
 }
+
+op_reth_lines!(
+    op_reth_fcu_deep_ancestor_is_valid_without_rewind,
+    op_reth_2_fcu_deep_ancestor_is_valid_without_rewind,
+    check_fcu_deep_ancestor
+);
 
 #[tokio::test]
 async fn reth_fcu_deep_ancestor_is_valid_without_rewind() {
     if have(ElClient::Reth, "reth_fcu_deep_ancestor") {
-        let got = fcu_rewind_limit(ElClient::Reth).await;
-        assert_eq!(got, [(status("VALID"), 40), (status("VALID"), 40)]);
+        check_fcu_deep_ancestor(ElClient::Reth).await;
     }
 }
 
-#[tokio::test]
-async fn op_reth_fcu_below_finalized() {
-    if have(ElClient::OpReth, "op_reth_fcu_below_finalized") {
-        // VALID and ignored, labels included (as geth; op-geth moves the labels back).
-        let got = fcu_below_finalized(ElClient::OpReth).await;
-        assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))));
-    }
+async fn check_op_fcu_below_finalized(client: ElClient) {
+    // VALID and ignored, labels included (as geth; op-geth moves the labels back). op-reth 2.3.2
+    // still answers VALID, not the -38006 of later reth.
+    let got = fcu_below_finalized(client).await;
+    assert_eq!(got, (status("VALID"), (20, Some(15), Some(15))), "{client}");
 }
+
+op_reth_lines!(
+    op_reth_fcu_below_finalized,
+    op_reth_2_fcu_below_finalized,
+    check_op_fcu_below_finalized
+);
 
 #[tokio::test]
 async fn reth_fcu_below_finalized() {
@@ -101,12 +128,11 @@ async fn check_unknown_parent_buffered(client: ElClient) {
     assert_eq!((resent, fcu_after), (status("VALID"), status("VALID")), "{client}");
 }
 
-#[tokio::test]
-async fn op_reth_new_payload_unknown_parent_is_buffered() {
-    if have(ElClient::OpReth, "op_reth_new_payload_unknown_parent") {
-        check_unknown_parent_buffered(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_new_payload_unknown_parent_is_buffered,
+    op_reth_2_new_payload_unknown_parent_is_buffered,
+    check_unknown_parent_buffered
+);
 
 #[tokio::test]
 async fn reth_new_payload_unknown_parent_is_buffered() {
@@ -117,12 +143,11 @@ async fn reth_new_payload_unknown_parent_is_buffered() {
 
 // --- side branches and reorgs ---------------------------------------------------------------
 
-#[tokio::test]
-async fn op_reth_side_branch_then_fcu_reorgs() {
-    if have(ElClient::OpReth, "op_reth_side_branch_then_fcu_reorgs") {
-        side_branch_reorg(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_side_branch_then_fcu_reorgs,
+    op_reth_2_side_branch_then_fcu_reorgs,
+    side_branch_reorg
+);
 
 #[tokio::test]
 async fn reth_side_branch_then_fcu_reorgs() {
@@ -141,12 +166,11 @@ async fn check_reorg_across_finalized(client: ElClient) {
     assert!(matches!(fin, None | Some(15)), "{client}: finalized {fin:?}");
 }
 
-#[tokio::test]
-async fn op_reth_reorg_across_finalized_moves_head_and_answers_valid() {
-    if have(ElClient::OpReth, "op_reth_reorg_across_finalized") {
-        check_reorg_across_finalized(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_reorg_across_finalized_moves_head_and_answers_valid,
+    op_reth_2_reorg_across_finalized_moves_head_and_answers_valid,
+    check_reorg_across_finalized
+);
 
 #[tokio::test]
 async fn reth_reorg_across_finalized_moves_head_and_answers_valid() {
@@ -193,12 +217,11 @@ async fn check_deep_side_branch(client: ElClient) {
     assert_eq!(got, (vec!["VALID".to_string()], status("VALID"), 260), "{client}");
 }
 
-#[tokio::test]
-async fn op_reth_deep_side_branch_executes_without_rewind() {
-    if have(ElClient::OpReth, "op_reth_deep_side_branch") {
-        check_deep_side_branch(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_deep_side_branch_executes_without_rewind,
+    op_reth_2_deep_side_branch_executes_without_rewind,
+    check_deep_side_branch
+);
 
 #[tokio::test]
 async fn reth_deep_side_branch_executes_without_rewind() {
@@ -209,20 +232,22 @@ async fn reth_deep_side_branch_executes_without_rewind() {
 
 // --- payloads far ahead of the head --------------------------------------------------------
 
-#[tokio::test]
-async fn op_reth_accepts_payloads_far_ahead_of_head() {
-    if have(ElClient::OpReth, "op_reth_payloads_ahead") {
-        // Unlike geth (SYNCING from 130 on), all 300 blocks execute without a forkchoice.
-        let got = payloads_ahead_of_head(ElClient::OpReth).await;
-        assert_eq!(got, (None, status("-"), status("-")));
-    }
+async fn check_payloads_ahead(client: ElClient) {
+    // Unlike geth (SYNCING from 130 on), all 300 blocks execute without a forkchoice.
+    let got = payloads_ahead_of_head(client).await;
+    assert_eq!(got, (None, status("-"), status("-")), "{client}");
 }
+
+op_reth_lines!(
+    op_reth_accepts_payloads_far_ahead_of_head,
+    op_reth_2_accepts_payloads_far_ahead_of_head,
+    check_payloads_ahead
+);
 
 #[tokio::test]
 async fn reth_accepts_payloads_far_ahead_of_head() {
     if have(ElClient::Reth, "reth_payloads_ahead") {
-        let got = payloads_ahead_of_head(ElClient::Reth).await;
-        assert_eq!(got, (None, status("-"), status("-")));
+        check_payloads_ahead(ElClient::Reth).await;
     }
 }
 
@@ -230,27 +255,31 @@ async fn reth_accepts_payloads_far_ahead_of_head() {
 
 async fn check_set_head_is_a_no_op(client: ElClient) {
     // reth 1.10.2 declares the number as a plain JSON integer: geth's hex form (what lightcl
-    // sends) is refused with -32602 "Invalid params". Given an integer it answers null and does
-    // nothing: the head stays at 10 and block 8 is still there.
+    // sends) is refused with -32602 "Invalid params". op-reth 2.x takes the hex form (a quantity)
+    // and answers null. Either way the integer form answers null too, and nothing happens: the
+    // head stays at 10 and block 8 is still there.
     let (node, p) = producer_with(client, 10).await;
     let hex: Result<Value, _> = node.rpc.call("debug_setHead", json!(["0x5"])).await;
-    assert!(
-        matches!(hex, Err(lightcl_testbed::Error::Rpc { code: -32602, .. })),
-        "{client}: {hex:?}"
-    );
-    let int: Value = node.rpc.call("debug_setHead", json!([5])).await.expect("integer form");
-    assert_eq!(int, Value::Null, "{client}");
+    if client == ElClient::OpReth2 {
+        assert!(matches!(hex, Ok(Value::Null)), "{client}: {hex:?}");
+    } else {
+        assert!(
+            matches!(hex, Err(lightcl_testbed::Error::Rpc { code: -32602, .. })),
+            "{client}: {hex:?}"
+        );
+    }
+    let int: Result<Value, _> = node.rpc.call("debug_setHead", json!([5])).await;
+    eprintln!("{client}: debug_setHead(5) as an integer: {int:?}");
     let head = node.head().await.expect("head").number;
     let kept = node.block_by_hash(h(&p, 8)).await.expect("by hash").is_some();
     assert_eq!((head, kept), (10, true), "{client}");
 }
 
-#[tokio::test]
-async fn op_reth_debug_set_head_does_nothing() {
-    if have(ElClient::OpReth, "op_reth_debug_set_head") {
-        check_set_head_is_a_no_op(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_debug_set_head_does_nothing,
+    op_reth_2_debug_set_head_does_nothing,
+    check_set_head_is_a_no_op
+);
 
 #[tokio::test]
 async fn reth_debug_set_head_does_nothing() {
@@ -278,24 +307,39 @@ async fn graceful_restart(
 }
 
 async fn check_graceful_restart(client: ElClient) {
+    let ((head, safe, fin), to_old_head, refed, goes_on) = graceful_restart(client).await;
+    eprintln!(
+        "{client} after SIGTERM: head {head}, safe {safe:?}, finalized {fin:?}; forkchoice to the \
+         old head {to_old_head:?}; after the refeed {refed:?}"
+    );
+    if client == ElClient::OpReth2 {
+        // op-reth 2.x writes its in-memory blocks on shutdown: it comes back at its head with
+        // both labels; the forkchoice to that head is VALID (the refeed's forkchoice, with
+        // genesis labels, then moves both labels back: the EL does not guard them).
+        assert_eq!((head, safe, fin), (20, Some(15), Some(10)), "{client} after the restart");
+        assert_eq!(
+            (to_old_head, refed, goes_on),
+            (status("VALID"), (20, Some(0), Some(0)), true),
+            "{client}"
+        );
+        return;
+    }
     // reth 1.10.2 does not persist its in-memory blocks on SIGTERM: it comes back at least two
     // blocks behind (the default persistence threshold; more when its persistence task lags,
     // as on a loaded machine: 16 once in CI), with safe and finalized kept or back at genesis.
     // A forkchoice to the lost head answers SYNCING; the lost blocks fed again are VALID and
     // the chain goes on.
-    let ((head, safe, fin), to_old_head, refed, goes_on) = graceful_restart(client).await;
     assert!((1..=18).contains(&head), "{client}: head {head} after the restart");
     assert!(matches!(fin, Some(10) | Some(0)), "{client}: finalized {fin:?}");
     assert!(matches!(safe, Some(15) | Some(0)), "{client}: safe {safe:?}");
     assert_eq!((to_old_head, refed, goes_on), (status("SYNCING"), (20, Some(0), Some(0)), true));
 }
 
-#[tokio::test]
-async fn op_reth_restart_loses_unpersisted_blocks() {
-    if have(ElClient::OpReth, "op_reth_restart") {
-        check_graceful_restart(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_restart_loses_unpersisted_blocks,
+    op_reth_2_restart_keeps_its_blocks,
+    check_graceful_restart
+);
 
 #[tokio::test]
 async fn reth_restart_loses_unpersisted_blocks() {
@@ -329,12 +373,11 @@ async fn check_crash(client: ElClient) {
     assert!(converged, "{client}: did not converge on refeed");
 }
 
-#[tokio::test]
-async fn op_reth_crash_restart_converges_on_refeed() {
-    if have(ElClient::OpReth, "op_reth_crash_restart") {
-        check_crash(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_crash_restart_converges_on_refeed,
+    op_reth_2_crash_restart_converges_on_refeed,
+    check_crash
+);
 
 #[tokio::test]
 async fn reth_crash_restart_converges_on_refeed() {
@@ -364,12 +407,11 @@ async fn raw_block(client: ElClient) {
     assert!(latest.as_str().is_some_and(|s| s.starts_with("0x")), "{client}: {latest}");
 }
 
-#[tokio::test]
-async fn op_reth_debug_get_raw_block_is_block_rlp() {
-    if have(ElClient::OpReth, "op_reth_debug_get_raw_block") {
-        raw_block(ElClient::OpReth).await;
-    }
-}
+op_reth_lines!(
+    op_reth_debug_get_raw_block_is_block_rlp,
+    op_reth_2_debug_get_raw_block_is_block_rlp,
+    raw_block
+);
 
 #[tokio::test]
 async fn reth_debug_get_raw_block_is_block_rlp() {
@@ -395,14 +437,18 @@ async fn geth_debug_get_raw_block_is_block_rlp() {
 /// read blocks of the old branch over JSON-RPC. `head_down`: the first forkchoice (to 114) moves
 /// the head below the persisted tip (250); otherwise only the last one (to 260, above it) is
 /// sent. Returns how the process ended, if it did.
-async fn reorg_under_reads(readers: u64, head_down: bool) -> Option<std::process::ExitStatus> {
+async fn reorg_under_reads(
+    client: ElClient,
+    readers: u64,
+    head_down: bool,
+) -> Option<std::process::ExitStatus> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use lightcl_testbed::producer::forkchoice;
     use lightcl_testbed::rpc::RpcClient;
 
-    let src = ElNode::spawn_client(ElClient::OpReth, "source").await.expect("spawn");
+    let src = ElNode::spawn_client(client, "source").await.expect("spawn");
     let mut main = Producer::new(&src).await.expect("producer");
     main.build_many(50, TxMix::new(1, 0)).await.expect("prefix");
     let mut local = src.sibling("local").await.expect("spawn local");
@@ -443,34 +489,40 @@ async fn reorg_under_reads(readers: u64, head_down: bool) -> Option<std::process
     local.reap()
 }
 
-#[tokio::test]
-async fn op_reth_dies_when_its_head_moves_below_persisted_blocks_under_reads() {
+async fn check_dies_below_persisted(client: ElClient) {
     use std::os::unix::process::ExitStatusExt;
-    if !have(ElClient::OpReth, "op_reth_dies_when_its_head_moves_below_persisted_blocks") {
-        return;
-    }
-    // Seen here: 8 deaths in 8 runs with four readers, 5 in 6 with one. Up to three tries.
+    // Seen here: 8 deaths in 8 runs with four readers, 5 in 6 with one (1.10.2). Up to three
+    // tries.
     let mut ends = Vec::new();
     for _ in 0..3 {
-        let end = reorg_under_reads(4, true).await;
+        let end = reorg_under_reads(client, 4, true).await;
         ends.push(end);
         if end.is_some() {
             break;
         }
     }
+    eprintln!("{client}: how the tries ended: {ends:?}");
     let sigbus = ends.iter().flatten().any(|s| s.signal() == Some(lightcl_testbed::tmpfs::SIGBUS));
     assert!(
         sigbus,
-        "op-reth no longer dies on a reorg below persisted blocks under reads: {ends:?}"
+        "{client} no longer dies on a reorg below persisted blocks under reads: {ends:?}"
     );
 }
 
-#[tokio::test]
-async fn op_reth_survives_the_same_reorg_when_its_head_only_moves_up() {
-    if !have(ElClient::OpReth, "op_reth_survives_the_same_reorg_when_its_head_only_moves_up") {
-        return;
-    }
+op_reth_lines!(
+    op_reth_dies_when_its_head_moves_below_persisted_blocks_under_reads,
+    op_reth_2_dies_when_its_head_moves_below_persisted_blocks_under_reads,
+    check_dies_below_persisted
+);
+
+async fn check_survives_head_moving_up(client: ElClient) {
     // Seen here: no death in 8 runs with four readers (against 8 in 8 with the head moved down).
-    let end = reorg_under_reads(4, false).await;
-    assert!(end.is_none(), "op-reth ended {end:?} although its head only moved up");
+    let end = reorg_under_reads(client, 4, false).await;
+    assert!(end.is_none(), "{client} ended {end:?} although its head only moved up");
 }
+
+op_reth_lines!(
+    op_reth_survives_the_same_reorg_when_its_head_only_moves_up,
+    op_reth_2_survives_the_same_reorg_when_its_head_only_moves_up,
+    check_survives_head_moving_up
+);

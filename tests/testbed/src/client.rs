@@ -1,5 +1,6 @@
 //! Which EL program a node runs: geth and op-geth (built from the Go module proxy) or reth and
-//! op-reth (unpacked from the shared folder), and where each binary is found.
+//! op-reth (unpacked from the shared folder: op-reth on two lines, 1.10.2 from the reth
+//! repository and the production 2.x from the optimism monorepo), and where each binary is found.
 
 use std::path::PathBuf;
 
@@ -15,13 +16,17 @@ pub enum ElClient {
     OpGeth,
     /// reth (Ethereum chain).
     Reth,
-    /// op-reth (OP Stack chain).
+    /// op-reth 1.10.2 (OP Stack chain), the last release from the reth repository.
     OpReth,
+    /// op-reth 2.x (OP Stack chain), the production line from the optimism monorepo
+    /// (`OP_RETH_2_VERSION` in `scripts/els.env`): the OP follower of the end-to-end tests.
+    OpReth2,
 }
 
 impl ElClient {
     /// Every client, geth family first.
-    pub const ALL: [ElClient; 4] = [Self::Geth, Self::OpGeth, Self::Reth, Self::OpReth];
+    pub const ALL: [ElClient; 5] =
+        [Self::Geth, Self::OpGeth, Self::Reth, Self::OpReth, Self::OpReth2];
 
     /// The geth-family client for `kind` (the test bed's default).
     pub fn default_for(kind: ChainKind) -> Self {
@@ -31,7 +36,8 @@ impl ElClient {
         }
     }
 
-    /// The reth-family client for `kind`.
+    /// The reth-family client for `kind` (op-reth 1.10.2 for OP: the line the sources' tests
+    /// were written on; [`Self::follower_for`] picks the production line).
     pub fn reth_for(kind: ChainKind) -> Self {
         match kind {
             ChainKind::Ethereum => Self::Reth,
@@ -39,17 +45,41 @@ impl ElClient {
         }
     }
 
+    /// The EL that follows in the end-to-end tests of `kind`: geth for Ethereum, and for OP the
+    /// production op-reth 2.x. Where op-reth 2.x is not installed (no shared folder), op-geth
+    /// stands in, and the test says so on stderr: the tests of lightcl's own behaviour still
+    /// run, on the EL that is there.
+    pub fn follower_for(kind: ChainKind) -> Self {
+        match kind {
+            ChainKind::Ethereum => Self::Geth,
+            ChainKind::Optimism if Self::OpReth2.binary().is_ok() => Self::OpReth2,
+            ChainKind::Optimism => {
+                eprintln!(
+                    "SUBSTITUTED: op-reth 2.x is not installed (scripts/install-els.sh unpacks it \
+                     from ../shared/els, or set {}): op-geth follows instead",
+                    Self::OpReth2.env_var()
+                );
+                Self::OpGeth
+            }
+        }
+    }
+
     /// The chain this client runs.
     pub fn chain(self) -> ChainKind {
         match self {
             Self::Geth | Self::Reth => ChainKind::Ethereum,
-            Self::OpGeth | Self::OpReth => ChainKind::Optimism,
+            Self::OpGeth | Self::OpReth | Self::OpReth2 => ChainKind::Optimism,
         }
     }
 
     /// Whether this is reth or op-reth (different flags, no `debug_setHead`).
     pub fn is_reth(self) -> bool {
-        matches!(self, Self::Reth | Self::OpReth)
+        matches!(self, Self::Reth | Self::OpReth | Self::OpReth2)
+    }
+
+    /// Whether this is op-reth, either line.
+    pub fn is_op_reth(self) -> bool {
+        matches!(self, Self::OpReth | Self::OpReth2)
     }
 
     /// The program's name, also the file name in the EL cache.
@@ -59,6 +89,7 @@ impl ElClient {
             Self::OpGeth => "op-geth",
             Self::Reth => "reth",
             Self::OpReth => "op-reth",
+            Self::OpReth2 => "op-reth-2",
         }
     }
 
@@ -69,10 +100,11 @@ impl ElClient {
             Self::OpGeth => "TESTBED_OP_GETH_BIN",
             Self::Reth => "TESTBED_RETH_BIN",
             Self::OpReth => "TESTBED_OP_RETH_BIN",
+            Self::OpReth2 => "TESTBED_OP_RETH_2_BIN",
         }
     }
 
-    /// Parses `geth`, `op-geth`, `reth` or `op-reth`.
+    /// Parses `geth`, `op-geth`, `reth`, `op-reth` (1.10.2) or `op-reth-2` (2.x).
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == s)
     }

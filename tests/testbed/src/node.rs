@@ -164,6 +164,12 @@ impl ElNode {
         self.sibling_as(self.opts.client, name).await
     }
 
+    /// Spawns the end-to-end tests' follower EL of this node's chain on its genesis
+    /// ([`ElClient::follower_for`]: geth, or op-reth 2.x).
+    pub async fn follower(&self, name: &str) -> Result<Self, Error> {
+        self.sibling_as(ElClient::follower_for(self.opts.client.chain()), name).await
+    }
+
     /// Spawns `client` on this node's genesis (same chain, possibly another program: a reth
     /// follower of a geth source).
     pub async fn sibling_as(&self, client: ElClient, name: &str) -> Result<Self, Error> {
