@@ -30,7 +30,7 @@ async fn exits_with(lc: &mut Lightcl, code: i32, needle: &str) {
 #[tokio::test]
 async fn wrong_jwt_secret_exits_without_writing() {
     let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let dir = tempfile::tempdir().expect("tempdir");
     let wrong = dir.path().join("wrong.hex");
     std::fs::write(&wrong, "cd".repeat(32)).expect("write");
@@ -43,7 +43,7 @@ async fn wrong_jwt_secret_exits_without_writing() {
 #[tokio::test]
 async fn chain_id_mismatch_exits_without_writing() {
     let (src, _p) = source_chain(ChainKind::Optimism, 5, 4, 3).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let cfg = FollowerConfig { chain_id: 12345, ..FollowerConfig::new(&src, &el) };
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     exits_with(&mut lc, EXIT_STARTUP, "reports chain id 901901, the configuration says 12345")
@@ -66,7 +66,7 @@ async fn chain_id_mismatch_exits_without_writing() {
 #[tokio::test]
 async fn unknown_config_key_exits_with_its_name() {
     let (src, _p) = source_chain(ChainKind::Optimism, 1, 1, 1).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let cfg =
         FollowerConfig { extra: "pol_interval_ms = 5".into(), ..FollowerConfig::new(&src, &el) };
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -78,7 +78,7 @@ async fn unknown_config_key_exits_with_its_name() {
 #[tokio::test]
 async fn unreachable_source_at_start_is_retried_then_followed() {
     let (src, p) = source_chain(ChainKind::Optimism, 10, 8, 6).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_down(true);
     let cfg =
@@ -104,7 +104,7 @@ async fn unreachable_source_at_start_is_retried_then_followed() {
 /// after its tamper was set.
 async fn tampered_blocks_are_refused(fetch: &str, stages: Vec<(Tamper, &str)>) {
     let (src, p) = source_chain(ChainKind::Optimism, 12, 12, 2).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = FollowerConfig {
         sources: vec![proxy.url().to_string()],

@@ -121,6 +121,11 @@ async fn op_reth_bootstraps_by_el_sync_then_follows() {
 }
 
 #[tokio::test]
+async fn op_reth_2_bootstraps_by_el_sync_then_follows() {
+    bootstraps_by_el_sync(ElClient::OpReth2, 2_000, &[&[]]).await;
+}
+
+#[tokio::test]
 async fn reth_bootstraps_by_el_sync_then_follows() {
     bootstraps_by_el_sync(ElClient::Reth, 2_000, &[&[]]).await;
 }

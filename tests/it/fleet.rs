@@ -14,7 +14,7 @@ use lightcl_testbed::proxy::{Proxy, source_requests};
 use lightcl_testbed::{ElClient, ElNode, Producer, TxMix};
 use serde_json::Value;
 
-use crate::follow::{lightcl_bin, tail, wait_labels};
+use crate::follow::{lightcl_bin, op_follower, tail, wait_labels};
 use crate::ops::{api_url, get};
 
 /// The config of a lightcl driving `replicas` (name, EL) from `source`, with `extra` top-level
@@ -27,9 +27,10 @@ fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
 
-/// The client of the third replica: op-reth where its binary is present, op-geth otherwise.
+/// The client of the third replica: op-reth 1.10.2 where its binary is present (a fleet mid-way
+/// through an upgrade: two replicas on op-reth 2.x, one on the older line), op-geth otherwise.
 fn third_client() -> ElClient {
-    if ElClient::OpReth.available_or_skip("op-reth as a fleet replica (op-geth stands in)") {
+    if ElClient::OpReth.available_or_skip("op-reth 1.10.2 as a fleet replica (op-geth stands in)") {
         ElClient::OpReth
     } else {
         ElClient::OpGeth
@@ -84,8 +85,8 @@ async fn follow_once(
 async fn three_replicas_fetch_each_block_once() {
     let n = 300;
     let (src, p) = source(n).await;
-    let (one_s, (one_blocks, one_other)) = follow_once(&src, &p, &[ElClient::OpGeth], "solo").await;
-    let three = [ElClient::OpGeth, ElClient::OpGeth, third_client()];
+    let (one_s, (one_blocks, one_other)) = follow_once(&src, &p, &[op_follower()], "solo").await;
+    let three = [op_follower(), op_follower(), third_client()];
     let (three_s, (three_blocks, three_other)) = follow_once(&src, &p, &three, "fleet").await;
     eprintln!(
         "FLEET {n} blocks: one replica {one_s:.1} s ({:.0} blocks/s), {one_blocks} blocks and \
@@ -111,7 +112,7 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
     let n = 300;
     let (src, mut p) = source(n).await;
     let mut els: Vec<ElNode> = Vec::new();
-    for (i, c) in [ElClient::OpGeth, ElClient::OpGeth, third_client()].into_iter().enumerate() {
+    for (i, c) in [op_follower(), op_follower(), third_client()].into_iter().enumerate() {
         els.push(src.sibling_as(c, &format!("r{i}")).await.expect("spawn replica"));
     }
     let toml = {
@@ -189,8 +190,8 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
 /// others only follow.
 #[tokio::test]
 async fn a_diverged_replica_is_recovered_alone() {
-    let d = crate::recovery::diverged(ElClient::OpGeth, 40, 10, 30).await;
-    let fresh = d.src.sibling("fresh").await.expect("spawn");
+    let d = crate::recovery::diverged(op_follower(), 40, 10, 30).await;
+    let fresh = d.src.follower("fresh").await.expect("spawn");
     let other = d.src.sibling_as(third_client(), "other").await.expect("spawn");
     let replicas: Vec<(&str, &ElNode)> =
         vec![("fresh", &fresh), ("rival", &d.local), ("other", &other)];
@@ -225,8 +226,8 @@ async fn a_diverged_replica_is_recovered_alone() {
 #[tokio::test]
 async fn lockstep_holds_labels_until_the_slow_replica_has_the_block() {
     let (src, mut p) = source(20).await;
-    let fast = src.sibling("fast").await.expect("spawn");
-    let slow = src.sibling("slow").await.expect("spawn");
+    let fast = src.follower("fast").await.expect("spawn");
+    let slow = src.follower("slow").await.expect("spawn");
     let slow_engine = Proxy::start(vec![slow.auth_url()]).await.expect("proxy");
     // The slow replica stays ready (and so counts) up to 100 blocks behind.
     let toml = lightcl_testbed::lightcl::fleet_toml(

@@ -118,6 +118,12 @@ pub async fn source_chain(kind: ChainKind, blocks: u64, safe: u64, fin: u64) -> 
     .expect("source chain")
 }
 
+/// The follower EL of the OP end-to-end tests: op-reth 2.x, or op-geth where it is not installed
+/// ([`ElClient::follower_for`]).
+pub fn op_follower() -> ElClient {
+    ElClient::follower_for(ChainKind::Optimism)
+}
+
 fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
@@ -146,8 +152,8 @@ pub async fn follows_safe_then_latest(follower: ElClient) {
 }
 
 #[tokio::test]
-async fn op_geth_follows_safe_then_latest() {
-    follows_safe_then_latest(ElClient::OpGeth).await;
+async fn op_reth_2_follows_safe_then_latest() {
+    follows_safe_then_latest(op_follower()).await;
 }
 
 #[tokio::test]
@@ -158,7 +164,7 @@ async fn geth_follows_safe_then_latest() {
 #[tokio::test]
 async fn check_command_against_real_endpoints() {
     let (src, _p) = source_chain(ChainKind::Optimism, 3, 3, 1).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let cfg = FollowerConfig::new(&src, &el);
     let mut ok =
         Lightcl::start_with_args(lightcl_bin(), &cfg.to_toml(), &["check"]).expect("check");

@@ -1,32 +1,27 @@
-//! lightcl end to end on reth and op-reth (v1.10.2, from the shared folder), with geth or
-//! op-geth as the source chain: catch-up and following, recovery at depth 3 and 200 and right
-//! above finalized, the finalized-divergence halt, lightcl killed mid-recovery, and the EL
-//! killed mid-catch-up and mid-recovery. Skipped, with a message, when the binaries are absent.
-//! Where op-reth dies by itself (SIGBUS after a deep reorg, docs/engines.md) the tests restart it
-//! on its datadir and require lightcl to heal it; they never skip the check.
+//! lightcl end to end on reth and op-reth (from the shared folder), with geth or op-geth as the
+//! source chain. op-reth 2.x, the production line and the OP follower of the end-to-end tests,
+//! runs the whole set: catch-up and following, recovery at depth 3 and 200 and right above
+//! finalized, the finalized-divergence halt, lightcl killed mid-recovery, the EL killed
+//! mid-catch-up and mid-recovery, and a full disk (the OP recovery and halt tests in
+//! `recovery.rs` run on it too, through [`crate::follow::op_follower`]). op-reth 1.10.2 and reth
+//! 1.10.2 keep following and the deep recovery. Skipped, with a message, when the binaries are
+//! absent. Where op-reth dies by itself (SIGBUS after a deep reorg, docs/engines.md) the tests
+//! restart it on its datadir and require lightcl to heal it; they never skip the check.
 
 use lightcl_testbed::ElClient;
 
 use crate::el_crash::{killed_mid_catch_up, killed_mid_recovery};
 use crate::follow::follows_safe_then_latest;
-use crate::recovery::{
-    halts_below_finalized, lightcl_killed_mid_recovery, recovers, recovers_right_above_finalized,
-};
+use crate::recovery::{lightcl_killed_mid_recovery, recovers};
 
 const OP_RETH: ElClient = ElClient::OpReth;
+const OP_RETH_2: ElClient = ElClient::OpReth2;
 const RETH: ElClient = ElClient::Reth;
 
 #[tokio::test]
 async fn op_reth_follows_safe_then_latest() {
     if OP_RETH.available_or_skip("op_reth_follows_safe_then_latest") {
         follows_safe_then_latest(OP_RETH).await;
-    }
-}
-
-#[tokio::test]
-async fn op_reth_recovers_depth_3() {
-    if OP_RETH.available_or_skip("op_reth_recovers_depth_3") {
-        recovers(OP_RETH, 40, 3, 30).await;
     }
 }
 
@@ -38,37 +33,23 @@ async fn op_reth_recovers_depth_200() {
 }
 
 #[tokio::test]
-async fn op_reth_recovers_right_above_finalized() {
-    if OP_RETH.available_or_skip("op_reth_recovers_right_above_finalized") {
-        recovers_right_above_finalized(OP_RETH).await;
+async fn op_reth_2_lightcl_killed_mid_recovery_converges() {
+    if OP_RETH_2.available_or_skip("op_reth_2_lightcl_killed_mid_recovery") {
+        lightcl_killed_mid_recovery(OP_RETH_2).await;
     }
 }
 
 #[tokio::test]
-async fn op_reth_divergence_below_finalized_halts_without_writes() {
-    if OP_RETH.available_or_skip("op_reth_divergence_below_finalized_halts") {
-        halts_below_finalized(OP_RETH).await;
+async fn op_reth_2_killed_at_three_points_of_a_catch_up_converges() {
+    if OP_RETH_2.available_or_skip("op_reth_2_killed_mid_catch_up") {
+        killed_mid_catch_up(OP_RETH_2, &[40, 110, 180]).await;
     }
 }
 
 #[tokio::test]
-async fn op_reth_lightcl_killed_mid_recovery_converges() {
-    if OP_RETH.available_or_skip("op_reth_lightcl_killed_mid_recovery") {
-        lightcl_killed_mid_recovery(OP_RETH).await;
-    }
-}
-
-#[tokio::test]
-async fn op_reth_killed_at_three_points_of_a_catch_up_converges() {
-    if OP_RETH.available_or_skip("op_reth_killed_mid_catch_up") {
-        killed_mid_catch_up(OP_RETH, &[40, 110, 180]).await;
-    }
-}
-
-#[tokio::test]
-async fn op_reth_killed_mid_recovery_converges() {
-    if OP_RETH.available_or_skip("op_reth_killed_mid_recovery") {
-        killed_mid_recovery(OP_RETH).await;
+async fn op_reth_2_killed_mid_recovery_converges() {
+    if OP_RETH_2.available_or_skip("op_reth_2_killed_mid_recovery") {
+        killed_mid_recovery(OP_RETH_2).await;
     }
 }
 
@@ -93,7 +74,7 @@ async fn reth_recovers_depth_200() {
 /// room is made it comes back and lightcl must converge without any other help. Needs root (to
 /// mount the tmpfs); skipped with the reason otherwise.
 #[tokio::test]
-async fn op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
+async fn op_reth_2_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
     use std::time::{Duration, Instant};
 
     use lightcl_testbed::NodeOptions;
@@ -103,8 +84,8 @@ async fn op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
     use crate::follow::{lightcl_bin, tail, wait_labels_healing};
     use crate::recovery::diverged_on;
 
-    const TEST: &str = "op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made";
-    if !OP_RETH.available_or_skip(TEST) {
+    const TEST: &str = "op_reth_2_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made";
+    if !OP_RETH_2.available_or_skip(TEST) {
         return;
     }
     let fs = match Tmpfs::mount("64m") {
@@ -116,7 +97,7 @@ async fn op_reth_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
     };
     let opts = NodeOptions {
         datadir_in: Some(fs.path().to_path_buf()),
-        ..NodeOptions::of(OP_RETH, "local")
+        ..NodeOptions::of(OP_RETH_2, "local")
     };
     let mut d = diverged_on(opts, 50, 200, 40).await;
     fs.fill_leaving(64 * 1024).expect("fill the tmpfs");

@@ -47,7 +47,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_readiness_and_status_through_catch_up_and_sync() {
     let (src, p) = source_chain(ChainKind::Optimism, 250, 250, 240).await;
-    let el = src.sibling("follower").await.expect("spawn");
+    let el = src.follower("follower").await.expect("spawn");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     proxy.set_delay(Duration::from_millis(15));
     // A source URL with a password the proxy ignores: it must never be printed.
@@ -228,7 +228,7 @@ async fn latency_histograms_are_served(api: &str, m: &str) {
 
 #[tokio::test]
 async fn metrics_count_a_recovery_and_report_a_halt() {
-    let d = diverged(lightcl_testbed::ElClient::OpGeth, 40, 3, 30).await;
+    let d = diverged(crate::follow::op_follower(), 40, 3, 30).await;
     let lc = Lightcl::start(lightcl_bin(), &FollowerConfig::new(&d.src, &d.local)).expect("start");
     let api = api_url(&lc).await;
     assert!(lc.wait_log(" recovered", Duration::from_secs(60)).await, "{}", tail(&lc.log(), 20));
@@ -238,7 +238,7 @@ async fn metrics_count_a_recovery_and_report_a_halt() {
     assert_eq!(metric(&m, "lightcl_last_recovery_depth_blocks{replica=\"el\"}"), Some(3.0));
     drop(lc);
 
-    let d = diverged(lightcl_testbed::ElClient::OpGeth, 40, 10, 45).await;
+    let d = diverged(crate::follow::op_follower(), 40, 10, 45).await;
     let cfg = FollowerConfig { json_logs: true, ..FollowerConfig::new(&d.src, &d.local) };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     let api = api_url(&lc).await;

@@ -73,12 +73,12 @@ async fn majority_follows_the_two_and_all_holds_until_they_agree() {
     let b = Proxy::start(vec![s.b.http_url(), s.a1.http_url()]).await.expect("proxy");
     let urls = vec![slow_a1.url().to_string(), slow_a2.url().to_string(), b.url().to_string()];
 
-    let el = s.a1.sibling("majority").await.expect("spawn");
+    let el = s.a1.follower("majority").await.expect("spawn");
     let lc = Lightcl::start(lightcl_bin(), &cfg(&el, urls.clone(), "\"majority\"")).expect("start");
     wait_labels(&el, s.want(), Duration::from_secs(90), &lc).await;
     drop(lc);
 
-    let el = s.a1.sibling("all").await.expect("spawn");
+    let el = s.a1.follower("all").await.expect("spawn");
     let lc = Lightcl::start(lightcl_bin(), &cfg(&el, urls, "\"all\"")).expect("start");
     let fork = s.main.hash_at(40).expect("h40");
     wait_labels(&el, (fork, fork, fork), Duration::from_secs(90), &lc).await;
@@ -103,7 +103,7 @@ async fn a_down_source_is_reported_and_readmitted() {
     let mut s = Sources::new(ChainKind::Optimism, 30, 20, 5).await;
     let c = Proxy::start(vec![s.a1.http_url()]).await.expect("proxy");
     let urls = vec![s.a1.http_url(), s.a2.http_url(), c.url().to_string()];
-    let el = s.a1.sibling("follower").await.expect("spawn");
+    let el = s.a1.follower("follower").await.expect("spawn");
     let lc = Lightcl::start(lightcl_bin(), &cfg(&el, urls, "\"majority\"")).expect("start");
     wait_labels(&el, s.want(), Duration::from_secs(60), &lc).await;
 
@@ -129,7 +129,7 @@ async fn a_single_source_that_starts_lying_never_crosses_finality() {
     // follower's finalized block: a divergence, recovered above finality, never below it.
     let s = Sources::new(ChainKind::Optimism, 60, 55, 20).await;
     let p = Proxy::start(vec![s.a1.http_url(), s.b.http_url()]).await.expect("proxy");
-    let el = s.a1.sibling("follower").await.expect("spawn");
+    let el = s.a1.follower("follower").await.expect("spawn");
     let lc = Lightcl::start(lightcl_bin(), &cfg(&el, vec![p.url().to_string()], "\"all\""))
         .expect("start");
     wait_labels(&el, s.want(), Duration::from_secs(60), &lc).await;

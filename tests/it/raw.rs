@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 use crate::follow::{lightcl_bin, tail, wait_labels};
 use crate::ops::{api_url, get};
@@ -30,20 +30,20 @@ fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
 
-/// A source (`debug_api` on or off) with 200 blocks of transactions, safe 180, finalized 150, and
-/// a fresh follower EL.
-async fn source_and_follower(client: ElClient, debug_api: bool) -> (ElNode, Producer, ElNode) {
-    let opts = NodeOptions { debug_api, ..NodeOptions::of(client, "source") };
+/// A geth-family source of `kind` (`debug_api` on or off) with 200 blocks of transactions, safe
+/// 180, finalized 150, and a fresh follower EL (geth, or op-reth 2.x).
+async fn source_and_follower(kind: ChainKind, debug_api: bool) -> (ElNode, Producer, ElNode) {
+    let opts = NodeOptions { debug_api, ..NodeOptions::new(kind, "source") };
     let src = ElNode::spawn_with(opts).await.expect("spawn source");
     let mut p = Producer::new(&src).await.expect("producer");
     p.build_many(200, TxMix::new(2, 1)).await.expect("build");
     assert!(p.set_labels(180, 150).await.expect("labels").is_valid());
-    let el = src.sibling("follower").await.expect("spawn follower");
+    let el = src.follower("follower").await.expect("spawn follower");
     (src, p, el)
 }
 
-async fn raw_catch_up_and_recovery(client: ElClient) {
-    let (src, p, el) = source_and_follower(client, true).await;
+async fn raw_catch_up_and_recovery(kind: ChainKind) {
+    let (src, p, el) = source_and_follower(kind, true).await;
     let cfg = FollowerConfig { extra: "fetch = \"raw\"".into(), ..FollowerConfig::new(&src, &el) };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
     wait_labels(&el, (h(&p, 180), h(&p, 180), h(&p, 150)), Duration::from_secs(120), &lc).await;
@@ -51,19 +51,21 @@ async fn raw_catch_up_and_recovery(client: ElClient) {
     assert!(raw >= 180.0 && json == 0.0, "catch-up: raw {raw}, json {json}");
     drop(lc);
 
-    let (_, lc) = recovers_with(client, 40, 30, 30, "fetch = \"raw\"").await;
+    let follower = ElClient::follower_for(kind);
+    let (_, lc) = recovers_with(follower, 40, 30, 30, "fetch = \"raw\"").await;
     let (raw, json) = blocks_by_format(&lc).await;
     assert!(raw >= 30.0 && json == 0.0, "recovery: raw {raw}, json {json}");
 }
 
+/// op-geth's raw blocks into op-reth 2.x.
 #[tokio::test]
-async fn op_geth_catches_up_and_recovers_with_raw_blocks() {
-    raw_catch_up_and_recovery(ElClient::OpGeth).await;
+async fn op_reth_2_catches_up_and_recovers_with_raw_blocks() {
+    raw_catch_up_and_recovery(ChainKind::Optimism).await;
 }
 
 #[tokio::test]
 async fn geth_catches_up_and_recovers_with_raw_blocks() {
-    raw_catch_up_and_recovery(ElClient::Geth).await;
+    raw_catch_up_and_recovery(ChainKind::Ethereum).await;
 }
 
 /// `auto` against a source without the debug API: it says so once and fetches JSON from it;
@@ -71,7 +73,7 @@ async fn geth_catches_up_and_recovers_with_raw_blocks() {
 /// and the EL is never written to.
 #[tokio::test]
 async fn auto_falls_back_to_json_where_the_debug_api_is_off() {
-    let (src, p, el) = source_and_follower(ElClient::OpGeth, false).await;
+    let (src, p, el) = source_and_follower(ChainKind::Optimism, false).await;
     // `lightcl check` says how blocks come from the source, and that they verify.
     let cfg = FollowerConfig::new(&src, &el);
     let mut check =

@@ -9,7 +9,9 @@ use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::{Proxy, Route};
 use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
-use crate::follow::{label_hashes, lightcl_bin, tail, wait_labels, wait_labels_healing};
+use crate::follow::{
+    label_hashes, lightcl_bin, op_follower, tail, wait_labels, wait_labels_healing,
+};
 
 /// A source chain and a follower EL on a rival branch.
 pub struct Diverged {
@@ -126,8 +128,8 @@ pub async fn recovers_with(
 }
 
 #[tokio::test]
-async fn op_geth_recovers_depth_3() {
-    recovers(ElClient::OpGeth, 40, 3, 30).await;
+async fn op_reth_2_recovers_depth_3() {
+    recovers(op_follower(), 40, 3, 30).await;
 }
 
 #[tokio::test]
@@ -136,8 +138,8 @@ async fn geth_recovers_depth_3() {
 }
 
 #[tokio::test]
-async fn op_geth_recovers_depth_200() {
-    recovers(ElClient::OpGeth, 50, 200, 40).await;
+async fn op_reth_2_recovers_depth_200() {
+    recovers(op_follower(), 50, 200, 40).await;
 }
 
 #[tokio::test]
@@ -155,7 +157,7 @@ async fn geth_recovers_depth_100_without_a_roll_back() {
 
 #[tokio::test]
 async fn divergence_right_above_local_finalized_recovers() {
-    recovers_right_above_finalized(ElClient::OpGeth).await;
+    recovers_right_above_finalized(op_follower()).await;
 }
 
 /// The follower's finalized block is the common ancestor (the fork is at finalized+1).
@@ -178,7 +180,7 @@ pub async fn recovers_right_above_finalized(follower: ElClient) {
 
 #[tokio::test]
 async fn divergence_below_local_finalized_halts_without_writes() {
-    halts_below_finalized(ElClient::OpGeth).await;
+    halts_below_finalized(op_follower()).await;
 }
 
 /// The follower finalized block 45 of the rival branch, which forks after 40: halt, no writes.
@@ -214,7 +216,7 @@ pub async fn halts_below_finalized(follower: ElClient) {
 async fn flapping_source_never_resets_to_a_non_common_block() {
     // Source A: main chain. Source B: a second branch forking from A after 60. The follower:
     // a third branch forking after 50, finalized at 45. A proxy alternates between A and B.
-    let d = diverged(ElClient::OpGeth, 50, 20, 45).await;
+    let d = diverged(op_follower(), 50, 20, 45).await;
     let b_node = d.src.sibling("branch-b").await.expect("spawn B");
     let mut b = d.main.fork_onto(&b_node, 60, 99).await.expect("fork B");
     b.build_many(30, TxMix::new(1, 0)).await.expect("B blocks");

@@ -45,7 +45,7 @@ fn want(
 async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
     // The chain the EL kill tests use (cached once for both).
     let (src, p) = source_chain(ChainKind::Optimism, 240, 240, 190).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -69,7 +69,7 @@ async fn lightcl_sigterm_and_sigkill_mid_catch_up_then_converges() {
 #[tokio::test]
 async fn el_restart_mid_catch_up_is_waited_for() {
     let (src, p) = source_chain(ChainKind::Ethereum, 240, 240, 190).await;
-    let mut el = src.sibling("follower").await.expect("spawn sibling");
+    let mut el = src.follower("follower").await.expect("spawn follower");
     let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
     let cfg = slow(FollowerConfig::new(&src, &el), &proxy);
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
@@ -92,7 +92,7 @@ async fn el_restart_mid_catch_up_is_waited_for() {
 #[tokio::test]
 async fn websocket_source_wakes_the_follower() {
     let (src, mut p) = source_chain(ChainKind::Optimism, 20, 20, 10).await;
-    let el = src.sibling("follower").await.expect("spawn sibling");
+    let el = src.follower("follower").await.expect("spawn follower");
     // A poll interval far beyond the test: only newHeads notifications can drive it.
     let cfg = FollowerConfig {
         sources: vec![src.ws_url()],

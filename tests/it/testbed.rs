@@ -73,6 +73,16 @@ async fn op_reth_produces_blocks_op_geth_replays_them() {
 }
 
 #[tokio::test]
+async fn op_geth_blocks_replay_into_op_reth_2() {
+    produce_and_replay(ElClient::OpGeth, ElClient::OpReth2).await;
+}
+
+#[tokio::test]
+async fn op_reth_2_produces_blocks_op_geth_replays_them() {
+    produce_and_replay(ElClient::OpReth2, ElClient::OpGeth).await;
+}
+
+#[tokio::test]
 async fn reth_produces_blocks_geth_replays_them() {
     produce_and_replay(ElClient::Reth, ElClient::Geth).await;
 }
@@ -177,6 +187,11 @@ async fn reth_peers_sync_over_p2p() {
 #[tokio::test]
 async fn op_reth_peers_sync_over_p2p() {
     peers_sync(ElClient::OpReth).await;
+}
+
+#[tokio::test]
+async fn op_reth_2_peers_sync_over_p2p() {
+    peers_sync(ElClient::OpReth2).await;
 }
 
 #[tokio::test]
