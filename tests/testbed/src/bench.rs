@@ -57,13 +57,21 @@ impl Args {
 
     /// `--el`, if given.
     pub fn el(&self) -> Result<Option<ElClient>, String> {
-        self.text("--el")
-            .map(|v| {
-                ElClient::parse(v)
-                    .ok_or_else(|| format!("unknown EL {v}: one of geth, op-geth, reth, op-reth"))
-            })
-            .transpose()
+        self.text("--el").map(parse_el).transpose()
     }
+
+    /// `--el` as a comma-separated list (`op-reth-2,op-reth`: several ELs side by side in one
+    /// run), empty when not given.
+    pub fn els(&self) -> Result<Vec<ElClient>, String> {
+        self.text("--el").map_or(Ok(Vec::new()), |v| v.split(',').map(parse_el).collect())
+    }
+}
+
+fn parse_el(v: &str) -> Result<ElClient, String> {
+    ElClient::parse(v.trim()).ok_or_else(|| {
+        let names: Vec<&str> = ElClient::ALL.iter().map(|c| c.name()).collect();
+        format!("unknown EL {v}: one of {}", names.join(", "))
+    })
 }
 
 /// Ends a bench: an error is printed under the bench's name and the process exits 1.
@@ -94,5 +102,10 @@ mod tests {
         assert!(err(&["--lightcl"]).contains("needs a value"));
         let a = args(&["--lightcl", "/x", "--blocks", "x", "--el", "foo"]).expect("parses");
         assert!(a.get("--blocks", 1u64).is_err() && a.el().is_err());
+        let two = args(&["--lightcl", "/x", "--el", "op-reth-2, op-reth"]).expect("parses");
+        assert_eq!(two.els(), Ok(vec![ElClient::OpReth2, ElClient::OpReth]));
+        let bad = args(&["--lightcl", "/x", "--el", "op-reth,nope"]).expect("parses");
+        assert!(bad.els().is_err_and(|e| e.contains("unknown EL nope") && e.contains("op-reth-2")));
+        assert_eq!(args(&["--lightcl", "/x"]).expect("parses").els(), Ok(vec![]));
     }
 }

@@ -5,11 +5,13 @@
 //! nothing), the CPU seconds of lightcl and of the source EL per 1 000 blocks, and lightcl's
 //! peak RSS.
 //!
-//! The source is geth or op-geth; the two fresh ELs are `--el` (by default the source's kind):
-//! `--el op-reth` measures op-reth's import limit and lightcl on op-reth side by side.
+//! The source is geth or op-geth; the fresh ELs are `--el` (by default the source's kind):
+//! `--el op-reth-2` measures op-reth 2.x's import limit and lightcl on op-reth 2.x side by side;
+//! a list (`--el op-reth-2,op-reth`) runs each EL in every round and ends with both lines' ratios
+//! next to each other (op-reth 2.x against 1.10.2 on the same chain and machine).
 //!
 //! Usage: bench-catchup --lightcl PATH [--compare PATH] [--blocks N] [--chain optimism|ethereum]
-//!        [--el geth|op-geth|reth|op-reth] [--rounds R]
+//!        [--el EL[,EL...]] [--rounds R]   (EL: geth, op-geth, reth, op-reth, op-reth-2)
 //!
 //! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
 //! on a shared 2-core machine one run's ratio moves by several percent. `--compare PATH` runs
@@ -51,10 +53,16 @@ async fn bench() -> Result<(), String> {
         "ethereum" => ChainKind::Ethereum,
         o => return Err(format!("unknown chain {o}")),
     };
-    let follower = args.el()?;
-    // The EL decides the chain when given.
-    let follower = follower.unwrap_or(ElClient::default_for(kind));
-    let kind = follower.chain();
+    // The ELs decide the chain when given; several (`--el op-reth-2,op-reth`) are measured side
+    // by side, each round running every one of them.
+    let mut followers = args.els()?;
+    if followers.is_empty() {
+        followers.push(ElClient::default_for(kind));
+    }
+    let kind = followers[0].chain();
+    if let Some(other) = followers.iter().find(|f| f.chain() != kind) {
+        return Err(format!("--el {other} runs another chain than {}", followers[0]));
+    }
     let e = |e: lightcl_testbed::Error| e.to_string();
 
     let src = ElNode::spawn(kind, "bench-source").await.map_err(e)?;
@@ -68,45 +76,95 @@ async fn bench() -> Result<(), String> {
         kind.name(),
         t.elapsed().as_secs_f64()
     );
-    println!("follower EL: {follower}");
-    let sibling = |name: &str| NodeOptions {
+    let names: Vec<String> = followers.iter().map(|f| describe(*f)).collect();
+    println!("follower EL: {}", names.join("; "));
+    let sibling = |follower: ElClient, name: &str| NodeOptions {
         genesis: src.genesis().clone(),
         ..NodeOptions::of(follower, name)
     };
 
-    // Rounds of: the EL's own limit (payloads already in memory, fed back-to-back to a fresh EL),
-    // then lightcl with raw blocks, then with JSON blocks, each on a fresh EL.
-    let mut limits: Vec<(Duration, f64)> = Vec::new();
-    let mut runs: Vec<(&str, Run)> = Vec::new();
+    // Rounds of, for each follower EL: its own limit (payloads already in memory, fed
+    // back-to-back to a fresh EL), then lightcl with raw blocks, then with JSON blocks, each on
+    // a fresh EL.
+    let mut limits: Vec<Vec<(Duration, f64)>> = vec![Vec::new(); followers.len()];
+    let mut runs: Vec<Vec<(&str, Run)>> = (0..followers.len()).map(|_| Vec::new()).collect();
     for round in 0..rounds {
-        let limit_el =
-            ElNode::spawn_with(sibling(&format!("bench-limit-{round}"))).await.map_err(e)?;
-        limits.push(import_limit(&limit_el, &p, blocks).await?);
-        drop(limit_el);
-        for (k, &(label, bin, fetch)) in labels.iter().enumerate() {
-            let name = format!("bench-follower-{k}-{round}");
-            let el = ElNode::spawn_with(sibling(&name)).await.map_err(e)?;
-            runs.push((label, follow(bin, &src, &el, &p, blocks, fetch).await?));
-        }
-        let l = limits[round].0.as_secs_f64();
-        let of =
-            |f: &str| runs.iter().rev().find(|(k, _)| *k == f).map(|(_, r)| r.time.as_secs_f64());
-        let line = |what: &str, raw: &str, json: &str| {
-            let (r, j) = (of(raw), of(json));
-            println!(
-                "round {}: {what}raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
-                round + 1,
-                r.unwrap_or(0.0),
-                l / r.unwrap_or(f64::INFINITY),
-                j.unwrap_or(0.0),
-                l / j.unwrap_or(f64::INFINITY),
-            );
-        };
-        line(&format!("limit {l:.2}s, "), "raw", "json");
-        if compare.is_some() {
-            line("compared binary: ", "raw, compared", "json, compared");
+        for (i, &follower) in followers.iter().enumerate() {
+            let limit_el =
+                ElNode::spawn_with(sibling(follower, &format!("bench-limit-{i}-{round}")))
+                    .await
+                    .map_err(e)?;
+            limits[i].push(import_limit(&limit_el, &p, blocks).await?);
+            drop(limit_el);
+            for (k, &(label, bin, fetch)) in labels.iter().enumerate() {
+                let name = format!("bench-follower-{i}-{k}-{round}");
+                let el = ElNode::spawn_with(sibling(follower, &name)).await.map_err(e)?;
+                runs[i].push((label, follow(bin, &src, &el, &p, blocks, fetch).await?));
+            }
+            let l = limits[i][round].0.as_secs_f64();
+            let of = |f: &str| {
+                runs[i].iter().rev().find(|(k, _)| *k == f).map(|(_, r)| r.time.as_secs_f64())
+            };
+            let el = if followers.len() > 1 { format!("{follower}: ") } else { String::new() };
+            let line = |what: &str, raw: &str, json: &str| {
+                let (r, j) = (of(raw), of(json));
+                println!(
+                    "round {}: {el}{what}raw {:.2}s (ratio {:.3}), json {:.2}s (ratio {:.3})",
+                    round + 1,
+                    r.unwrap_or(0.0),
+                    l / r.unwrap_or(f64::INFINITY),
+                    j.unwrap_or(0.0),
+                    l / j.unwrap_or(f64::INFINITY),
+                );
+            };
+            line(&format!("limit {l:.2}s, "), "raw", "json");
+            if compare.is_some() {
+                line("compared binary: ", "raw, compared", "json, compared");
+            }
         }
     }
+    let mut summary = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        println!("medians over {rounds} round(s), follower EL {name}:");
+        summary.push(report(blocks, &labels, &limits[i], &runs[i]));
+    }
+    if followers.len() > 1 {
+        println!("side by side (medians; ratio = the EL's own limit / lightcl's time):");
+        for (f, (limit, raw, json)) in followers.iter().zip(&summary) {
+            println!(
+                "  {f:<10} limit {limit:>8.2}s {:>8.1} blocks/s   raw ratio {raw:.3}   json ratio \
+                 {json:.3}",
+                blocks as f64 / limit
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The EL's name with the version its binary prints (op-reth 2.x prints the reth it is built
+/// on: the cache's link name says which line it is).
+fn describe(client: ElClient) -> String {
+    let version = client
+        .binary()
+        .ok()
+        .and_then(|b| std::process::Command::new(b).arg("--version").output().ok())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or("").trim().to_string())
+        .unwrap_or_default();
+    let target = client
+        .binary()
+        .ok()
+        .and_then(|b| b.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    format!("{client} ({target}; {version})")
+}
+
+/// Prints one follower EL's medians; returns (limit seconds, raw ratio, JSON ratio).
+fn report(
+    blocks: u64,
+    labels: &[(&str, &std::path::Path, &str)],
+    limits: &[(Duration, f64)],
+    runs: &[(&str, Run)],
+) -> (f64, f64, f64) {
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -118,9 +176,8 @@ async fn bench() -> Result<(), String> {
     };
 
     let rate = |secs: f64| blocks as f64 / secs;
-    println!("medians over {rounds} round(s):");
     println!("EL import limit (in-memory payloads): {limit:>8.2}s  {:>8.1} blocks/s", rate(limit));
-    for &(fetch, _, _) in &labels {
+    for &(fetch, _, _) in labels {
         let t = of(fetch, &|r| r.time.as_secs_f64());
         println!(
             "lightcl, fetch = {fetch:<4} (verified):   {t:>8.2}s  {:>8.1} blocks/s  ratio {:.3}",
@@ -131,7 +188,7 @@ async fn bench() -> Result<(), String> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let per_k = |cpu: f64| cpu * 1000.0 / blocks as f64;
     println!("CPU seconds per 1000 blocks ({cores} cores; limit run EL: {:.2}):", per_k(limit_cpu));
-    for &(fetch, _, _) in &labels {
+    for &(fetch, _, _) in labels {
         println!(
             "  fetch = {fetch:<4}  lightcl {:>6.2}  source EL {:>6.2}  follower EL {:>6.2}  \
              lightcl peak RSS {:.1} MiB",
@@ -141,13 +198,14 @@ async fn bench() -> Result<(), String> {
             of(fetch, &|r| r.peak_rss_mib)
         );
     }
+    let time = |f: &str| of(f, &|r| r.time.as_secs_f64());
     println!(
         "raw / json: time {:.3}, lightcl CPU {:.3}, source EL CPU {:.3}",
-        of("raw", &|r| r.time.as_secs_f64()) / of("json", &|r| r.time.as_secs_f64()),
+        time("raw") / time("json"),
         of("raw", &|r| r.lightcl_cpu) / of("json", &|r| r.lightcl_cpu).max(1e-9),
         of("raw", &|r| r.source_cpu) / of("json", &|r| r.source_cpu).max(1e-9)
     );
-    Ok(())
+    (limit, limit / time("raw"), limit / time("json"))
 }
 
 /// Feeds the producer's blocks from memory into `el` back to back: the EL's own import limit
