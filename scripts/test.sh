@@ -23,9 +23,10 @@ if ! command -v promtool >/dev/null 2>&1; then
     $SUDO pkill -x prometheus 2>/dev/null || true
 fi
 CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
-# reth and op-reth come only from the shared folder (install-els.sh) or an operator's own build:
-# say up front whether their tests will run or skip.
-for el in reth op-reth; do
+# reth and op-reth (1.10.2, and 2.x as op-reth-2) come only from the shared folder
+# (install-els.sh) or an operator's own build: say up front whether their tests will run or skip
+# (without op-reth-2, op-geth follows in the OP end-to-end tests).
+for el in reth op-reth op-reth-2; do
     var="TESTBED_$(echo "$el" | tr 'a-z-' 'A-Z_')_BIN"
     if [ -n "${!var:-}" ] && [ -x "${!var}" ]; then
         echo "test.sh: $el tests run on ${!var} ($var)"

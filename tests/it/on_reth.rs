@@ -136,3 +136,54 @@ async fn op_reth_2_out_of_disk_dies_and_lightcl_heals_it_once_room_is_made() {
     let deaths = wait_labels_healing(&mut d.local, want, Duration::from_secs(180), &lc).await;
     assert!(deaths.is_empty(), "op-reth died again with room to spare: {deaths:?}");
 }
+
+/// op-reth 2.x with the proofs-history ExEx on (`--proofs-history`: trie history in its own
+/// database, for `eth_getProof` over the fault-proof window), through lightcl's 200-deep
+/// recovery. The ExEx follows every reorg the engine commits, so a deep one is where it would
+/// break (optimism #20934 reports a SIGBUS on deep rewinds). lightcl must converge, healing the
+/// EL if it dies; how it ended is printed for docs/engines.md.
+#[tokio::test]
+async fn op_reth_2_with_proofs_history_recovers_depth_200() {
+    use std::time::Duration;
+
+    use lightcl_testbed::NodeOptions;
+    use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+
+    use crate::follow::{lightcl_bin, wait_labels_healing};
+    use crate::recovery::diverged_on;
+
+    if !OP_RETH_2.available_or_skip("op_reth_2_with_proofs_history_recovers_depth_200") {
+        return;
+    }
+    // Storage schema v2: `proofs init` refuses v1 (the default) unless told to skip its backfill.
+    let v2 = ["--proofs-history.storage-version", "v2"].map(String::from);
+    let opts = NodeOptions {
+        extra_args: [vec!["--proofs-history".to_string()], v2.to_vec()].concat(),
+        after_init: [vec!["proofs".to_string(), "init".to_string()], v2.to_vec()].concat(),
+        ..NodeOptions::of(OP_RETH_2, "local")
+    };
+    let mut d = diverged_on(opts, 50, 200, 40).await;
+    let log_path = d.local.log_path();
+    let el_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        el_log().contains("exex{id=\"proofs-history\"}: ExEx started"),
+        "the proofs-history ExEx did not start:\n{}",
+        d.local.log_tail(30)
+    );
+    let cfg = FollowerConfig::new(&d.src, &d.local);
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start");
+    let tip = d.main.head().number;
+    let h = |n| d.main.hash_at(n).expect("hash");
+    let want = (h(tip), h(tip), h(tip - 5));
+    let deaths = wait_labels_healing(&mut d.local, want, Duration::from_secs(180), &lc).await;
+    assert!(lc.wait_log("reset to the common ancestor", Duration::from_secs(10)).await);
+    let exex_errors: Vec<String> = el_log()
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("panicked"))
+        .map(str::to_string)
+        .collect();
+    eprintln!(
+        "op-reth 2.x with --proofs-history, 200-deep recovery: converged; died {deaths:?}; \
+         errors in its log: {exex_errors:#?}"
+    );
+}

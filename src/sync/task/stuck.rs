@@ -28,7 +28,7 @@ use crate::metrics as m;
 
 /// Why a roll-back that failed or did nothing ends the repair (said in the halt message).
 const NO_SET_HEAD: &str = "this EL cannot be rolled back through debug_setHead: reth 1.10.2 and \
-    op-reth 1.10.2 refuse geth's hex form of it, later versions accept it and do nothing";
+    op-reth 1.10.2 refuse geth's hex form of it, op-reth 2.3.2 accepts it and does nothing";
 
 /// How long to wait before feeding a stuck EL again.
 pub(crate) const STUCK_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);

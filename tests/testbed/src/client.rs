@@ -154,6 +154,6 @@ impl ElClient {
 
 impl std::fmt::Display for ElClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        f.pad(self.name())
     }
 }

@@ -64,6 +64,9 @@ pub struct NodeOptions {
     /// Start on a copy of this datadir (a stopped EL's, on the same genesis) instead of `init`
     /// ([`crate::chains`]).
     pub seed_datadir: Option<PathBuf>,
+    /// A subcommand of the EL's own run after `init`, with the same `--datadir` and `--chain`
+    /// (op-reth's `proofs init` before `--proofs-history`); none when empty.
+    pub after_init: Vec<String>,
 }
 
 impl NodeOptions {
@@ -83,6 +86,7 @@ impl NodeOptions {
             datadir_in: None,
             debug_api: true,
             seed_datadir: None,
+            after_init: Vec::new(),
         }
     }
 }
@@ -179,10 +183,19 @@ impl ElNode {
     }
 
     fn init(&self) -> Result<(), Error> {
+        self.run_once(&["init".to_string()])?;
+        if !self.opts.after_init.is_empty() {
+            self.run_once(&self.opts.after_init)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the EL's subcommand `args` on this node's datadir and genesis, to the end.
+    fn run_once(&self, args: &[String]) -> Result<(), Error> {
         let bin = self.opts.client.binary()?;
         let log = self.open_log()?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("init").arg("--datadir").arg(self.datadir());
+        cmd.args(args).arg("--datadir").arg(self.datadir());
         if self.opts.client.is_reth() {
             cmd.arg("--chain");
         }
@@ -194,8 +207,9 @@ impl ElNode {
             .map_err(Error::Io)?;
         if !status.success() {
             return Err(Error::Spawn(format!(
-                "{} init failed ({status}); log tail:\n{}",
+                "{} {} failed ({status}); log tail:\n{}",
                 self.opts.client,
+                args.join(" "),
                 self.log_tail(30)
             )));
         }

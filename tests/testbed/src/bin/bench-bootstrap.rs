@@ -3,7 +3,7 @@
 //! its peer, lightcl checks and takes over) and once by replay (lightcl feeds every block).
 //! Prints both times and the ratio replay/EL sync.
 //!
-//! Usage: bench-bootstrap --lightcl PATH [--blocks N] [--el geth|op-geth|reth|op-reth]
+//! Usage: bench-bootstrap --lightcl PATH [--blocks N] [--el geth|op-geth|reth|op-reth|op-reth-2]
 //!        [--syncmode full|snap]
 
 use std::path::Path;

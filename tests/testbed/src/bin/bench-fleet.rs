@@ -6,7 +6,7 @@
 //! cores than replicas the ELs' own execution, not lightcl, sets the pace: compare the blocks
 //! imported per second in all.
 //!
-//! Usage: bench-fleet --lightcl PATH [--blocks N] [--el op-geth|op-reth|geth|reth]
+//! Usage: bench-fleet --lightcl PATH [--blocks N] [--el op-geth|op-reth|op-reth-2|geth|reth]
 
 use std::time::{Duration, Instant};
 
