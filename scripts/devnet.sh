@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a self-contained local default: an op-geth source chain with a block producer,
-# a fresh op-geth EL, and lightcl following it. Prints progress until Ctrl-C.
+# a fresh EL (op-reth 2.x where ../shared/els provides it, op-geth otherwise), and lightcl
+# following it. Prints progress until Ctrl-C.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -1,5 +1,6 @@
-//! A self-contained local devnet: an op-geth source chain with a block producer, a fresh op-geth
-//! EL, and lightcl following it. Prints progress until Ctrl-C.
+//! A self-contained local devnet: an op-geth source chain with a block producer, a fresh EL (op-reth
+//! 2.x, the production OP line, where it is installed; op-geth otherwise), and lightcl following
+//! it. Prints progress until Ctrl-C.
 //!
 //! Usage: devnet [--lightcl PATH] [--prebuilt N] [--block-time-ms MS]
 
@@ -9,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lightcl_testbed::lightcl::FollowerConfig;
-use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
+use lightcl_testbed::{ChainKind, ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 struct Args {
     lightcl: PathBuf,
@@ -62,13 +63,14 @@ async fn devnet() -> Result<(), String> {
     println!("devnet: starting the source op-geth");
     let src = ElNode::spawn(ChainKind::Optimism, "devnet-source").await.map_err(err)?;
     // Realtime timestamps: the chain's clock follows the wall clock once it has caught up.
-    let opts = NodeOptions::new(ChainKind::Optimism, "devnet-follower");
+    let follower = ElClient::follower_for(ChainKind::Optimism);
+    let opts = NodeOptions::of(follower, "devnet-follower");
     let mut p = Producer::new(&src).await.map_err(err)?.with_realtime(false);
     println!("devnet: producing {} blocks with transactions on the source", args.prebuilt);
     p.build_many(args.prebuilt, TxMix::new(2, 1)).await.map_err(err)?;
     set_labels(&mut p).await?;
     let opts = NodeOptions { genesis: src.genesis().clone(), ..opts };
-    println!("devnet: starting a fresh op-geth for lightcl to fill");
+    println!("devnet: starting a fresh {follower} for lightcl to fill");
     let el = ElNode::spawn_with(opts).await.map_err(err)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let config = dir.path().join("lightcl.toml");
