@@ -67,7 +67,7 @@ unpack_reth() {
     local name="$1" version="$2" link="${3:-$1}"
     local bin="$CACHE/$name-$version" packed="$SHARED_ELS/$name-$version.zst"
     if [ ! -f "$packed" ]; then
-        echo "install-els: $packed not found; the $name tests will be skipped (set TESTBED_$(echo "$name" | tr 'a-z-' 'A-Z_')_BIN to an installed $name $version to run them)" >&2
+        echo "install-els: $packed not found; the $link tests will be skipped (set TESTBED_$(echo "$link" | tr 'a-z-' 'A-Z_')_BIN to an installed $name $version to run them)" >&2
         return 0
     fi
     local sums="$SHARED_ELS/SHA256SUMS.uncompressed" want

@@ -28,7 +28,9 @@ CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
 # (without op-reth-2, op-geth follows in the OP end-to-end tests).
 for el in reth op-reth op-reth-2; do
     var="TESTBED_$(echo "$el" | tr 'a-z-' 'A-Z_')_BIN"
-    if [ -n "${!var:-}" ] && [ -x "${!var}" ]; then
+    if [ -n "${!var:-}" ]; then
+        # The test bed uses the variable alone when it is set (no fallback to the cache).
+        [ -x "${!var}" ] || { echo "test.sh: $var=${!var} is not an executable file" >&2; exit 1; }
         echo "test.sh: $el tests run on ${!var} ($var)"
     elif [ -x "$CACHE/$el" ]; then
         echo "test.sh: $el tests run on the installed $(readlink "$CACHE/$el" || echo "$el")"
@@ -36,8 +38,16 @@ for el in reth op-reth op-reth-2; do
         echo "test.sh: SKIPPING the $el characterisation and end-to-end tests: no $el in $CACHE" \
              "(install-els.sh unpacks it from ../shared/els when that folder exists); set $var" \
              "to an installed $el binary to run them" >&2
+        if [ "$el" = op-reth-2 ]; then
+            echo "test.sh: the OP end-to-end tests follow with op-geth instead of op-reth 2.x" >&2
+        fi
     fi
 done
+# Where op-reth 2.x is installed, the OP end-to-end tests must follow with it: never let op-geth
+# stand in silently (tests/testbed/src/client.rs, follower_for).
+if [ -n "${TESTBED_OP_RETH_2_BIN:-}" ] || [ -x "$CACHE/op-reth-2" ]; then
+    export TESTBED_REQUIRE_OP_RETH_2=1
+fi
 TESTBED_PID_DIR="$(mktemp -d)"
 export TESTBED_PID_DIR
 # Each end-to-end test appends "seconds<TAB>name" here when it ends (tests/testbed/src/timing.rs).

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use crate::genesis::ChainKind;
 use crate::{Error, repo_root};
 
+/// Set (to anything) when op-reth 2.x must be the OP follower: its absence then fails the test
+/// instead of letting op-geth stand in ([`ElClient::follower_for`]).
+pub const REQUIRE_OP_RETH_2: &str = "TESTBED_REQUIRE_OP_RETH_2";
+
 /// An EL implementation the test bed can spawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElClient {
@@ -46,14 +50,23 @@ impl ElClient {
     }
 
     /// The EL that follows in the end-to-end tests of `kind`: geth for Ethereum, and for OP the
-    /// production op-reth 2.x. Where op-reth 2.x is not installed (no shared folder), op-geth
-    /// stands in, and the test says so on stderr: the tests of lightcl's own behaviour still
-    /// run, on the EL that is there.
+    /// production op-reth 2.x. Where op-reth 2.x is not installed at all (no shared folder, no
+    /// `TESTBED_OP_RETH_2_BIN`), op-geth stands in, and the test says so on stderr: the tests of
+    /// lightcl's own behaviour still run, on the EL that is there. Never silently: a
+    /// `TESTBED_OP_RETH_2_BIN` that names no file, or a missing binary while
+    /// `TESTBED_REQUIRE_OP_RETH_2` is set (the test command sets it whenever the shared folder
+    /// holds op-reth 2.x), panics with the reason instead.
     pub fn follower_for(kind: ChainKind) -> Self {
-        match kind {
-            ChainKind::Ethereum => Self::Geth,
-            ChainKind::Optimism if Self::OpReth2.binary().is_ok() => Self::OpReth2,
-            ChainKind::Optimism => {
+        match (kind, Self::OpReth2.binary()) {
+            (ChainKind::Ethereum, _) => Self::Geth,
+            (ChainKind::Optimism, Ok(_)) => Self::OpReth2,
+            (ChainKind::Optimism, Err(e)) => {
+                let named = std::env::var_os(Self::OpReth2.env_var()).is_some();
+                if named || std::env::var_os(REQUIRE_OP_RETH_2).is_some() {
+                    panic!(
+                        "op-reth 2.x must follow in this run ({REQUIRE_OP_RETH_2} or its binary variable is set): {e}"
+                    );
+                }
                 eprintln!(
                     "SUBSTITUTED: op-reth 2.x is not installed (scripts/install-els.sh unpacks it \
                      from ../shared/els, or set {}): op-geth follows instead",
