@@ -5,6 +5,9 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+echo "devnet: installing the ELs (cached after the first run)"
 bash scripts/install-els.sh
-cargo build --quiet -p lightcl -p lightcl-testbed --bins
+# Not quiet: a first build takes minutes, and cargo's lines show it is moving.
+echo "devnet: building lightcl and the devnet (a few minutes the first time)"
+cargo build -p lightcl -p lightcl-testbed --bins
 exec "${CARGO_TARGET_DIR:-$ROOT/target}/debug/devnet" --lightcl "${CARGO_TARGET_DIR:-$ROOT/target}/debug/lightcl" "$@"
