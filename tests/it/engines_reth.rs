@@ -313,10 +313,15 @@ async fn check_graceful_restart(client: ElClient) {
          old head {to_old_head:?}; after the refeed {refed:?}"
     );
     if client == ElClient::OpReth2 {
-        // op-reth 2.x writes its in-memory blocks on shutdown: it comes back at its head with
-        // both labels; the forkchoice to that head is VALID (the refeed's forkchoice, with
-        // genesis labels, then moves both labels back: the EL does not guard them).
-        assert_eq!((head, safe, fin), (20, Some(15), Some(10)), "{client} after the restart");
+        // op-reth 2.x writes its in-memory blocks on shutdown: it comes back at its head, with
+        // both labels, or (seen once under load) with both back at genesis; the forkchoice to
+        // that head is VALID (the refeed's forkchoice, with genesis labels, then moves both
+        // labels back: the EL does not guard them).
+        assert_eq!(head, 20, "{client}: head after the restart");
+        assert!(
+            matches!((safe, fin), (Some(15), Some(10)) | (Some(0), Some(0))),
+            "{client}: safe {safe:?}, finalized {fin:?} after the restart"
+        );
         assert_eq!(
             (to_old_head, refed, goes_on),
             (status("VALID"), (20, Some(0), Some(0)), true),
