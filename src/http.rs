@@ -23,6 +23,50 @@ pub struct TooLarge {
     pub limit_mib: usize,
 }
 
+/// A source that said it is over its rate limit: HTTP 429, or 503 with a `Retry-After`. Carried
+/// through alloy's transport error as a custom error and recognised by the source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("over its rate limit (HTTP {status}{})", wait_text(*retry_after))]
+pub struct RateLimited {
+    /// The HTTP status (429 or 503).
+    pub status: u16,
+    /// How long it asked to be left alone (`Retry-After`), when it said.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+fn wait_text(d: Option<std::time::Duration>) -> String {
+    d.map(|d| format!(", retry after {} s", d.as_secs_f64())).unwrap_or_default()
+}
+
+/// The longest `Retry-After` taken as given: a longer one (or a date far ahead) is capped, so a
+/// misconfigured provider cannot silence a source for hours.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// A `Retry-After` value: delay seconds, or an HTTP date (`Wed, 21 Oct 2026 07:28:00 GMT`)
+/// counted from `now`; a date already past is zero. Capped at [`MAX_RETRY_AFTER`]; None when
+/// it is neither.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<std::time::Duration> {
+    let value = value.trim();
+    let d = match value.parse::<u64>() {
+        Ok(secs) => std::time::Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+/// Whether a transport error is a [`RateLimited`] answer.
+pub fn rate_limited(e: &TransportError) -> Option<RateLimited> {
+    match e {
+        alloy_provider::transport::RpcError::Transport(TransportErrorKind::Custom(c)) => {
+            c.downcast_ref::<RateLimited>().cloned()
+        }
+        _ => None,
+    }
+}
+
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -55,21 +99,54 @@ pub async fn read_capped(
     Ok(body)
 }
 
-/// An alloy transport over HTTP whose answers are bounded by [`read_capped`].
+/// A request rate a source allows: a token per call, refilled at the configured rate, with a
+/// burst of one second's worth.
+pub type CallLimiter = governor::DefaultDirectRateLimiter;
+
+/// A limiter of `per_second` calls per second (a burst of as many).
+pub fn call_limiter(per_second: std::num::NonZeroU32) -> std::sync::Arc<CallLimiter> {
+    std::sync::Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(per_second)))
+}
+
+/// Waits until `limiter` allows `calls` more calls: a batch costs what it holds (one token per
+/// call, so a batch larger than the burst waits for the refill instead of failing).
+pub async fn take_calls(limiter: &CallLimiter, calls: usize) {
+    for _ in 0..calls {
+        limiter.until_ready().await;
+    }
+}
+
+/// An alloy transport over HTTP whose answers are bounded by [`read_capped`], that asks for
+/// compressed answers, turns a "slow down" answer into [`RateLimited`], and spends its calls
+/// through an optional [`CallLimiter`].
 #[derive(Clone, Debug)]
 pub struct CappedHttp {
     client: reqwest::Client,
     url: reqwest::Url,
     limit_mib: usize,
+    limiter: Option<std::sync::Arc<CallLimiter>>,
 }
 
 impl CappedHttp {
-    /// A transport to `url` with answers of at most `limit_mib` MiB.
+    /// A transport to `url` with answers of at most `limit_mib` MiB (after decompression).
     pub fn new(url: reqwest::Url, limit_mib: usize) -> Self {
-        Self { client: reqwest::Client::new(), url, limit_mib }
+        Self { client: reqwest::Client::new(), url, limit_mib, limiter: None }
+    }
+
+    /// Spends every call (each call of a batch) through `limiter` before sending.
+    pub fn with_limiter(mut self, limiter: Option<std::sync::Arc<CallLimiter>>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     async fn send(self, req: RequestPacket) -> Result<ResponsePacket, TransportError> {
+        if let Some(limiter) = &self.limiter {
+            let calls = match &req {
+                RequestPacket::Single(_) => 1,
+                RequestPacket::Batch(calls) => calls.len(),
+            };
+            take_calls(limiter, calls).await;
+        }
         let resp = self
             .client
             .post(self.url)
@@ -78,6 +155,17 @@ impl CappedHttp {
             .await
             .map_err(TransportErrorKind::custom)?;
         let status = resp.status();
+        let asked_to_wait = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
+        if status.as_u16() == 429 || (status.as_u16() == 503 && asked_to_wait.is_some()) {
+            return Err(TransportErrorKind::custom(RateLimited {
+                status: status.as_u16(),
+                retry_after: asked_to_wait,
+            }));
+        }
         let body = read_capped(resp, self.limit_mib).await.map_err(|e| match e {
             ReadError::TooLarge(t) => TransportErrorKind::custom(t),
             ReadError::Transport(e) => TransportErrorKind::custom(e),
@@ -208,6 +296,148 @@ mod tests {
             }
         });
         format!("http://{addr}/")
+    }
+
+    /// A server answering every request with `status`, `headers` and `body(request)`; counts
+    /// the requests it got.
+    async fn answering(
+        status: &'static str,
+        headers: &'static str,
+        body: fn(&serde_json::Value) -> serde_json::Value,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let req = loop {
+                        let Ok(n) = conn.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&got).to_string();
+                        let Some(end) = text.find("\r\n\r\n") else { continue };
+                        let len = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + len {
+                            break serde_json::from_slice(&got[end + 4..end + 4 + len])
+                                .unwrap_or_default();
+                        }
+                    };
+                    seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let answer = body(&req).to_string();
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
+                        answer.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://{addr}/"), count)
+    }
+
+    /// Each call of `req` (one, or a batch) answered with JSON-RPC error `code`.
+    fn rpc_error(req: &serde_json::Value, code: i64) -> serde_json::Value {
+        let one = |r: &serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": r["id"], "error": {"code": code, "message": "limit exceeded"}});
+        match req.as_array() {
+            Some(calls) => calls.iter().map(one).collect(),
+            None => one(req),
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        use std::time::{Duration, SystemTime};
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(super::retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(super::retry_after(" 0 ", now), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(42));
+        assert_eq!(super::retry_after(&later, now), Some(Duration::from_secs(42)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(42));
+        assert_eq!(super::retry_after(&past, now), Some(Duration::ZERO), "a date gone by");
+        assert_eq!(super::retry_after("86400", now), Some(super::MAX_RETRY_AFTER));
+        assert_eq!(super::retry_after("soon", now), None);
+        assert_eq!(super::retry_after("-3", now), None);
+    }
+
+    #[tokio::test]
+    async fn http_429_and_503_with_retry_after_are_rate_limits_not_failures() {
+        use std::time::Duration;
+        let cases: [(&str, &str, Option<Duration>); 3] = [
+            ("429 Too Many Requests", "retry-after: 7\r\n", Some(Duration::from_secs(7))),
+            ("429 Too Many Requests", "", None),
+            ("503 Service Unavailable", "retry-after: 2\r\n", Some(Duration::from_secs(2))),
+        ];
+        for (status, headers, want) in cases {
+            let (url, _) = answering(status, headers, |_| serde_json::json!({})).await;
+            let e = source(url).chain_id().await.expect_err("limited");
+            assert_eq!(e.rate_limit(), Some(want), "{status} {headers:?}: {e:?}");
+            assert_eq!(e.reason(), "rate_limited");
+            assert!(!e.is_lie(), "a rate limit is not a lie");
+            assert!(e.to_string().contains("max_requests_per_second"), "{e}");
+        }
+        // 503 without Retry-After is an ordinary server error.
+        let (url, _) = answering("503 Service Unavailable", "", |_| serde_json::json!({})).await;
+        let e = source(url).chain_id().await.expect_err("down");
+        assert_eq!((e.rate_limit(), e.reason()), (None, "http_5xx"));
+    }
+
+    #[tokio::test]
+    async fn json_rpc_limit_errors_are_rate_limits_and_a_limited_batch_is_not_asked_again_call_by_call()
+     {
+        for code in [429, -32005] {
+            let (url, _) = if code == 429 {
+                answering("200 OK", "", |r| rpc_error(r, 429)).await
+            } else {
+                answering("200 OK", "", |r| rpc_error(r, -32005)).await
+            };
+            let e = source(url).chain_id().await.expect_err("limited");
+            assert_eq!(e.rate_limit(), Some(None), "code {code}: {e:?}");
+        }
+        // A batch whose every call is refused that way: one request, not one more per block.
+        let (url, count) = answering("200 OK", "", |r| rpc_error(r, -32005)).await;
+        let s = source(url).with_fetch(crate::config::Fetch::Json);
+        let e = s.blocks(1, 8).await.expect_err("limited");
+        assert_eq!(e.rate_limit(), Some(None), "{e:?}");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "asked again call by call");
+    }
+
+    #[tokio::test]
+    async fn a_call_limit_counts_every_call_of_a_batch() {
+        let limiter = super::call_limiter(std::num::NonZeroU32::new(5).expect("5"));
+        super::take_calls(&limiter, 5).await;
+        assert!(limiter.check().is_err(), "five calls at 5/s empty the bucket");
+        // Through a source: a batch of 4 blocks spends 4 of 4.
+        let (url, count) = answering("200 OK", "", |r| {
+            let one = |c: &serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": c["id"], "result": null});
+            match r.as_array() {
+                Some(calls) => calls.iter().map(one).collect(),
+                None => one(r),
+            }
+        })
+        .await;
+        let entry: SourceEntry =
+            serde_json::from_value(serde_json::json!({"url": url, "max_requests_per_second": 4}))
+                .expect("entry");
+        let s = RpcSource::new(&entry, std::time::Duration::from_secs(10))
+            .with_fetch(crate::config::Fetch::Json);
+        s.blocks(1, 4).await.expect("blocks");
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "one batch");
+        assert!(s.limiter_exhausted(), "the batch spent a token per call");
     }
 
     fn source(url: String) -> RpcSource {

@@ -21,6 +21,10 @@ pub const AGREED_HEAD: &str = "lightcl_agreed_head_block";
 pub const LAG_BLOCKS: &str = "lightcl_lag_blocks";
 /// Seconds between now and the local head's timestamp.
 pub const LAG_SECONDS: &str = "lightcl_lag_seconds";
+/// 1 while a source is left alone because it is rate limiting lightcl, per `source`.
+pub const SOURCE_RATE_LIMITED: &str = "lightcl_source_rate_limited";
+/// Seconds a source was left alone for rate limiting, per `source`.
+pub const SOURCE_RATE_LIMITED_SECONDS: &str = "lightcl_source_rate_limited_seconds_total";
 /// 1 when a source is usable (not backing off), per `source`.
 pub const SOURCE_UP: &str = "lightcl_source_up";
 /// Smoothed request latency per `source`.
@@ -100,7 +104,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 32] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 34] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -111,6 +115,8 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 32] = [
     (SOURCE_ERRORS, Kind::Counter, &["source", "reason"], "Source errors by reason"),
     (SOURCE_HEAD, Kind::Gauge, &["source"], "Latest block height the source reports"),
     (SOURCE_LATE, Kind::Counter, &["source"], "Answers a quorum read stopped waiting for (slower than the grace)"),
+    (SOURCE_RATE_LIMITED, Kind::Gauge, &["source"], "1 while the source is left alone because it answered that lightcl is over its rate limit (HTTP 429, 503 with Retry-After, JSON-RPC 429 or -32005)"),
+    (SOURCE_RATE_LIMITED_SECONDS, Kind::Counter, &["source"], "Seconds the source was left alone for rate limiting"),
     (ENGINE_REQUESTS, Kind::Counter, &["replica", "method", "result"], "Engine API and EL JSON-RPC calls by method and result"),
     (ENGINE_SECONDS, Kind::Counter, &["replica", "method", "result"], "Seconds spent in EL calls by method and result"),
     (ENGINE_DURATION, Kind::Histogram, &["replica", "method"], "Latency of Engine API and EL JSON-RPC calls by method"),

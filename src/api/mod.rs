@@ -67,6 +67,10 @@ pub struct SourceStatus {
     pub late_answers: u64,
     /// Its last inconsistent answer (labels out of order, answers from two branches), in words.
     pub last_problem: Option<String>,
+    /// Left alone now because it is rate limiting lightcl.
+    pub rate_limited: bool,
+    /// Seconds it was left alone for rate limiting, in all.
+    pub rate_limited_secs: f64,
 }
 
 /// The follower's state as the API reports it.

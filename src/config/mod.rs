@@ -131,12 +131,16 @@ pub enum LogFormat {
 pub enum SourceEntry {
     /// Just the URL.
     Url(String),
-    /// URL with a name for logs.
+    /// URL with a name for logs, and the source's own limits.
     Named {
         /// http(s):// or ws(s):// JSON-RPC URL.
         url: String,
         /// Name used in logs (defaults to the URL's host).
         name: Option<String>,
+        /// At most this many JSON-RPC calls per second to it (each call of a batch counts;
+        /// HTTP sources), for a provider plan's rate limit. Unlimited when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_requests_per_second: Option<u32>,
     },
 }
 
@@ -162,6 +166,14 @@ impl SourceEntry {
         match self {
             Self::Url(_) => None,
             Self::Named { name, .. } => name.as_deref(),
+        }
+    }
+
+    /// Its `max_requests_per_second`, if set.
+    pub fn max_requests_per_second(&self) -> Option<u32> {
+        match self {
+            Self::Url(_) => None,
+            Self::Named { max_requests_per_second, .. } => *max_requests_per_second,
         }
     }
 }
@@ -410,6 +422,25 @@ impl Config {
         for (i, s) in self.sources.iter().enumerate() {
             check_url(s.url(), &["http", "https", "ws", "wss"])
                 .map_err(|p| bad(&format!("sources[{i}]"), p))?;
+            match s.max_requests_per_second() {
+                Some(0) => {
+                    return Err(bad(
+                        &format!("sources[{i}].max_requests_per_second"),
+                        "is 0, which would never send a request; give the calls per second the \
+                         provider's plan allows, or leave it out for no limit"
+                            .into(),
+                    ));
+                }
+                Some(_) if s.url().starts_with("ws") => {
+                    return Err(bad(
+                        &format!("sources[{i}].max_requests_per_second"),
+                        "is only applied to http(s) sources so far; use the provider's \
+                         https:// URL for a rate-limited source, or leave the key out"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            }
         }
         self.quorum.check(self.sources.len()).map_err(|p| bad("quorum", p))?;
         check_url(&self.engine.url, &["http", "https"]).map_err(|p| bad("engine.url", p))?;
@@ -651,6 +682,30 @@ mod tests {
         flags.insert("engine".into(), engine.into());
         let msg = Config::load(Some(&file), FlagValues(flags)).expect_err("fail").to_string();
         assert!(msg.contains("`engine.url`") && msg.contains("command-line flag"), "{msg}");
+    }
+
+    #[test]
+    fn a_source_rate_limit_is_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let with = |entry: &str| {
+            let body = base(dir.path()).replace("[\"http://127.0.0.1:9545\"]", entry);
+            let file = write(dir.path(), "c.toml", &body);
+            Config::load(Some(&file), FlagValues::default())
+        };
+        let c = with("[{ url = \"https://p.example/v2/k\", max_requests_per_second = 25 }]")
+            .expect("loads");
+        assert_eq!(c.sources[0].max_requests_per_second(), Some(25));
+        let msg = with("[{ url = \"https://p.example/v2/k\", max_requests_per_second = 0 }]")
+            .expect_err("0")
+            .to_string();
+        assert!(
+            msg.contains("sources[0].max_requests_per_second") && msg.contains("is 0"),
+            "{msg}"
+        );
+        let msg = with("[{ url = \"wss://p.example/ws/k\", max_requests_per_second = 5 }]")
+            .expect_err("ws")
+            .to_string();
+        assert!(msg.contains("only applied to http(s) sources"), "{msg}");
     }
 
     #[test]

@@ -74,7 +74,8 @@ impl EngineClient {
             })
         };
         Ok(Self {
-            http: reqwest::Client::new(),
+            // The EL is local: compressing its answers would only cost both sides CPU.
+            http: reqwest::Client::builder().no_gzip().build().unwrap_or_default(),
             engine_url: parse(&cfg.url)?,
             rpc_url: parse(&cfg.rpc_url)?,
             shown_engine: RedactedUrl::new(&cfg.url),

@@ -38,6 +38,13 @@ pub enum Transition {
         /// Until the next try.
         retry_in: Duration,
     },
+    /// The source started rate limiting lightcl: left alone for `wait`, not failing.
+    RateLimited {
+        /// How long it is left alone.
+        wait: Duration,
+        /// Whether the source said so (`Retry-After`) or the backoff chose it.
+        asked: bool,
+    },
     /// The source answered again after failing.
     Recovered {
         /// Failures before it recovered.
@@ -62,6 +69,10 @@ pub struct HealthSnapshot {
     pub late: u64,
     /// The last inconsistent answer, said in words.
     pub last_problem: Option<String>,
+    /// Whether it is left alone now because it is rate limiting lightcl.
+    pub rate_limited: bool,
+    /// Seconds it was left alone for rate limiting, in all.
+    pub rate_limited_secs: f64,
 }
 
 #[derive(Debug)]
@@ -81,6 +92,13 @@ struct State {
     /// When an inconsistency was last logged, and how many came since.
     problem_logged: Option<Instant>,
     problems_since_log: u64,
+    /// Left alone until then: the source is rate limiting lightcl. A success of a request sent
+    /// before does not lift it.
+    limited_until: Option<Instant>,
+    /// Without a `Retry-After`, how long to leave it alone (doubles per limit in a row).
+    limit_backoff: Backoff,
+    /// Time left alone for rate limiting, in all.
+    limited_total: Duration,
 }
 
 impl Default for State {
@@ -100,6 +118,9 @@ impl Default for State {
             last_problem: None,
             problem_logged: None,
             problems_since_log: 0,
+            limited_until: None,
+            limit_backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
+            limited_total: Duration::ZERO,
         }
     }
 }
@@ -118,7 +139,9 @@ impl Health {
     /// Whether the source may be asked now (not in backoff, not benched for lying).
     pub fn available(&self, now: Instant) -> bool {
         let s = self.lock();
-        s.retry_at.is_none_or(|t| now >= t) && s.benched_until.is_none_or(|t| now >= t)
+        s.retry_at.is_none_or(|t| now >= t)
+            && s.benched_until.is_none_or(|t| now >= t)
+            && s.limited_until.is_none_or(|t| now >= t)
     }
 
     /// Whether its answers about labels and hashes count now: not backing off after a failure.
@@ -126,7 +149,24 @@ impl Health {
     /// without the rest of the quorum, and with `all` benching its vote would stall the
     /// follower for as long as the bench lasts.
     pub fn can_vote(&self, now: Instant) -> bool {
-        self.lock().retry_at.is_none_or(|t| now >= t)
+        let s = self.lock();
+        s.retry_at.is_none_or(|t| now >= t) && s.limited_until.is_none_or(|t| now >= t)
+    }
+
+    /// Records that the source is rate limiting lightcl at `now`: it is left alone for exactly
+    /// `retry_after` when it said, else for a backoff that doubles while it keeps saying so
+    /// (from 1 s up to 30 s). Not a failure: its failure count and backoff stay as they were.
+    pub fn rate_limited(&self, retry_after: Option<Duration>, now: Instant) -> Transition {
+        let mut s = self.lock();
+        *s.errors.entry("rate_limited").or_default() += 1;
+        let asked = retry_after.is_some();
+        let wait = retry_after.unwrap_or_else(|| s.limit_backoff.next_delay());
+        let until = now + wait;
+        let was = s.limited_until.filter(|t| *t > now);
+        // Count only the time this adds beyond a wait already under way.
+        s.limited_total += until.saturating_duration_since(was.unwrap_or(now));
+        s.limited_until = Some(was.map_or(until, |t| t.max(until)));
+        if was.is_none() { Transition::RateLimited { wait, asked } } else { Transition::None }
     }
 
     /// Records a lie of kind `reason` at `now`: the source is benched; successes do not clear
@@ -186,6 +226,9 @@ impl Health {
         s.consecutive = 0;
         s.backoff.reset();
         s.retry_at = None;
+        if s.limited_until.is_none_or(|t| Instant::now() >= t) {
+            s.limit_backoff.reset();
+        }
         if before > 0 { Transition::Recovered { after: before } } else { Transition::None }
     }
 
@@ -226,6 +269,8 @@ impl Health {
             head: s.head,
             late: s.late,
             last_problem: s.last_problem.clone(),
+            rate_limited: s.limited_until.is_some_and(|t| now < t),
+            rate_limited_secs: s.limited_total.as_secs_f64(),
         }
     }
 }
@@ -256,6 +301,39 @@ mod tests {
         assert_eq!(h.success(Duration::from_millis(5)), Transition::Recovered { after: 22 });
         assert!(h.available(t0));
         assert_eq!(h.success(Duration::from_millis(5)), Transition::None);
+    }
+
+    #[test]
+    fn a_rate_limit_leaves_the_source_alone_exactly_as_long_as_it_asked() {
+        let h = Health::default();
+        let t0 = Instant::now();
+        let ten = Duration::from_secs(10);
+        assert_eq!(
+            h.rate_limited(Some(ten), t0),
+            Transition::RateLimited { wait: ten, asked: true }
+        );
+        assert!(!h.available(t0 + ten - Duration::from_millis(1)) && !h.can_vote(t0));
+        h.success(Duration::from_millis(5));
+        assert!(
+            !h.available(t0 + Duration::from_secs(1)),
+            "an earlier request's success does not lift it"
+        );
+        assert!(h.available(t0 + ten) && h.can_vote(t0 + ten), "and not a moment longer");
+        let snap = h.snapshot(t0);
+        assert!(snap.rate_limited && snap.up, "limited, but not failing: {snap:?}");
+        assert_eq!((snap.consecutive_errors, snap.errors.get("rate_limited")), (0, Some(&1)));
+        assert_eq!(snap.rate_limited_secs, 10.0);
+        // A second answer inside the wait extends it without counting the overlap twice.
+        assert_eq!(h.rate_limited(Some(ten), t0 + Duration::from_secs(4)), Transition::None);
+        assert_eq!(h.snapshot(t0).rate_limited_secs, 14.0);
+        assert!(!h.snapshot(t0 + ten * 2).rate_limited);
+        // Without Retry-After: a backoff that doubles, and a failure backoff is not touched.
+        let h = Health::default();
+        let w1 = h.rate_limited(None, t0);
+        assert_eq!(w1, Transition::RateLimited { wait: FIRST_BACKOFF, asked: false });
+        let w2 = h.rate_limited(None, t0 + FIRST_BACKOFF);
+        assert_eq!(w2, Transition::RateLimited { wait: FIRST_BACKOFF * 2, asked: false });
+        assert_eq!(h.snapshot(t0).consecutive_errors, 0);
     }
 
     #[test]

@@ -152,6 +152,25 @@ pub enum SourceError {
         /// Status.
         status: u16,
     },
+    /// The source said it is over its rate limit (HTTP 429, 503 with `Retry-After`, or a
+    /// JSON-RPC error 429 or -32005): not a failure and not a lie; it is left alone for as long
+    /// as it asked.
+    #[error(
+        "source {source_name} is rate limiting lightcl ({method}: {detail}); it is left alone \
+         {} and is not counted as failing; if this lasts, set max_requests_per_second for it \
+         (docs/operators.md, \"Using a commercial provider\")",
+        match retry_after { Some(d) => format!("for {} s, as it asked", d.as_secs_f64()), None => "for a short backoff (it did not say how long)".to_string() }
+    )]
+    RateLimited {
+        /// Source name.
+        source_name: String,
+        /// The method.
+        method: String,
+        /// How long it asked to be left alone, when it said.
+        retry_after: Option<std::time::Duration>,
+        /// What it answered.
+        detail: String,
+    },
     /// `fetch = "raw"`, and the source does not serve `debug_getRawBlock`.
     #[error(
         "source {source_name} does not serve raw blocks (debug_getRawBlock: {message}), and \
@@ -220,6 +239,14 @@ impl SourceError {
         )
     }
 
+    /// Some(how long it asked to wait, if it said) when the source is rate limiting lightcl.
+    pub fn rate_limit(&self) -> Option<Option<std::time::Duration>> {
+        match self {
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
     /// Stable short reason for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -239,6 +266,7 @@ impl SourceError {
             Self::Http { .. } => "http_error",
             Self::TooLarge { .. } => "too_large",
             Self::NoRawBlocks { .. } => "no_raw_blocks",
+            Self::RateLimited { .. } => "rate_limited",
         }
     }
 }

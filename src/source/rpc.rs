@@ -32,6 +32,8 @@ pub struct RpcSource {
     max_response_mib: usize,
     /// How blocks are fetched, and what this source turned out to serve.
     fetch: blocks::FetchState,
+    /// Its `max_requests_per_second`, shared by every request (HTTP sources).
+    limiter: Option<std::sync::Arc<crate::http::CallLimiter>>,
 }
 
 impl fmt::Debug for RpcSource {
@@ -57,6 +59,10 @@ impl RpcSource {
             websocket: entry.url().starts_with("ws"),
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
             fetch: blocks::FetchState::new(crate::config::Fetch::Auto),
+            limiter: entry
+                .max_requests_per_second()
+                .and_then(std::num::NonZeroU32::new)
+                .map(crate::http::call_limiter),
         }
     }
 
@@ -88,8 +94,15 @@ impl RpcSource {
             alloy_provider::transport::TransportErrorKind::custom_str(&format!("bad URL: {e}"))
         })?;
         let local = url.host_str().is_some_and(|h| h == "localhost" || h.starts_with("127."));
-        let transport = crate::http::CappedHttp::new(url, self.max_response_mib);
+        let transport = crate::http::CappedHttp::new(url, self.max_response_mib)
+            .with_limiter(self.limiter.clone());
         Ok(RootProvider::new(alloy_rpc_client::RpcClient::new(transport, local)))
+    }
+
+    /// Whether its call limit has no token left right now (tests).
+    #[cfg(test)]
+    pub(crate) fn limiter_exhausted(&self) -> bool {
+        self.limiter.as_ref().is_some_and(|l| l.check().is_err())
     }
 
     /// Whether the source is a WebSocket (can push new heads).
@@ -146,7 +159,23 @@ impl RpcSource {
                 error,
             };
         }
+        if let Some(limited) = crate::http::rate_limited(&e) {
+            return SourceError::RateLimited {
+                source_name: self.name.clone(),
+                method: method.into(),
+                retry_after: limited.retry_after,
+                detail: limited.to_string(),
+            };
+        }
         match e {
+            // Providers over their limit answer a JSON-RPC error instead (inside a batch the
+            // HTTP status is 200): 429, or -32005 "limit exceeded".
+            RpcError::ErrorResp(p) if matches!(p.code, 429 | -32005) => SourceError::RateLimited {
+                source_name: self.name.clone(),
+                method: method.into(),
+                retry_after: None,
+                detail: format!("JSON-RPC error {}: {}", p.code, self.redact(&p.message)),
+            },
             RpcError::ErrorResp(p) => SourceError::Rpc {
                 source_name: self.name.clone(),
                 method: method.into(),

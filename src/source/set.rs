@@ -258,7 +258,10 @@ impl SourceSet {
         let m = &self.members[i];
         let t = match &res {
             Ok(_) => m.health.success(started.elapsed()),
-            Err(e) => m.health.failure(e.reason(), Instant::now()),
+            Err(e) => match e.rate_limit() {
+                Some(wait) => m.health.rate_limited(wait, Instant::now()),
+                None => m.health.failure(e.reason(), Instant::now()),
+            },
         };
         let reason = res.as_ref().err().map_or("ok", SourceError::reason);
         self.log_transition(i, t, reason);
@@ -287,6 +290,22 @@ impl SourceSet {
                     errors_total = errors, retry_in = ?retry_in,
                     "source failing; it counts as not agreeing and is retried after a backoff \
                      (repeats within 30 s are logged at debug; see errors in /status)");
+            }
+            Transition::RateLimited { wait, asked } => {
+                let quiet =
+                    said.0.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY);
+                if quiet {
+                    debug!(target: "lightcl::source", source = self.name(i), wait = ?wait, asked,
+                        "source rate limiting again");
+                    return;
+                }
+                *said = (Some(now), said.1);
+                warn!(target: "lightcl::source", source = self.name(i), wait = ?wait,
+                    retry_after_given = asked,
+                    "source is rate limiting lightcl; it is left alone for that long (it counts as \
+                     not agreeing meanwhile, but not as failing). If this lasts, set \
+                     max_requests_per_second for it to what its plan allows (rate-limited time in \
+                     /status and lightcl_source_rate_limited_seconds_total)");
             }
             Transition::Recovered { after } if said.1 => {
                 said.1 = false;

@@ -63,6 +63,8 @@ impl Reporter {
                 mx.set(m::SOURCE_LATENCY, &l, h.latency.map_or(0.0, |d| d.as_secs_f64()));
                 mx.set(m::SOURCE_HEAD, &l, h.head.unwrap_or(0) as f64);
                 mx.set(m::SOURCE_LATE, &l, h.late as f64);
+                mx.set(m::SOURCE_RATE_LIMITED, &l, if h.rate_limited { 1.0 } else { 0.0 });
+                mx.set(m::SOURCE_RATE_LIMITED_SECONDS, &l, h.rate_limited_secs);
                 for (reason, n) in &h.errors {
                     mx.set(m::SOURCE_ERRORS, &[("source", name), ("reason", reason)], *n as f64);
                 }
@@ -75,6 +77,8 @@ impl Reporter {
                     head: h.head,
                     late_answers: h.late,
                     last_problem: h.last_problem,
+                    rate_limited: h.rate_limited,
+                    rate_limited_secs: h.rate_limited_secs,
                 }
             })
             .collect();

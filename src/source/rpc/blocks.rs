@@ -154,6 +154,15 @@ impl RpcSource {
                 Err(e) => return Err(e),
             }
         };
+        // A source that rate-limits the batch's calls would do the same to each one asked again
+        // on its own: stop here, and let the source be left alone as it asked.
+        let mut answers = answers;
+        if let Some(i) =
+            answers.iter().position(|a| matches!(a, Err(e) if e.rate_limit().is_some()))
+            && let Err(e) = answers.swap_remove(i)
+        {
+            return Err(e);
+        }
         let mut answers = answers.into_iter();
         for n in heights {
             match answers.next() {

@@ -94,7 +94,8 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().map_err(Error::Io)?);
         let shared = Arc::new(Shared {
             upstreams,
-            http: reqwest::Client::new(),
+            // Upstream answers uncompressed: the proxy reads and may rewrite them.
+            http: reqwest::Client::builder().no_gzip().build().unwrap_or_default(),
             route: Mutex::new(Route::Fixed(0)),
             next: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(0),

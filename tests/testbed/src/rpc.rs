@@ -20,8 +20,10 @@ pub struct RpcClient {
 impl RpcClient {
     /// A client for `url`; `jwt` set for the authenticated Engine API port.
     pub fn new(url: impl Into<String>, jwt: Option<JwtSecret>) -> Self {
+        // Uncompressed: the ELs are local (lightcl's sources ask for gzip; the test bed need not).
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .no_gzip()
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { http, url: url.into(), jwt, next_id: AtomicU64::new(1) }
