@@ -116,37 +116,23 @@ pub async fn take_calls(limiter: &CallLimiter, calls: usize) {
     }
 }
 
-/// An alloy transport over HTTP whose answers are bounded by [`read_capped`], that asks for
-/// compressed answers, turns a "slow down" answer into [`RateLimited`], and spends its calls
-/// through an optional [`CallLimiter`].
+/// An alloy transport over HTTP whose answers are bounded by [`read_capped`] (decompressed
+/// bytes: a small compressed answer that inflates past the bound is cut off too), that asks for
+/// compressed answers and turns a "slow down" answer into [`RateLimited`].
 #[derive(Clone, Debug)]
 pub struct CappedHttp {
     client: reqwest::Client,
     url: reqwest::Url,
     limit_mib: usize,
-    limiter: Option<std::sync::Arc<CallLimiter>>,
 }
 
 impl CappedHttp {
     /// A transport to `url` with answers of at most `limit_mib` MiB (after decompression).
     pub fn new(url: reqwest::Url, limit_mib: usize) -> Self {
-        Self { client: reqwest::Client::new(), url, limit_mib, limiter: None }
-    }
-
-    /// Spends every call (each call of a batch) through `limiter` before sending.
-    pub fn with_limiter(mut self, limiter: Option<std::sync::Arc<CallLimiter>>) -> Self {
-        self.limiter = limiter;
-        self
+        Self { client: reqwest::Client::new(), url, limit_mib }
     }
 
     async fn send(self, req: RequestPacket) -> Result<ResponsePacket, TransportError> {
-        if let Some(limiter) = &self.limiter {
-            let calls = match &req {
-                RequestPacket::Single(_) => 1,
-                RequestPacket::Batch(calls) => calls.len(),
-            };
-            take_calls(limiter, calls).await;
-        }
         let resp = self
             .client
             .post(self.url)
@@ -357,6 +343,43 @@ mod tests {
             Some(calls) => calls.iter().map(one).collect(),
             None => one(req),
         }
+    }
+
+    /// A server answering every request with a gzip-compressed JSON-RPC answer whose result is a
+    /// quantity `pad` hex digits long (it compresses to a few KiB).
+    async fn gzip_server(pad: usize) -> String {
+        use std::io::Write;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let answer = format!(r#"{{"jsonrpc":"2.0","id":0,"result":"0x1{}"}}"#, "0".repeat(pad));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(answer.as_bytes()).expect("gzip");
+        let body = gz.finish().expect("gzip");
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    #[tokio::test]
+    async fn a_compressed_answer_is_bounded_by_its_decompressed_size() {
+        let small = source(gzip_server(10).await);
+        assert!(small.chain_id().await.is_ok(), "a small gzip answer is decompressed and read");
+        let bomb = source(gzip_server(2 << 20).await);
+        let e = bomb.chain_id().await.expect_err("2 MiB inflated from a few KiB, 1 MiB bound");
+        assert!(matches!(e, SourceError::TooLarge { .. }), "{e:?}");
     }
 
     #[test]

@@ -97,8 +97,12 @@ struct State {
     limited_until: Option<Instant>,
     /// Without a `Retry-After`, how long to leave it alone (doubles per limit in a row).
     limit_backoff: Backoff,
-    /// Time left alone for rate limiting, in all.
+    /// Time left alone for rate limiting in waits that are over.
     limited_total: Duration,
+    /// When the wait under way (or the last one) began.
+    limited_since: Option<Instant>,
+    /// It answered a request since its last rate limit: the next limit starts the backoff over.
+    answered_since_limit: bool,
 }
 
 impl Default for State {
@@ -121,6 +125,8 @@ impl Default for State {
             limited_until: None,
             limit_backoff: Backoff::new(FIRST_BACKOFF, MAX_BACKOFF),
             limited_total: Duration::ZERO,
+            limited_since: None,
+            answered_since_limit: false,
         }
     }
 }
@@ -160,13 +166,38 @@ impl Health {
         let mut s = self.lock();
         *s.errors.entry("rate_limited").or_default() += 1;
         let asked = retry_after.is_some();
-        let wait = retry_after.unwrap_or_else(|| s.limit_backoff.next_delay());
-        let until = now + wait;
         let was = s.limited_until.filter(|t| *t > now);
-        // Count only the time this adds beyond a wait already under way.
-        s.limited_total += until.saturating_duration_since(was.unwrap_or(now));
+        // Answers to requests already in flight extend a wait under way; only a new wait
+        // advances the backoff.
+        let wait = match (retry_after, was) {
+            (Some(d), _) => d,
+            (None, Some(t)) => t.saturating_duration_since(now),
+            (None, None) => {
+                if std::mem::take(&mut s.answered_since_limit) {
+                    s.limit_backoff.reset();
+                }
+                s.limit_backoff.next_delay()
+            }
+        };
+        let until = now + wait;
+        if was.is_none() {
+            // The last wait is over: fold it into the total, start a new one.
+            if let (Some(since), Some(end)) = (s.limited_since, s.limited_until) {
+                s.limited_total += end.saturating_duration_since(since);
+            }
+            s.limited_since = Some(now);
+        }
         s.limited_until = Some(was.map_or(until, |t| t.max(until)));
         if was.is_none() { Transition::RateLimited { wait, asked } } else { Transition::None }
+    }
+
+    /// Time left alone for rate limiting up to `now` (the wait under way counted as it passes).
+    fn limited_secs(s: &State, now: Instant) -> f64 {
+        let current = match (s.limited_since, s.limited_until) {
+            (Some(since), Some(end)) => end.min(now).saturating_duration_since(since),
+            _ => Duration::ZERO,
+        };
+        (s.limited_total + current).as_secs_f64()
     }
 
     /// Records a lie of kind `reason` at `now`: the source is benched; successes do not clear
@@ -226,9 +257,7 @@ impl Health {
         s.consecutive = 0;
         s.backoff.reset();
         s.retry_at = None;
-        if s.limited_until.is_none_or(|t| Instant::now() >= t) {
-            s.limit_backoff.reset();
-        }
+        s.answered_since_limit = true;
         if before > 0 { Transition::Recovered { after: before } } else { Transition::None }
     }
 
@@ -270,7 +299,7 @@ impl Health {
             late: s.late,
             last_problem: s.last_problem.clone(),
             rate_limited: s.limited_until.is_some_and(|t| now < t),
-            rate_limited_secs: s.limited_total.as_secs_f64(),
+            rate_limited_secs: Self::limited_secs(&s, now),
         }
     }
 }
@@ -319,21 +348,33 @@ mod tests {
             "an earlier request's success does not lift it"
         );
         assert!(h.available(t0 + ten) && h.can_vote(t0 + ten), "and not a moment longer");
-        let snap = h.snapshot(t0);
+        let snap = h.snapshot(t0 + Duration::from_secs(3));
         assert!(snap.rate_limited && snap.up, "limited, but not failing: {snap:?}");
         assert_eq!((snap.consecutive_errors, snap.errors.get("rate_limited")), (0, Some(&1)));
-        assert_eq!(snap.rate_limited_secs, 10.0);
+        assert_eq!(snap.rate_limited_secs, 3.0, "counted as it passes, not in advance");
         // A second answer inside the wait extends it without counting the overlap twice.
         assert_eq!(h.rate_limited(Some(ten), t0 + Duration::from_secs(4)), Transition::None);
-        assert_eq!(h.snapshot(t0).rate_limited_secs, 14.0);
+        assert_eq!(h.snapshot(t0 + ten * 2).rate_limited_secs, 14.0);
         assert!(!h.snapshot(t0 + ten * 2).rate_limited);
+        // A later wait adds to the total.
+        h.rate_limited(Some(Duration::from_secs(2)), t0 + ten * 3);
+        assert_eq!(h.snapshot(t0 + ten * 4).rate_limited_secs, 16.0);
         // Without Retry-After: a backoff that doubles, and a failure backoff is not touched.
         let h = Health::default();
         let w1 = h.rate_limited(None, t0);
         assert_eq!(w1, Transition::RateLimited { wait: FIRST_BACKOFF, asked: false });
+        // Sixteen answers to requests already in flight do not run the backoff up.
+        for _ in 0..16 {
+            assert_eq!(h.rate_limited(None, t0), Transition::None);
+        }
+        assert!(h.available(t0 + FIRST_BACKOFF), "still the first wait");
         let w2 = h.rate_limited(None, t0 + FIRST_BACKOFF);
         assert_eq!(w2, Transition::RateLimited { wait: FIRST_BACKOFF * 2, asked: false });
         assert_eq!(h.snapshot(t0).consecutive_errors, 0);
+        // An answer after the wait ended resets the backoff.
+        h.success(Duration::from_millis(1));
+        let w3 = h.rate_limited(None, t0 + FIRST_BACKOFF * 10);
+        assert_eq!(w3, Transition::RateLimited { wait: FIRST_BACKOFF, asked: false });
     }
 
     #[test]

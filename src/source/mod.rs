@@ -157,8 +157,8 @@ pub enum SourceError {
     /// as it asked.
     #[error(
         "source {source_name} is rate limiting lightcl ({method}: {detail}); it is left alone \
-         {} and is not counted as failing; if this lasts, set max_requests_per_second for it \
-         (docs/operators.md, \"Using a commercial provider\")",
+         {} and is not counted as failing; if this lasts, give it max_requests_per_second (its https \
+         URL) as its plan allows (docs/operators.md, \"Using a commercial provider\")",
         match retry_after { Some(d) => format!("for {} s, as it asked", d.as_secs_f64()), None => "for a short backoff (it did not say how long)".to_string() }
     )]
     RateLimited {

@@ -94,8 +94,7 @@ impl RpcSource {
             alloy_provider::transport::TransportErrorKind::custom_str(&format!("bad URL: {e}"))
         })?;
         let local = url.host_str().is_some_and(|h| h == "localhost" || h.starts_with("127."));
-        let transport = crate::http::CappedHttp::new(url, self.max_response_mib)
-            .with_limiter(self.limiter.clone());
+        let transport = crate::http::CappedHttp::new(url, self.max_response_mib);
         Ok(RootProvider::new(alloy_rpc_client::RpcClient::new(transport, local)))
     }
 
@@ -134,6 +133,7 @@ impl RpcSource {
         params: Value,
     ) -> Result<R, SourceError> {
         let provider = self.provider().await?;
+        self.spend(1).await;
         let fut = provider.raw_request::<Value, R>(Cow::Borrowed(method), params);
         match tokio::time::timeout(self.timeout, fut).await {
             Err(_) => {
@@ -141,6 +141,14 @@ impl RpcSource {
             }
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.classify(method, e)),
+        }
+    }
+
+    /// Waits for `calls` tokens of the source's `max_requests_per_second`, if it has one. Taken
+    /// before a request's timeout starts: waiting for the quota is not the source being slow.
+    pub(super) async fn spend(&self, calls: usize) {
+        if let Some(limiter) = &self.limiter {
+            crate::http::take_calls(limiter, calls).await;
         }
     }
 

@@ -42,6 +42,9 @@ struct Member {
     /// When a failure of it was last said at warn, and whether its recovery is still to be
     /// said (a flaky source would otherwise log a failing / answering-again pair every poll).
     announced: std::sync::Mutex<(Option<Instant>, bool)>,
+    /// When its rate limiting was last said at warn (apart from failures: one must not hide
+    /// the other).
+    limit_said: std::sync::Mutex<Option<Instant>>,
     /// Its label reads and hash lookups, shared between a fleet's replicas (none alone).
     memo: Option<Coalesced>,
 }
@@ -108,6 +111,7 @@ impl SourceSet {
                 health: Health::default(),
                 admitted: AtomicBool::new(false),
                 announced: std::sync::Mutex::new((None, false)),
+                limit_said: std::sync::Mutex::new(None),
                 memo: None,
             })
             .collect();
@@ -185,6 +189,11 @@ impl SourceSet {
         m.admitted.load(Ordering::Relaxed) && m.health.available(Instant::now())
     }
 
+    /// Whether source `i` is left alone now because it is rate limiting lightcl.
+    pub fn rate_limited(&self, i: usize) -> bool {
+        self.members[i].health.snapshot(Instant::now()).rate_limited
+    }
+
     /// Whether source `i`'s answers about labels and hashes count now: admitted and not
     /// backing off (a source benched for serving bad blocks still votes).
     pub fn can_vote(&self, i: usize) -> bool {
@@ -224,9 +233,10 @@ impl SourceSet {
                 }
                 Ok(got) => return Err(WrongChain { source: self.name(i).to_string(), got }),
                 Err(e) => {
-                    // Said at warn on the first failure and every tenth, like other failures.
+                    // Said at warn on the first failure and every tenth, like other failures
+                    // (a rate limit is said where it is recorded).
                     let n = self.members[i].health.snapshot(Instant::now()).consecutive_errors;
-                    if n == 1 || n.is_multiple_of(10) {
+                    if e.rate_limit().is_none() && (n == 1 || n.is_multiple_of(10)) {
                         warn!(target: "lightcl::source", source = self.name(i), error = %e,
                             failures = n, "source not usable yet (its chain id is not checked); \
                             retrying; it counts once it answers with the right chain id");
@@ -292,14 +302,13 @@ impl SourceSet {
                      (repeats within 30 s are logged at debug; see errors in /status)");
             }
             Transition::RateLimited { wait, asked } => {
-                let quiet =
-                    said.0.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY);
-                if quiet {
+                let mut last = crate::util::lock(&self.members[i].limit_said);
+                if last.is_some_and(|at| now.duration_since(at) < DISAGREEMENT_LOG_EVERY) {
                     debug!(target: "lightcl::source", source = self.name(i), wait = ?wait, asked,
                         "source rate limiting again");
                     return;
                 }
-                *said = (Some(now), said.1);
+                *last = Some(now);
                 warn!(target: "lightcl::source", source = self.name(i), wait = ?wait,
                     retry_after_given = asked,
                     "source is rate limiting lightcl; it is left alone for that long (it counts as \
@@ -507,8 +516,11 @@ impl SourceSet {
         while chain.low().number > to && added < budget && failures < TRIES {
             let avail: Vec<usize> = (0..self.len()).filter(|&i| self.available(i)).collect();
             let usable = if avail.is_empty() {
+                // Not one that is rate limiting lightcl: it asked to be left alone.
                 (0..self.len())
-                    .filter(|&i| self.members[i].admitted.load(Ordering::Relaxed))
+                    .filter(|&i| {
+                        self.members[i].admitted.load(Ordering::Relaxed) && !self.rate_limited(i)
+                    })
                     .collect()
             } else {
                 avail
@@ -527,21 +539,25 @@ impl SourceSet {
                 Some(parent) => {
                     let low = chain.low().number;
                     let count = batch.clamp(1, low - to).min(budget - added);
+                    let mut limited = false;
                     if count > 1 {
                         // By number: kept only while each is the parent of the block above.
-                        if let Ok(blocks) = self.payloads(i, low - count, count).await {
-                            for p in blocks.iter().rev() {
-                                if !p
-                                    .as_ref()
-                                    .is_some_and(|p| chain.push_below(p.block, p.parent_hash))
-                                {
-                                    break;
+                        match self.payloads(i, low - count, count).await {
+                            Ok(blocks) => {
+                                for p in blocks.iter().rev() {
+                                    if !p
+                                        .as_ref()
+                                        .is_some_and(|p| chain.push_below(p.block, p.parent_hash))
+                                    {
+                                        break;
+                                    }
+                                    added += 1;
                                 }
-                                added += 1;
                             }
+                            Err(e) => limited = e.rate_limit().is_some(),
                         }
                     }
-                    if added == before {
+                    if added == before && !limited {
                         // By hash: no other branch can answer it.
                         if let Ok(Some(p)) = self.payload(i, BlockId::Hash(parent)).await
                             && chain.push_below(p.block, p.parent_hash)

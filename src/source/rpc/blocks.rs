@@ -188,6 +188,7 @@ impl RpcSource {
                 .map_err(|e| self.classify(method, e))?;
             waiters.push(w);
         }
+        self.spend(params.len()).await;
         let run = async {
             batch.send().await.map_err(|e| self.classify(method, e))?;
             let mut out = Vec::with_capacity(waiters.len());

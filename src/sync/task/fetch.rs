@@ -221,7 +221,12 @@ async fn chunk_direct(
 /// hedge delay gets company (the next holder is asked too) and the first verified answer
 /// wins, so a hanging source costs a hedge delay, not its timeout.
 async fn block(ctx: &Ctx, n: u64, usable: &[usize], first: usize) -> Result<Fetched, Fault> {
-    let order: Vec<usize> = (0..usable.len()).map(|k| usable[(first + k) % usable.len()]).collect();
+    // A holder that is rate limiting lightcl (it may have just refused this block's batch) is
+    // not asked again until its wait is over.
+    let order: Vec<usize> = (0..usable.len())
+        .map(|k| usable[(first + k) % usable.len()])
+        .filter(|&i| !ctx.sources.rate_limited(i))
+        .collect();
     let ask = |i: usize| async move { (i, ctx.sources.payload(i, BlockId::Number(n)).await) };
     let mut in_flight = FuturesUnordered::new();
     let mut asked = 0;
