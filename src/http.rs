@@ -222,6 +222,30 @@ mod tests {
     use crate::source::{RpcSource, Source, SourceError};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Reads one HTTP request from `conn`: headers, then the body (Content-Length from the
+    /// client). None when the connection ends first.
+    async fn request_body(conn: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut got = Vec::new();
+        loop {
+            let n = conn.read(&mut buf).await.ok().filter(|&n| n > 0)?;
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            let Some(end) = text.find("\r\n\r\n") else { continue };
+            let len = text
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Some(got[end + 4..end + 4 + len].to_vec());
+            }
+        }
+    }
+
     /// A JSON-RPC server answering every request with a quantity `pad` hex digits long, the
     /// request's id echoed; `chunked`: no Content-Length (the bound must hold while reading).
     async fn server(pad: usize, chunked: bool) -> String {
@@ -230,29 +254,7 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let mut got = Vec::new();
-                    // Headers, then the body (Content-Length from the client).
-                    let body = loop {
-                        let Ok(n) = conn.read(&mut buf).await else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&got).to_string();
-                        let Some(end) = text.find("\r\n\r\n") else { continue };
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break got[end + 4..end + 4 + len].to_vec();
-                        }
-                    };
+                    let Some(body) = request_body(&mut conn).await else { return };
                     let req: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                     let answer = serde_json::json!({
                         "jsonrpc": "2.0", "id": req["id"], "result": format!("0x1{}", "0".repeat(pad)),
@@ -299,29 +301,8 @@ mod tests {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let seen = seen.clone();
                 tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    let mut buf = vec![0u8; 64 * 1024];
-                    let req = loop {
-                        let Ok(n) = conn.read(&mut buf).await else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&got).to_string();
-                        let Some(end) = text.find("\r\n\r\n") else { continue };
-                        let len = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + len {
-                            break serde_json::from_slice(&got[end + 4..end + 4 + len])
-                                .unwrap_or_default();
-                        }
-                    };
+                    let Some(sent) = request_body(&mut conn).await else { return };
+                    let req: serde_json::Value = serde_json::from_slice(&sent).unwrap_or_default();
                     seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let answer = body(&req).to_string();
                     let head = format!(
