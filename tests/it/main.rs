@@ -14,6 +14,7 @@ mod follow;
 mod on_reth;
 mod ops;
 mod packaging;
+mod provider;
 mod quorum;
 mod raw;
 mod recovery;

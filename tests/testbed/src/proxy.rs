@@ -1,5 +1,6 @@
 //! A JSON-RPC HTTP proxy for tests: forwards to one of several upstream ELs and can delay,
-//! refuse, alternate between upstreams, or tamper with answers (a lying or broken source).
+//! refuse, alternate between upstreams, tamper with answers (a lying or broken source), or
+//! behave like a commercial provider over its plan's rate limit (HTTP 429 with `Retry-After`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,6 +73,22 @@ struct Shared {
     requests: AtomicU64,
     /// Every exchange, when recording.
     recorded: Mutex<Option<Vec<Exchange>>>,
+    /// The provider rule: at most this many calls (each call of a batch counts) in any second;
+    /// a request that would pass it gets HTTP 429 with `Retry-After: 1`.
+    calls_per_second: Mutex<Option<usize>>,
+    /// When each call let through arrived (the last seconds' worth, for the rule).
+    calls: Mutex<CallLog>,
+}
+
+/// The calls let through, for the rate rule and the figures a test checks.
+#[derive(Debug, Default)]
+struct CallLog {
+    /// Arrival times within the last second.
+    recent: std::collections::VecDeque<std::time::Instant>,
+    /// Every arrival time.
+    all: Vec<std::time::Instant>,
+    /// Calls refused with 429.
+    refused: u64,
 }
 
 /// A running proxy; stops when dropped.
@@ -103,6 +120,8 @@ impl Proxy {
             tamper: Mutex::new(None),
             requests: AtomicU64::new(0),
             recorded: Mutex::new(None),
+            calls_per_second: Mutex::new(None),
+            calls: Mutex::new(CallLog::default()),
         });
         let s = shared.clone();
         let task = tokio::spawn(async move {
@@ -156,6 +175,64 @@ impl Proxy {
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
+
+    /// Enforces a provider's rate limit of `calls` JSON-RPC calls per second (each call of a
+    /// batch counts): a request that would pass it gets HTTP 429 with `Retry-After: 1`. None
+    /// lifts it. Calls are counted either way ([`Proxy::call_figures`]).
+    pub fn set_calls_per_second(&self, calls: Option<usize>) {
+        *self.shared.calls_per_second.lock().unwrap_or_else(|p| p.into_inner()) = calls;
+    }
+
+    /// Seconds from the first call let through to the last.
+    pub fn call_span(&self) -> f64 {
+        let log = self.shared.calls.lock().unwrap_or_else(|p| p.into_inner());
+        match (log.all.first(), log.all.last()) {
+            (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
+    /// (calls let through, the most of them in any one second, calls refused with 429).
+    pub fn call_figures(&self) -> (usize, usize, u64) {
+        let log = self.shared.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let second = Duration::from_secs(1);
+        let mut most = 0;
+        let mut from = 0;
+        for (k, t) in log.all.iter().enumerate() {
+            while t.duration_since(log.all[from]) >= second {
+                from += 1;
+            }
+            most = most.max(k + 1 - from);
+        }
+        (log.all.len(), most, log.refused)
+    }
+}
+
+/// The number of JSON-RPC calls in a request body (a batch counts what it holds).
+fn calls_in(body: &[u8]) -> usize {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(calls)) => calls.len(),
+        _ => 1,
+    }
+}
+
+/// Applies the rate rule to a request of `n` calls: whether it may pass (and counts it).
+fn admit(s: &Shared, n: usize) -> bool {
+    let limit = *s.calls_per_second.lock().unwrap_or_else(|p| p.into_inner());
+    let mut log = s.calls.lock().unwrap_or_else(|p| p.into_inner());
+    let now = std::time::Instant::now();
+    while log.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+        log.recent.pop_front();
+    }
+    if limit.is_some_and(|l| log.recent.len() + n > l) {
+        log.refused += n as u64;
+        return false;
+    }
+    for _ in 0..n {
+        log.recent.push_back(now);
+        log.all.push(now);
+    }
+    true
 }
 
 impl Drop for Proxy {
@@ -192,8 +269,9 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
         let (status, out) = answer(&s, &body, auth.as_deref()).await;
+        let wait = if status.starts_with("429") { "retry-after: 1\r\n" } else { "" };
         let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{wait}content-length: {}\r\n\r\n",
             out.len()
         );
         w.write_all(head.as_bytes()).await?;
@@ -210,6 +288,9 @@ async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, V
     }
     if s.down.load(Ordering::Relaxed) || s.upstreams.is_empty() {
         return ("503 Service Unavailable", b"source down".to_vec());
+    }
+    if !admit(s, calls_in(body)) {
+        return ("429 Too Many Requests", b"rate limit exceeded".to_vec());
     }
     let route = *s.route.lock().unwrap_or_else(|p| p.into_inner());
     let i = match route {
