@@ -217,7 +217,7 @@ pub fn too_large(e: &TransportError) -> Option<TooLarge> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::config::SourceEntry;
     use crate::source::{RpcSource, Source, SourceError};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,18 +288,21 @@ mod tests {
 
     /// A server answering every request with `status`, `headers` and `body(request)`; counts
     /// the requests it got.
-    async fn answering(
+    /// A server answering each request with `status`, extra `headers` and `body(request)`;
+    /// returns its URL and a count of the requests it answered.
+    pub(crate) async fn answering(
         status: &'static str,
         headers: &'static str,
-        body: fn(&serde_json::Value) -> serde_json::Value,
+        body: impl Fn(&serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
     ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let body = std::sync::Arc::new(body);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let seen = count.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
-                let seen = seen.clone();
+                let (seen, body) = (seen.clone(), body.clone());
                 tokio::spawn(async move {
                     let Some(sent) = request_body(&mut conn).await else { return };
                     let req: serde_json::Value = serde_json::from_slice(&sent).unwrap_or_default();

@@ -141,6 +141,11 @@ pub enum SourceEntry {
         /// HTTP sources), for a provider plan's rate limit. Unlimited when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_requests_per_second: Option<u32>,
+        /// At most this many blocks in one JSON-RPC batch to it (lowers the global
+        /// `fetch_batch` for this source: a provider's batch cap). Learned anyway when the
+        /// source refuses a batch for its size; setting it skips the refusals.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fetch_batch: Option<usize>,
     },
 }
 
@@ -166,6 +171,14 @@ impl SourceEntry {
         match self {
             Self::Url(_) => None,
             Self::Named { name, .. } => name.as_deref(),
+        }
+    }
+
+    /// Its own `fetch_batch`, if set.
+    pub fn fetch_batch(&self) -> Option<usize> {
+        match self {
+            Self::Url(_) => None,
+            Self::Named { fetch_batch, .. } => *fetch_batch,
         }
     }
 
@@ -440,6 +453,14 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            if s.fetch_batch() == Some(0) {
+                return Err(bad(
+                    &format!("sources[{i}].fetch_batch"),
+                    "is 0; give the most blocks the provider takes in one batch (1 for no \
+                     batches), or leave it out"
+                        .into(),
+                ));
             }
         }
         self.quorum.check(self.sources.len()).map_err(|p| bad("quorum", p))?;

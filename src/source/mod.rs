@@ -81,8 +81,9 @@ pub trait Source: Send + Sync + fmt::Debug {
     fn hash_at(&self, number: u64) -> BoxFuture<'_, Result<Option<B256>, SourceError>>;
     /// A full block (transactions included), raw or as JSON, unverified (`None`: unknown).
     fn block(&self, at: BlockId) -> BoxFuture<'_, Result<Option<SourceBlock>, SourceError>>;
-    /// The canonical blocks `from..from + count`, in one request where the transport allows
-    /// (a JSON-RPC batch). One entry per height, in order.
+    /// The canonical blocks `from..from + count`, in as few requests as the transport allows
+    /// (JSON-RPC batches). One entry per height, in order; a prefix when the source stopped
+    /// answering partway (a rate limit), the rest to be asked for again.
     fn blocks(
         &self,
         from: u64,

@@ -1,5 +1,6 @@
 //! A source over HTTP or WebSocket JSON-RPC (alloy provider as transport).
 
+mod batching;
 mod blocks;
 
 use std::borrow::Cow;
@@ -34,6 +35,8 @@ pub struct RpcSource {
     fetch: blocks::FetchState,
     /// Its `max_requests_per_second`, shared by every request (HTTP sources).
     limiter: Option<std::sync::Arc<crate::http::CallLimiter>>,
+    /// The batch size it takes and what it refused in batches.
+    batching: batching::Batching,
 }
 
 impl fmt::Debug for RpcSource {
@@ -63,6 +66,7 @@ impl RpcSource {
                 .max_requests_per_second()
                 .and_then(std::num::NonZeroU32::new)
                 .map(crate::http::call_limiter),
+            batching: batching::Batching::new(entry.fetch_batch(), entry.max_requests_per_second()),
         }
     }
 

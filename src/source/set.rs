@@ -437,7 +437,9 @@ impl SourceSet {
     }
 
     /// Verified payloads of source `i`'s canonical blocks `from..from + count` (one entry per
-    /// height, `None` where it has none), fetched in one request where it can batch them.
+    /// height, `None` where it has none), fetched in as few requests as it takes. Fewer entries
+    /// (a prefix) when the source stopped answering partway, rate limiting lightcl: the rest
+    /// are to be asked for again, from it or another.
     pub async fn payloads(
         &self,
         i: usize,
@@ -445,7 +447,7 @@ impl SourceSet {
         count: u64,
     ) -> Result<Vec<Option<Payload>>, SourceError> {
         let blocks = self.call(i, self.members[i].source.blocks(from, count)).await?;
-        if blocks.len() as u64 != count {
+        if blocks.len() as u64 > count {
             let e = SourceError::Malformed {
                 source_name: self.name(i).to_string(),
                 method: "blocks".into(),
@@ -543,7 +545,8 @@ impl SourceSet {
                     if count > 1 {
                         // By number: kept only while each is the parent of the block above.
                         match self.payloads(i, low - count, count).await {
-                            Ok(blocks) => {
+                            // Linked from the top down: only a whole answer has the top.
+                            Ok(blocks) if blocks.len() as u64 == count => {
                                 for p in blocks.iter().rev() {
                                     if !p
                                         .as_ref()
@@ -554,6 +557,7 @@ impl SourceSet {
                                     added += 1;
                                 }
                             }
+                            Ok(_) => limited = true,
                             Err(e) => limited = e.rate_limit().is_some(),
                         }
                     }
