@@ -103,9 +103,12 @@ pub async fn read_capped(
 /// burst of one second's worth.
 pub type CallLimiter = governor::DefaultDirectRateLimiter;
 
-/// A limiter of `per_second` calls per second (a burst of as many).
+/// A limiter of `per_second` calls per second, evenly spaced (a burst of one call): a provider
+/// that counts calls in any one-second window then never sees more than its plan, however the
+/// requests fall on its clock. A batch waits for a token per call and goes out at once.
 pub fn call_limiter(per_second: std::num::NonZeroU32) -> std::sync::Arc<CallLimiter> {
-    std::sync::Arc::new(governor::RateLimiter::direct(governor::Quota::per_second(per_second)))
+    let quota = governor::Quota::per_second(per_second).allow_burst(std::num::NonZeroU32::MIN);
+    std::sync::Arc::new(governor::RateLimiter::direct(quota))
 }
 
 /// Waits until `limiter` allows `calls` more calls: a batch costs what it holds (one token per
@@ -424,11 +427,13 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn a_call_limit_counts_every_call_of_a_batch() {
+    async fn a_call_limit_counts_every_call_of_a_batch_and_spaces_them() {
         let limiter = super::call_limiter(std::num::NonZeroU32::new(5).expect("5"));
-        super::take_calls(&limiter, 5).await;
-        assert!(limiter.check().is_err(), "five calls at 5/s empty the bucket");
-        // Through a source: a batch of 4 blocks spends 4 of 4.
+        assert!(limiter.check().is_ok(), "one call at once");
+        assert!(limiter.check().is_err(), "evenly spaced: no burst past one call");
+        // Through a source at 20/s: a batch of 8 blocks spends 8 tokens (the first at once, then
+        // one every 50 ms), so it goes out no sooner than 350 ms after it was asked for. A lower
+        // bound only: a slow machine cannot make it fail.
         let (url, count) = answering("200 OK", "", |r| {
             let one = |c: &serde_json::Value| serde_json::json!({"jsonrpc": "2.0", "id": c["id"], "result": null});
             match r.as_array() {
@@ -438,13 +443,16 @@ pub(crate) mod tests {
         })
         .await;
         let entry: SourceEntry =
-            serde_json::from_value(serde_json::json!({"url": url, "max_requests_per_second": 4}))
+            serde_json::from_value(serde_json::json!({"url": url, "max_requests_per_second": 20}))
                 .expect("entry");
         let s = RpcSource::new(&entry, std::time::Duration::from_secs(10))
             .with_fetch(crate::config::Fetch::Json);
-        s.blocks(1, 4).await.expect("blocks");
+        let t0 = std::time::Instant::now();
+        s.blocks(1, 8).await.expect("blocks");
+        let took = t0.elapsed();
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1, "one batch");
-        assert!(s.limiter_exhausted(), "the batch spent a token per call");
+        assert!(took >= std::time::Duration::from_millis(340), "8 calls at 20/s in {took:?}");
+        assert!(s.limiter_exhausted(), "the batch spent its tokens");
     }
 
     fn source(url: String) -> RpcSource {

@@ -159,6 +159,11 @@ impl Health {
         s.retry_at.is_none_or(|t| now >= t) && s.limited_until.is_none_or(|t| now >= t)
     }
 
+    /// How long it is still left alone for rate limiting lightcl at `now` (None: it is not).
+    pub fn limited_for(&self, now: Instant) -> Option<Duration> {
+        self.lock().limited_until.filter(|t| *t > now).map(|t| t - now)
+    }
+
     /// Records that the source is rate limiting lightcl at `now`: it is left alone for exactly
     /// `retry_after` when it said, else for a backoff that doubles while it keeps saying so
     /// (from 1 s up to 30 s). Not a failure: its failure count and backoff stay as they were.

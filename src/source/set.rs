@@ -194,6 +194,13 @@ impl SourceSet {
         self.members[i].health.snapshot(Instant::now()).rate_limited
     }
 
+    /// The shortest wait left among the sources that are rate limiting lightcl now (None: none
+    /// is): when the quota lets lightcl ask again.
+    pub fn rate_limit_wait(&self) -> Option<std::time::Duration> {
+        let now = Instant::now();
+        self.members.iter().filter_map(|m| m.health.limited_for(now)).min()
+    }
+
     /// Whether source `i`'s answers about labels and hashes count now: admitted and not
     /// backing off (a source benched for serving bad blocks still votes).
     pub fn can_vote(&self, i: usize) -> bool {

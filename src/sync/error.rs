@@ -124,6 +124,11 @@ pub(crate) enum Fault {
     Exit(RunError),
     #[error("the sources have no block {number} yet")]
     Missing { number: u64 },
+    /// Every source that holds the block is rate limiting lightcl: wait for the quota.
+    #[error(
+        "every source that holds block {number} is rate limiting lightcl; waiting for its quota"
+    )]
+    Throttled { number: u64 },
     #[error("no source is available (all are backing off after errors)")]
     NoSource,
     #[error(
@@ -197,6 +202,9 @@ pub(crate) enum Severity {
     Unauthorized,
     /// The EL does not advance past its head: the stuck-EL repair takes over.
     Repair(Symptom),
+    /// A source's quota ran out: wait for it (as long as it asked), without backing off and
+    /// without calling it a failure. The catch-up goes at the pace the quota allows.
+    Throttled,
     /// No more writes to the EL until an operator steps in ([`Fault::Halt`]).
     Halt,
     /// Stop ([`Fault::Exit`]).
@@ -214,6 +222,8 @@ impl Fault {
             Self::Engine(EngineError::Unauthorized { .. }) => Severity::Unauthorized,
             Self::Halt(_) => Severity::Halt,
             Self::Exit(_) => Severity::Exit,
+            Self::Throttled { .. } => Severity::Throttled,
+            Self::Source(e) if e.rate_limit().is_some() => Severity::Throttled,
             _ => Severity::Retry,
         }
     }

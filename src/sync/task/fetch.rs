@@ -10,12 +10,14 @@ use tokio::sync::mpsc;
 
 use super::super::cache::{self, Claim};
 use super::super::ctx::Ctx;
-use super::super::error::Fault;
+use super::super::error::{Fault, Severity};
+use crate::backoff::LOOP_MAX;
 use crate::chain::BlockRef;
 use crate::config::Config;
 use crate::metrics as m;
 use crate::payload::Payload;
 use crate::source::BlockId;
+use crate::util::sleep_or_cancel;
 
 /// A payload and the index of the source that served it.
 pub type Fetched = (usize, Payload);
@@ -69,7 +71,7 @@ pub(crate) async fn range(
         .map(|(start, count)| {
             // Spread over the holders, across chunks and across rounds.
             let first = (from + (start - from) / batch) as usize % usable.len();
-            chunk(ctx, start, count, usable, first)
+            patient(ctx, start, count, usable, first)
         })
         .buffered(requests);
     while let Some(items) = stream.next().await {
@@ -81,6 +83,50 @@ pub(crate) async fn range(
         }
     }
 }
+
+/// [`chunk`], waiting out rate limits: what came before a rate limit is kept, and the rest is
+/// asked for again once the quota allows, so a catch-up through a rate-limited source goes at
+/// the quota's pace instead of failing and fetching its prefetched blocks again. Gives up (the
+/// rate limit is the chunk's last item) after [`THROTTLED_TRIES`] waits in a row that brought
+/// nothing, or when lightcl stops.
+async fn patient(
+    ctx: &Ctx,
+    start: u64,
+    count: u64,
+    usable: &[usize],
+    first: usize,
+) -> Vec<Result<Fetched, Fault>> {
+    let end = start + count;
+    let mut out = Vec::with_capacity(count as usize);
+    let mut from = start;
+    let mut barren = 0;
+    loop {
+        let mut items = chunk(ctx, from, end - from, usable, first).await;
+        let throttled =
+            matches!(items.last(), Some(Err(f)) if matches!(f.severity(), Severity::Throttled));
+        if !throttled {
+            out.extend(items);
+            return out;
+        }
+        let Some(fault) = items.pop() else { return out };
+        from += items.len() as u64;
+        barren = if items.is_empty() { barren + 1 } else { 0 };
+        out.extend(items);
+        let wait = ctx.sources.rate_limit_wait().unwrap_or(THROTTLE_POLL);
+        if barren >= THROTTLED_TRIES
+            || from >= end
+            || !sleep_or_cancel(&ctx.token, wait.clamp(THROTTLE_POLL / 5, LOOP_MAX)).await
+        {
+            out.push(fault);
+            return out;
+        }
+    }
+}
+
+/// Waits in a row, each bringing no block, before a rate-limited chunk gives up.
+const THROTTLED_TRIES: u32 = 20;
+/// Wait after a rate limit when no source says how long is left.
+const THROTTLE_POLL: Duration = Duration::from_millis(250);
 
 /// Blocks `start..start + count`, through the fleet's shared fetch when there is one: the
 /// heights another replica fetches or fetched recently are taken from it; the rest are
@@ -230,7 +276,12 @@ async fn block(ctx: &Ctx, n: u64, usable: &[usize], first: usize) -> Result<Fetc
     let ask = |i: usize| async move { (i, ctx.sources.payload(i, BlockId::Number(n)).await) };
     let mut in_flight = FuturesUnordered::new();
     let mut asked = 0;
-    let mut failure = Fault::Missing { number: n };
+    // Every holder passed over for its rate limit: the quota, not the block, is missing.
+    let mut failure = if order.is_empty() && !usable.is_empty() {
+        Fault::Throttled { number: n }
+    } else {
+        Fault::Missing { number: n }
+    };
     loop {
         if in_flight.is_empty() {
             let Some(&i) = order.get(asked) else { return Err(failure) };

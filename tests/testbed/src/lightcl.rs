@@ -19,7 +19,7 @@ pub struct FollowerConfig {
     pub kind: ChainKind,
     /// Chain id.
     pub chain_id: u64,
-    /// Source URLs.
+    /// Source URLs, or inline TOML tables (`{ url = "...", max_requests_per_second = 20 }`).
     pub sources: Vec<String>,
     /// Engine API URL.
     pub engine_url: String,
@@ -60,7 +60,12 @@ impl FollowerConfig {
             ChainKind::Optimism => "optimism",
             ChainKind::Ethereum => "ethereum",
         };
-        let sources: Vec<String> = self.sources.iter().map(|s| format!("{s:?}")).collect();
+        // A source given as an inline table ("{ url = ..., ... }") is written as it is.
+        let sources: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| if s.starts_with('{') { s.clone() } else { format!("{s:?}") })
+            .collect();
         format!(
             "chain = \"{chain}\"\nchain_id = {}\nsources = [{}]\nfollow = \"{}\"\n\
              poll_interval_ms = {}\nprogress_interval_ms = 1000\n{}\n\n[engine]\nurl = {:?}\n\

@@ -1,6 +1,7 @@
 //! A JSON-RPC HTTP proxy for tests: forwards to one of several upstream ELs and can delay,
 //! refuse, alternate between upstreams, tamper with answers (a lying or broken source), or
-//! behave like a commercial provider over its plan's rate limit (HTTP 429 with `Retry-After`).
+//! behave like a commercial provider ([`ProviderRules`]: a rate limit answered with HTTP 429 and
+//! `Retry-After` or inside the batch, a batch cap, no debug calls in batches, gzip).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,26 @@ pub fn source_requests(recorded: &[Exchange]) -> (u64, u64) {
     (blocks, other)
 }
 
+/// What a commercial provider does, each rule named after the behaviour it copies (all off by
+/// default: the proxy then forwards everything as it is).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderRules {
+    /// At most this many JSON-RPC calls in any second (each call of a batch counts); a request
+    /// that would pass it is refused whole.
+    pub calls_per_second: Option<usize>,
+    /// Over the limit, answer HTTP 200 with a JSON-RPC error 429 for each call (as providers do
+    /// inside batches) instead of HTTP 429 with `Retry-After: 1`.
+    pub limit_inside_batch: bool,
+    /// A batch of more calls than this gets geth's answer to an oversized batch: one error,
+    /// -32600 "batch too large", for the first call only.
+    pub batch_cap: Option<usize>,
+    /// `debug_*` calls inside a batch are each refused (-32600), as Alchemy does; alone they
+    /// are served.
+    pub no_debug_in_batch: bool,
+    /// Answers are gzip-compressed for a client that accepts it.
+    pub gzip: bool,
+}
+
 /// Which upstream answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -73,9 +94,10 @@ struct Shared {
     requests: AtomicU64,
     /// Every exchange, when recording.
     recorded: Mutex<Option<Vec<Exchange>>>,
-    /// The provider rule: at most this many calls (each call of a batch counts) in any second;
-    /// a request that would pass it gets HTTP 429 with `Retry-After: 1`.
-    calls_per_second: Mutex<Option<usize>>,
+    /// The provider's rules.
+    rules: Mutex<ProviderRules>,
+    /// Answer body bytes written (compressed where they were).
+    bytes_out: AtomicU64,
     /// When each call let through arrived (the last seconds' worth, for the rule).
     calls: Mutex<CallLog>,
 }
@@ -120,7 +142,8 @@ impl Proxy {
             tamper: Mutex::new(None),
             requests: AtomicU64::new(0),
             recorded: Mutex::new(None),
-            calls_per_second: Mutex::new(None),
+            rules: Mutex::new(ProviderRules::default()),
+            bytes_out: AtomicU64::new(0),
             calls: Mutex::new(CallLog::default()),
         });
         let s = shared.clone();
@@ -180,7 +203,17 @@ impl Proxy {
     /// batch counts): a request that would pass it gets HTTP 429 with `Retry-After: 1`. None
     /// lifts it. Calls are counted either way ([`Proxy::call_figures`]).
     pub fn set_calls_per_second(&self, calls: Option<usize>) {
-        *self.shared.calls_per_second.lock().unwrap_or_else(|p| p.into_inner()) = calls;
+        self.shared.rules.lock().unwrap_or_else(|p| p.into_inner()).calls_per_second = calls;
+    }
+
+    /// Behaves like a provider with these rules from now on.
+    pub fn set_rules(&self, rules: ProviderRules) {
+        *self.shared.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+    }
+
+    /// Answer body bytes sent so far (after compression).
+    pub fn bytes_out(&self) -> u64 {
+        self.shared.bytes_out.load(Ordering::Relaxed)
     }
 
     /// Seconds from the first call let through to the last.
@@ -218,7 +251,7 @@ fn calls_in(body: &[u8]) -> usize {
 
 /// Applies the rate rule to a request of `n` calls: whether it may pass (and counts it).
 fn admit(s: &Shared, n: usize) -> bool {
-    let limit = *s.calls_per_second.lock().unwrap_or_else(|p| p.into_inner());
+    let limit = s.rules.lock().unwrap_or_else(|p| p.into_inner()).calls_per_second;
     let mut log = s.calls.lock().unwrap_or_else(|p| p.into_inner());
     let now = std::time::Instant::now();
     while log.recent.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
@@ -247,6 +280,7 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
     loop {
         let mut len = 0usize;
         let mut auth = None;
+        let mut gzip_ok = false;
         let mut first = true;
         loop {
             let mut line = String::new();
@@ -263,15 +297,28 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
                     len = v.trim().parse().unwrap_or(0);
                 } else if k.eq_ignore_ascii_case("authorization") {
                     auth = Some(v.trim().to_string());
+                } else if k.eq_ignore_ascii_case("accept-encoding") {
+                    gzip_ok = v.contains("gzip");
                 }
             }
         }
         let mut body = vec![0u8; len];
         r.read_exact(&mut body).await?;
-        let (status, out) = answer(&s, &body, auth.as_deref()).await;
+        let (status, mut out) = answer(&s, &body, auth.as_deref()).await;
         let wait = if status.starts_with("429") { "retry-after: 1\r\n" } else { "" };
+        let gzip = gzip_ok && s.rules.lock().unwrap_or_else(|p| p.into_inner()).gzip;
+        let encoding = if gzip {
+            use std::io::Write;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            z.write_all(&out)?;
+            out = z.finish()?;
+            "content-encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        s.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
         let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{wait}content-length: {}\r\n\r\n",
+            "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{wait}{encoding}content-length: {}\r\n\r\n",
             out.len()
         );
         w.write_all(head.as_bytes()).await?;
@@ -289,8 +336,26 @@ async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, V
     if s.down.load(Ordering::Relaxed) || s.upstreams.is_empty() {
         return ("503 Service Unavailable", b"source down".to_vec());
     }
+    let rules = s.rules.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let calls: Vec<&Value> = match &request {
+        Value::Array(calls) => calls.iter().collect(),
+        one => vec![one],
+    };
+    let error = |call: &Value, code: i64, message: &str| serde_json::json!({"jsonrpc": "2.0", "id": call.get("id"), "error": {"code": code, "message": message}});
+    let batch = request.is_array();
+    if batch && rules.batch_cap.is_some_and(|cap| calls.len() > cap) {
+        let one = serde_json::json!([error(calls[0], -32600, "batch too large")]);
+        return ("200 OK", one.to_string().into_bytes());
+    }
     if !admit(s, calls_in(body)) {
-        return ("429 Too Many Requests", b"rate limit exceeded".to_vec());
+        if !rules.limit_inside_batch {
+            return ("429 Too Many Requests", b"rate limit exceeded".to_vec());
+        }
+        let each: Vec<Value> =
+            calls.iter().map(|c| error(c, 429, "rate limit exceeded, retry later")).collect();
+        let out = if batch { Value::Array(each) } else { each[0].clone() };
+        return ("200 OK", out.to_string().into_bytes());
     }
     let route = *s.route.lock().unwrap_or_else(|p| p.into_inner());
     let i = match route {
@@ -312,6 +377,29 @@ async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, V
             answered: std::time::Instant::now(),
         });
     }
+    let refuse_debug = batch
+        && rules.no_debug_in_batch
+        && calls.iter().any(|c| c["method"].as_str().is_some_and(|m| m.starts_with("debug_")));
+    let bytes = if refuse_debug {
+        let mut resp: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let Value::Array(answers) = &mut resp {
+            for a in answers.iter_mut() {
+                let call = calls.iter().find(|c| c.get("id") == a.get("id"));
+                if let Some(call) =
+                    call.filter(|c| c["method"].as_str().is_some_and(|m| m.starts_with("debug_")))
+                {
+                    *a = error(
+                        call,
+                        -32600,
+                        "debug and trace methods are not supported in batch requests",
+                    );
+                }
+            }
+        }
+        serde_json::to_vec(&resp).unwrap_or_default().into()
+    } else {
+        bytes
+    };
     let tamper = s.tamper.lock().unwrap_or_else(|p| p.into_inner());
     let Some(t) = tamper.as_ref() else { return ("200 OK", bytes.to_vec()) };
     let (Ok(req), Ok(mut resp)) =
