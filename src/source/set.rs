@@ -20,6 +20,13 @@ use crate::chain::{BlockRef, Proven};
 use crate::config::ChainKind;
 use crate::payload::{Payload, SourceBlock, from_source_block};
 
+/// Longest a read waits for a rate-limited source's quota before passing it over.
+pub const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Waits in a row for a quota, each bringing no block, before a walk by hash stops.
+const QUOTA_WALK_WAITS: usize = 20;
+/// Reads of one source asked again while it answers "rate limited".
+const QUOTA_TRIES: usize = 3;
+
 /// Most blocks walked by hash to confirm a finalized divergence.
 pub const CONFIRM_WALK: u64 = 64;
 
@@ -199,6 +206,44 @@ impl SourceSet {
     pub fn rate_limit_wait(&self) -> Option<std::time::Duration> {
         let now = Instant::now();
         self.members.iter().filter_map(|m| m.health.limited_for(now)).min()
+    }
+
+    /// Whether source `i`'s answers count once its quota allows: a source that is rate limiting
+    /// lightcl is waited for (up to [`QUOTA_WAIT`]) rather than passed over, so a read that needs
+    /// it (a quorum of `all`, an ancestor search) goes at the quota's pace instead of starting
+    /// over each round and spending the quota again. A read that can settle without it does not
+    /// wait: [`SourceSet::gather`] stops at the quorum.
+    pub(crate) async fn vote_after_quota(&self, i: usize) -> bool {
+        if let Some(wait) = self.members[i].health.limited_for(Instant::now()) {
+            if wait > QUOTA_WAIT {
+                return false;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        self.can_vote(i)
+    }
+
+    /// `read` of source `i` once its quota allows, asked again (at most [`QUOTA_TRIES`] times)
+    /// while the answer is a rate limit. None: it cannot vote, or failed.
+    pub(crate) async fn read_after_quota<T, Fut>(
+        &self,
+        i: usize,
+        read: impl Fn() -> Fut,
+    ) -> Option<T>
+    where
+        Fut: std::future::Future<Output = Result<T, SourceError>>,
+    {
+        for _ in 0..QUOTA_TRIES {
+            if !self.vote_after_quota(i).await {
+                return None;
+            }
+            match read().await {
+                Ok(v) => return Some(v),
+                Err(e) if e.rate_limit().is_some() => {}
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Whether source `i`'s answers about labels and hashes count now: admitted and not
@@ -522,6 +567,8 @@ impl SourceSet {
         let mut added = 0u64;
         let mut turn = 0usize;
         let mut failures = 0usize;
+        let mut quota_waits = 0usize;
+        let mut batch = batch;
         while chain.low().number > to && added < budget && failures < TRIES {
             let avail: Vec<usize> = (0..self.len()).filter(|&i| self.available(i)).collect();
             let usable = if avail.is_empty() {
@@ -534,10 +581,23 @@ impl SourceSet {
             } else {
                 avail
             };
+            if usable.is_empty() {
+                // Every source is rate limiting lightcl: wait for the first quota, not counted as
+                // a failed try (the walk goes at the quota's pace).
+                match self.rate_limit_wait() {
+                    Some(wait) if wait <= QUOTA_WAIT && quota_waits < QUOTA_WALK_WAITS => {
+                        quota_waits += 1;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
             let Some(&i) = usable.get(turn % usable.len().max(1)) else { break };
             turn += 1;
             let before = added;
             let knew_below = chain.below().is_some();
+            let mut limited_turn = false;
             match chain.below() {
                 None => {
                     // The lowest block's own payload (by its hash) names its parent.
@@ -564,10 +624,16 @@ impl SourceSet {
                                     added += 1;
                                 }
                             }
-                            Ok(_) => limited = true,
+                            // Cut short by a rate limit: the next batches are no larger than
+                            // what came, so that a whole one fits the quota.
+                            Ok(blocks) => {
+                                batch = (blocks.len() as u64).max(1);
+                                limited = true;
+                            }
                             Err(e) => limited = e.rate_limit().is_some(),
                         }
                     }
+                    limited_turn = limited;
                     if added == before && !limited {
                         // By hash: no other branch can answer it.
                         if let Ok(Some(p)) = self.payload(i, BlockId::Hash(parent)).await
@@ -580,6 +646,9 @@ impl SourceSet {
             }
             if added > before || (!knew_below && chain.below().is_some()) {
                 failures = 0;
+                quota_waits = 0;
+            } else if limited_turn || self.rate_limited(i) {
+                // Its quota ran out: the next turn waits for it, this one was not a failure.
             } else {
                 failures += 1;
             }

@@ -63,14 +63,14 @@ fn random() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
     let chunks: Vec<Vec<u64>> =
         (0..threads).map(|t| seeds.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let failures: (Vec<String>, u64, [u64; 3]) = std::thread::scope(|scope| {
+    let failures: (Vec<String>, u64, [u64; 4]) = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     let mut synced = 0u64;
-                    let mut kinds = [0u64; 3];
+                    let mut kinds = [0u64; 4];
                     for seed in chunk {
                         let setup = Setup::random(seed);
                         let out = run(&setup);
@@ -78,6 +78,7 @@ fn random() {
                         kinds[0] += u64::from(setup.initial_len >= 400);
                         kinds[1] += u64::from(setup.live_lag.is_some());
                         kinds[2] += u64::from(setup.flaky.is_some());
+                        kinds[3] += u64::from(setup.rate_limited.is_some());
                         if !out.violations.is_empty() {
                             failed.push(format!(
                                 "seed {seed}: {}\n    setup: {setup:?}\n    replay: LIGHTCL_SIM_SEED={seed} cargo test --test it sim::random -- --nocapture",
@@ -94,8 +95,8 @@ fn random() {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 3])))
-            .fold((Vec::new(), 0, [0u64; 3]), |(mut f, n, mut kinds), (more, k, ks)| {
+            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 4])))
+            .fold((Vec::new(), 0, [0u64; 4]), |(mut f, n, mut kinds), (more, k, ks)| {
                 f.extend(more);
                 for (a, b) in kinds.iter_mut().zip(ks) {
                     *a += b;
@@ -103,11 +104,11 @@ fn random() {
                 (f, n + k, kinds)
             })
     });
-    let (failures, synced, [long, live, flaky]) = failures;
+    let (failures, synced, [long, live, flaky, limited]) = failures;
     eprintln!(
         "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync, \
          {long} on long chains, {live} judged for liveness during their faults, {flaky} with a \
-         flaky source throughout)",
+         flaky source throughout, {limited} with a rate-limiting source)",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
@@ -581,3 +582,32 @@ fn bootstrap_source_head_not_on_the_peers_chain_is_not_synced_from_them() {
 
 mod fleet;
 mod review;
+
+/// Case 13: Providers over their plan. A single source at 8 calls per second (far below what a
+/// catch-up of 300 blocks asks for) with and without `Retry-After`, and a quorum of two where
+/// one of them is: lightcl catches up and follows at the quota's pace, the source is never
+/// counted as lying or failing, and the checker holds.
+#[test]
+fn case13_rate_limited_sources_are_waited_for_never_blamed() {
+    logs();
+    for (sources, says_when, seed) in
+        [(1, true, 113), (1, false, 213), (2, true, 313), (2, false, 413)]
+    {
+        let setup = Setup {
+            sources: vec![Behaviour::Honest; sources],
+            initial_len: 300,
+            duration_ms: 40_000,
+            prefetch: 256,
+            rate_limited: Some((sources - 1, 8, says_when)),
+            ..Setup::quiet(seed)
+        };
+        let out = check("case13", &setup);
+        let name = format!("s{}", sources - 1);
+        assert!(out.converged && !out.halted, "{sources} source(s), {says_when}: {out:?}");
+        assert!(errors_of(&out, &name, "rate_limited") > 0, "the plan was never hit: {out:?}");
+        assert_eq!(lies_of(&out, &name), 0, "{out:?}");
+        for reason in ["timeout", "rpc_error", "malformed"] {
+            assert_eq!(errors_of(&out, &name, reason), 0, "{reason}: {out:?}");
+        }
+    }
+}

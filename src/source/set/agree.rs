@@ -128,12 +128,7 @@ impl SourceSet {
     pub(super) async fn reports(&self, patient: bool) -> Vec<Option<LabelReport>> {
         let required = self.required();
         self.gather(
-            |i| async move {
-                if !self.can_vote(i) {
-                    return None;
-                }
-                self.labels(i).await.ok()
-            },
+            |i| async move { self.read_after_quota(i, || self.labels(i)).await },
             |a, o| {
                 if patient {
                     return if o == 0 { Decision::Done } else { Decision::Wait };
@@ -157,12 +152,15 @@ impl SourceSet {
         self.gather(
             |i| async move {
                 let reaches = reports.is_none_or(|r| r[i].is_some_and(|b| b.number >= number));
-                if !reaches || !self.can_vote(i) {
+                if !reaches {
                     return None;
                 }
                 match reports.and_then(|r| r[i]) {
-                    Some(b) if b.number == number => Some(b.hash),
-                    _ => self.hash_at(i, number).await.ok().flatten(),
+                    // Its own report, no request: a rate limit does not take its vote away.
+                    Some(b) if b.number == number => {
+                        (self.can_vote(i) || self.rate_limited(i)).then_some(b.hash)
+                    }
+                    _ => self.read_after_quota(i, || self.hash_at(i, number)).await.flatten(),
                 }
             },
             |a, o| height_settled(a, o, required),

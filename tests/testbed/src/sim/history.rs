@@ -116,6 +116,9 @@ pub struct Setup {
     /// The faults of this history leave progress possible (a slow or flaky source, nothing
     /// else): the EL may never lag more than this many blocks behind the honest tip during them.
     pub live_lag: Option<u64>,
+    /// Source `i` is on a provider's plan of this many calls per second for the whole history,
+    /// healing included, and says `Retry-After` over it or not (a rate-limiting provider).
+    pub rate_limited: Option<(usize, u32, bool)>,
 }
 
 /// What a history showed.
@@ -171,6 +174,7 @@ impl Setup {
             source_timeout_ms: None,
             flaky: None,
             live_lag: None,
+            rate_limited: None,
         }
     }
 
@@ -282,6 +286,11 @@ impl Setup {
             s.long_chain(&mut r);
         } else if r.chance(0.08) {
             s.live_during_faults(&mut r);
+        }
+        // A provider's plan on one source (drawn last: the draws above stay as they were).
+        if r.chance(0.15) {
+            let i = r.range(0, n as u64 - 1) as usize;
+            s.rate_limited = Some((i, r.pick(&[8, 20, 60]), r.chance(0.5)));
         }
         s
     }
@@ -443,6 +452,9 @@ async fn run_async(setup: &Setup) -> Outcome {
             }
             if let Some((_, p)) = setup.flaky.filter(|(f, _)| *f == i) {
                 s.set_error_rate(p);
+            }
+            if let Some((_, calls, says_when)) = setup.rate_limited.filter(|(r, ..)| *r == i) {
+                s.set_rate_limit(Some((calls, says_when)));
             }
             s
         })

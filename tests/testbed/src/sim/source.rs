@@ -64,6 +64,11 @@ struct State {
     rng: Rng,
     /// Serves raw blocks (RLP, as `debug_getRawBlock`) rather than JSON.
     raw: bool,
+    /// A provider's plan: at most this many calls in any second, and whether it says
+    /// `Retry-After` (1 s) when over it.
+    limit: Option<(u32, bool)>,
+    /// When the calls let through in the last second arrived.
+    window: std::collections::VecDeque<tokio::time::Instant>,
 }
 
 /// Requests a simulated source answered, by kind.
@@ -96,6 +101,8 @@ impl SimSource {
             hang: (0.0, Duration::ZERO),
             rng: Rng::new(seed),
             raw: false,
+            limit: None,
+            window: std::collections::VecDeque::new(),
         };
         Self {
             name: name.to_string(),
@@ -139,6 +146,32 @@ impl SimSource {
         self.lock().error_rate = p;
     }
 
+    /// Rate limits like a provider: at most `calls` in any second, each call over it refused as
+    /// rate limited (with `Retry-After: 1` when `says_when`). None lifts it.
+    pub fn set_rate_limit(&self, limit: Option<(u32, bool)>) {
+        self.lock().limit = limit;
+    }
+
+    /// Whether a call now passes the plan (and counts it); the refusal otherwise.
+    fn admit(&self, method: &str) -> Result<(), SourceError> {
+        let mut s = self.lock();
+        let Some((calls, says_when)) = s.limit else { return Ok(()) };
+        let now = tokio::time::Instant::now();
+        while s.window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1)) {
+            s.window.pop_front();
+        }
+        if s.window.len() >= calls as usize {
+            return Err(SourceError::RateLimited {
+                source_name: self.name.clone(),
+                method: method.into(),
+                retry_after: says_when.then_some(Duration::from_secs(1)),
+                detail: "over the plan's calls per second".into(),
+            });
+        }
+        s.window.push_back(now);
+        Ok(())
+    }
+
     /// Answers after `d`.
     pub fn set_slow(&self, d: Duration) {
         self.lock().slow = d;
@@ -151,6 +184,7 @@ impl SimSource {
 
     /// Waits as configured, then fails now and then; returns the behaviour and a coin.
     async fn prelude(&self, method: &str) -> Result<(Behaviour, bool), SourceError> {
+        self.admit(method)?;
         let (behaviour, slow, fail, timeout, coin, hang) = {
             let mut s = self.lock();
             let (hp, hd) = s.hang;
@@ -315,6 +349,26 @@ impl Source for SimSource {
                 // The bad block comes from a slow replica: its answer arrives after those for
                 // the blocks above it that were asked for at the same time.
                 tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(out)
+        })
+    }
+
+    /// One call per block, like a source that cannot batch; cut short by a rate limit as an
+    /// RPC source's batches are (what came is kept, the rest asked for again).
+    fn blocks(
+        &self,
+        from: u64,
+        count: u64,
+    ) -> BoxFuture<'_, Result<Vec<Option<SourceBlock>>, SourceError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(count as usize);
+            for n in from..from + count {
+                match self.block(BlockId::Number(n)).await {
+                    Ok(b) => out.push(b),
+                    Err(e) if e.rate_limit().is_some() && !out.is_empty() => break,
+                    Err(e) => return Err(e),
+                }
             }
             Ok(out)
         })
