@@ -16,6 +16,9 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 
 /// First backoff after a failure; doubles per consecutive failure.
+/// Shortest time a rate-limited source is left alone, whatever it said.
+pub const MIN_LIMIT_WAIT: Duration = Duration::from_millis(250);
+
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -175,7 +178,9 @@ impl Health {
         // Answers to requests already in flight extend a wait under way; only a new wait
         // advances the backoff.
         let wait = match (retry_after, was) {
-            (Some(d), _) => d,
+            // "Retry-After: 0" (or a date already past) still leaves it alone a moment: asking
+            // again at once would only spin.
+            (Some(d), _) => d.max(MIN_LIMIT_WAIT),
             (None, Some(t)) => t.saturating_duration_since(now),
             (None, None) => {
                 if std::mem::take(&mut s.answered_since_limit) {

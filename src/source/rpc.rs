@@ -102,12 +102,6 @@ impl RpcSource {
         Ok(RootProvider::new(alloy_rpc_client::RpcClient::new(transport, local)))
     }
 
-    /// Whether its call limit has no token left right now (tests).
-    #[cfg(test)]
-    pub(crate) fn limiter_exhausted(&self) -> bool {
-        self.limiter.as_ref().is_some_and(|l| l.check().is_err())
-    }
-
     /// Whether the source is a WebSocket (can push new heads).
     pub fn is_websocket(&self) -> bool {
         self.websocket

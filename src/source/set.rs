@@ -499,6 +499,12 @@ impl SourceSet {
         count: u64,
     ) -> Result<Vec<Option<Payload>>, SourceError> {
         let blocks = self.call(i, self.members[i].source.blocks(from, count)).await?;
+        if (blocks.len() as u64) < count {
+            // Cut short by a rate limit (the only reason a source stops partway): it is left
+            // alone as for a limit that did not say how long.
+            let t = self.members[i].health.rate_limited(None, Instant::now());
+            self.log_transition(i, t, "rate_limited");
+        }
         if blocks.len() as u64 > count {
             let e = SourceError::Malformed {
                 source_name: self.name(i).to_string(),
@@ -648,7 +654,12 @@ impl SourceSet {
                 failures = 0;
                 quota_waits = 0;
             } else if limited_turn || self.rate_limited(i) {
-                // Its quota ran out: the next turn waits for it, this one was not a failure.
+                // Its quota ran out: the next turn waits for it, this one was not a failure; but
+                // a walk that only ever meets limits stops (the next round resumes it).
+                quota_waits += 1;
+                if quota_waits >= QUOTA_WALK_WAITS {
+                    break;
+                }
             } else {
                 failures += 1;
             }

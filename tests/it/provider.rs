@@ -71,13 +71,17 @@ async fn a_2000_block_catch_up_through_a_strict_provider_converges_within_its_pl
         calls as f64 / 2000.0,
         proxy.bytes_out(),
     );
-    // Within a burst of the plan: the bucket's burst (one second's worth) on top of the rate.
-    assert!(most <= 2 * PLAN, "{most} calls in one second against {PLAN}/s");
+    // The proxy lets through at most PLAN in any second by construction: what shows that
+    // lightcl keeps to the plan by itself is how rarely the proxy had to refuse (the evenly
+    // spaced budget; a few refusals come from requests that queue and arrive bunched).
+    assert!(most <= PLAN, "{most} calls in one second against {PLAN}/s");
+    assert!(refused as f64 <= calls as f64 * 0.05, "{refused} of {calls} calls refused");
     assert!(calls as f64 <= PLAN as f64 * (span + 1.0) * 1.05, "{calls} in {span:.1} s");
     let log = lc.log();
     for learned in ["refused a batch for its size", "serves debug_getRawBlock singly"] {
         assert!(log.contains(learned), "{learned:?} not in the log:\n{}", tail(&log, 40));
     }
+    assert!(!log.contains("step failed"), "a quota wait is not a failure:\n{}", tail(&log, 30));
     let (_, m) = get(&format!("{api}/metrics")).await;
     assert_never_blamed(&log, &m);
     // Left alone no longer than it asked: every refusal asked for 1 s.

@@ -18,6 +18,9 @@ use crate::source::SourceError;
 /// Clean batches at a rate-halved size before it is doubled again.
 pub(super) const REGROW_AFTER: usize = 16;
 
+/// The smallest batch a rate limit halves to.
+const RATE_FLOOR: usize = 2;
+
 /// Raw blocks asked for at once, one request each, from a source that refuses them in batches.
 pub(super) const SINGLES_IN_FLIGHT: usize = 8;
 
@@ -151,7 +154,10 @@ impl Batching {
         if tried <= 1 {
             return;
         }
-        let half = tried / 2;
+        // Not below two for a rate limit: a refused small batch (the end of a range, the rest of
+        // one cut short) may only have met a full window, not a size (a batch cap refuses with
+        // its own answer, and `max_requests_per_second = 1` gives batches of one anyway).
+        let half = (tried / 2).max(RATE_FLOOR);
         let before = self.inner.rate_cap.fetch_min(half, Ordering::Relaxed);
         self.inner.clean.store(0, Ordering::Relaxed);
         if before > half {

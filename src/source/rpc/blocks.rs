@@ -160,7 +160,7 @@ impl RpcSource {
             let size = (self.batching.size() as u64).min(end - next);
             if size == 1 || (self.fetch.raw() && self.batching.raw_singly()) {
                 match self.read_singly(next, size).await {
-                    Err(e) if out.is_empty() => return Err(e),
+                    Err(e) if out.is_empty() || e.rate_limit().is_none() => return Err(e),
                     Err(_) => return Ok(out),
                     Ok(blocks) => {
                         let whole = blocks.len() as u64 == size;
@@ -168,6 +168,7 @@ impl RpcSource {
                         if !whole {
                             return Ok(out);
                         }
+                        self.batching.answered(&self.name, size as usize);
                     }
                 }
                 next += size;
@@ -209,7 +210,7 @@ impl RpcSource {
                     // batches only (and the rest of this batch goes one by one too).
                     let detail = first_error(&answers);
                     let one = self.read_block(BlockId::Number(next)).await?;
-                    if self.fetch.raw() {
+                    if self.fetch.raw() && one.is_some() {
                         self.batching.raw_only_singly(&self.name, &detail);
                     }
                     out.push(one);
@@ -220,11 +221,14 @@ impl RpcSource {
             }
             let answers = match answers {
                 Ok(a) => {
-                    self.batching.answered(&self.name, size as usize);
+                    if a.iter().all(Result::is_ok) {
+                        self.batching.answered(&self.name, size as usize);
+                    }
                     a
                 }
                 Err(e) if batching::names_batch_size(&e) => Vec::new(),
-                Err(e) => return if out.is_empty() { Err(e) } else { Ok(out) },
+                Err(e) if out.is_empty() || e.rate_limit().is_none() => return Err(e),
+                Err(_) => return Ok(out),
             };
             let mut answers = answers.into_iter();
             for n in next..next + size {
@@ -242,7 +246,7 @@ impl RpcSource {
     }
 
     /// Blocks `from..from + count`, one request each, a few in flight: in order, up to the
-    /// first that failed (its error when none came).
+    /// first rate limit (its error when none came); any other error fails the whole.
     async fn read_singly(
         &self,
         from: u64,
@@ -255,7 +259,7 @@ impl RpcSource {
         while let Some(b) = stream.next().await {
             match b {
                 Ok(b) => out.push(b),
-                Err(e) if out.is_empty() => return Err(e),
+                Err(e) if out.is_empty() || e.rate_limit().is_none() => return Err(e),
                 Err(_) => break,
             }
         }
@@ -417,6 +421,36 @@ mod tests {
         assert_eq!(taken(&sizes), vec![8]);
         assert_eq!(s.blocks(from, 8).await.expect("blocks").len(), 8);
         assert_eq!(taken(&sizes), vec![4, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_blocks_not_there_yet_does_not_make_raw_blocks_go_singly() {
+        // A lagging replica: every call of the batch "not found", and singly too.
+        let (s, sizes) = provider(|m, _| {
+            (m == "debug_getRawBlock").then_some((-32000, "block #0x10 not found"))
+        })
+        .await;
+        let got = s.blocks(1, 8).await.expect("no blocks is an answer");
+        assert_eq!(got.len(), 8);
+        assert!(got.iter().all(Option::is_none));
+        taken(&sizes);
+        s.blocks(1, 8).await.expect("blocks");
+        assert_eq!(taken(&sizes)[0], 8, "still one batch first: {:?}", s.batching);
+    }
+
+    #[tokio::test]
+    async fn rate_halvings_stop_at_two_and_grow_back() {
+        let (s, sizes) = provider(|_, _| None).await;
+        let s = RpcSource { batching: batching::Batching::new(Some(8), None), ..s };
+        for tried in [8, 4, 2, 2] {
+            s.batching.rate_limited("s", tried);
+        }
+        assert_eq!(s.batching.size(), 2, "a refused small batch may only have met a full window");
+        for n in 0..batching::REGROW_AFTER as u64 {
+            s.blocks(1 + 2 * n, 2).await.expect("blocks");
+        }
+        assert_eq!(s.batching.size(), 4);
+        taken(&sizes);
     }
 
     #[tokio::test]

@@ -60,7 +60,13 @@ pub(crate) async fn range(
 ) {
     let usable = ctx.sources.holders_of(target).await;
     if usable.is_empty() {
-        let _ = tx.send(Err(Fault::NoSource)).await;
+        // Every source waiting out a rate limit is a wait for the quota, not a failure.
+        let fault = if ctx.sources.rate_limit_wait().is_some() {
+            Fault::Throttled { number: from }
+        } else {
+            Fault::NoSource
+        };
+        let _ = tx.send(Err(fault)).await;
         return;
     }
     let usable = &usable;
@@ -227,6 +233,11 @@ async fn chunk_direct(
     usable: &[usize],
     first: usize,
 ) -> Vec<Result<Fetched, Fault>> {
+    // A holder waiting out a rate limit is passed over for the batch when another can take it.
+    let first = (0..usable.len())
+        .map(|k| (first + k) % usable.len())
+        .find(|&k| !ctx.sources.rate_limited(usable[k]))
+        .unwrap_or(first);
     let i = usable[first];
     let mut got: Vec<Option<Payload>> = Vec::new();
     if count > 1 {
