@@ -92,7 +92,12 @@ pub trait Source: Send + Sync + fmt::Debug {
         Box::pin(async move {
             let mut out = Vec::with_capacity(count as usize);
             for n in from..from + count {
-                out.push(self.block(BlockId::Number(n)).await?);
+                match self.block(BlockId::Number(n)).await {
+                    Ok(b) => out.push(b),
+                    // Cut short by a rate limit: what came is kept.
+                    Err(e) if e.rate_limit().is_some() && !out.is_empty() => break,
+                    Err(e) => return Err(e),
+                }
             }
             Ok(out)
         })

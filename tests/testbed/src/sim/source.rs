@@ -354,26 +354,6 @@ impl Source for SimSource {
         })
     }
 
-    /// One call per block, like a source that cannot batch; cut short by a rate limit as an
-    /// RPC source's batches are (what came is kept, the rest asked for again).
-    fn blocks(
-        &self,
-        from: u64,
-        count: u64,
-    ) -> BoxFuture<'_, Result<Vec<Option<SourceBlock>>, SourceError>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(count as usize);
-            for n in from..from + count {
-                match self.block(BlockId::Number(n)).await {
-                    Ok(b) => out.push(b),
-                    Err(e) if e.rate_limit().is_some() && !out.is_empty() => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(out)
-        })
-    }
-
     fn subscribe_heads(
         &self,
     ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
