@@ -37,6 +37,9 @@ pub const SOURCE_ERRORS: &str = "lightcl_source_errors_total";
 pub const SOURCE_HEAD: &str = "lightcl_source_head_block";
 /// Answers per `source` that a quorum read stopped waiting for.
 pub const SOURCE_LATE: &str = "lightcl_source_late_answers_total";
+/// New-head subscriptions of a WebSocket source that ended or skipped heads (each followed by a
+/// poll at once, so no block is missed), per `source`.
+pub const SOURCE_SUBSCRIPTION_GAPS: &str = "lightcl_source_subscription_gaps_total";
 /// Engine API calls per `method` and `result`.
 pub const ENGINE_REQUESTS: &str = "lightcl_engine_requests_total";
 /// Seconds spent in Engine API calls per `method` and `result` (sum; divide by the count).
@@ -104,7 +107,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 34] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 35] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -115,6 +118,7 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 34] = [
     (SOURCE_ERRORS, Kind::Counter, &["source", "reason"], "Source errors by reason"),
     (SOURCE_HEAD, Kind::Gauge, &["source"], "Latest block height the source reports"),
     (SOURCE_LATE, Kind::Counter, &["source"], "Answers a quorum read stopped waiting for (slower than the grace)"),
+    (SOURCE_SUBSCRIPTION_GAPS, Kind::Counter, &["source"], "New-head subscriptions that ended or skipped heads (a poll fills them)"),
     (SOURCE_RATE_LIMITED, Kind::Gauge, &["source"], "1 while the source is left alone because it answered that lightcl is over its rate limit (HTTP 429, 503 with Retry-After, JSON-RPC 429 or -32005)"),
     (SOURCE_RATE_LIMITED_SECONDS, Kind::Counter, &["source"], "Seconds the source was left alone for rate limiting"),
     (ENGINE_REQUESTS, Kind::Counter, &["replica", "method", "result"], "Engine API and EL JSON-RPC calls by method and result"),
@@ -245,6 +249,7 @@ impl Metrics {
             m.set(SOURCE_UP, &l, 1.0);
             m.set(SOURCE_LATENCY, &l, 0.0);
             m.set(SOURCE_LATE, &l, 0.0);
+            m.set(SOURCE_SUBSCRIPTION_GAPS, &l, 0.0);
             m.set(SOURCE_HEAD, &l, 0.0);
             for format in ["raw", "json"] {
                 m.add(SOURCE_BLOCKS, &[("source", s.as_str()), ("format", format)], 0.0);

@@ -158,7 +158,7 @@ pub async fn run_with(
         if !admit_at_start(&sources, config.chain_id, &token).await? {
             return Ok(());
         }
-        spawn_subscriptions(&sources, &fleet, &token, &tasks);
+        spawn_subscriptions(&sources, &fleet, &root, &token, &tasks);
         let many = replicas.len() > 1;
         let runs = replicas.into_iter().enumerate().map(|(index, (r, shared))| {
             let with =
@@ -306,40 +306,74 @@ async fn admit_at_start(
 }
 
 /// One task per push-capable source turning new-head notifications into wake-ups of every
-/// replica. The tasks end when `token` is cancelled.
+/// replica. A subscription that ends (a dropped connection) is renewed after a jittered backoff,
+/// and one that skips heads is said: either way the replicas poll at once, so the blocks the
+/// subscription missed are fetched like any others. The tasks end when `token` is cancelled.
 fn spawn_subscriptions(
     sources: &SourceSet,
     fleet: &Arc<Fleet>,
+    metrics: &Metrics,
     token: &CancellationToken,
     tasks: &TaskTracker,
 ) {
     let sources: Vec<_> = sources.sources().cloned().collect();
     for s in sources {
-        let (fleet, token) = (fleet.clone(), token.clone());
+        let (fleet, token, metrics) = (fleet.clone(), token.clone(), metrics.clone());
         tasks.spawn(async move {
-                let mut backoff = Backoff::default();
-                while !token.is_cancelled() {
-                    match s.subscribe_heads().await {
-                        Ok(Some(mut stream)) => {
-                            backoff.reset();
-                            loop {
-                                tokio::select! {
-                                    _ = token.cancelled() => return,
-                                    item = stream.next() => match item {
-                                        Some(()) => fleet.wake_all(),
-                                        None => break,
-                                    },
-                                }
+            let gap = |what: &str, missed: u64| {
+                metrics.add(crate::metrics::SOURCE_SUBSCRIPTION_GAPS, &[("source", s.name())], 1.0);
+                info!(target: "lightcl::source", source = s.name(), missed,
+                    "new-head subscription {what}; polling now, so no block is missed");
+                fleet.wake_all();
+            };
+            let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+            while !token.is_cancelled() {
+                match s.subscribe_heads().await {
+                    Ok(Some(mut stream)) => {
+                        backoff.reset();
+                        let mut last: Option<u64> = None;
+                        let mut connections = s.connections();
+                        loop {
+                            tokio::select! {
+                                _ = token.cancelled() => return,
+                                item = stream.next() => match item {
+                                    Some(head) => {
+                                        if let (Some(l), Some(n)) = (last, head)
+                                            && n > l + 1
+                                        {
+                                            gap("skipped heads", n - l - 1);
+                                        }
+                                        last = head.or(last);
+                                        if s.connections() > connections {
+                                            connections = s.connections();
+                                            gap("renewed after its connection dropped", 0);
+                                        }
+                                        fleet.wake_all();
+                                    }
+                                    None => break,
+                                },
                             }
-                            warn!(target: "lightcl::source", source = s.name(), "newHeads subscription ended; resubscribing");
                         }
-                        Ok(None) => return,
-                        Err(e) => warn!(target: "lightcl::source", source = s.name(), error = %e, "cannot subscribe to newHeads; polling only"),
+                        gap("ended (connection dropped?); renewing it", 0);
                     }
-                    if !sleep_or_cancel(&token, backoff.next_delay()).await {
-                        return;
-                    }
+                    Ok(None) => return,
+                    Err(e) => warn!(target: "lightcl::source", source = s.name(), error = %e,
+                        "cannot subscribe to new heads; polling only until it can"),
                 }
+                if !sleep_or_cancel(&token, jittered(backoff.next_delay())).await {
+                    return;
+                }
+            }
         });
     }
+}
+
+/// `d` plus up to half of it again, so that many clients dropped together do not reconnect in
+/// step.
+fn jittered(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| u64::from(t.subsec_nanos()));
+    let half = (d.as_millis() as u64 / 2).max(1);
+    d + Duration::from_millis(nanos % half)
 }

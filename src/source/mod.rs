@@ -102,9 +102,16 @@ pub trait Source: Send + Sync + fmt::Debug {
             Ok(out)
         })
     }
-    /// New-head notifications, where the transport can push them (`None`: poll only).
-    fn subscribe_heads(&self)
-    -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>>;
+    /// New-head notifications, where the transport can push them (`None`: poll only), each
+    /// with the new head's number when the notification carries it.
+    fn subscribe_heads(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, Option<u64>>>, SourceError>>;
+    /// How many push connections it has opened so far (a WebSocket renewed after a drop
+    /// counts again; 0 for a source that cannot push).
+    fn connections(&self) -> u64 {
+        0
+    }
 }
 
 /// What went wrong with one source.

@@ -12,7 +12,7 @@ use alloy_provider::{Provider, RootProvider};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
+use tracing::info;
 
 use super::{BlockId, BoxFuture, LabelReport, Source, SourceBlock, SourceError};
 use crate::chain::{BlockRef, Label};
@@ -26,8 +26,14 @@ pub struct RpcSource {
     name: String,
     url: String,
     shown: String,
-    /// Connected on first use (a WebSocket source may be down at start).
-    provider: std::sync::Arc<OnceCell<RootProvider>>,
+    /// Connected on first use (a WebSocket source may be down at start), and again after a
+    /// WebSocket connection died for good (alloy renews a dropped socket by itself a few
+    /// times, then gives up: without this the source would stay dead until a restart).
+    provider: std::sync::Arc<std::sync::Mutex<Option<RootProvider>>>,
+    /// One connection attempt at a time; counts the connections made.
+    connecting: std::sync::Arc<tokio::sync::Mutex<u64>>,
+    /// WebSocket connections opened, alloy's own renewals of a dropped socket included.
+    connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
     timeout: Duration,
     websocket: bool,
     max_response_mib: usize,
@@ -57,7 +63,9 @@ impl RpcSource {
             name,
             url: entry.url().to_string(),
             shown,
-            provider: std::sync::Arc::new(OnceCell::new()),
+            provider: std::sync::Arc::default(),
+            connecting: std::sync::Arc::default(),
+            connects: std::sync::Arc::default(),
             timeout,
             websocket: entry.url().starts_with("ws"),
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
@@ -90,8 +98,11 @@ impl RpcSource {
             let config = alloy_provider::WebSocketConfig::default()
                 .max_message_size(Some(limit))
                 .max_frame_size(Some(limit));
-            let ws = alloy_provider::WsConnect::new(self.url.clone()).with_config(config);
-            let client = alloy_rpc_client::ClientBuilder::default().ws(ws).await?;
+            let ws = CountedWs {
+                inner: alloy_provider::WsConnect::new(self.url.clone()).with_config(config),
+                connects: self.connects.clone(),
+            };
+            let client = alloy_rpc_client::ClientBuilder::default().pubsub(ws).await?;
             return Ok(RootProvider::new(client));
         }
         let url = reqwest::Url::parse(&self.url).map_err(|e| {
@@ -107,22 +118,41 @@ impl RpcSource {
         self.websocket
     }
 
-    async fn provider(&self) -> Result<&RootProvider, SourceError> {
-        self.provider
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(self.timeout, self.connect()).await {
-                    Ok(Ok(p)) => Ok(p),
-                    Ok(Err(e)) => Err(SourceError::Unreachable {
-                        source_name: self.name.clone(),
-                        message: self.redact(&error_chain(&e)),
-                    }),
-                    Err(_) => Err(SourceError::Timeout {
-                        source_name: self.name.clone(),
-                        method: "connect".into(),
-                    }),
-                }
-            })
-            .await
+    async fn provider(&self) -> Result<RootProvider, SourceError> {
+        if let Some(p) = self.connection() {
+            return Ok(p);
+        }
+        let mut made = self.connecting.lock().await;
+        if let Some(p) = self.connection() {
+            return Ok(p);
+        }
+        let p = match tokio::time::timeout(self.timeout, self.connect()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                return Err(SourceError::Unreachable {
+                    source_name: self.name.clone(),
+                    message: self.redact(&error_chain(&e)),
+                });
+            }
+            Err(_) => {
+                return Err(SourceError::Timeout {
+                    source_name: self.name.clone(),
+                    method: "connect".into(),
+                });
+            }
+        };
+        *made += 1;
+        if *made > 1 {
+            info!(target: "lightcl::source", source = %self.name, connections = *made,
+                "connected to the source again after its WebSocket connection died; polls filled \
+                 what its subscription missed meanwhile");
+        }
+        *self.provider.lock().unwrap_or_else(|p| p.into_inner()) = Some(p.clone());
+        Ok(p)
+    }
+
+    fn connection(&self) -> Option<RootProvider> {
+        self.provider.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     async fn request<R: alloy_json_rpc::RpcRecv>(
@@ -158,6 +188,17 @@ impl RpcSource {
 
     fn classify(&self, method: &str, e: alloy_provider::transport::TransportError) -> SourceError {
         use alloy_provider::transport::{RpcError, TransportErrorKind};
+        // The WebSocket service stopped for good: the next request connects afresh.
+        if self.websocket
+            && matches!(
+                &e,
+                RpcError::Transport(
+                    TransportErrorKind::BackendGone | TransportErrorKind::PubsubUnavailable
+                )
+            )
+        {
+            *self.provider.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         if let Some(error) = crate::http::too_large(&e) {
             return SourceError::TooLarge {
                 source_name: self.name.clone(),
@@ -239,20 +280,46 @@ impl RpcSource {
         Ok(LabelReport { latest: latest?, safe: unset(safe)?, finalized: unset(finalized)? })
     }
 
-    async fn subscribe(&self) -> Result<Option<BoxStream<'static, ()>>, SourceError> {
+    async fn subscribe(&self) -> Result<Option<BoxStream<'static, Option<u64>>>, SourceError> {
         if !self.websocket {
             return Ok(None);
         }
         let provider = self.provider().await?;
         let sub = provider.subscribe::<_, Value>(("newHeads",));
         match tokio::time::timeout(self.timeout, sub).await {
-            Ok(Ok(s)) => Ok(Some(s.into_stream().map(|_| ()).boxed())),
+            Ok(Ok(s)) => Ok(Some(
+                s.into_stream()
+                    .map(|head: Value| head.get("number").and_then(parse_quantity))
+                    .boxed(),
+            )),
             Ok(Err(e)) => Err(self.classify("eth_subscribe", e)),
             Err(_) => Err(SourceError::Timeout {
                 source_name: self.name.clone(),
                 method: "eth_subscribe".into(),
             }),
         }
+    }
+}
+
+/// The source's WebSocket connector, counting the connections it opens: alloy renews a dropped
+/// socket (and its subscriptions) by itself, and this count is how lightcl sees that it did.
+#[derive(Clone, Debug)]
+struct CountedWs {
+    inner: alloy_provider::WsConnect,
+    connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl alloy_pubsub::PubSubConnect for CountedWs {
+    fn is_local(&self) -> bool {
+        self.inner.is_local()
+    }
+
+    async fn connect(
+        &self,
+    ) -> alloy_provider::transport::TransportResult<alloy_pubsub::ConnectionHandle> {
+        let handle = self.inner.connect().await?;
+        self.connects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(handle)
     }
 }
 
@@ -291,8 +358,12 @@ impl Source for RpcSource {
 
     fn subscribe_heads(
         &self,
-    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, Option<u64>>>, SourceError>> {
         Box::pin(self.subscribe())
+    }
+
+    fn connections(&self) -> u64 {
+        self.connects.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
-use lightcl_testbed::proxy::{ProviderRules, Proxy};
+use lightcl_testbed::proxy::{DroppingRelay, ProviderRules, Proxy};
 use lightcl_testbed::{ChainKind, TxMix};
 
 use crate::follow::{lightcl_bin, source_chain, tail, wait_labels};
@@ -128,4 +128,53 @@ async fn a_quorum_of_two_with_one_rate_limited_source_keeps_following() {
     let (_, m) = get(&format!("{api}/metrics")).await;
     assert!(metric_sum(&m, "lightcl_source_errors_total", "reason=\"rate_limited\"") > 0.0);
     assert_never_blamed(&lc.log(), &m);
+}
+
+/// A WebSocket source whose connection a load balancer drops every 10 s (the issue asks for
+/// 30 s; shorter makes more drops in less time) while lightcl follows a chain that grows a block
+/// a second: the EL ends on the source's tip with every block of the chain, lightcl renews the
+/// subscription after each drop and says so, and nothing is counted against the source.
+#[tokio::test]
+async fn a_websocket_source_dropped_every_10_s_misses_no_block() {
+    let (src, mut p) = source_chain(ChainKind::Optimism, 300, 300, 250).await;
+    let el = src.follower("ws-dropped").await.expect("spawn");
+    let relay = DroppingRelay::start(&src.ws_url(), Duration::from_secs(10)).await.expect("relay");
+    let cfg = FollowerConfig {
+        sources: vec![relay.url().to_string()],
+        // A slow poll clock: new heads reach lightcl through the subscription first.
+        poll_interval_ms: 5000,
+        follow: "latest",
+        ..FollowerConfig::new(&src, &el)
+    };
+    let lc = Lightcl::start_with_args(lightcl_bin(), &cfg.to_toml(), &["run"]).expect("start");
+    let api = api_url(&lc).await;
+    let h = |p: &lightcl_testbed::Producer, n| p.hash_at(n).expect("hash");
+    wait_labels(&el, (h(&p, 300), h(&p, 300), h(&p, 250)), Duration::from_secs(120), &lc).await;
+    // 35 s of a block a second: three drops at least.
+    let until = std::time::Instant::now() + Duration::from_secs(35);
+    while std::time::Instant::now() < until {
+        p.build_many(1, TxMix::new(1, 0)).await.expect("block");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let tip = p.head().number;
+    assert!(p.set_labels(tip, tip - 10).await.expect("labels").is_valid());
+    wait_labels(&el, (h(&p, tip), h(&p, tip), h(&p, tip - 10)), Duration::from_secs(60), &lc).await;
+    // The EL's chain is the source's, block by block (the head's hash pins its ancestors; the
+    // loop checks each one anyway, so a test bed mistake cannot hide a gap).
+    for n in 300..=tip {
+        let got = el.block_at(n).await.expect("EL block").map(|b| b.hash);
+        assert_eq!(got, Some(h(&p, n)), "block {n}");
+    }
+    eprintln!("PROVIDER websocket: {} connections dropped; EL holds 300..={tip}", relay.drops());
+    assert!(relay.drops() >= 3, "only {} drops: the test proves little", relay.drops());
+    let log = lc.log();
+    assert!(
+        log.contains("new-head subscription renewed after its connection dropped"),
+        "the drops were not noticed:\n{}",
+        tail(&log, 30)
+    );
+    let (_, m) = get(&format!("{api}/metrics")).await;
+    let gaps = metric_sum(&m, "lightcl_source_subscription_gaps_total", "");
+    assert!(gaps >= 2.0, "{gaps} subscription gaps counted for {} drops", relay.drops());
+    assert_never_blamed(&log, &m);
 }

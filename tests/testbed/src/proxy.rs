@@ -426,3 +426,60 @@ async fn answer(s: &Shared, body: &[u8], auth: Option<&str>) -> (&'static str, V
     }
     ("200 OK", serde_json::to_vec(&resp).unwrap_or_default())
 }
+
+/// A TCP relay in front of a WebSocket JSON-RPC endpoint that drops every connection `every`
+/// after it was opened, as providers' load balancers do after minutes or hours (the client sees
+/// the socket close and must reconnect and resubscribe). Stops when dropped.
+pub struct DroppingRelay {
+    url: String,
+    drops: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DroppingRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DroppingRelay").field("url", &self.url).finish()
+    }
+}
+
+impl DroppingRelay {
+    /// Starts a relay on a free loopback port to `upstream` (`ws://host:port`).
+    pub async fn start(upstream: &str, every: Duration) -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(Error::Io)?;
+        let url = format!("ws://{}", listener.local_addr().map_err(Error::Io)?);
+        let target = upstream.trim_start_matches("ws://").trim_end_matches('/').to_string();
+        let drops = Arc::new(AtomicU64::new(0));
+        let counted = drops.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (target, counted) = (target.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(mut up) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut conn, &mut up) => {}
+                        () = tokio::time::sleep(every) => {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { url, drops, task })
+    }
+
+    /// The relay's URL (`ws://`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Connections dropped so far.
+    pub fn drops(&self) -> u64 {
+        self.drops.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for DroppingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -356,7 +356,7 @@ impl Source for SimSource {
 
     fn subscribe_heads(
         &self,
-    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, ()>>, SourceError>> {
+    ) -> BoxFuture<'_, Result<Option<BoxStream<'static, Option<u64>>>, SourceError>> {
         Box::pin(async { Ok(None) })
     }
 }
