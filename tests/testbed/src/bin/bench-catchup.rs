@@ -76,6 +76,7 @@ async fn bench() -> Result<(), String> {
         kind.name(),
         t.elapsed().as_secs_f64()
     );
+    wire_bytes(&src, blocks).await?;
     let names: Vec<String> = followers.iter().map(|f| describe(*f)).collect();
     println!("follower EL: {}", names.join("; "));
     let sibling = |follower: ElClient, name: &str| NodeOptions {
@@ -138,6 +139,44 @@ async fn bench() -> Result<(), String> {
             );
         }
     }
+    Ok(())
+}
+
+/// Bytes on the wire per block as lightcl fetches them (its own source client, batches of
+/// 64), raw and JSON, with the answers compressed (gzip, as providers serve them) and not:
+/// counted by a proxy in front of the source.
+async fn wire_bytes(src: &ElNode, blocks: u64) -> Result<(), String> {
+    use lightcl::config::{Fetch, SourceEntry};
+    use lightcl::source::{RpcSource, Source};
+    use lightcl_testbed::proxy::{ProviderRules, Proxy};
+    let mut line = Vec::new();
+    for (name, fetch) in [("raw", Fetch::Raw), ("json", Fetch::Json)] {
+        let mut per_block = [0.0f64; 2];
+        for (k, gzip) in [false, true].into_iter().enumerate() {
+            let proxy = Proxy::start(vec![src.http_url()]).await.map_err(|e| e.to_string())?;
+            proxy.set_rules(ProviderRules { gzip, ..ProviderRules::default() });
+            let source =
+                RpcSource::new(&SourceEntry::Url(proxy.url().to_string()), Duration::from_secs(30))
+                    .with_fetch(fetch);
+            let mut from = 1;
+            while from <= blocks {
+                let count = 64.min(blocks - from + 1);
+                let got = source.blocks(from, count).await.map_err(|e| e.to_string())?;
+                if got.len() as u64 != count || got.iter().any(Option::is_none) {
+                    return Err(format!("{name}: blocks {from}.. not all served"));
+                }
+                from += count;
+            }
+            per_block[k] = proxy.bytes_out() as f64 / blocks as f64;
+        }
+        line.push(format!(
+            "{name} {:.0} B plain, {:.0} B gzip ({:.1}x smaller)",
+            per_block[0],
+            per_block[1],
+            per_block[0] / per_block[1].max(1.0)
+        ));
+    }
+    println!("source bytes per block on the wire: {}", line.join("; "));
     Ok(())
 }
 
