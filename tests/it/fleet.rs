@@ -160,7 +160,11 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
     els[1].start().await.expect("restart b");
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut runbook = 0;
+    // op-reth killed early in a catch-up can die again at its restart, or every time with its
+    // storage damaged (both lines, engines.md): the runbook restarts or resyncs it.
+    let mut deaths = Vec::new();
     loop {
+        crate::follow::restart_if_died(&mut els[1], &mut deaths).await;
         if crate::follow::label_hashes_now(&els[1]).await
             == Some((want.0, Some(want.1), Some(want.2)))
         {
@@ -176,7 +180,11 @@ async fn a_replica_killed_mid_catch_up_catches_up_while_the_others_follow() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    eprintln!("replica b caught up after its restart; runbook followed {runbook} times");
+    eprintln!(
+        "replica b caught up after its restart; runbook followed {runbook} times, the EL died \
+         by itself {} times: {deaths:?}",
+        deaths.len()
+    );
     let (_, m) = get(&format!("{api}/metrics")).await;
     for r in ["a", "b", "c"] {
         assert!(
