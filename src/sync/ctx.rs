@@ -4,6 +4,7 @@
 //! `&mut Forkchoice`) run side by side without locks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use tokio::sync::Notify;
@@ -13,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use super::error::{Fault, RunError};
 use super::fleet::Fleet;
 use super::report::Reporter;
+use crate::backoff::LOOP_MAX;
 use crate::chain::{BlockRef, Heads};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -44,6 +46,9 @@ pub(crate) enum Culprit {
     Upper(usize),
 }
 
+/// Wait after a rate limit when no source says how long is left.
+const QUOTA_POLL: Duration = Duration::from_millis(250);
+
 impl Ctx {
     /// The agreed block the local head follows.
     pub fn target(&self, agreed: &Heads) -> BlockRef {
@@ -63,6 +68,13 @@ impl Ctx {
             _ = tokio::time::sleep_until(until) => true,
             _ = self.wake.notified() => true,
         }
+    }
+
+    /// How long to wait for a source's quota after a rate limit: the shortest wait left among
+    /// the sources that are rate limiting lightcl, bounded (requests in flight may still come
+    /// back "over the limit" just after it ends).
+    pub fn quota_wait(&self) -> Duration {
+        self.sources.rate_limit_wait().unwrap_or(QUOTA_POLL).clamp(QUOTA_POLL / 5, LOOP_MAX)
     }
 
     /// Under lockstep, the height this replica's safe and finalized may move up to: the other

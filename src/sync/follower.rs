@@ -30,10 +30,6 @@ const RESTART_PROBE: Duration = Duration::from_millis(500);
 /// How long a fleet replica halted for a stuck EL waits before it tries the EL again (an EL
 /// restarted between two probes is not seen to go away).
 const STUCK_RETRY: Duration = Duration::from_secs(30);
-/// Wait after a rate limit when no source says how long is left (its wait just ended).
-const THROTTLED_WAIT: Duration = Duration::from_millis(250);
-/// Shortest wait after a rate limit: requests in flight may still be answered "over the limit".
-const THROTTLED_MIN: Duration = Duration::from_millis(50);
 
 /// How a halt ended.
 enum Halted {
@@ -135,8 +131,7 @@ impl Follower {
                 }
                 (Severity::Throttled, fault) => {
                     // Not a failure: the round goes on once the quota allows, the backoff stays.
-                    let d = self.ctx.sources.rate_limit_wait().unwrap_or(THROTTLED_WAIT);
-                    let d = d.clamp(THROTTLED_MIN, crate::backoff::LOOP_MAX);
+                    let d = self.ctx.quota_wait();
                     debug!(target: "lightcl", reason = %fault, resume_in = ?d,
                         "waiting for a source's quota");
                     d

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use super::super::cache::{self, Claim};
 use super::super::ctx::Ctx;
 use super::super::error::{Fault, Severity};
-use crate::backoff::LOOP_MAX;
 use crate::chain::BlockRef;
 use crate::config::Config;
 use crate::metrics as m;
@@ -118,10 +117,9 @@ async fn patient(
         from += items.len() as u64;
         barren = if items.is_empty() { barren + 1 } else { 0 };
         out.extend(items);
-        let wait = ctx.sources.rate_limit_wait().unwrap_or(THROTTLE_POLL);
         if barren >= THROTTLED_TRIES
             || from >= end
-            || !sleep_or_cancel(&ctx.token, wait.clamp(THROTTLE_POLL / 5, LOOP_MAX)).await
+            || !sleep_or_cancel(&ctx.token, ctx.quota_wait()).await
         {
             out.push(fault);
             return out;
@@ -131,8 +129,6 @@ async fn patient(
 
 /// Waits in a row, each bringing no block, before a rate-limited chunk gives up.
 const THROTTLED_TRIES: u32 = 20;
-/// Wait after a rate limit when no source says how long is left.
-const THROTTLE_POLL: Duration = Duration::from_millis(250);
 
 /// Blocks `start..start + count`, through the fleet's shared fetch when there is one: the
 /// heights another replica fetches or fetched recently are taken from it; the rest are
