@@ -74,6 +74,14 @@ pub const EL_SYNC_BLOCK: &str = "lightcl_el_sync_block";
 pub const EL_SYNC_FALLBACKS: &str = "lightcl_el_sync_fallbacks_total";
 /// Verified blocks received from a source, by format (raw or json).
 pub const SOURCE_BLOCKS: &str = "lightcl_source_blocks_total";
+/// JSON-RPC calls sent to a source, each call of a batch counted (what a provider bills).
+pub const SOURCE_CALLS: &str = "lightcl_source_calls_total";
+/// Blocks taken from the held verified blocks instead of fetched from a source again.
+pub const HELD_REUSED: &str = "lightcl_held_blocks_reused_total";
+/// Verified blocks held for reuse now.
+pub const HELD_BLOCKS: &str = "lightcl_held_blocks";
+/// Bytes of the verified blocks held for reuse now (about).
+pub const HELD_BYTES: &str = "lightcl_held_block_bytes";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 /// Always 1 while the process serves metrics.
@@ -107,7 +115,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 35] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 39] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -138,6 +146,10 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 35] = [
     (EL_SYNC_BLOCK, Kind::Gauge, &["replica"], "Block the EL reports as synced during an EL sync"),
     (EL_SYNC_FALLBACKS, Kind::Counter, &["replica", "reason"], "EL syncs given up for replay, by reason"),
     (SOURCE_BLOCKS, Kind::Counter, &["source", "format"], "Verified blocks received from the source, by format (raw: debug_getRawBlock, json: eth_getBlockBy*)"),
+    (SOURCE_CALLS, Kind::Counter, &["source"], "JSON-RPC calls sent to the source, each call of a batch counted (what a provider bills)"),
+    (HELD_REUSED, Kind::Counter, &[], "Blocks taken from the verified blocks held in memory instead of fetched from a source again"),
+    (HELD_BLOCKS, Kind::Gauge, &[], "Verified blocks held in memory for reuse (bounded by block_cache_mib)"),
+    (HELD_BYTES, Kind::Gauge, &[], "Bytes of the verified blocks held in memory for reuse, about"),
     (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
     (REPLICA_READY, Kind::Gauge, &["replica"], "1 while the replica is ready for traffic (what /readyz/<name> says)"),
@@ -244,6 +256,9 @@ impl Metrics {
         for result in ["hit", "miss"] {
             m.add(BLOCK_CACHE, &[("result", result)], 0.0);
         }
+        m.add(HELD_REUSED, &[], 0.0);
+        m.set(HELD_BLOCKS, &[], 0.0);
+        m.set(HELD_BYTES, &[], 0.0);
         for s in sources {
             let l = [("source", s.as_str())];
             m.set(SOURCE_UP, &l, 1.0);
@@ -251,6 +266,7 @@ impl Metrics {
             m.set(SOURCE_LATE, &l, 0.0);
             m.set(SOURCE_SUBSCRIPTION_GAPS, &l, 0.0);
             m.set(SOURCE_HEAD, &l, 0.0);
+            m.add(SOURCE_CALLS, &l, 0.0);
             for format in ["raw", "json"] {
                 m.add(SOURCE_BLOCKS, &[("source", s.as_str()), ("format", format)], 0.0);
             }

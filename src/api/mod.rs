@@ -71,6 +71,8 @@ pub struct SourceStatus {
     pub rate_limited: bool,
     /// Seconds it was left alone for rate limiting, in all.
     pub rate_limited_secs: f64,
+    /// JSON-RPC calls sent to it so far, each call of a batch counted.
+    pub calls: u64,
 }
 
 /// The follower's state as the API reports it.

@@ -48,6 +48,9 @@ pub const DEFAULT_JWT_SECRET_FILE: &str = "/etc/lightcl/jwt.hex";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/lightcl";
 /// Default interval of the catch-up progress log.
 pub const DEFAULT_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// Default of `block_cache_mib`: verified blocks held in memory for reuse (a few thousand blocks
+/// of a busy chain, far more of a quiet one).
+pub const DEFAULT_BLOCK_CACHE_MIB: usize = 64;
 /// Default of `fetch_batch`: blocks asked for in one JSON-RPC batch while catching up.
 pub const DEFAULT_FETCH_BATCH: usize = 16;
 /// Default of `bootstrap_min_gap_blocks`: in `auto`, how far behind the agreed target the EL
@@ -285,6 +288,9 @@ pub struct Config {
     /// Blocks per JSON-RPC batch request while catching up and recovering (1: no batches; at
     /// most half of `prefetch` is used).
     pub fetch_batch: usize,
+    /// Verified blocks held in memory for reuse, MiB (0: none): a block needed again (a stuck
+    /// EL fed again, a bootstrap falling back to replay, a recovery) is not fetched twice.
+    pub block_cache_mib: usize,
     /// Timeout of one source request, ms.
     pub source_timeout_ms: u64,
     /// Once enough sources answered a quorum read, how long the others still get, ms.
@@ -326,6 +332,7 @@ impl Default for Config {
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             fetch: Fetch::Auto,
             fetch_batch: DEFAULT_FETCH_BATCH,
+            block_cache_mib: DEFAULT_BLOCK_CACHE_MIB,
             source_timeout_ms: DEFAULT_SOURCE_TIMEOUT_MS,
             quorum_grace_ms: DEFAULT_QUORUM_GRACE_MS,
             max_response_mib: DEFAULT_MAX_RESPONSE_MIB,

@@ -1,6 +1,7 @@
 //! Sources: the trusted JSON-RPC endpoints whose canonical chain the EL must hold.
 
 pub mod health;
+pub mod held;
 mod memo;
 pub mod quorum;
 pub mod rpc;
@@ -110,6 +111,10 @@ pub trait Source: Send + Sync + fmt::Debug {
     /// How many push connections it has opened so far (a WebSocket renewed after a drop
     /// counts again; 0 for a source that cannot push).
     fn connections(&self) -> u64 {
+        0
+    }
+    /// JSON-RPC calls sent so far, each call of a batch counted (0 where not counted).
+    fn calls(&self) -> u64 {
         0
     }
 }

@@ -34,6 +34,8 @@ pub struct RpcSource {
     connecting: std::sync::Arc<tokio::sync::Mutex<u64>>,
     /// WebSocket connections opened, alloy's own renewals of a dropped socket included.
     connects: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// JSON-RPC calls sent, each call of a batch counted.
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
     timeout: Duration,
     websocket: bool,
     max_response_mib: usize,
@@ -66,6 +68,7 @@ impl RpcSource {
             provider: std::sync::Arc::default(),
             connecting: std::sync::Arc::default(),
             connects: std::sync::Arc::default(),
+            calls: std::sync::Arc::default(),
             timeout,
             websocket: entry.url().starts_with("ws"),
             max_response_mib: crate::http::DEFAULT_MAX_RESPONSE_MIB,
@@ -175,6 +178,7 @@ impl RpcSource {
     /// Waits for `calls` tokens of the source's `max_requests_per_second`, if it has one. Taken
     /// before a request's timeout starts: waiting for the quota is not the source being slow.
     pub(super) async fn spend(&self, calls: usize) {
+        self.calls.fetch_add(calls as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(limiter) = &self.limiter {
             crate::http::take_calls(limiter, calls).await;
         }
@@ -364,6 +368,10 @@ impl Source for RpcSource {
 
     fn connections(&self) -> u64 {
         self.connects.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -100,6 +100,8 @@ pub struct SourceSet {
     last_disagreement: std::sync::Mutex<Option<Instant>>,
     /// Where request latencies go (none in unit tests).
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Every verified payload, held for reuse while memory allows.
+    held: super::held::Held,
 }
 
 impl SourceSet {
@@ -130,7 +132,19 @@ impl SourceSet {
             grace: DEFAULT_QUORUM_GRACE,
             last_disagreement: std::sync::Mutex::new(None),
             metrics: None,
+            held: super::held::Held::new(0),
         }
+    }
+
+    /// Holds up to `bytes` of verified payloads for reuse ([`super::held::Held`]).
+    pub fn with_held(mut self, bytes: usize) -> Self {
+        self.held = super::held::Held::new(bytes);
+        self
+    }
+
+    /// The verified payloads held for reuse.
+    pub fn held(&self) -> &super::held::Held {
+        &self.held
     }
 
     /// Sets how long the other sources still get once a quorum read is decidable.
@@ -256,6 +270,11 @@ impl SourceSet {
     /// How many sources are admitted.
     pub fn admitted(&self) -> usize {
         self.members.iter().filter(|m| m.admitted.load(Ordering::Relaxed)).count()
+    }
+
+    /// JSON-RPC calls sent to source `i` so far, each call of a batch counted.
+    pub fn calls(&self, i: usize) -> u64 {
+        self.members[i].source.calls()
     }
 
     /// Health of source `i` for status output.
@@ -556,6 +575,7 @@ impl SourceSet {
             self.blame(i, &e);
             return Err(e);
         }
+        self.held.insert(i, &p);
         Ok(p)
     }
 
@@ -576,6 +596,14 @@ impl SourceSet {
         let mut quota_waits = 0usize;
         let mut batch = batch;
         while chain.low().number > to && added < budget && failures < TRIES {
+            // Held blocks link without a request (a walk resumed, or a chain fetched before).
+            let knew = chain.below().is_some();
+            let reused = self.link_held(chain, to, budget - added);
+            if reused > 0 || (!knew && chain.below().is_some()) {
+                added += reused;
+                failures = 0;
+                continue;
+            }
             let avail: Vec<usize> = (0..self.len()).filter(|&i| self.available(i)).collect();
             let usable = if avail.is_empty() {
                 // Not one that is rate limiting lightcl: it asked to be left alone.
@@ -665,5 +693,36 @@ impl SourceSet {
             }
         }
         added
+    }
+
+    /// Extends `chain` downwards towards `to` from the held blocks alone, by parent hash, at
+    /// most `budget` blocks. Returns how many were added.
+    fn link_held(&self, chain: &mut Proven, to: u64, budget: u64) -> u64 {
+        if chain.below().is_none()
+            && let Some((_, p)) = self.held.get(chain.low().hash)
+        {
+            chain.learn_below(p.block, p.parent_hash);
+        }
+        let mut added = 0;
+        while added < budget && chain.low().number > to {
+            let Some((_, p)) = chain.below().and_then(|parent| self.held.get(parent)) else {
+                break;
+            };
+            if !chain.push_below(p.block, p.parent_hash) {
+                break;
+            }
+            added += 1;
+        }
+        self.count_reused(added);
+        added
+    }
+
+    /// Counts `n` blocks taken from the held ones instead of fetched again.
+    pub fn count_reused(&self, n: u64) {
+        if let Some(mx) = &self.metrics
+            && n > 0
+        {
+            mx.add(crate::metrics::HELD_REUSED, &[], n as f64);
+        }
     }
 }

@@ -65,6 +65,7 @@ impl Reporter {
                 mx.set(m::SOURCE_LATE, &l, h.late as f64);
                 mx.set(m::SOURCE_RATE_LIMITED, &l, if h.rate_limited { 1.0 } else { 0.0 });
                 mx.set(m::SOURCE_RATE_LIMITED_SECONDS, &l, h.rate_limited_secs);
+                mx.set(m::SOURCE_CALLS, &l, set.calls(i) as f64);
                 for (reason, n) in &h.errors {
                     mx.set(m::SOURCE_ERRORS, &[("source", name), ("reason", reason)], *n as f64);
                 }
@@ -79,9 +80,13 @@ impl Reporter {
                     last_problem: h.last_problem,
                     rate_limited: h.rate_limited,
                     rate_limited_secs: h.rate_limited_secs,
+                    calls: set.calls(i),
                 }
             })
             .collect();
+        let (blocks, bytes) = set.held().size();
+        mx.set(m::HELD_BLOCKS, &[], blocks as f64);
+        mx.set(m::HELD_BYTES, &[], bytes as f64);
         self.shared.update(|s| s.sources = sources);
     }
 

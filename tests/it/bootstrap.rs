@@ -7,6 +7,7 @@ use lightcl_testbed::chains::cached_source;
 
 use alloy_primitives::B256;
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::proxy::{Exchange, Proxy, block_fetches, source_requests};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 
 use crate::follow::{label_hashes, lightcl_bin, wait_labels};
@@ -159,11 +160,45 @@ async fn a_head_the_peers_do_not_hold_is_not_synced_from_them() {
     assert!(rival.set_labels(330, 320).await.expect("labels").is_valid());
     let el = fresh(&src, ElClient::Geth, &[]).await;
     el.add_peer(&other).await.expect("peer");
-    let lc = Lightcl::start(lightcl_bin(), &config(&src, &el, "auto", 50, 5)).expect("lightcl");
+    // Through a recording proxy: the blocks the walk proved are replayed from memory.
+    let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    proxy.record();
+    let cfg = FollowerConfig {
+        sources: vec![proxy.url().to_string()],
+        ..config(&src, &el, "auto", 50, 5)
+    };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("lightcl");
     wait_log(&lc, "handing it the agreed head", Duration::from_secs(60)).await;
     wait_log(&lc, "falling back", Duration::from_secs(90)).await;
     wait_labels(&el, (h(&p, 280), h(&p, 280), h(&p, 260)), Duration::from_secs(120), &lc).await;
     let (head, _, _) = label_hashes(&el).await;
     assert_ne!(Some(head), rival.hash_at(280));
     assert_eq!(el.block_at(150).await.expect("read").map(|b| b.hash), p.hash_at(150));
+    assert_fetched_once(&proxy.recorded(), 280, &lc);
+}
+
+/// Each block was fetched from the source at most once (blocks held in memory are reused), and
+/// every block up to `imported` was fetched at least once. Prints the cost per block imported.
+pub fn assert_fetched_once(recorded: &[Exchange], imported: u64, lc: &Lightcl) {
+    let blocks = source_cost(recorded, imported);
+    let twice = fetched_twice(recorded);
+    assert!(twice.is_empty(), "blocks fetched more than once: {twice:?}\n{}", tail(&lc.log()));
+    assert!(blocks >= imported, "{blocks} fetches cannot have carried {imported} blocks");
+}
+
+/// Prints what `recorded` cost the source per block imported; returns the block fetches.
+pub fn source_cost(recorded: &[Exchange], imported: u64) -> u64 {
+    let (blocks, other) = source_requests(recorded);
+    eprintln!(
+        "source cost: {blocks} block fetches and {other} other calls for {imported} blocks \
+         imported ({:.2} block fetches and {:.2} calls per block)",
+        blocks as f64 / imported.max(1) as f64,
+        (blocks + other) as f64 / imported.max(1) as f64
+    );
+    blocks
+}
+
+/// The blocks `recorded` fetched more than once, and how often.
+pub fn fetched_twice(recorded: &[Exchange]) -> Vec<(String, u32)> {
+    block_fetches(recorded).into_iter().filter(|(_, n)| *n > 1).collect()
 }

@@ -32,11 +32,13 @@ struct Run<'a> {
     runbook: u32,
     /// How the EL ended each time it died by itself (not killed by the test).
     deaths: Vec<String>,
+    /// When lightcl was started again (the runbook), each time.
+    restarts: Vec<std::time::Instant>,
 }
 
 impl<'a> Run<'a> {
     fn new(el: &'a mut ElNode, lc: &'a mut Lightcl) -> Self {
-        Self { el, lc, from: 0, runbook: 0, deaths: Vec::new() }
+        Self { el, lc, from: 0, runbook: 0, deaths: Vec::new(), restarts: Vec::new() }
     }
 
     /// Restarts or resyncs the EL if it died by itself ([`restart_if_died`]).
@@ -74,6 +76,7 @@ impl<'a> Run<'a> {
         self.lc.stop().await;
         self.el.restart().await.expect("restart the EL as the runbook says");
         self.from = self.lc.log().len();
+        self.restarts.push(std::time::Instant::now());
         self.lc.restart().expect("start lightcl again");
     }
 
@@ -133,6 +136,7 @@ pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
         extra: "prefetch = 64\nfetch_concurrency = 2".into(),
         ..FollowerConfig::new(&src, &el)
     };
+    proxy.record();
     let mut lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
     let mut run = Run::new(&mut el, &mut lc);
     let mut back = Vec::new();
@@ -159,6 +163,23 @@ pub async fn killed_mid_catch_up(follower: ElClient, points: &[u64]) {
          times; died by itself {:?}",
         run.runbook, run.deaths
     );
+    // Feeding the EL again after each kill (and repairing it where it came back stuck) takes
+    // the blocks from memory: within one run of lightcl no block is fetched twice.
+    let recorded = proxy.recorded();
+    crate::bootstrap::source_cost(&recorded, CATCH_UP);
+    let mut runs: Vec<Vec<lightcl_testbed::proxy::Exchange>> =
+        vec![Vec::new(); run.restarts.len() + 1];
+    for e in recorded {
+        runs[run.restarts.iter().filter(|&&at| at <= e.sent).count()].push(e);
+    }
+    let repairs = run.lc.log().matches("EL rolled back to its own head").count();
+    for (k, r) in runs.iter().enumerate() {
+        let twice = crate::bootstrap::fetched_twice(r);
+        assert!(
+            twice.is_empty(),
+            "run {k} of lightcl fetched blocks twice: {twice:?} ({repairs} roll-backs)"
+        );
+    }
 }
 
 #[tokio::test]

@@ -176,6 +176,8 @@ fn el_stuck_below_blocks_it_accepted_is_repaired() {
         assert!(out.converged, "seed {}: {out:?}", setup.seed);
         // Converged by rolling the EL back, not by luck.
         assert!(out.record.set_heads > 0, "seed {}: {out:?}", setup.seed);
+        // The blocks fed again after the roll-back came from memory, not from the source.
+        assert_eq!(out.served_twice, 0, "seed {}: blocks fetched twice", setup.seed);
     }
 }
 

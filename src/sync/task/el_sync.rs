@@ -463,14 +463,22 @@ async fn el_on_chain(
 /// Gives the EL the handed head's payload (verified), so that it knows the header it is
 /// asked to sync to; the EL answers SYNCING. Best effort: ELs also fetch it from peers.
 async fn announce(ctx: &Ctx, head: BlockRef) {
-    for i in (0..ctx.sources.len()).filter(|&i| ctx.sources.available(i)) {
+    let held = ctx.sources.held().get(head.hash).map(|(_, p)| p);
+    if held.is_some() {
+        ctx.sources.count_reused(1);
+    }
+    let mut fetched = None;
+    for i in (0..ctx.sources.len()).filter(|&i| ctx.sources.available(i) && held.is_none()) {
         if let Ok(Some(p)) = ctx.sources.payload(i, BlockId::Hash(head.hash)).await {
-            if let Err(e) = ctx.engine.new_payload(&p).await {
-                warn!(target: "lightcl::bootstrap", head = %head, error = %e,
-                    "could not give the EL the handed head's payload");
-            }
-            return;
+            fetched = Some(p);
+            break;
         }
+    }
+    if let Some(p) = held.or(fetched)
+        && let Err(e) = ctx.engine.new_payload(&p).await
+    {
+        warn!(target: "lightcl::bootstrap", head = %head, error = %e,
+            "could not give the EL the handed head's payload");
     }
 }
 

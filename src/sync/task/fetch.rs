@@ -57,26 +57,50 @@ pub(crate) async fn range(
     target: BlockRef,
     tx: mpsc::Sender<Result<Fetched, Fault>>,
 ) {
-    let usable = ctx.sources.holders_of(target).await;
-    if usable.is_empty() {
-        // Every source waiting out a rate limit is a wait for the quota, not a failure.
-        let fault = if ctx.sources.rate_limit_wait().is_some() {
-            Fault::Throttled { number: from }
-        } else {
-            Fault::NoSource
-        };
-        let _ = tx.send(Err(fault)).await;
-        return;
-    }
+    // Blocks held from an earlier fetch are not paid for again.
+    let held = held_run(ctx, from, to, target).await;
+    let (held_from, held_to) = match (held.first(), held.last()) {
+        (Some(lo), Some(hi)) => (lo.1.block.number, hi.1.block.number),
+        _ => (to + 1, to),
+    };
+    ctx.sources.count_reused(held.len() as u64);
+    let usable = if held_from == from && held_to == to {
+        Vec::new()
+    } else {
+        let usable = ctx.sources.holders_of(target).await;
+        if usable.is_empty() {
+            // Every source waiting out a rate limit is a wait for the quota, not a failure.
+            let fault = if ctx.sources.rate_limit_wait().is_some() {
+                Fault::Throttled { number: from }
+            } else {
+                Fault::NoSource
+            };
+            let _ = tx.send(Err(fault)).await;
+            return;
+        }
+        usable
+    };
     let usable = &usable;
     let FetchShape { batch, requests, .. } = FetchShape::of(&ctx.config);
-    let chunks =
-        (from..=to).step_by(batch as usize).map(|start| (start, batch.min(to - start + 1)));
-    let mut stream = futures_util::stream::iter(chunks)
-        .map(|(start, count)| {
-            // Spread over the holders, across chunks and across rounds.
-            let first = (from + (start - from) / batch) as usize % usable.len();
-            patient(ctx, start, count, usable, first)
+    // Heights `lo..hi` in batches.
+    let fetched = |lo: u64, hi: u64| {
+        (lo..hi)
+            .step_by(batch as usize)
+            .map(move |start| Piece::Fetch(start, batch.min(hi - start)))
+    };
+    let pieces = fetched(from, held_from)
+        .chain((!held.is_empty()).then_some(Piece::Held(held)))
+        .chain(fetched(held_to + 1, to + 1));
+    let mut stream = futures_util::stream::iter(pieces)
+        .map(|piece| async move {
+            match piece {
+                Piece::Held(blocks) => blocks.into_iter().map(Ok).collect(),
+                Piece::Fetch(start, count) => {
+                    // Spread over the holders, across chunks and across rounds.
+                    let first = (from + (start - from) / batch) as usize % usable.len();
+                    patient(ctx, start, count, usable, first).await
+                }
+            }
         })
         .buffered(requests);
     while let Some(items) = stream.next().await {
@@ -87,6 +111,26 @@ pub(crate) async fn range(
             }
         }
     }
+}
+
+/// A part of a range: fetched from the sources, or held already.
+enum Piece {
+    Fetch(u64, u64),
+    Held(Vec<Fetched>),
+}
+
+/// The held blocks of `from..=to` on the chain of `target`, lowest first, proven by hash: linked
+/// down from the target itself where it is held, or else from the block the quorum holds at
+/// the highest held height. Empty when nothing fits (and then no request is made).
+async fn held_run(ctx: &Ctx, from: u64, to: u64, target: BlockRef) -> Vec<Fetched> {
+    let held = ctx.sources.held();
+    let Some(high) = held.highest_in(from, to) else { return Vec::new() };
+    let top = if held.get(target.hash).is_some() {
+        Some(target.hash)
+    } else {
+        ctx.sources.agreed_at(high).await.hash()
+    };
+    top.map(|top| held.chain_down(top, from, to)).unwrap_or_default()
 }
 
 /// [`chunk`], waiting out rate limits: what came before a rate limit is kept, and the rest is

@@ -54,6 +54,31 @@ pub fn source_requests(recorded: &[Exchange]) -> (u64, u64) {
     (blocks, other)
 }
 
+/// How often each block was fetched in `recorded` (each element of a batch counted), keyed by
+/// what it was asked for by (a height or a hash, as sent): a block asked for twice by the same
+/// key was paid for twice.
+pub fn block_fetches(recorded: &[Exchange]) -> std::collections::BTreeMap<String, u32> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut count = |r: &Value| {
+        let method = r["method"].as_str().unwrap_or("");
+        let full = r["params"][1].as_bool() == Some(true);
+        if method == "debug_getRawBlock" || (method.starts_with("eth_getBlockBy") && full) {
+            let at = match &r["params"][0] {
+                Value::String(s) => s.to_lowercase(),
+                v => v.to_string(),
+            };
+            *out.entry(at).or_insert(0) += 1;
+        }
+    };
+    for e in recorded {
+        match &e.request {
+            Value::Array(items) => items.iter().for_each(&mut count),
+            r => count(r),
+        }
+    }
+    out
+}
+
 /// What a commercial provider does, each rule named after the behaviour it copies (all off by
 /// default: the proxy then forwards everything as it is).
 #[derive(Debug, Clone, Default)]

@@ -138,6 +138,8 @@ pub struct Outcome {
     pub head_at_heal: u64,
     /// Most blocks served by the sources between two payloads given to the EL.
     pub max_in_flight: i64,
+    /// Blocks the sources served more than once (each counted once).
+    pub served_twice: usize,
     /// Every mode `/status` showed (sampled every 500 ms).
     pub modes: Vec<Mode>,
     /// Why lightcl halted, as `/status` said.
@@ -401,6 +403,7 @@ pub fn run(setup: &Setup) -> Outcome {
             sources: Vec::new(),
             head_at_heal: 0,
             max_in_flight: 0,
+            served_twice: 0,
             max_lag: 0,
             modes: Vec::new(),
             halted_why: None,
@@ -678,6 +681,10 @@ async fn run_async(setup: &Setup) -> Outcome {
         };
         violations.extend(liveness::judge(&w, &end));
     }
+    let (max_in_flight, served_twice) = {
+        let w = lock(&world);
+        (w.max_in_flight, w.served.values().filter(|&&n| n > 1).count())
+    };
     Outcome {
         violations,
         halted,
@@ -685,7 +692,8 @@ async fn run_async(setup: &Setup) -> Outcome {
         record,
         sources: last_sources,
         head_at_heal: *head_at_heal.lock().unwrap_or_else(|p| p.into_inner()),
-        max_in_flight: lock(&world).max_in_flight,
+        max_in_flight,
+        served_twice,
         max_lag: max_lag.load(std::sync::atomic::Ordering::Relaxed),
         modes: modes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         halted_why,

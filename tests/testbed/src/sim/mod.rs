@@ -150,6 +150,8 @@ pub struct World {
     pub in_flight: i64,
     /// The most `in_flight` ever was.
     pub max_in_flight: i64,
+    /// How often each block was served by the sources, by hash.
+    pub served: HashMap<B256, u32>,
 }
 
 /// The world, shared by the simulated EL and sources.

@@ -398,6 +398,7 @@ impl SimSource {
         let Some(block) = w.block(&hash).cloned() else { return (None, false) };
         w.in_flight += 1;
         w.max_in_flight = w.max_in_flight.max(w.in_flight);
+        *w.served.entry(hash).or_default() += 1;
         let how = match b {
             Behaviour::Tamper(how) => Some(how),
             Behaviour::TamperAt(how, at) if at == number => Some(how),
