@@ -279,6 +279,9 @@ pub struct Config {
     pub follow: Follow,
     /// Poll interval of the sources, ms.
     pub poll_interval_ms: u64,
+    /// Poll just after the next block is due (learned from the latest blocks' timestamps), the
+    /// interval above being the longest wait; false: poll on the fixed interval.
+    pub poll_aligned: bool,
     /// Blocks fetched ahead of the EL while catching up.
     pub prefetch: usize,
     /// Concurrent block requests while catching up.
@@ -328,6 +331,7 @@ impl Default for Config {
             quorum: quorum::Quorum::default(),
             follow: Follow::Safe,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
+            poll_aligned: true,
             prefetch: DEFAULT_PREFETCH,
             fetch_concurrency: DEFAULT_FETCH_CONCURRENCY,
             fetch: Fetch::Auto,

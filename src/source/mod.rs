@@ -3,6 +3,7 @@
 pub mod health;
 pub mod held;
 mod memo;
+pub mod pace;
 pub mod quorum;
 pub mod rpc;
 pub mod set;
@@ -47,6 +48,9 @@ pub struct LabelReport {
     pub safe: Option<BlockRef>,
     /// finalized.
     pub finalized: Option<BlockRef>,
+    /// The latest block's timestamp (seconds), where the source said: when to poll next, never
+    /// what to trust.
+    pub latest_time: Option<u64>,
 }
 
 impl LabelReport {

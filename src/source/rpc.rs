@@ -259,6 +259,11 @@ impl RpcSource {
     }
 
     async fn header_ref(&self, tag: String) -> Result<Option<BlockRef>, SourceError> {
+        Ok(self.header(tag).await?.map(|(b, _)| b))
+    }
+
+    /// The block at `tag` (a label or a height) as (number, hash) and its timestamp.
+    async fn header(&self, tag: String) -> Result<Option<(BlockRef, Option<u64>)>, SourceError> {
         let method = "eth_getBlockByNumber";
         let v: Value = self.request(method, json!([tag, false])).await?;
         if v.is_null() {
@@ -266,22 +271,32 @@ impl RpcSource {
         }
         let number = v.get("number").and_then(parse_quantity);
         let hash = v.get("hash").and_then(Value::as_str).and_then(|s| s.parse::<B256>().ok());
+        let time = v.get("timestamp").and_then(parse_quantity);
         match (number, hash) {
-            (Some(n), Some(h)) => Ok(Some(BlockRef::new(n, h))),
+            (Some(n), Some(h)) => Ok(Some((BlockRef::new(n, h), time))),
             _ => Err(self.malformed(method, format!("block {tag} without number or hash"))),
         }
     }
 
     async fn read_labels(&self) -> Result<LabelReport, SourceError> {
         let read = |l: Label| self.header_ref(l.tag().to_string());
-        let (latest, safe, finalized) =
-            tokio::join!(read(Label::Latest), read(Label::Safe), read(Label::Finalized));
+        let (latest, safe, finalized) = tokio::join!(
+            self.header(Label::Latest.tag().to_string()),
+            read(Label::Safe),
+            read(Label::Finalized)
+        );
         // A label the node has not set yet is an error on geth ("safe block not found").
         let unset = |r: Result<Option<BlockRef>, SourceError>| match r {
             Err(SourceError::Rpc { message, .. }) if is_unset_label(&message) => Ok(None),
             other => other,
         };
-        Ok(LabelReport { latest: latest?, safe: unset(safe)?, finalized: unset(finalized)? })
+        let latest = latest?;
+        Ok(LabelReport {
+            latest: latest.map(|(b, _)| b),
+            latest_time: latest.and_then(|(_, t)| t),
+            safe: unset(safe)?,
+            finalized: unset(finalized)?,
+        })
     }
 
     async fn subscribe(&self) -> Result<Option<BoxStream<'static, Option<u64>>>, SourceError> {

@@ -102,6 +102,8 @@ pub struct SourceSet {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Every verified payload, held for reuse while memory allows.
     held: super::held::Held,
+    /// When the next block is due, learned from the label reads.
+    pace: std::sync::Mutex<super::pace::Pace>,
 }
 
 impl SourceSet {
@@ -133,6 +135,7 @@ impl SourceSet {
             last_disagreement: std::sync::Mutex::new(None),
             metrics: None,
             held: super::held::Held::new(0),
+            pace: std::sync::Mutex::default(),
         }
     }
 
@@ -140,6 +143,23 @@ impl SourceSet {
     pub fn with_held(mut self, bytes: usize) -> Self {
         self.held = super::held::Held::new(bytes);
         self
+    }
+
+    /// How long to wait before polling the sources again: until just after the next block is
+    /// due ([`super::pace::Pace`]), at most `fallback`; `None` while the block time is unknown.
+    pub fn next_poll(&self, fallback: Duration) -> Option<Duration> {
+        let pace = crate::util::lock(&self.pace);
+        pace.block_time()?;
+        Some(pace.next_poll(super::pace::unix_ms(), fallback))
+    }
+
+    /// Notes the highest latest block of a round of label reads (for [`Self::next_poll`]).
+    fn pace_reports(&self, reports: &[Option<LabelReport>]) {
+        let newest =
+            reports.iter().flatten().filter_map(|r| Some((r.latest?.number, r.latest_time?))).max();
+        if let Some((number, time)) = newest {
+            crate::util::lock(&self.pace).observe(number, time, super::pace::unix_ms());
+        }
     }
 
     /// The verified payloads held for reuse.
@@ -439,7 +459,7 @@ impl SourceSet {
                     show(r.finalized)
                 ),
             );
-            return Ok(LabelReport { latest: r.latest, safe: None, finalized: None });
+            return Ok(LabelReport { safe: None, finalized: None, ..r });
         }
         if let Some(b) = r.latest {
             self.members[i].health.set_head(b.number);

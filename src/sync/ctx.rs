@@ -55,13 +55,18 @@ impl Ctx {
         self.config.follow.target(agreed)
     }
 
-    /// Waits for the next poll (a fleet's idle replicas wake on one clock, so their reads
-    /// coalesce) or a new-head notification; false when cancelled.
+    /// Waits for the next poll (just after the next block is due where the block time is known,
+    /// else on the fixed clock; a fleet's idle replicas wake together, so their reads coalesce)
+    /// or a new-head notification; false when cancelled.
     pub async fn wait_for_tick(&self) -> bool {
-        let until = if self.fleet.len() > 1 {
-            self.fleet.next_tick()
-        } else {
-            tokio::time::Instant::now() + self.config.poll_interval()
+        let now = tokio::time::Instant::now();
+        let aligned =
+            self.config.poll_aligned.then(|| self.sources.next_poll(self.config.poll_interval()));
+        let until = match aligned.flatten() {
+            // Every replica of a fleet reads the same schedule, so their reads coalesce too.
+            Some(wait) => now + wait,
+            None if self.fleet.len() > 1 => self.fleet.next_tick(),
+            None => now + self.config.poll_interval(),
         };
         tokio::select! {
             _ = self.token.cancelled() => false,

@@ -127,18 +127,21 @@ impl SourceSet {
     /// answers within its timeout counts (a read the graced one could not decide).
     pub(super) async fn reports(&self, patient: bool) -> Vec<Option<LabelReport>> {
         let required = self.required();
-        self.gather(
-            |i| async move { self.read_after_quota(i, || self.labels(i)).await },
-            |a, o| {
-                if patient {
-                    return if o == 0 { Decision::Done } else { Decision::Wait };
-                }
-                let full: Vec<Option<()>> =
-                    a.iter().map(|r| r.filter(LabelReport::complete).map(|_| ())).collect();
-                enough_answered(&full, o, required)
-            },
-        )
-        .await
+        let reports = self
+            .gather(
+                |i| async move { self.read_after_quota(i, || self.labels(i)).await },
+                |a, o| {
+                    if patient {
+                        return if o == 0 { Decision::Done } else { Decision::Wait };
+                    }
+                    let full: Vec<Option<()>> =
+                        a.iter().map(|r| r.filter(LabelReport::complete).map(|_| ())).collect();
+                    enough_answered(&full, o, required)
+                },
+            )
+            .await;
+        self.pace_reports(&reports);
+        reports
     }
 
     /// Each available source's hash at `number` (only sources whose label reaches it, if

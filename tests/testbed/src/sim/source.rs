@@ -320,13 +320,24 @@ impl Source for SimSource {
                     latest: at(top),
                     safe: bogus(top + 3),
                     finalized: bogus(top + 9),
+                    latest_time: None,
                 });
             }
             if b == Behaviour::MixedLabels {
                 let rival = w.at(&w.rival, w.rival_labels.0);
-                return Ok(LabelReport { latest: at(top), safe: rival, finalized: at(fin) });
+                return Ok(LabelReport {
+                    latest: at(top),
+                    safe: rival,
+                    finalized: at(fin),
+                    latest_time: None,
+                });
             }
-            Ok(LabelReport { latest: at(top), safe: at(safe), finalized: at(fin) })
+            Ok(LabelReport {
+                latest: at(top),
+                safe: at(safe),
+                finalized: at(fin),
+                latest_time: None,
+            })
         })
     }
 
