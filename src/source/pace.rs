@@ -18,14 +18,23 @@ use std::time::Duration;
 /// Latest blocks remembered to learn the block time from.
 const WINDOW: usize = 32;
 /// First retry after a poll that did not find a due block, doubled on each further miss.
-const RETRY: Duration = Duration::from_millis(50);
+const RETRY: Duration = Duration::from_millis(25);
 /// Where the offset starts: a block sealed at its timestamp reaches a provider's RPC in tens of
 /// milliseconds.
 const START_OFFSET_MS: i64 = 50;
 /// How much earlier the next polls go after a first-try hit.
-const EARLIER_MS: i64 = 5;
+const EARLIER_MS: i64 = 2;
 /// How much later they go after each miss.
-const LATER_MS: i64 = 25;
+const LATER_MS: i64 = 10;
+/// How much longer than usual (beyond twice the usual time) a read that brought the due block
+/// may take before it counts as having waited for it, ms.
+const SLOW_MS: u64 = 10;
+/// First-try finds in a row after which the steps earlier double.
+const HITS_BEFORE_FASTER: u32 = 4;
+/// The longest wait for a due block, in fixed intervals.
+const LONGEST: u32 = 4;
+/// Block times past due after which the chain counts as not following the wall clock.
+const BEHIND: i64 = 4;
 
 /// The learned poll schedule.
 #[derive(Debug, Clone)]
@@ -36,33 +45,57 @@ pub struct Pace {
     offset_ms: i64,
     /// Polls after the due time that did not find the next block.
     misses: u32,
+    /// First-try finds in a row (each moves the next polls earlier, faster after a few: an
+    /// offset learned in a bad minute comes back down in a few blocks, not hundreds).
+    hits: u32,
+    /// How long a label read takes when it brings nothing new (smoothed), ms.
+    read_ms: Option<u64>,
 }
 
 impl Default for Pace {
     fn default() -> Self {
-        Self { recent: VecDeque::with_capacity(WINDOW), offset_ms: START_OFFSET_MS, misses: 0 }
+        Self {
+            recent: VecDeque::with_capacity(WINDOW),
+            offset_ms: START_OFFSET_MS,
+            misses: 0,
+            hits: 0,
+            read_ms: None,
+        }
     }
 }
 
 impl Pace {
-    /// Notes a poll at `now_ms` (Unix time, ms) whose highest latest block was `number` with
-    /// `timestamp` (seconds).
-    pub fn observe(&mut self, number: u64, timestamp: u64, now_ms: u64) {
+    /// Notes a poll sent at `sent_ms` and answered at `now_ms` (Unix time, ms) whose highest
+    /// latest block was `number` with `timestamp` (seconds).
+    pub fn observe(&mut self, number: u64, timestamp: u64, sent_ms: u64, now_ms: u64) {
         let newest = self.recent.back().copied();
+        let took = now_ms.saturating_sub(sent_ms);
         match newest {
             Some((n, _)) if number < n => {
                 // Behind what was seen (a lagging source, a reorg): no news either way.
             }
             Some((n, _)) if number == n => {
-                if self.due_ms().is_some_and(|due| now_ms as i64 >= due) {
+                // How long a read takes when nothing is being made.
+                self.read_ms = Some(self.read_ms.map_or(took, |r| (3 * r + took) / 4));
+                if self.overdue(now_ms).is_some_and(|late| !late) {
                     self.misses += 1;
+                    self.hits = 0;
                     self.offset_ms += LATER_MS;
                 }
             }
             _ => {
                 if newest.is_some() {
-                    if self.misses == 0 && self.due_ms().is_some_and(|due| now_ms as i64 >= due) {
-                        self.offset_ms -= EARLIER_MS;
+                    let waited = self.read_ms.is_some_and(|r| took > 2 * r + SLOW_MS);
+                    if self.misses == 0 && waited {
+                        // The answer waited for the block (a node that makes it and answers
+                        // reads after): it was not there when asked, a miss that cost nothing.
+                        self.hits = 0;
+                        self.offset_ms += LATER_MS;
+                    } else if self.misses == 0 && self.overdue(now_ms).is_some_and(|late| !late) {
+                        // 2 ms a block, doubling after a few first-try finds in a row.
+                        self.hits += 1;
+                        let doublings = self.hits.saturating_sub(HITS_BEFORE_FASTER).min(8);
+                        self.offset_ms -= EARLIER_MS << doublings;
                     }
                     self.misses = 0;
                 }
@@ -110,21 +143,46 @@ impl Pace {
         Some(t as i64 * 1000 + bt.as_millis() as i64 + self.offset_ms)
     }
 
+    /// The learned offset after the due time, ms.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
+    /// Polls since the due time that did not find the next block.
+    pub fn misses(&self) -> u32 {
+        self.misses
+    }
+
+    /// `None` before the due time; `Some(false)` after it, `Some(true)` when the chain is far
+    /// behind the wall clock (more than [`BEHIND`] block times past due: a sequencer that
+    /// stopped, or timestamps that do not follow the clock), where the schedule means nothing.
+    fn overdue(&self, now_ms: u64) -> Option<bool> {
+        let due = self.due_ms()?;
+        let bt = self.block_time()?.as_millis() as i64;
+        let now = now_ms as i64;
+        (now >= due).then_some(now - due > BEHIND * bt)
+    }
+
     /// How long to wait from `now_ms` before the next poll: until the next block is due (plus the
-    /// offset), or soon again while a due block has not come, never longer than `fallback` (the
-    /// fixed interval, also used while the block time is not known).
+    /// offset), at most [`LONGEST`] times `fallback` (the fixed interval: a poll between two
+    /// blocks would find nothing new, but the labels and the EL are looked at now and then);
+    /// soon again while a due block has not come, at most `fallback`; `fallback` while the block
+    /// time is not known or the chain does not follow the clock.
     pub fn next_poll(&self, now_ms: u64, fallback: Duration) -> Duration {
         let Some(due) = self.due_ms() else { return fallback };
+        if self.overdue(now_ms) == Some(true) {
+            return fallback;
+        }
         let now = now_ms as i64;
-        let wait = if self.misses > 0 {
+        if self.misses > 0 {
             // The due block has not come: ask again soon, less often the later it is.
-            RETRY * 2u32.saturating_pow((self.misses - 1).min(5))
-        } else if due > now {
-            Duration::from_millis((due - now) as u64)
+            return (RETRY * 2u32.saturating_pow((self.misses - 1).min(5))).min(fallback);
+        }
+        if due > now {
+            Duration::from_millis((due - now) as u64).min(fallback * LONGEST)
         } else {
-            RETRY
-        };
-        wait.min(fallback)
+            RETRY.min(fallback)
+        }
     }
 }
 
@@ -145,7 +203,7 @@ mod tests {
     fn seen(n: u64, bt: u64) -> Pace {
         let mut p = Pace::default();
         for k in 1..=n {
-            p.observe(k, k * bt, k * bt * 1000 + 40);
+            p.observe(k, k * bt, k * bt * 1000 + 40 - 1, k * bt * 1000 + 40);
         }
         p
     }
@@ -156,8 +214,9 @@ mod tests {
         assert_eq!(p.block_time(), Some(2 * S));
         // Block 10 at t=20 s, seen at 20.04 s: 11 is due at 22 s, polled 50 ms after.
         assert_eq!(p.next_poll(20_040, 5 * S), Duration::from_millis(2_010));
-        // The fixed interval bounds it.
-        assert_eq!(p.next_poll(20_040, S), S);
+        assert_eq!(p.next_poll(20_040, S), Duration::from_millis(2_010));
+        // Four fixed intervals bound it.
+        assert_eq!(p.next_poll(20_040, S / 2), 2 * S);
         // Unknown block time: the fixed interval.
         assert_eq!(Pace::default().next_poll(20_040, S), S);
         assert_eq!(seen(1, 2).next_poll(2_040, S), S);
@@ -167,13 +226,13 @@ mod tests {
     fn a_late_block_is_polled_for_soon_then_less_often() {
         let mut p = seen(10, 1);
         let due = 11_000 + START_OFFSET_MS as u64;
-        // Polled at the due time, not there: again in 50 ms, then 100, 200 ms ...
-        p.observe(10, 10, due);
-        assert_eq!(p.next_poll(due, 5 * S), Duration::from_millis(50));
-        p.observe(10, 10, due + 50);
-        assert_eq!(p.next_poll(due + 50, 5 * S), Duration::from_millis(100));
+        // Polled at the due time, not there: again in 25 ms, then 50, 100 ms ...
+        p.observe(10, 10, due - 1, due);
+        assert_eq!(p.next_poll(due, 5 * S), RETRY);
+        p.observe(10, 10, due + 25 - 1, due + 25);
+        assert_eq!(p.next_poll(due + 25, 5 * S), RETRY * 2);
         for k in 0..10 {
-            p.observe(10, 10, due + 300 + k * 100);
+            p.observe(10, 10, due + 75 + k * 100 - 1, due + 75 + k * 100);
         }
         // Backed off to the fixed interval at most, and the offset bounded by half a block.
         assert_eq!(p.next_poll(due + 2_000, S / 2), S / 2);
@@ -193,43 +252,87 @@ mod tests {
                 now += p.next_poll(now, S).as_millis() as u64;
                 polls += 1;
                 if now >= appears {
-                    p.observe(n, n, now);
+                    p.observe(n, n, now - 1, now);
                     late.push(now - appears);
                     break;
                 }
-                p.observe(n - 1, n - 1, now);
+                p.observe(n - 1, n - 1, now - 1, now);
             }
         }
         // Settled: found within tens of ms of appearing, in under two polls a block.
         let tail = &late[late.len() - 50..];
         let worst = *tail.iter().max().unwrap_or(&0);
         assert!(worst <= 60, "late by up to {worst} ms: {tail:?}");
-        assert!(polls * 10 <= 196 * 13, "{polls} polls for 196 blocks");
+        assert!(polls * 100 <= 196 * 135, "{polls} polls for 196 blocks");
+    }
+
+    #[test]
+    fn an_offset_learned_in_a_bad_minute_comes_back_down_in_a_few_blocks() {
+        let mut p = seen(3, 2);
+        p.offset_ms = 1_000;
+        // Blocks appear 60 ms after their timestamp; every poll finds one at the first try.
+        let mut now = 6_100;
+        let mut n = 4;
+        while p.offset_ms > 100 && n < 40 {
+            now += p.next_poll(now, 5 * S).as_millis() as u64;
+            p.observe(n, 2 * n, now.max(2_000 * n + 60) - 1, now.max(2_000 * n + 60));
+            n += 1;
+        }
+        assert!(n < 20, "offset {} after {} blocks", p.offset_ms, n - 4);
+    }
+
+    #[test]
+    fn an_answer_that_waited_for_the_block_moves_the_polls_later() {
+        // The source makes the block and answers reads only once it is in (a node that is its
+        // own sequencer): blocks are in 80 ms after their timestamp, reads otherwise take 2 ms.
+        let mut p = seen(3, 1);
+        let mut now = 3_100;
+        for n in 4..60u64 {
+            let appears = n * 1000 + 80;
+            loop {
+                let sent = now + p.next_poll(now, S).as_millis() as u64;
+                // A read sent while the block is being made comes back when it is in.
+                now = if sent + 100 >= appears && sent < appears { appears } else { sent + 2 };
+                if now >= appears {
+                    p.observe(n, n, sent, now);
+                    break;
+                }
+                p.observe(n - 1, n - 1, sent, now);
+            }
+        }
+        assert!((60..=110).contains(&p.offset_ms), "offset {}", p.offset_ms);
     }
 
     #[test]
     fn a_lagging_answer_or_a_gap_teaches_nothing_wrong() {
         let mut p = seen(10, 2);
         let before = p.clone();
-        p.observe(7, 14, 20_500);
+        p.observe(7, 14, 20_500 - 1, 20_500);
         assert_eq!(p.due_ms(), before.due_ms());
         // Far ahead (lightcl was down): learning starts again from there.
-        p.observe(500, 1_000, 1_000_040);
+        p.observe(500, 1_000, 1_000_040 - 1, 1_000_040);
         assert_eq!(p.block_time(), None);
-        p.observe(501, 1_002, 1_002_040);
+        p.observe(501, 1_002, 1_002_040 - 1, 1_002_040);
         assert_eq!(p.block_time(), Some(2 * S));
         // A jump in time (a chain that stood still, or started from an old genesis) is one odd
         // step among many.
         let mut jumped = Pace::default();
-        jumped.observe(1, 100, 0);
+        jumped.observe(1, 100, 0, 0);
         for k in 2..=6 {
-            jumped.observe(k, 1_000_000 + 2 * k, 0);
+            jumped.observe(k, 1_000_000 + 2 * k, 0, 0);
         }
         assert_eq!(jumped.block_time(), Some(2 * S));
+        // Timestamps far behind the clock (a stopped sequencer, a test chain): the fixed clock,
+        // and nothing learned from the polls.
+        let mut behind = seen(10, 2);
+        let offset = behind.offset_ms;
+        assert_eq!(behind.next_poll(20_000 + 2_000 * 6, S), S);
+        behind.observe(10, 20, 20_000 + 2_000 * 6 - 1, 20_000 + 2_000 * 6);
+        assert_eq!((behind.offset_ms, behind.misses), (offset, 0));
         // Sub-second chains: the timestamps cannot tell, the fixed clock is used.
         let mut fast = Pace::default();
         for k in 1..=8 {
-            fast.observe(k, k / 4, k * 250);
+            fast.observe(k, k / 4, k * 250 - 1, k * 250);
         }
         assert_eq!(fast.block_time(), None);
     }

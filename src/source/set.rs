@@ -149,16 +149,21 @@ impl SourceSet {
     /// due ([`super::pace::Pace`]), at most `fallback`; `None` while the block time is unknown.
     pub fn next_poll(&self, fallback: Duration) -> Option<Duration> {
         let pace = crate::util::lock(&self.pace);
-        pace.block_time()?;
-        Some(pace.next_poll(super::pace::unix_ms(), fallback))
+        let block_time = pace.block_time()?;
+        let wait = pace.next_poll(super::pace::unix_ms(), fallback);
+        debug!(target: "lightcl::source", wait = ?wait, block_time = ?block_time,
+            offset_ms = pace.offset_ms(), misses = pace.misses(), "next poll");
+        Some(wait)
     }
 
-    /// Notes the highest latest block of a round of label reads (for [`Self::next_poll`]).
-    fn pace_reports(&self, reports: &[Option<LabelReport>]) {
+    /// Notes the highest latest block of a round of label reads sent at `sent_ms` (for
+    /// [`Self::next_poll`]).
+    fn pace_reports(&self, reports: &[Option<LabelReport>], sent_ms: u64) {
         let newest =
             reports.iter().flatten().filter_map(|r| Some((r.latest?.number, r.latest_time?))).max();
         if let Some((number, time)) = newest {
-            crate::util::lock(&self.pace).observe(number, time, super::pace::unix_ms());
+            let now = super::pace::unix_ms();
+            crate::util::lock(&self.pace).observe(number, time, sent_ms, now);
         }
     }
 

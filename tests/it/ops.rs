@@ -12,25 +12,10 @@ use crate::recovery::diverged;
 
 /// The API base URL, from the log line lightcl prints when it binds.
 pub async fn api_url(lc: &Lightcl) -> String {
-    assert!(
-        lc.wait_log("serving /metrics", Duration::from_secs(30)).await,
-        "{}",
-        tail(&lc.log(), 10)
-    );
-    let log = lc.log();
-    let line = log.lines().find(|l| l.contains("serving /metrics")).expect("line");
-    let addr = match serde_json::from_str::<serde_json::Value>(line) {
-        Ok(v) => v["fields"]["addr"].as_str().expect("addr field").to_string(),
-        Err(_) => line
-            .split("addr=")
-            .nth(1)
-            .expect("addr")
-            .split_whitespace()
-            .next()
-            .expect("addr")
-            .to_string(),
-    };
-    format!("http://{addr}")
+    match lc.api_url().await {
+        Some(url) => url,
+        None => panic!("no API address in the log:\n{}", tail(&lc.log(), 10)),
+    }
 }
 
 pub async fn get(url: &str) -> (u16, String) {

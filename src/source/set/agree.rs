@@ -127,6 +127,7 @@ impl SourceSet {
     /// answers within its timeout counts (a read the graced one could not decide).
     pub(super) async fn reports(&self, patient: bool) -> Vec<Option<LabelReport>> {
         let required = self.required();
+        let sent = super::super::pace::unix_ms();
         let reports = self
             .gather(
                 |i| async move { self.read_after_quota(i, || self.labels(i)).await },
@@ -140,7 +141,7 @@ impl SourceSet {
                 },
             )
             .await;
-        self.pace_reports(&reports);
+        self.pace_reports(&reports, sent);
         reports
     }
 

@@ -253,6 +253,39 @@ impl Lightcl {
         st.or(self.exit)
     }
 
+    /// The operations API's base URL, from the log line saying where it serves (waits up to
+    /// 30 s for it).
+    pub async fn api_url(&self) -> Option<String> {
+        if !self.wait_log("serving /metrics", Duration::from_secs(30)).await {
+            return None;
+        }
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+        let addr = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => v["fields"]["addr"].as_str()?.to_string(),
+            Err(_) => line.split("addr=").nth(1)?.split_whitespace().next()?.to_string(),
+        };
+        Some(format!("http://{addr}"))
+    }
+
+    /// What the sources cost this lightcl so far, by its own metrics.
+    pub async fn source_cost(&self) -> Option<SourceCost> {
+        let url = format!("{}/metrics", self.api_url().await?);
+        let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+        let values = |name: &str| -> Vec<f64> {
+            text.lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect()
+        };
+        Some(SourceCost {
+            calls: values("lightcl_source_calls_total").iter().sum(),
+            blocks: values("lightcl_source_blocks_total").iter().sum(),
+            imported: values("lightcl_payloads_inserted_total").into_iter().fold(0.0, f64::max),
+            reused: values("lightcl_held_blocks_reused_total").iter().sum(),
+        })
+    }
+
     /// Waits until the log contains `needle`.
     pub async fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -263,6 +296,36 @@ impl Lightcl {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
+    }
+}
+
+/// What the sources cost a lightcl, by its metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceCost {
+    /// JSON-RPC calls sent to the sources, each call of a batch counted.
+    pub calls: f64,
+    /// Verified blocks fetched from the sources.
+    pub blocks: f64,
+    /// Payloads the EL accepted (the most of any replica).
+    pub imported: f64,
+    /// Blocks taken from memory instead of fetched again.
+    pub reused: f64,
+}
+
+impl std::fmt::Display for SourceCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per = |v: f64| v / self.imported.max(1.0);
+        write!(
+            f,
+            "{:.0} source calls and {:.0} block fetches for {:.0} blocks imported ({:.2} calls \
+             and {:.2} fetches per block; {:.0} blocks reused from memory)",
+            self.calls,
+            self.blocks,
+            self.imported,
+            per(self.calls),
+            per(self.blocks),
+            self.reused
+        )
     }
 }
 

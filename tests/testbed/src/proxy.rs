@@ -300,6 +300,8 @@ impl Drop for Proxy {
 }
 
 async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
+    // Each answer goes out at once (no 40 ms wait for a delayed acknowledgement).
+    conn.set_nodelay(true)?;
     let (r, mut w) = conn.into_split();
     let mut r = BufReader::new(r);
     loop {
@@ -346,8 +348,9 @@ async fn serve(conn: TcpStream, s: Arc<Shared>) -> std::io::Result<()> {
             "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{wait}{encoding}content-length: {}\r\n\r\n",
             out.len()
         );
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(&out).await?;
+        let mut answer = head.into_bytes();
+        answer.extend_from_slice(&out);
+        w.write_all(&answer).await?;
     }
 }
 

@@ -98,6 +98,9 @@ async fn time_to(
             let took = t.elapsed();
             // The hand-over is logged at lightcl's next round.
             lc.wait_log("following by replay from here", Duration::from_secs(10)).await;
+            if let Some(cost) = lc.source_cost().await {
+                println!("  {mode}: {cost}");
+            }
             return Ok((took, lc.log()));
         }
         if Instant::now() > deadline {

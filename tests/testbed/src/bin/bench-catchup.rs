@@ -306,6 +306,9 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let time = t.elapsed();
+    if let Some(cost) = lc.source_cost().await {
+        println!("  {fetch} blocks: {cost}");
+    }
     let pid = lc.pid();
     let run = Run {
         time,

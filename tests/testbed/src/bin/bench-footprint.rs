@@ -114,6 +114,9 @@ async fn bench() -> Result<(), String> {
         idle_cpu / t.elapsed().as_secs_f64() * 100.0,
         load()
     );
+    if let Some(cost) = lc.source_cost().await {
+        println!("source cost over the whole run: {cost}");
+    }
     drop(lc);
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! proxy in this process, so the producer's clock and the proxy's are the same.
 //!
 //! Usage: bench-tip --lightcl PATH [--blocks N] [--block-ms MS[,MS...]] [--el op-geth|geth]
+//!        [--modes websocket,fixed,aligned]
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -51,7 +52,18 @@ impl Mode {
 }
 
 async fn bench() -> Result<(), String> {
-    let args = Args::parse(&["--blocks", "--block-ms", "--el"])?;
+    let args = Args::parse(&["--blocks", "--block-ms", "--el", "--modes"])?;
+    let modes: Vec<Mode> = args
+        .text("--modes")
+        .unwrap_or("websocket,fixed,aligned")
+        .split(',')
+        .map(|m| match m.trim() {
+            "websocket" => Ok(Mode::WebSocket),
+            "fixed" => Ok(Mode::Fixed),
+            "aligned" => Ok(Mode::Aligned),
+            other => Err(format!("--modes: unknown mode {other} (websocket, fixed, aligned)")),
+        })
+        .collect::<Result<_, _>>()?;
     let lightcl = args.lightcl.clone();
     let blocks = args.get("--blocks", 100usize)?;
     let block_times: Vec<u64> = args
@@ -71,7 +83,7 @@ async fn bench() -> Result<(), String> {
             "source: {client}, a block every {block_ms} ms with transactions at the times their \
              timestamps name, {blocks} blocks per run"
         );
-        for mode in [Mode::WebSocket, Mode::Fixed, Mode::Aligned] {
+        for &mode in &modes {
             k += 1;
             let el = src.sibling(&format!("tip-follower-{k}")).await.map_err(e)?;
             let r = run(&lightcl, &src, &mut p, &el, mode, blocks, block_ms).await?;
@@ -132,7 +144,9 @@ async fn run(
     if matches!(mode, Mode::Fixed) {
         cfg.extra.push_str("\npoll_aligned = false");
     }
-    let toml = cfg.to_toml().replace("level = \"info,lightcl=debug\"", "level = \"info\"");
+    let level = std::env::var("BENCH_TIP_LOG").unwrap_or_else(|_| "info".into());
+    let toml =
+        cfg.to_toml().replace("level = \"info,lightcl=debug\"", &format!("level = \"{level}\""));
     let lc = Lightcl::start_with_args(lightcl, &toml, &["run"]).map_err(e)?;
     // Caught up with what exists before measuring.
     wait_head(el, p.head().hash, Duration::from_secs(120)).await?;
@@ -142,9 +156,12 @@ async fn run(
     for k in 0..blocks {
         // Each block at the wall-clock time its timestamp names (a multiple of the block time),
         // as a sequencer makes them.
+        // (Never before the time the block's timestamp names: earlier blocks made in a burst
+        // may have run ahead of the clock.)
         let now_ms = lightcl::source::pace::unix_ms();
-        let next = (now_ms / block_ms + 1) * block_ms;
-        tokio::time::sleep(Duration::from_millis(next - now_ms)).await;
+        let next = ((now_ms / block_ms + 1) * block_ms)
+            .max((p.head().timestamp + block_ms.div_ceil(1000)) * 1000);
+        tokio::time::sleep(Duration::from_millis(next - now_ms + 2)).await;
         if k == WARMUP {
             proxy.record();
             source_proxy.record();
@@ -156,6 +173,10 @@ async fn run(
     let cpu_share =
         (lc.pid().and_then(cpu_seconds).unwrap_or(0.0) - cpu0) / started.elapsed().as_secs_f64();
     let rss_mib = lc.pid().and_then(|p| memory_mib(p, "VmRSS")).unwrap_or(0.0);
+    if let Ok(path) = std::env::var("BENCH_TIP_KEEP_LOG") {
+        let _ =
+            std::fs::write(format!("{path}-{}.log", mode.name().replace([' ', ','], "")), lc.log());
+    }
     drop(lc);
     let numbers: HashMap<B256, u64> = made.iter().map(|(n, h, _)| (*h, *n)).collect();
     let calls_per_block = (!matches!(mode, Mode::WebSocket)).then(|| {
