@@ -7,8 +7,7 @@
 //! Only a hash picks a block out of the store: a caller names the top of the chain it wants by
 //! hash (a block the quorum agrees on) and gets the held blocks that link down from it by parent
 //! hash, so a block of another branch held at the same height can never be handed out. Memory is
-//! bounded by the payloads' size; the lowest heights go first (the chain moves up, and a block
-//! below the EL's head is rarely needed again).
+//! bounded by the payloads' size; the oldest go first.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -34,6 +33,9 @@ pub struct Held {
 struct Inner {
     by_hash: HashMap<B256, HeldBlock>,
     by_number: BTreeMap<u64, Vec<B256>>,
+    /// Hashes in the order they came: the oldest go first when the budget is full (a walk down
+    /// keeps what it fetched last, the lowest blocks, which a replay needs first).
+    order: std::collections::VecDeque<B256>,
     bytes: usize,
 }
 
@@ -43,7 +45,7 @@ impl Held {
         Self { inner: Mutex::new(Inner::default()), budget }
     }
 
-    /// Holds `payload`, served by source `source`, dropping the lowest heights past the budget.
+    /// Holds `payload`, served by source `source`, dropping the oldest past the budget.
     pub fn insert(&self, source: usize, payload: &Payload) {
         let size = size_of(payload);
         if size > self.budget {
@@ -56,12 +58,17 @@ impl Held {
         }
         inner.by_hash.insert(hash, (source, payload.clone()));
         inner.by_number.entry(payload.block.number).or_default().push(hash);
+        inner.order.push_back(hash);
         inner.bytes += size;
         while inner.bytes > self.budget {
-            let Some((_, hashes)) = inner.by_number.pop_first() else { break };
-            for h in hashes {
-                if let Some((_, p)) = inner.by_hash.remove(&h) {
-                    inner.bytes -= size_of(&p);
+            let Some(old) = inner.order.pop_front() else { break };
+            let Some((_, p)) = inner.by_hash.remove(&old) else { continue };
+            inner.bytes -= size_of(&p);
+            let number = p.block.number;
+            if let Some(hashes) = inner.by_number.get_mut(&number) {
+                hashes.retain(|h| *h != old);
+                if hashes.is_empty() {
+                    inner.by_number.remove(&number);
                 }
             }
         }
@@ -173,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_ends_the_chain_and_the_budget_drops_the_lowest_first() {
+    fn a_gap_ends_the_chain_and_the_budget_drops_the_oldest_first() {
         let one = size_of(&block(1, 0, 0, 100));
         let held = Held::new(one * 5);
         for n in (1..=8).filter(|&n| n != 4) {
@@ -185,6 +192,15 @@ mod tests {
         let got: Vec<u64> =
             held.chain_down(h(8, 0), 1, 8).iter().map(|b| b.1.block.number).collect();
         assert_eq!(got, [5, 6, 7, 8]);
+        // A walk down keeps what it fetched last: the lowest blocks.
+        let walk = Held::new(one * 3);
+        for n in (1..=6).rev() {
+            walk.insert(0, &block(n, 0, 0, 100));
+        }
+        let kept: Vec<u64> =
+            walk.chain_down(h(3, 0), 1, 3).iter().map(|b| b.1.block.number).collect();
+        assert_eq!(kept, [1, 2, 3]);
+        assert_eq!(walk.highest_in(1, 10), Some(3));
         // A block larger than the whole budget is not held, and evicts nothing.
         held.insert(0, &block(9, 0, 0, one * 6));
         assert_eq!(held.size().0, 5);

@@ -9,8 +9,10 @@
 //! is configured. The offset is learned from the polls themselves: a poll after the due time
 //! that finds the block moves the next ones slightly earlier, one that does not moves them later
 //! (and the poll is repeated soon, backing off towards the fixed interval). Clocks that differ
-//! (ours and the sequencer's) end up in the offset. What a source says about time only decides
-//! when to ask next, never what is trusted, and no wait is longer than the fixed interval.
+//! (ours and the sequencer's) by up to a block time end up in the offset. What the sources say
+//! about time only decides when to ask next, never what is trusted; the time is taken from the
+//! report the quorum backs, so one source alone cannot steer it; and no wait is longer than four
+//! fixed intervals.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,6 +33,8 @@ const LATER_MS: i64 = 10;
 const SLOW_MS: u64 = 10;
 /// First-try finds in a row after which the steps earlier double.
 const HITS_BEFORE_FASTER: u32 = 4;
+/// Timestamps above this (the year 36812) are not times.
+const MAX_TIMESTAMP: u64 = 1 << 40;
 /// The longest wait for a due block, in fixed intervals.
 const LONGEST: u32 = 4;
 /// Block times past due after which the chain counts as not following the wall clock.
@@ -65,18 +69,24 @@ impl Default for Pace {
 }
 
 impl Pace {
-    /// Notes a poll sent at `sent_ms` and answered at `now_ms` (Unix time, ms) whose highest
-    /// latest block was `number` with `timestamp` (seconds).
-    pub fn observe(&mut self, number: u64, timestamp: u64, sent_ms: u64, now_ms: u64) {
+    /// Notes a poll answered at `now_ms` (Unix time, ms) whose latest block was `number` with
+    /// `timestamp` (seconds); `took_ms`: how long the read took, where that says something about
+    /// the source (not when answers were shared or waited for a quota).
+    pub fn observe(&mut self, number: u64, timestamp: u64, took_ms: Option<u64>, now_ms: u64) {
+        if timestamp > MAX_TIMESTAMP {
+            // Not a time (a source that lies): nothing to learn, and no arithmetic overflows.
+            return;
+        }
         let newest = self.recent.back().copied();
-        let took = now_ms.saturating_sub(sent_ms);
         match newest {
-            Some((n, _)) if number < n => {
-                // Behind what was seen (a lagging source, a reorg): no news either way.
-            }
-            Some((n, _)) if number == n => {
-                // How long a read takes when nothing is being made.
-                self.read_ms = Some(self.read_ms.map_or(took, |r| (3 * r + took) / 4));
+            Some((n, _)) if number <= n => {
+                // No new block (a read behind what was seen counts the same: a lagging source,
+                // a reorg). How long a read takes when nothing is being made:
+                if number == n
+                    && let Some(took) = took_ms
+                {
+                    self.read_ms = Some(self.read_ms.map_or(took, |r| (3 * r + took) / 4));
+                }
                 if self.overdue(now_ms).is_some_and(|late| !late) {
                     self.misses += 1;
                     self.hits = 0;
@@ -85,7 +95,8 @@ impl Pace {
             }
             _ => {
                 if newest.is_some() {
-                    let waited = self.read_ms.is_some_and(|r| took > 2 * r + SLOW_MS);
+                    let waited = matches!((self.read_ms, took_ms),
+                        (Some(r), Some(took)) if took > 2 * r + SLOW_MS);
                     if self.misses == 0 && waited {
                         // The answer waited for the block (a node that makes it and answers
                         // reads after): it was not there when asked, a miss that cost nothing.
@@ -111,7 +122,7 @@ impl Pace {
                 self.recent.push_back((number, timestamp));
             }
         }
-        let bound = self.block_time().map_or(500, |b| b.as_millis() as i64 / 2);
+        let bound = self.block_time().map_or(1_000, |b| b.as_millis() as i64);
         self.offset_ms = self.offset_ms.clamp(-bound, bound);
     }
 
@@ -203,7 +214,7 @@ mod tests {
     fn seen(n: u64, bt: u64) -> Pace {
         let mut p = Pace::default();
         for k in 1..=n {
-            p.observe(k, k * bt, k * bt * 1000 + 40 - 1, k * bt * 1000 + 40);
+            p.observe(k, k * bt, Some(1), k * bt * 1000 + 40);
         }
         p
     }
@@ -227,16 +238,16 @@ mod tests {
         let mut p = seen(10, 1);
         let due = 11_000 + START_OFFSET_MS as u64;
         // Polled at the due time, not there: again in 25 ms, then 50, 100 ms ...
-        p.observe(10, 10, due - 1, due);
+        p.observe(10, 10, Some(1), due);
         assert_eq!(p.next_poll(due, 5 * S), RETRY);
-        p.observe(10, 10, due + 25 - 1, due + 25);
+        p.observe(10, 10, Some(1), due + 25);
         assert_eq!(p.next_poll(due + 25, 5 * S), RETRY * 2);
         for k in 0..10 {
-            p.observe(10, 10, due + 75 + k * 100 - 1, due + 75 + k * 100);
+            p.observe(10, 10, Some(1), due + 75 + k * 100);
         }
         // Backed off to the fixed interval at most, and the offset bounded by half a block.
         assert_eq!(p.next_poll(due + 2_000, S / 2), S / 2);
-        assert!(p.offset_ms <= 500, "{}", p.offset_ms);
+        assert!(p.offset_ms <= 1_000, "{}", p.offset_ms);
     }
 
     #[test]
@@ -252,11 +263,11 @@ mod tests {
                 now += p.next_poll(now, S).as_millis() as u64;
                 polls += 1;
                 if now >= appears {
-                    p.observe(n, n, now - 1, now);
+                    p.observe(n, n, Some(1), now);
                     late.push(now - appears);
                     break;
                 }
-                p.observe(n - 1, n - 1, now - 1, now);
+                p.observe(n - 1, n - 1, Some(1), now);
             }
         }
         // Settled: found within tens of ms of appearing, in under two polls a block.
@@ -275,7 +286,7 @@ mod tests {
         let mut n = 4;
         while p.offset_ms > 100 && n < 40 {
             now += p.next_poll(now, 5 * S).as_millis() as u64;
-            p.observe(n, 2 * n, now.max(2_000 * n + 60) - 1, now.max(2_000 * n + 60));
+            p.observe(n, 2 * n, Some(1), now.max(2_000 * n + 60));
             n += 1;
         }
         assert!(n < 20, "offset {} after {} blocks", p.offset_ms, n - 4);
@@ -294,10 +305,10 @@ mod tests {
                 // A read sent while the block is being made comes back when it is in.
                 now = if sent + 100 >= appears && sent < appears { appears } else { sent + 2 };
                 if now >= appears {
-                    p.observe(n, n, sent, now);
+                    p.observe(n, n, Some(now - sent), now);
                     break;
                 }
-                p.observe(n - 1, n - 1, sent, now);
+                p.observe(n - 1, n - 1, Some(now - sent), now);
             }
         }
         assert!((60..=110).contains(&p.offset_ms), "offset {}", p.offset_ms);
@@ -307,19 +318,19 @@ mod tests {
     fn a_lagging_answer_or_a_gap_teaches_nothing_wrong() {
         let mut p = seen(10, 2);
         let before = p.clone();
-        p.observe(7, 14, 20_500 - 1, 20_500);
+        p.observe(7, 14, Some(1), 20_500);
         assert_eq!(p.due_ms(), before.due_ms());
         // Far ahead (lightcl was down): learning starts again from there.
-        p.observe(500, 1_000, 1_000_040 - 1, 1_000_040);
+        p.observe(500, 1_000, Some(1), 1_000_040);
         assert_eq!(p.block_time(), None);
-        p.observe(501, 1_002, 1_002_040 - 1, 1_002_040);
+        p.observe(501, 1_002, Some(1), 1_002_040);
         assert_eq!(p.block_time(), Some(2 * S));
         // A jump in time (a chain that stood still, or started from an old genesis) is one odd
         // step among many.
         let mut jumped = Pace::default();
-        jumped.observe(1, 100, 0, 0);
+        jumped.observe(1, 100, Some(0), 0);
         for k in 2..=6 {
-            jumped.observe(k, 1_000_000 + 2 * k, 0, 0);
+            jumped.observe(k, 1_000_000 + 2 * k, Some(0), 0);
         }
         assert_eq!(jumped.block_time(), Some(2 * S));
         // Timestamps far behind the clock (a stopped sequencer, a test chain): the fixed clock,
@@ -327,12 +338,12 @@ mod tests {
         let mut behind = seen(10, 2);
         let offset = behind.offset_ms;
         assert_eq!(behind.next_poll(20_000 + 2_000 * 6, S), S);
-        behind.observe(10, 20, 20_000 + 2_000 * 6 - 1, 20_000 + 2_000 * 6);
+        behind.observe(10, 20, Some(1), 20_000 + 2_000 * 6);
         assert_eq!((behind.offset_ms, behind.misses), (offset, 0));
         // Sub-second chains: the timestamps cannot tell, the fixed clock is used.
         let mut fast = Pace::default();
         for k in 1..=8 {
-            fast.observe(k, k / 4, k * 250 - 1, k * 250);
+            fast.observe(k, k / 4, Some(1), k * 250);
         }
         assert_eq!(fast.block_time(), None);
     }

@@ -146,7 +146,8 @@ impl SourceSet {
     }
 
     /// How long to wait before polling the sources again: until just after the next block is
-    /// due ([`super::pace::Pace`]), at most `fallback`; `None` while the block time is unknown.
+    /// due ([`super::pace::Pace`]; `fallback` is the fixed interval it falls back to and is
+    /// bounded by); `None` while the block time is unknown.
     pub fn next_poll(&self, fallback: Duration) -> Option<Duration> {
         let pace = crate::util::lock(&self.pace);
         let block_time = pace.block_time()?;
@@ -156,15 +157,23 @@ impl SourceSet {
         Some(wait)
     }
 
-    /// Notes the highest latest block of a round of label reads sent at `sent_ms` (for
-    /// [`Self::next_poll`]).
+    /// Notes the latest block a round of label reads sent at `sent_ms` found (for
+    /// [`Self::next_poll`]): the highest (height, time) that the quorum's number of reports
+    /// reach, so that one source cannot steer the schedule with a height or a time of its own.
     fn pace_reports(&self, reports: &[Option<LabelReport>], sent_ms: u64) {
-        let newest =
-            reports.iter().flatten().filter_map(|r| Some((r.latest?.number, r.latest_time?))).max();
-        if let Some((number, time)) = newest {
-            let now = super::pace::unix_ms();
-            crate::util::lock(&self.pace).observe(number, time, sent_ms, now);
-        }
+        let mut seen: Vec<(u64, u64)> = reports
+            .iter()
+            .flatten()
+            .filter_map(|r| Some((r.latest?.number, r.latest_time?)))
+            .collect();
+        seen.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&(number, time)) = seen.get(self.required().saturating_sub(1)) else { return };
+        let now = super::pace::unix_ms();
+        // A read's duration says something about the source only when it was its own (not
+        // shared between replicas) and did not wait for a quota.
+        let own = self.members.iter().all(|m| m.memo.is_none()) && self.rate_limit_wait().is_none();
+        let took = own.then(|| now.saturating_sub(sent_ms));
+        crate::util::lock(&self.pace).observe(number, time, took, now);
     }
 
     /// The verified payloads held for reuse.

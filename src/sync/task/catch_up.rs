@@ -41,7 +41,7 @@ pub(crate) async fn run(
     // One block more than is fed, where there is one: the block above the last one fed
     // vouches for it (see the feed).
     let fetch_to = if end < target.number { end + 1 } else { end };
-    let fetch = fetch::range(ctx, from, fetch_to, target, tx);
+    let fetch = fetch::range(ctx, from, fetch_to, target, true, tx);
     let feed = async {
         let feed = Feed::new(ctx, fc, local, agreed, version, FeedKind::CatchUp, end - from + 1);
         let out = feed.run(&mut rx).await;

@@ -55,10 +55,11 @@ pub(crate) async fn range(
     from: u64,
     to: u64,
     target: BlockRef,
+    by_quorum: bool,
     tx: mpsc::Sender<Result<Fetched, Fault>>,
 ) {
     // Blocks held from an earlier fetch are not paid for again.
-    let held = held_run(ctx, from, to, target).await;
+    let held = held_run(ctx, from, to, target, by_quorum).await;
     let (held_from, held_to) = match (held.first(), held.last()) {
         (Some(lo), Some(hi)) => (lo.1.block.number, hi.1.block.number),
         _ => (to + 1, to),
@@ -120,15 +121,25 @@ enum Piece {
 }
 
 /// The held blocks of `from..=to` on the chain of `target`, lowest first, proven by hash: linked
-/// down from the target itself where it is held, or else from the block the quorum holds at
-/// the highest held height. Empty when nothing fits (and then no request is made).
-async fn held_run(ctx: &Ctx, from: u64, to: u64, target: BlockRef) -> Vec<Fetched> {
+/// down from the target itself where it is held, or else (`by_quorum`: the target is the agreed
+/// one, not a hash pinned on another branch) from the block the quorum holds at the highest
+/// held height below the target. Empty when nothing fits.
+async fn held_run(
+    ctx: &Ctx,
+    from: u64,
+    to: u64,
+    target: BlockRef,
+    by_quorum: bool,
+) -> Vec<Fetched> {
     let held = ctx.sources.held();
     let Some(high) = held.highest_in(from, to) else { return Vec::new() };
     let top = if held.get(target.hash).is_some() {
         Some(target.hash)
-    } else {
+    } else if by_quorum && high < target.number {
+        // One hash read of the quorum (a header's worth) in place of a block fetch or more.
         ctx.sources.agreed_at(high).await.hash()
+    } else {
+        None
     };
     top.map(|top| held.chain_down(top, from, to)).unwrap_or_default()
 }

@@ -231,7 +231,7 @@ async fn pin(
 ) -> Result<Pin, Fault> {
     let count = (end - ancestor.number) as usize;
     let (tx, mut rx) = mpsc::channel(count.max(1));
-    fetch::range(ctx, ancestor.number + 1, end, BlockRef::new(end, pinned), tx).await;
+    fetch::range(ctx, ancestor.number + 1, end, BlockRef::new(end, pinned), false, tx).await;
     let mut payloads = Vec::with_capacity(count);
     while let Ok(item) = rx.try_recv() {
         payloads.push(item?);
