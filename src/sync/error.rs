@@ -236,10 +236,6 @@ pub(crate) enum Outcome {
     Progress,
     /// Nothing to do (or holding); wait for the next poll or wake-up.
     Idle,
-    /// A catch-up fed the EL up to the agreed target with the agreed labels: wait for the next
-    /// poll, as when idle (a round at once would only read the same view again, at a cost to
-    /// the sources).
-    Reached,
     /// Catch-up found that the EL's head is not on the sources' chain: recovery, from `at`.
     Diverged {
         /// A height where the chains differ.

@@ -97,7 +97,7 @@ impl Follower {
                     backoff.reset();
                     continue;
                 }
-                Ok(Outcome::Idle | Outcome::Reached | Outcome::Diverged { .. }) => {
+                Ok(Outcome::Idle | Outcome::Diverged { .. }) => {
                     backoff.reset();
                     if !self.ctx.wait_for_tick().await {
                         break;

@@ -54,8 +54,6 @@ pub(crate) async fn run(
         stuck.watch_progress(local.head)?;
     }
     match result {
-        // At the target (a fleet's replicas go on at once: lockstep may have held labels back).
-        Ok(()) if end == target.number && ctx.fleet.len() == 1 => Ok(Outcome::Reached),
         Ok(()) => Ok(Outcome::Progress),
         Err(Fault::Discontinuity { block, parent, local: below, served_by }) if fed.blocks == 0 => {
             ctx.forget_shared_from(block.number);

@@ -92,8 +92,15 @@ pub(crate) async fn range(
     let pieces = fetched(from, held_from)
         .chain((!held.is_empty()).then_some(Piece::Held(held)))
         .chain(fetched(held_to + 1, to + 1));
+    // Once the feed stops (or a fetch failed), no new request goes out, but the ones in flight
+    // are let finish for a moment: what they bring is verified and held, not paid for again.
+    let stopped = std::sync::atomic::AtomicBool::new(false);
+    let stopped = &stopped;
     let mut stream = futures_util::stream::iter(pieces)
         .map(|piece| async move {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Vec::new();
+            }
             match piece {
                 Piece::Held(blocks) => blocks.into_iter().map(Ok).collect(),
                 Piece::Fetch(start, count) => {
@@ -104,15 +111,21 @@ pub(crate) async fn range(
             }
         })
         .buffered(requests);
-    while let Some(items) = stream.next().await {
+    'feed: while let Some(items) = stream.next().await {
         for item in items {
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {
-                return;
+                break 'feed;
             }
         }
     }
+    stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+    let drain = async { while stream.next().await.is_some() {} };
+    let _ = tokio::time::timeout(IN_FLIGHT_GRACE, drain).await;
 }
+
+/// How long requests in flight may still finish after the feed stopped.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(2);
 
 /// A part of a range: fetched from the sources, or held already.
 enum Piece {
