@@ -20,7 +20,7 @@
 //!
 //! Modules from the bottom up (a module imports only modules before it in this list):
 //! `util`, `chain` (block types, the ancestor search), `redact`, `jwt`, `config`, `metrics`,
-//! `http`, `state`; `payload`, `engine`, `source`; `api` (status, `/readyz`, metrics endpoint);
+//! `http`, `state`; `payload`, `engine`, `source`; `l1` (verification against L1); `api` (status, `/readyz`, metrics endpoint);
 //! `sync`; `node`; `main.rs`.
 //!
 //! A fleet (`[[engines]]`) runs one follower per replica EL over one set of sources:
@@ -46,6 +46,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod jwt;
+pub mod l1;
 pub mod metrics;
 pub mod node;
 pub mod payload;

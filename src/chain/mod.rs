@@ -1,6 +1,7 @@
 //! Small chain types shared by every module, and the ancestor search over two chains.
 
 pub mod ancestor;
+pub mod output;
 
 use std::collections::VecDeque;
 use std::fmt;

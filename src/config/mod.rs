@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::redact::RedactedUrl;
 
+mod l1;
 pub mod quorum;
 mod replicas;
+pub use l1::{DEFAULT_AUDIT_INTERVAL_SECS, DEFAULT_L1_TIMEOUT_MS, L1Config, VerifyMode};
 pub use replicas::{DEFAULT_REPLICA_NAME, EngineEntry, LabelMode, Replica, check_name};
 
 /// Default of `max_response_mib`: well above the largest blocks of today's chains as JSON
@@ -320,6 +322,9 @@ pub struct Config {
     pub api: ApiConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Verification against L1 (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1: Option<L1Config>,
 }
 
 impl Default for Config {
@@ -360,6 +365,7 @@ impl Default for Config {
                 ready_max_lag_blocks: DEFAULT_READY_MAX_LAG_BLOCKS,
             },
             log: LogConfig { format: LogFormat::Text, level: "info".into() },
+            l1: None,
         }
     }
 }
@@ -483,6 +489,9 @@ impl Config {
                 .map_err(|e| bad("engine.jwt_secret_file", e.to_string()))?;
         }
         self.check_replicas().map_err(|(key, problem)| bad(&key, problem))?;
+        if let Some(l1) = &self.l1 {
+            l1.check(self.chain).map_err(|(key, problem)| bad(&key, problem))?;
+        }
         let positive = [
             ("poll_interval_ms", self.poll_interval_ms),
             ("prefetch", self.prefetch as u64),

@@ -7,6 +7,7 @@ use alloy_primitives::B256;
 use serde_json::{Value, json};
 
 use super::{BoxFuture, Engine, EngineError, PayloadStatus};
+use crate::chain::output::{MESSAGE_PASSER, OutputParts};
 use crate::chain::{BlockRef, Heads, Label};
 use crate::config::EngineConfig;
 use crate::http::{is_unset_label, parse_quantity};
@@ -307,6 +308,43 @@ impl EngineClient {
     }
 }
 
+impl EngineClient {
+    /// See [`Engine::output_parts`].
+    pub async fn output_parts(&self, number: u64) -> Result<Option<OutputParts>, EngineError> {
+        const M: &str = "eth_getBlockByNumber";
+        let params = json!([format!("{number:#x}"), false]);
+        let v = self.call(false, M, &params, self.call_timeout).await?;
+        if v.is_null() {
+            return Ok(None);
+        }
+        let decode = |message: String| EngineError::Decode { method: M.into(), message };
+        let field = |k: &str| -> Option<B256> { v.get(k)?.as_str()?.parse().ok() };
+        let (Some(lb), Some(state_root)) = (local_block(&v), field("stateRoot")) else {
+            return Err(decode("block without number/hash/stateRoot".into()));
+        };
+        if lb.block.number != number {
+            return Err(decode(format!("asked for block {number}, got {}", lb.block)));
+        }
+        // Isthmus (which brings requestsHash to OP headers) puts the message passer's storage
+        // root in withdrawalsRoot.
+        let message_passer_root = match (field("requestsHash"), field("withdrawalsRoot")) {
+            (Some(_), Some(w)) => w,
+            _ => {
+                const P: &str = "eth_getProof";
+                let params = json!([MESSAGE_PASSER, [], {"blockHash": lb.block.hash}]);
+                let proof = self.call(false, P, &params, self.call_timeout).await?;
+                proof.get("storageHash").and_then(|h| h.as_str()?.parse().ok()).ok_or_else(
+                    || EngineError::Decode {
+                        method: P.into(),
+                        message: "no storageHash in the answer".into(),
+                    },
+                )?
+            }
+        };
+        Ok(Some(OutputParts { block: lb.block, state_root, message_passer_root }))
+    }
+}
+
 /// Which block to read from the EL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockAt {
@@ -350,6 +388,10 @@ impl Engine for EngineClient {
 
     fn sync_status(&self) -> BoxFuture<'_, Result<super::SyncStatus, EngineError>> {
         Box::pin(EngineClient::sync_status(self))
+    }
+
+    fn output_parts(&self, number: u64) -> BoxFuture<'_, Result<Option<OutputParts>, EngineError>> {
+        Box::pin(EngineClient::output_parts(self, number))
     }
 }
 

@@ -46,6 +46,13 @@ pub trait Engine: Send + Sync + fmt::Debug {
     fn set_head(&self, number: u64) -> BoxFuture<'_, Result<(), EngineError>>;
     /// What the EL says of its own P2P sync: `net_peerCount` and `eth_syncing`.
     fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>>;
+    /// What the output root of the EL's canonical block at `number` is made of (`None`: it
+    /// has no block there): its state root, and the L2ToL1MessagePasser's storage root (the
+    /// header's withdrawalsRoot since Isthmus, `eth_getProof` before).
+    fn output_parts(
+        &self,
+        number: u64,
+    ) -> BoxFuture<'_, Result<Option<crate::chain::output::OutputParts>, EngineError>>;
 }
 
 /// The EL's own view of its P2P sync, as it reports it over JSON-RPC.

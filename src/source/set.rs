@@ -541,6 +541,24 @@ impl SourceSet {
         self.verified(i, at, &block).map(Some)
     }
 
+    /// The verified block with hash `hash`: held, or from the first source that serves it
+    /// (available sources first, in order). `None` when none does.
+    pub async fn block_by_hash(&self, hash: B256) -> Option<Payload> {
+        if let Some((_, p)) = self.held.get(hash) {
+            self.count_reused(1);
+            return Some(p);
+        }
+        let order = (0..self.len())
+            .filter(|&i| self.available(i))
+            .chain((0..self.len()).filter(|&i| !self.available(i)));
+        for i in order {
+            if let Ok(Some(p)) = self.payload(i, BlockId::Hash(hash)).await {
+                return Some(p);
+            }
+        }
+        None
+    }
+
     /// Verified payloads of source `i`'s canonical blocks `from..from + count` (one entry per
     /// height, `None` where it has none), fetched in as few requests as it takes. Fewer entries
     /// (a prefix) when the source stopped answering partway, rate limiting lightcl: the rest

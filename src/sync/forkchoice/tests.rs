@@ -108,6 +108,13 @@ impl Engine for FakeEl {
     fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>> {
         Box::pin(async { Ok(SyncStatus::default()) })
     }
+
+    fn output_parts(
+        &self,
+        _number: u64,
+    ) -> BoxFuture<'_, Result<Option<crate::chain::output::OutputParts>, EngineError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 fn valid() -> PayloadStatus {

@@ -610,6 +610,18 @@ impl Engine for SimEl {
         Box::pin(async move { self.set_head_now(number) })
     }
 
+    fn output_parts(
+        &self,
+        number: u64,
+    ) -> BoxFuture<'_, Result<Option<lightcl::chain::output::OutputParts>, EngineError>> {
+        Box::pin(async move {
+            tokio::task::yield_now().await;
+            let Some(b) = self.read(BlockAt::Number(number))? else { return Ok(None) };
+            let w = lock(&self.world);
+            Ok(w.block(&b.block.hash).map(|blk| blk.output_parts()))
+        })
+    }
+
     fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>> {
         Box::pin(async move {
             tokio::task::yield_now().await;

@@ -168,6 +168,13 @@ impl Engine for Watched {
     fn sync_status(&self) -> BoxFuture<'_, Result<SyncStatus, EngineError>> {
         self.el.sync_status()
     }
+
+    fn output_parts(
+        &self,
+        number: u64,
+    ) -> BoxFuture<'_, Result<Option<lightcl::chain::output::OutputParts>, EngineError>> {
+        self.el.output_parts(number)
+    }
 }
 
 impl FleetSetup {

@@ -78,6 +78,21 @@ pub struct SimBlock {
     pub rlp: Bytes,
     /// Its withdrawals (what a payload must carry).
     pub withdrawals: Vec<Withdrawal>,
+    /// Its state root.
+    pub state_root: B256,
+    /// Its withdrawals root (read as the message passer's storage root, as after Isthmus).
+    pub withdrawals_root: B256,
+}
+
+impl SimBlock {
+    /// What its output root is made of.
+    pub fn output_parts(&self) -> lightcl::chain::output::OutputParts {
+        lightcl::chain::output::OutputParts {
+            block: self.id,
+            state_root: self.state_root,
+            message_passer_root: self.withdrawals_root,
+        }
+    }
 }
 
 /// The block as `eth_getBlockByNumber(n, true)` returns it, written directly (the generic
@@ -215,6 +230,8 @@ impl World {
         };
         let hash = header.hash_slow();
         let json = block_json(&header, hash, &ws[0]);
+        let (state_root, withdrawals_root) =
+            (header.state_root, header.withdrawals_root.unwrap_or_default());
         let rlp = lightcl::payload::raw::encode(&alloy_consensus::Block {
             header,
             body: alloy_consensus::BlockBody {
@@ -229,6 +246,8 @@ impl World {
             json: json.into(),
             rlp,
             withdrawals: ws,
+            state_root,
+            withdrawals_root,
         };
         self.blocks.insert(hash, Arc::new(block));
         hash

@@ -1,0 +1,100 @@
+//! Verification against L1 (optional, with an `[l1]` section): the L1 origin of every agreed
+//! safe and finalized block must be canonical on L1 (finalized: at or below L1's finalized
+//! block), and the local EL's output roots must match the roots L1 settled.
+//!
+//! ```text
+//!  L1 RPCs (1..n)      l1::rpc (JSON-RPC), l1::set (the quorum over them, as for L2 sources)
+//!  origins             l1::info: the L1 attributes deposit of an OP block (pure)
+//!                      l1::verify: per agreed label, ok / waits (transient) / false
+//!  output roots        l1::output: the v0 formula and the contracts' ABI (pure)
+//!                      l1::audit: anchor root and dispute games vs the local EL
+//! ```
+//!
+//! Every L1 read is taken at L1's finalized block where it can be (contract state), so what
+//! lightcl compares with can no longer be reorged away; an origin is looked up by number and
+//! compared by hash.
+
+pub mod audit;
+pub mod info;
+pub mod output;
+pub mod rpc;
+pub mod set;
+pub mod verify;
+
+use std::fmt;
+
+use alloy_primitives::{Address, B256, Bytes};
+
+use crate::chain::BlockRef;
+use crate::util::BoxFuture;
+
+pub use set::L1Set;
+pub use verify::{Verdict, Verifier};
+
+/// An L1 JSON-RPC endpoint as verification uses it. [`rpc::L1Rpc`] speaks to a real node; the
+/// test bed's simulated L1 stands in for it in the simulation.
+pub trait L1: Send + Sync + fmt::Debug {
+    /// Its name in logs and `/status` (the URL, redacted).
+    fn name(&self) -> &str;
+    /// eth_chainId.
+    fn chain_id(&self) -> BoxFuture<'_, Result<u64, L1Error>>;
+    /// The canonical block at `number` (`None`: none there yet).
+    fn block_at(&self, number: u64) -> BoxFuture<'_, Result<Option<BlockRef>, L1Error>>;
+    /// Its latest and finalized blocks (`None` for a label not set yet).
+    fn heads(&self) -> BoxFuture<'_, Result<L1Heads, L1Error>>;
+    /// eth_call of `data` to `to` at L1 block `at` (by hash, so every endpoint reads the same
+    /// state).
+    fn call(&self, to: Address, data: Bytes, at: B256) -> BoxFuture<'_, Result<Bytes, L1Error>>;
+}
+
+/// An L1 endpoint's latest and finalized blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct L1Heads {
+    /// Latest.
+    pub latest: Option<BlockRef>,
+    /// Finalized.
+    pub finalized: Option<BlockRef>,
+}
+
+/// An L1 read that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum L1Error {
+    /// Not reachable, timed out, or an HTTP error.
+    #[error("L1 RPC {name}: {method} failed: {message}")]
+    Unreachable {
+        /// The endpoint.
+        name: String,
+        /// The method.
+        method: String,
+        /// What happened.
+        message: String,
+    },
+    /// A JSON-RPC error answer (an eth_call that reverted too).
+    #[error("L1 RPC {name}: {method} answered an error: {message}")]
+    Rpc {
+        /// The endpoint.
+        name: String,
+        /// The method.
+        method: String,
+        /// Its message.
+        message: String,
+    },
+    /// An answer of the wrong shape.
+    #[error("L1 RPC {name}: {method} answered something malformed: {message}")]
+    Malformed {
+        /// The endpoint.
+        name: String,
+        /// The method.
+        method: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The L1 endpoints did not agree (fewer than the quorum gave one answer).
+    #[error("the L1 RPCs do not agree on {what}: {answers}")]
+    NoQuorum {
+        /// What was read.
+        what: String,
+        /// What each said.
+        answers: String,
+    },
+}
