@@ -2,7 +2,8 @@
 //! codes.
 //!
 //! Exit codes: 0 stopped by a signal; 1 runtime error; 2 bad configuration; 3 a start-up check
-//! failed (chain id, JWT); 4 halted on a finalized divergence (nothing more was sent to the EL).
+//! failed (chain id, JWT); 4 halted on a finalized divergence (nothing more was sent to the EL);
+//! 5 halted on an output root that differs from one L1 settled (`[l1] verify = "enforce"`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +21,8 @@ const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 const EXIT_STARTUP: u8 = 3;
 const EXIT_HALTED: u8 = 4;
+/// Halted: the EL's output root differs from one L1 settled.
+const EXIT_OUTPUT_MISMATCH: u8 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -223,6 +226,7 @@ fn main() -> ExitCode {
                 RunError::FinalizedDivergence { .. }
                 | RunError::ElLeftFloor { .. }
                 | RunError::ElStuck { .. } => EXIT_HALTED,
+                RunError::OutputRootMismatch(_) => EXIT_OUTPUT_MISMATCH,
                 RunError::Engine(_) => EXIT_RUNTIME,
             })
         }

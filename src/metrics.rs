@@ -82,6 +82,19 @@ pub const HELD_REUSED: &str = "lightcl_held_blocks_reused_total";
 pub const HELD_BLOCKS: &str = "lightcl_held_blocks";
 /// Bytes of the verified blocks held for reuse now (about).
 pub const HELD_BYTES: &str = "lightcl_held_block_bytes";
+/// 1 when the L1 endpoints answered the last read (verification against L1).
+pub const L1_UP: &str = "lightcl_l1_up";
+/// The highest L2 block verified against L1, per `check`: origin (an agreed label whose L1
+/// origin is L1's block) or output (an EL block whose output root matched a root L1 settled).
+pub const L1_VERIFIED_BLOCK: &str = "lightcl_l1_verified_block";
+/// L1-origin checks of agreed labels, per `label` and `result` (ok, pending, false).
+pub const L1_ORIGIN_CHECKS: &str = "lightcl_l1_origin_checks_total";
+/// 1 while the agreed label's L1 origin is not verified (pending or false), per `label`.
+pub const L1_ORIGIN_UNVERIFIED: &str = "lightcl_l1_origin_unverified";
+/// Output roots compared with L1, per `kind` (settled, claim) and `result` (match, mismatch).
+pub const L1_OUTPUTS_COMPARED: &str = "lightcl_l1_output_roots_compared_total";
+/// Roots L1 holds that differ from the EL's output root now, per `kind` (settled, claim).
+pub const L1_OUTPUT_MISMATCHES: &str = "lightcl_l1_output_mismatches";
 /// Always 1, with the version.
 pub const BUILD_INFO: &str = "lightcl_build_info";
 /// Always 1 while the process serves metrics.
@@ -115,7 +128,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 39] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 45] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -150,6 +163,12 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 39] = [
     (HELD_REUSED, Kind::Counter, &[], "Blocks taken from the verified blocks held in memory instead of fetched from a source again"),
     (HELD_BLOCKS, Kind::Gauge, &[], "Verified blocks held in memory for reuse (bounded by block_cache_mib)"),
     (HELD_BYTES, Kind::Gauge, &[], "Bytes of the verified blocks held in memory for reuse, about"),
+    (L1_UP, Kind::Gauge, &[], "1 when the L1 endpoints answered the last read (verification against L1)"),
+    (L1_VERIFIED_BLOCK, Kind::Gauge, &["replica", "check"], "Highest L2 block verified against L1: origin (an agreed label's L1 origin is L1's block) or output (an EL block's output root matched a root L1 settled)"),
+    (L1_ORIGIN_CHECKS, Kind::Counter, &["replica", "label", "result"], "L1-origin checks of agreed labels by result (ok, pending: not decided yet, false: not built on this L1)"),
+    (L1_ORIGIN_UNVERIFIED, Kind::Gauge, &["replica", "label"], "1 while the agreed label's L1 origin is not verified (in enforce the label waits)"),
+    (L1_OUTPUTS_COMPARED, Kind::Counter, &["replica", "kind", "result"], "Output roots of the EL compared with roots L1 holds, by kind (settled, claim) and result (match, mismatch)"),
+    (L1_OUTPUT_MISMATCHES, Kind::Gauge, &["replica", "kind"], "Roots L1 holds that differ from the EL's output root at their height, by kind (settled: L1 settled it; claim: an open dispute game)"),
     (BUILD_INFO, Kind::Gauge, &["version"], "Always 1; the version is a label"),
     (UP, Kind::Gauge, &[], "Always 1 while the process serves metrics"),
     (REPLICA_READY, Kind::Gauge, &["replica"], "1 while the replica is ready for traffic (what /readyz/<name> says)"),
@@ -292,6 +311,21 @@ impl Metrics {
             REPLICA_READY,
         ] {
             m.set(metric, &[], 0.0);
+        }
+        for check in ["origin", "output"] {
+            m.set(L1_VERIFIED_BLOCK, &[("check", check)], 0.0);
+        }
+        for label in ["safe", "finalized"] {
+            m.set(L1_ORIGIN_UNVERIFIED, &[("label", label)], 0.0);
+            for result in ["ok", "pending", "false"] {
+                m.add(L1_ORIGIN_CHECKS, &[("label", label), ("result", result)], 0.0);
+            }
+        }
+        for kind in ["settled", "claim"] {
+            m.set(L1_OUTPUT_MISMATCHES, &[("kind", kind)], 0.0);
+            for result in ["match", "mismatch"] {
+                m.add(L1_OUTPUTS_COMPARED, &[("kind", kind), ("result", result)], 0.0);
+            }
         }
         for l in ["latest", "safe", "finalized"] {
             m.set(LOCAL_HEAD, &[("label", l)], 0.0);

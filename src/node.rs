@@ -46,6 +46,8 @@ pub struct Parts {
     pub sources: Vec<Arc<dyn Source>>,
     /// The replicas, in configuration order (at least one).
     pub replicas: Vec<ReplicaParts>,
+    /// The L1 endpoints of `[l1]` (none without the section).
+    pub l1: Vec<Arc<dyn crate::l1::L1>>,
 }
 
 impl Parts {
@@ -60,7 +62,17 @@ impl Parts {
             .as_ref()
             .map_or_else(|| crate::config::DEFAULT_REPLICA_NAME.to_string(), |s| s.name.clone());
         let state = state.into();
-        Self { sources, replicas: vec![ReplicaParts { name, engine, state, shared }] }
+        Self {
+            sources,
+            replicas: vec![ReplicaParts { name, engine, state, shared }],
+            l1: Vec::new(),
+        }
+    }
+
+    /// With the L1 endpoints verification reads (`[l1]`).
+    pub fn with_l1(mut self, l1: Vec<Arc<dyn crate::l1::L1>>) -> Self {
+        self.l1 = l1;
+        self
     }
 }
 
@@ -105,7 +117,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             shared: Some(shared),
         });
     }
-    run_with(config, Parts { sources, replicas }, shutdown).await
+    let mut l1: Vec<Arc<dyn crate::l1::L1>> = Vec::new();
+    if let Some(c) = &config.l1 {
+        for url in &c.urls {
+            let t = Duration::from_millis(c.timeout_ms);
+            let rpc =
+                crate::l1::rpc::L1Rpc::new(url, t).map_err(|e| RunError::Api(e.to_string()))?;
+            l1.push(Arc::new(rpc));
+        }
+    }
+    run_with(config, Parts { sources, replicas, l1 }, shutdown).await
 }
 
 /// Runs the follower against `parts` (the simulation tests pass simulated ones): one follower
@@ -154,6 +175,13 @@ pub async fn run_with(
         sources = sources.with_coalescing(coalescing_window(&config));
     }
     let sources = Arc::new(sources);
+    let l1 = match &config.l1 {
+        Some(c) if !parts.l1.is_empty() => {
+            let set = crate::l1::L1Set::new(parts.l1, c.quorum.required(c.urls.len()));
+            Some(Arc::new(crate::l1::Verification::new(set, c)))
+        }
+        _ => None,
+    };
     let followers = async {
         info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
         if !admit_at_start(&sources, config.chain_id, &token).await? {
@@ -162,8 +190,12 @@ pub async fn run_with(
         spawn_subscriptions(&sources, &fleet, &root, &token, &tasks);
         let many = replicas.len() > 1;
         let runs = replicas.into_iter().enumerate().map(|(index, (r, shared))| {
-            let with =
-                FleetParts { sources: sources.clone(), fleet: fleet.clone(), tasks: tasks.clone() };
+            let with = FleetParts {
+                sources: sources.clone(),
+                fleet: fleet.clone(),
+                tasks: tasks.clone(),
+                l1: l1.clone(),
+            };
             // In a fleet a replica's error stops that replica alone.
             let token = if many { token.child_token() } else { token.clone() };
             let span = tracing::info_span!("replica", name = %r.name);
@@ -198,6 +230,7 @@ struct FleetParts {
     sources: Arc<SourceSet>,
     fleet: Arc<Fleet>,
     tasks: TaskTracker,
+    l1: Option<Arc<crate::l1::Verification>>,
 }
 
 /// One replica: its follower, connected and run; in a fleet, a replica that stopped with an
@@ -211,7 +244,7 @@ async fn replica(
     token: CancellationToken,
     many: bool,
 ) -> Result<(), RunError> {
-    let FleetParts { sources, fleet, tasks } = with;
+    let FleetParts { sources, fleet, tasks, l1 } = with;
     let ReplicaParts { engine, state: ReplicaState { file: store, floor }, .. } = r;
     if let Some(f) = floor {
         info!(target: "lightcl::gate", floor = %f, file = %store.path().display(),
@@ -232,6 +265,7 @@ async fn replica(
         tasks,
         wake,
         report,
+        l1,
     };
     let res = match Follower::connect(ctx, fc).await {
         Ok(Some(f)) => f.run().await,

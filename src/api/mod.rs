@@ -75,6 +75,31 @@ pub struct SourceStatus {
     pub calls: u64,
 }
 
+/// Verification against L1, as `/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct L1Status {
+    /// off, alarm or enforce.
+    pub verify: &'static str,
+    /// L1's latest block, as the quorum of L1 endpoints reached.
+    pub l1_latest: Option<crate::chain::BlockRef>,
+    /// L1's finalized block, as the quorum reached.
+    pub l1_finalized: Option<crate::chain::BlockRef>,
+    /// Why L1 could not be read, last time it could not.
+    pub l1_error: Option<String>,
+    /// The last check of the agreed safe block.
+    pub safe: Option<crate::l1::verify::LabelCheck>,
+    /// The last check of the agreed finalized block.
+    pub finalized: Option<crate::l1::verify::LabelCheck>,
+    /// The highest agreed label whose L1 origin was verified.
+    pub origin_verified: Option<crate::chain::BlockRef>,
+    /// The last root L1 settled that was compared with the EL's.
+    pub last_settled: Option<crate::l1::audit::Comparison>,
+    /// Roots L1 holds that differ from the EL's output roots (settled ones, and open claims).
+    pub mismatches: Vec<crate::l1::audit::Comparison>,
+    /// Why the audit could not run, last time it could not.
+    pub audit_error: Option<String>,
+}
+
 /// The follower's state as the API reports it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct State {
@@ -98,6 +123,9 @@ pub struct State {
     pub last_error: Option<String>,
     /// Sources.
     pub sources: Vec<SourceStatus>,
+    /// Verification against L1 (with an `[l1]` section).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l1: Option<L1Status>,
     #[serde(skip)]
     last_tick: Option<Instant>,
 }

@@ -36,6 +36,8 @@ pub struct Contracts {
     pub dispute_game_factory: Option<Address>,
     /// The game type whose games count (`None`: the registry's `respectedGameType()`).
     pub game_type: Option<u32>,
+    /// The OptimismPortal, which names the two above when they are not given.
+    pub portal: Option<Address>,
 }
 
 /// Where an L1 root comes from.
@@ -93,6 +95,8 @@ struct Memory {
     games: BTreeMap<u64, Game>,
     /// Whether the registry answers `isGameClaimValid` (v3 and later).
     claim_valid_known: Option<bool>,
+    /// The contracts, once the portal named the missing ones.
+    resolved: Option<Contracts>,
 }
 
 /// Reads what L1 holds; shared by a fleet's replicas.
@@ -111,8 +115,8 @@ impl Audit {
 
     /// Whether there is anything to read.
     pub fn enabled(&self) -> bool {
-        self.contracts.anchor_state_registry.is_some()
-            || self.contracts.dispute_game_factory.is_some()
+        let c = &self.contracts;
+        c.anchor_state_registry.is_some() || c.dispute_game_factory.is_some() || c.portal.is_some()
     }
 
     /// The roots L1 holds now (read again when the last read is older than the interval).
@@ -159,11 +163,37 @@ impl Audit {
     }
 
     /// The game type that counts: configured, or the registry's.
-    async fn game_type(&self, l1: &L1Set, at: B256) -> Result<Option<u32>, L1Error> {
-        if let Some(t) = self.contracts.game_type.or(crate::util::lock(&self.memory).game_type) {
+    /// The contracts, the missing ones read from the portal (once).
+    async fn contracts(&self, l1: &L1Set, at: B256) -> Result<Contracts, L1Error> {
+        if let Some(c) = crate::util::lock(&self.memory).resolved {
+            return Ok(c);
+        }
+        let mut c = self.contracts;
+        if let Some(portal) = c.portal {
+            if c.dispute_game_factory.is_none() {
+                let d = self.read(l1, portal, "disputeGameFactory()", &[], at).await?;
+                let f = super::output::word_address(&d, 0)
+                    .ok_or_else(|| Self::malformed("disputeGameFactory", &d))?;
+                c.dispute_game_factory = Some(f);
+            }
+            if c.anchor_state_registry.is_none() {
+                // Portals before v3 do not name the registry: the anchor is then not audited.
+                match self.read(l1, portal, "anchorStateRegistry()", &[], at).await {
+                    Ok(d) => c.anchor_state_registry = super::output::word_address(&d, 0),
+                    Err(L1Error::Rpc { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        crate::util::lock(&self.memory).resolved = Some(c);
+        Ok(c)
+    }
+
+    async fn game_type(&self, l1: &L1Set, c: &Contracts, at: B256) -> Result<Option<u32>, L1Error> {
+        if let Some(t) = c.game_type.or(crate::util::lock(&self.memory).game_type) {
             return Ok(Some(t));
         }
-        let Some(reg) = self.contracts.anchor_state_registry else { return Ok(None) };
+        let Some(reg) = c.anchor_state_registry else { return Ok(None) };
         match self.read(l1, reg, "respectedGameType()", &[], at).await {
             Ok(d) => {
                 let t = word_u64(&d, 0).and_then(|t| u32::try_from(t).ok());
@@ -176,8 +206,9 @@ impl Audit {
     }
 
     async fn refresh(&self, l1: &L1Set, at: B256) -> Result<(), L1Error> {
-        let game_type = self.game_type(l1, at).await?;
-        if let Some(reg) = self.contracts.anchor_state_registry {
+        let c = self.contracts(l1, at).await?;
+        let game_type = self.game_type(l1, &c, at).await?;
+        if let Some(reg) = c.anchor_state_registry {
             let anchor = match self.read(l1, reg, "getAnchorRoot()", &[], at).await {
                 Ok(d) => d,
                 // Registries before v3 keep an anchor per game type.
@@ -190,8 +221,8 @@ impl Audit {
             let a = decode_anchor(&anchor).ok_or_else(|| Self::malformed("anchor", &anchor))?;
             crate::util::lock(&self.memory).anchor = Some(a);
         }
-        if let Some(f) = self.contracts.dispute_game_factory {
-            self.refresh_games(l1, f, game_type, at).await?;
+        if let Some(f) = c.dispute_game_factory {
+            self.refresh_games(l1, &c, f, game_type, at).await?;
         }
         crate::util::lock(&self.memory).read_at = Some(Instant::now());
         Ok(())
@@ -200,6 +231,7 @@ impl Audit {
     async fn refresh_games(
         &self,
         l1: &L1Set,
+        c: &Contracts,
         factory: Address,
         game_type: Option<u32>,
         at: B256,
@@ -225,7 +257,7 @@ impl Audit {
             if game_type.is_some_and(|t| t != ty) {
                 continue;
             }
-            let game = self.read_game(l1, address, at).await?;
+            let game = self.read_game(l1, c, address, at).await?;
             let mut m = crate::util::lock(&self.memory);
             m.games.insert(index, game);
             while m.games.len() > FOLLOWED_GAMES {
@@ -236,7 +268,13 @@ impl Audit {
         Ok(())
     }
 
-    async fn read_game(&self, l1: &L1Set, game: Address, at: B256) -> Result<Game, L1Error> {
+    async fn read_game(
+        &self,
+        l1: &L1Set,
+        c: &Contracts,
+        game: Address,
+        at: B256,
+    ) -> Result<Game, L1Error> {
         let d = self.read(l1, game, "rootClaim()", &[], at).await?;
         let root = word(&d, 0).ok_or_else(|| Self::malformed("rootClaim", &d))?;
         let d = match self.read(l1, game, "l2BlockNumber()", &[], at).await {
@@ -249,7 +287,7 @@ impl Audit {
         let status = word_u64(&d, 0)
             .and_then(GameStatus::from_u8)
             .ok_or_else(|| Self::malformed("status", &d))?;
-        let settled = self.claim_valid(l1, game, status, at).await?;
+        let settled = self.claim_valid(l1, c, game, status, at).await?;
         Ok(Game { address: game, root: L1Root { l2_number, root }, status, settled })
     }
 
@@ -258,12 +296,13 @@ impl Audit {
     async fn claim_valid(
         &self,
         l1: &L1Set,
+        c: &Contracts,
         game: Address,
         status: GameStatus,
         at: B256,
     ) -> Result<bool, L1Error> {
         let known = crate::util::lock(&self.memory).claim_valid_known;
-        if let (Some(reg), None | Some(true)) = (self.contracts.anchor_state_registry, known) {
+        if let (Some(reg), None | Some(true)) = (c.anchor_state_registry, known) {
             let arg = B256::left_padding_from(game.as_slice());
             match self.read(l1, reg, "isGameClaimValid(address)", &[arg], at).await {
                 Ok(d) => {

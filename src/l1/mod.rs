@@ -98,3 +98,57 @@ pub enum L1Error {
         answers: String,
     },
 }
+
+/// Verification as a fleet shares it: the label checks and the output-root audit over one set
+/// of L1 endpoints.
+#[derive(Debug)]
+pub struct Verification {
+    /// The origin checks.
+    pub verifier: Verifier,
+    /// The output-root audit.
+    pub audit: audit::Audit,
+    expected_chain: Option<u64>,
+    chain_checked: std::sync::atomic::AtomicBool,
+}
+
+impl Verification {
+    /// Verification over `l1` as `config` says.
+    pub fn new(l1: L1Set, config: &crate::config::L1Config) -> Self {
+        let contracts = audit::Contracts {
+            anchor_state_registry: config.anchor_state_registry,
+            dispute_game_factory: config.dispute_game_factory,
+            game_type: config.game_type,
+            portal: config.portal,
+        };
+        let every = std::time::Duration::from_secs(config.audit_interval_secs);
+        Self {
+            verifier: Verifier::new(l1, config.verify),
+            audit: audit::Audit::new(contracts, every),
+            expected_chain: config.chain_id,
+            chain_checked: Default::default(),
+        }
+    }
+
+    /// Checks the L1 chain id once (when configured). `Err(got)`: the L1 endpoints serve
+    /// another chain. An L1 that cannot be read is checked again on the next call.
+    pub async fn check_chain(&self) -> Result<(), u64> {
+        use std::sync::atomic::Ordering;
+        let Some(want) = self.expected_chain else { return Ok(()) };
+        if self.chain_checked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.verifier.l1().chain_id().await {
+            Ok(got) if got == want => {
+                self.chain_checked.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(got) => Err(got),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The configured L1 chain id.
+    pub fn expected_chain(&self) -> Option<u64> {
+        self.expected_chain
+    }
+}

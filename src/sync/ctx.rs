@@ -36,6 +36,8 @@ pub(crate) struct Ctx {
     pub wake: Arc<Notify>,
     /// The only writer of this replica's status and gauges.
     pub report: Reporter,
+    /// Verification against L1 (shared by the fleet), with an `[l1]` section.
+    pub l1: Option<Arc<crate::l1::Verification>>,
 }
 
 /// Which of two sources serving adjacent blocks broke the chain between them.

@@ -88,6 +88,31 @@ pub enum RunError {
         /// What lightcl tried.
         tried: String,
     },
+    /// The output root of the EL's block differs from the one L1 settled for that height.
+    #[error(
+        "output root mismatch at L2 block {}: the EL's block {} has output root {}, but L1 \
+         settled {} ({}). The EL follows a chain L1 did not settle. lightcl halted and sends \
+         nothing more to the EL. Check the sources and the [l1] contract addresses; if the \
+         sources lied, resync the EL from a trusted point (see the runbook, \"Output root \
+         mismatch\")",
+        .0.number, .0.local_block, .0.local_root, .0.settled_root, .0.held_by
+    )]
+    OutputRootMismatch(Box<OutputMismatch>),
+}
+
+/// The local EL's output root differs from a root L1 settled (`[l1] verify = "enforce"`).
+#[derive(Debug)]
+pub struct OutputMismatch {
+    /// The L2 block.
+    pub number: u64,
+    /// The local EL's block there.
+    pub local_block: B256,
+    /// The local EL's output root.
+    pub local_root: B256,
+    /// The root L1 settled.
+    pub settled_root: B256,
+    /// Where L1 holds it (the anchor, or a game).
+    pub held_by: String,
 }
 
 /// Why the gate sent nothing.

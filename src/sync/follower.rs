@@ -13,6 +13,7 @@ use super::forkchoice::Forkchoice;
 use super::plan::{Step, View, plan};
 use super::report::mode_for;
 use super::task::el_sync::ElSync;
+use super::task::l1::L1Task;
 use super::task::stuck::{STUCK_RECHECK, StuckEl};
 use super::task::{catch_up, recover};
 use crate::api::Mode;
@@ -58,6 +59,7 @@ pub(crate) struct Follower {
     fc: Forkchoice,
     el_sync: ElSync,
     stuck: StuckEl,
+    l1: L1Task,
 }
 
 impl Follower {
@@ -85,7 +87,13 @@ impl Follower {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Some(Self { ctx, fc, el_sync: ElSync::default(), stuck: StuckEl::default() }))
+        Ok(Some(Self {
+            ctx,
+            fc,
+            el_sync: ElSync::default(),
+            stuck: StuckEl::default(),
+            l1: L1Task::default(),
+        }))
     }
 
     /// The main loop, until cancelled or a fault that stops it.
@@ -233,12 +241,17 @@ impl Follower {
         self.stuck.head_moved(ctx, local.head);
         ctx.report.sources(&ctx.sources);
         self.fc.reassert_if_needed(&local, version).await?;
+        // Before anything is planned: a settled output root that differs halts here.
+        self.l1.audit(ctx, local.head).await?;
         let Some(agreed) = ctx.sources.agreed_heads(local.finalized.number).await else {
             ctx.report.agreement(false);
             ctx.report.round(&local, None, head_time, Mode::Holding, self.fc.floor().get());
             return Ok(None);
         };
         ctx.report.agreement(true);
+        // Checked against L1 before any step plans with them (in enforce a label that fails
+        // waits).
+        let agreed = self.l1.labels(ctx, agreed, local).await?;
         // The checkpoint: the highest block lightcl knows to be final, from the EL or the floor.
         let checkpoint = match self.fc.floor().get() {
             Some(f) if f.number > local.finalized.number => f,

@@ -46,6 +46,11 @@ impl Reporter {
         self.shared.metrics.set(name, labels, v);
     }
 
+    /// Changes what `/status` shows of the verification against L1.
+    pub fn l1(&self, f: impl FnOnce(&mut crate::api::L1Status)) {
+        self.shared.update(|s| f(s.l1.get_or_insert_with(Default::default)));
+    }
+
     /// The loop is alive (for `/healthz`) during long work.
     pub fn tick(&self) {
         self.shared.tick();

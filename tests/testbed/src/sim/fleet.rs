@@ -324,6 +324,7 @@ async fn run_async(setup: &FleetSetup) -> FleetOutcome {
     let parts = Parts {
         sources: sources.iter().map(|s| Arc::new(s.clone()) as Arc<dyn Source>).collect(),
         replicas,
+        l1: Vec::new(),
     };
     let stop = tokio::time::sleep_until(end_at);
     let res = run_with(setup.config(), parts, stop).await;
