@@ -9,7 +9,9 @@
 //! finalized block.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use alloy_primitives::{Address, B256, Bytes};
 use serde::Serialize;

@@ -8,7 +8,9 @@
 //! block no reorg can change L1's answer: the origin is false, proven.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use alloy_primitives::B256;
 use serde::Serialize;

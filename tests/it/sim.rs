@@ -63,14 +63,14 @@ fn random() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
     let chunks: Vec<Vec<u64>> =
         (0..threads).map(|t| seeds.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let failures: (Vec<String>, u64, [u64; 4]) = std::thread::scope(|scope| {
+    let failures: (Vec<String>, u64, [u64; 5]) = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     let mut synced = 0u64;
-                    let mut kinds = [0u64; 4];
+                    let mut kinds = [0u64; 5];
                     for seed in chunk {
                         let setup = Setup::random(seed);
                         let out = run(&setup);
@@ -79,6 +79,7 @@ fn random() {
                         kinds[1] += u64::from(setup.live_lag.is_some());
                         kinds[2] += u64::from(setup.flaky.is_some());
                         kinds[3] += u64::from(setup.rate_limited.is_some());
+                        kinds[4] += u64::from(setup.l1.is_some());
                         if !out.violations.is_empty() {
                             failed.push(format!(
                                 "seed {seed}: {}\n    setup: {setup:?}\n    replay: LIGHTCL_SIM_SEED={seed} cargo test --test it sim::random -- --nocapture",
@@ -95,8 +96,8 @@ fn random() {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 4])))
-            .fold((Vec::new(), 0, [0u64; 4]), |(mut f, n, mut kinds), (more, k, ks)| {
+            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 5])))
+            .fold((Vec::new(), 0, [0u64; 5]), |(mut f, n, mut kinds), (more, k, ks)| {
                 f.extend(more);
                 for (a, b) in kinds.iter_mut().zip(ks) {
                     *a += b;
@@ -104,11 +105,12 @@ fn random() {
                 (f, n + k, kinds)
             })
     });
-    let (failures, synced, [long, live, flaky, limited]) = failures;
+    let (failures, synced, [long, live, flaky, limited, l1]) = failures;
     eprintln!(
         "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync, \
          {long} on long chains, {live} judged for liveness during their faults, {flaky} with a \
-         flaky source throughout, {limited} with a rate-limiting source)",
+         flaky source throughout, {limited} with a rate-limiting source, {l1} verifying \
+         against a simulated L1)",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
@@ -121,6 +123,7 @@ fn random() {
             || (long * 200 >= seeds.len() as u64 && live * 50 >= seeds.len() as u64),
         "only {long} long chains and {live} liveness histories"
     );
+    assert!(seeds.len() < 1_000 || l1 * 8 >= seeds.len() as u64, "only {l1} verify against L1");
     assert!(
         failures.is_empty(),
         "{} failing histories (first ones):\n{}",
@@ -133,7 +136,7 @@ fn random() {
 // follower; the checker inside the simulated EL fails it at the first forkchoice that breaks an
 // invariant, and the liveness check at the end demands convergence once the sources heal.
 
-use lightcl::config::Follow;
+use lightcl::config::{Follow, VerifyMode};
 use lightcl::source::quorum::{Quorum, QuorumName};
 use lightcl_testbed::sim::el::Profile;
 use lightcl_testbed::sim::history::{Event, Prefill};
@@ -608,6 +611,70 @@ fn case13_rate_limited_sources_are_waited_for_never_blamed() {
         assert_eq!(lies_of(&out, &name), 0, "{out:?}");
         for reason in ["timeout", "rpc_error", "malformed"] {
             assert_eq!(errors_of(&out, &name, reason), 0, "{reason}: {out:?}");
+        }
+    }
+}
+
+/// Verification against L1 (enforce): a lone source whose chain names L1 origins L1 never had
+/// gets none of its labels onto the EL (the checker fails any label that moves past a failed
+/// origin check), and the EL follows once the source is honest again. In alarm mode the same
+/// labels move and the verdict is shown.
+#[test]
+fn l1_enforce_keeps_labels_off_a_chain_not_built_on_l1() {
+    logs();
+    for (seed, mode) in [(126_001, VerifyMode::Enforce), (126_002, VerifyMode::Alarm)] {
+        let mut setup = Setup {
+            sources: vec![Behaviour::FalseOrigins],
+            follow: Follow::Safe,
+            initial_len: 60,
+            duration_ms: 20_000,
+            ..Setup::quiet(seed)
+        };
+        setup.with_l1(mode);
+        if mode == VerifyMode::Alarm {
+            // Alarm follows the lone source onto its chain: only the verdict is checked here
+            // (the invariant checker holds labels to the honest chain, which alarm gives up).
+            let out = run(&setup);
+            assert!(out.l1_seen.contains(&"finalized:false".to_string()), "{mode:?}: {out:?}");
+            continue;
+        }
+        let out = check("l1 false origins", &setup);
+        assert!(out.converged && !out.halted, "{mode:?}: {out:?}");
+        // Its finalized blocks name origins L1 finalized otherwise: proven false. Its safe
+        // blocks name origins above L1's finalized block: undecided, they wait.
+        let seen = &out.l1_seen;
+        assert!(seen.contains(&"finalized:false".to_string()), "{mode:?}: {seen:?}");
+        assert!(seen.contains(&"safe:pending".to_string()), "{mode:?}: {seen:?}");
+        // Once the source is honest, the labels verify and move.
+        assert!(seen.contains(&"safe:ok".to_string()), "{mode:?}: {seen:?}");
+    }
+}
+
+/// A source that calls its safe block finalized: in enforce the EL's finalized label waits for
+/// L1 to finalize the origin (the checker fails a finalized label whose origin L1 had not
+/// finalized), and L1 reorgs (the L2 chain reorgs with them) are waited out, not halted on.
+#[test]
+fn l1_enforce_waits_for_l1_finality_and_rides_out_l1_reorgs() {
+    logs();
+    for (seed, behaviour) in [(126_101, Behaviour::EagerFinal), (126_102, Behaviour::Honest)] {
+        let mut setup = Setup {
+            sources: vec![behaviour],
+            follow: Follow::Latest,
+            initial_len: 60,
+            duration_ms: 24_000,
+            events: vec![
+                (4_000, Event::L1Reorg),
+                (9_000, Event::L1Reorg),
+                (15_000, Event::L1Reorg),
+            ],
+            ..Setup::quiet(seed)
+        };
+        setup.with_l1(VerifyMode::Enforce);
+        let out = check("l1 finality", &setup);
+        assert!(out.converged && !out.halted, "{behaviour:?}: {out:?}");
+        assert!(out.l1_seen.contains(&"finalized:ok".to_string()), "{:?}", out.l1_seen);
+        if behaviour == Behaviour::EagerFinal {
+            assert!(out.l1_seen.contains(&"finalized:pending".to_string()), "{:?}", out.l1_seen);
         }
     }
 }

@@ -4,7 +4,9 @@
 //! differs halts: nothing more is written to the EL).
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use alloy_primitives::B256;
 use tracing::{debug, error, info, warn};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lightcl::Config;
 use lightcl::api::{Mode, Shared, SourceStatus};
 use lightcl::chain::BlockRef;
-use lightcl::config::{Bootstrap, ChainKind, Follow, SourceEntry};
+use lightcl::config::{Bootstrap, ChainKind, Follow, SourceEntry, VerifyMode};
 use lightcl::engine::Engine;
 use lightcl::source::Source;
 use lightcl::source::quorum::{Quorum, QuorumName};
@@ -61,6 +61,8 @@ pub enum Event {
     LightclRestart,
     /// A source changes behaviour.
     Behave(usize, Behaviour),
+    /// L1 reorgs above its finalized block; the L2 chain built on the dropped blocks reorgs too.
+    L1Reorg,
 }
 
 /// Everything a history is made of.
@@ -119,6 +121,9 @@ pub struct Setup {
     /// Source `i` is on a provider's plan of this many calls per second for the whole history,
     /// healing included, and says `Retry-After` over it or not (a rate-limiting provider).
     pub rate_limited: Option<(usize, u32, bool)>,
+    /// Verification against a simulated L1, in this mode (every source then serves raw blocks:
+    /// the simulated JSON blocks carry no transactions).
+    pub l1: Option<VerifyMode>,
 }
 
 /// What a history showed.
@@ -128,6 +133,8 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// lightcl halted.
     pub halted: bool,
+    /// The L1-origin verdicts `/status` showed, as `label:result` (with an L1).
+    pub l1_seen: Vec<String>,
     /// The EL reached the honest target with the honest labels.
     pub converged: bool,
     /// The checker's counts.
@@ -177,6 +184,7 @@ impl Setup {
             flaky: None,
             live_lag: None,
             rate_limited: None,
+            l1: None,
         }
     }
 
@@ -294,7 +302,29 @@ impl Setup {
             let i = r.range(0, n as u64 - 1) as usize;
             s.rate_limited = Some((i, r.pick(&[8, 20, 60]), r.chance(0.5)));
         }
+        // Verification against L1 in a quarter of the histories (drawn last): L1 reorgs, and a
+        // source of a chain not built on this L1 or one that finalizes too early, where the
+        // honest sources still make the quorum without it.
+        if r.chance(0.25) {
+            s.with_l1(r.pick(&[VerifyMode::Enforce, VerifyMode::Alarm]));
+            let honest: Vec<usize> =
+                (0..n).filter(|&i| s.sources[i] == Behaviour::Honest).collect();
+            if honest.len() > required && r.chance(0.5) {
+                let i = honest[r.range(0, honest.len() as u64 - 1) as usize];
+                s.sources[i] = r.pick(&[Behaviour::FalseOrigins, Behaviour::EagerFinal]);
+            }
+            for _ in 0..r.range(0, 2) {
+                s.events.push((r.range(0, s.duration_ms), Event::L1Reorg));
+            }
+            s.events.sort_by_key(|(t, _)| *t);
+        }
         s
+    }
+
+    /// Verifies against a simulated L1 in `mode`; every source serves raw blocks.
+    pub fn with_l1(&mut self, mode: VerifyMode) {
+        self.l1 = Some(mode);
+        self.raw_sources = (1 << self.sources.len()) - 1;
     }
 
     /// A long chain (hundreds to a thousand blocks) far above the EL, where bootstrap's proof
@@ -384,6 +414,18 @@ impl Setup {
             bootstrap: self.bootstrap.0,
             bootstrap_min_gap_blocks: self.bootstrap.1,
             bootstrap_stall_secs: 20,
+            l1: self.l1.map(|verify| lightcl::config::L1Config {
+                urls: vec!["http://sim-l1".into()],
+                quorum: Quorum::default(),
+                chain_id: Some(900),
+                verify,
+                portal: None,
+                anchor_state_registry: Some(super::l1::REGISTRY),
+                dispute_game_factory: None,
+                game_type: None,
+                audit_interval_secs: 5,
+                timeout_ms: 2_000,
+            }),
             ..Config::default()
         }
     }
@@ -398,6 +440,7 @@ pub fn run(setup: &Setup) -> Outcome {
         Err(e) => Outcome {
             violations: vec![format!("cannot build a runtime: {e}")],
             halted: false,
+            l1_seen: Vec::new(),
             converged: false,
             record: Record::default(),
             sources: Vec::new(),
@@ -417,7 +460,11 @@ fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
 }
 
 async fn run_async(setup: &Setup) -> Outcome {
-    let world: SharedWorld = Arc::new(Mutex::new(World::new(setup.initial_len)));
+    let world = match setup.l1 {
+        Some(mode) => World::with_l1(setup.initial_len, mode == VerifyMode::Enforce),
+        None => World::new(setup.initial_len),
+    };
+    let world: SharedWorld = Arc::new(Mutex::new(world));
     let el = SimEl::new(world.clone(), setup.profile, setup.seed);
     el.set_p2p(setup.p2p);
     let honest = setup.sources.iter().filter(|b| !matches!(b, Behaviour::Flapping)).count();
@@ -567,6 +614,7 @@ async fn run_async(setup: &Setup) -> Outcome {
                             }
                         }
                         Event::LightclRestart => {}
+                        Event::L1Reorg => lock(&world).l1_reorg(),
                     }
                     events.pop_front();
                 }
@@ -599,6 +647,7 @@ async fn run_async(setup: &Setup) -> Outcome {
     // growing, so this is judged at the moment, not after lightcl stopped).
     let converged_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let modes: Arc<Mutex<Vec<Mode>>> = Arc::default();
+    let l1_seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut halted_why = None;
     for seg_end in segment_ends {
         let shared = Arc::new(Shared::new(&names, 4));
@@ -608,16 +657,32 @@ async fn run_async(setup: &Setup) -> Outcome {
             StateFile::memory(floor_cell.clone()),
             Some(shared.clone()),
         );
+        let parts = match setup.l1 {
+            Some(_) => parts.with_l1(vec![Arc::new(super::l1::SimL1::new(world.clone()))]),
+            None => parts,
+        };
         let stop = {
             let (shared, el, world) = (shared.clone(), el.clone(), world.clone());
             let seen = converged_seen.clone();
             let follow = setup.follow;
             let modes = modes.clone();
+            let l1_seen = l1_seen.clone();
             async move {
                 let mut halted_since = None;
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     let mode = shared.snapshot().mode;
+                    if let Some(l1) = shared.snapshot().l1 {
+                        let mut seen = l1_seen.lock().unwrap_or_else(|p| p.into_inner());
+                        for (label, c) in [("safe", l1.safe), ("finalized", l1.finalized)] {
+                            if let Some(c) = c {
+                                let r = format!("{label}:{}", c.result);
+                                if !seen.contains(&r) {
+                                    seen.push(r);
+                                }
+                            }
+                        }
+                    }
                     {
                         let mut m = modes.lock().unwrap_or_else(|p| p.into_inner());
                         if !m.contains(&mode) {
@@ -651,7 +716,8 @@ async fn run_async(setup: &Setup) -> Outcome {
             Err(
                 RunError::FinalizedDivergence { .. }
                 | RunError::ElLeftFloor { .. }
-                | RunError::ElStuck { .. },
+                | RunError::ElStuck { .. }
+                | RunError::OutputRootMismatch(_),
             ) => {
                 halted = true;
             }
@@ -688,6 +754,7 @@ async fn run_async(setup: &Setup) -> Outcome {
     Outcome {
         violations,
         halted,
+        l1_seen: l1_seen.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         converged: is_converged,
         record,
         sources: last_sources,

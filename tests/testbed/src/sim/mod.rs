@@ -19,6 +19,7 @@ pub mod check;
 pub mod el;
 pub mod fleet;
 pub mod history;
+pub mod l1;
 pub mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -167,6 +168,51 @@ pub struct World {
     pub max_in_flight: i64,
     /// How often each block was served by the sources, by hash.
     pub served: HashMap<B256, u32>,
+    /// The L1 the chain is built on (histories that verify against L1).
+    pub l1: Option<L1Chain>,
+    /// Each block's L1 origin (with an L1).
+    pub origins: HashMap<B256, BlockRef>,
+    /// A branch from genesis whose blocks name L1 origins L1 never had (with an L1).
+    pub false_chain: Chain,
+    making_false: bool,
+}
+
+/// L2 blocks per L1 block: block `n`'s origin is L1's block `n / L2_PER_L1`.
+pub const L2_PER_L1: u64 = 3;
+/// How far L1's finalized block trails its tip.
+pub const L1_FINALITY_DEPTH: u64 = 3;
+/// The anchor (the settled output root) is at heights that are multiples of this.
+pub const ANCHOR_EVERY: u64 = 16;
+
+/// The simulated L1: its canonical chain, what it finalized, and the root it settled.
+#[derive(Debug, Default)]
+pub struct L1Chain {
+    /// Canonical block hashes by height.
+    pub chain: Vec<B256>,
+    /// Its finalized height.
+    pub finalized: u64,
+    /// Every block ever on its chain.
+    pub ever: HashSet<B256>,
+    /// lightcl runs in `enforce`: the checker holds every label to its origin.
+    pub enforce: bool,
+    /// The settled anchor: L2 height and output root.
+    pub anchor: Option<(u64, B256)>,
+    salt: u64,
+}
+
+impl L1Chain {
+    fn push(&mut self) {
+        let n = self.chain.len() as u64;
+        let h = alloy_primitives::keccak256([n.to_be_bytes(), self.salt.to_be_bytes()].concat());
+        self.chain.push(h);
+        self.ever.insert(h);
+        self.finalized = self.finalized.max(n.saturating_sub(L1_FINALITY_DEPTH));
+    }
+
+    /// L1's block at `n`.
+    pub fn at(&self, n: u64) -> Option<BlockRef> {
+        self.chain.get(n as usize).map(|h| BlockRef::new(n, *h))
+    }
 }
 
 /// The world, shared by the simulated EL and sources.
@@ -187,6 +233,64 @@ impl World {
         w.rival = w.honest.clone();
         w.rival_labels = (w.safe, w.finalized);
         w
+    }
+
+    /// A world like [`Self::new`] whose blocks are built on a simulated L1 (each carries the L1
+    /// attributes deposit naming its origin); `enforce`: the checker holds labels to origins.
+    pub fn with_l1(len: u64, enforce: bool) -> Self {
+        let mut w = Self { l1: Some(L1Chain { enforce, ..L1Chain::default() }), ..Self::default() };
+        let genesis = w.make_block(B256::ZERO, 0);
+        w.honest = vec![genesis];
+        w.grow(len);
+        w.rival = w.honest.clone();
+        w.rival_labels = (w.safe, w.finalized);
+        w.making_false = true;
+        let genesis_chain = vec![genesis];
+        w.false_chain = w.branch(&genesis_chain, 0, len);
+        w.making_false = false;
+        w
+    }
+
+    /// The origin `make_block` gives block `number` (L1 grows to hold it); a made-up L1 block
+    /// while building the false chain.
+    fn origin_for(&mut self, number: u64, salt: u64) -> Option<BlockRef> {
+        let making_false = self.making_false;
+        let l1 = self.l1.as_mut()?;
+        let n = number / L2_PER_L1;
+        while l1.chain.len() as u64 <= n {
+            l1.push();
+        }
+        if making_false {
+            let fake = alloy_primitives::keccak256(
+                [n.to_be_bytes(), salt.to_be_bytes(), [0xfa; 8]].concat(),
+            );
+            return Some(BlockRef::new(n, fake));
+        }
+        l1.at(n)
+    }
+
+    /// Reorgs L1 above its finalized block (new blocks there), and the L2 chain from the first
+    /// block whose origin it dropped.
+    pub fn l1_reorg(&mut self) {
+        let Some(l1) = self.l1.as_mut() else { return };
+        let keep = l1.finalized;
+        let top = l1.chain.len() as u64 - 1;
+        l1.chain.truncate(keep as usize + 1);
+        l1.salt += 1;
+        for _ in keep..top {
+            l1.push();
+        }
+        // The L2 blocks built on dropped L1 blocks go too.
+        let first_dropped = (keep + 1) * L2_PER_L1;
+        let tip = (self.honest.len() - 1) as u64;
+        if first_dropped <= tip {
+            self.reorg(tip - first_dropped + 1);
+        }
+    }
+
+    /// The L1 origin of block `hash`, if it was built on the simulated L1.
+    pub fn origin(&self, hash: &B256) -> Option<BlockRef> {
+        self.origins.get(hash).copied()
     }
 
     /// A block by hash.
@@ -214,7 +318,17 @@ impl World {
             address: Address::with_last_byte(1),
             amount: number + 1,
         }];
+        let origin = self.origin_for(number, salt);
+        let txs: Vec<lightcl::payload::OpaqueTx> = origin
+            .map(|o| {
+                let data = lightcl::l1::info::jovian_calldata(o, number, 1_000 + number * 2);
+                let tx = lightcl::l1::info::l1_info_deposit(data, B256::with_last_byte(1));
+                lightcl::payload::OpaqueTx::new(tx).expect("a typed transaction")
+            })
+            .into_iter()
+            .collect();
         let header = alloy_consensus::Header {
+            transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
             parent_hash: parent,
             number,
             gas_limit: 30_000_000,
@@ -235,7 +349,7 @@ impl World {
         let rlp = lightcl::payload::raw::encode(&alloy_consensus::Block {
             header,
             body: alloy_consensus::BlockBody {
-                transactions: Vec::<lightcl::payload::OpaqueTx>::new(),
+                transactions: txs,
                 ommers: Vec::new(),
                 withdrawals: Some(ws.clone().into()),
             },
@@ -250,6 +364,9 @@ impl World {
             withdrawals_root,
         };
         self.blocks.insert(hash, Arc::new(block));
+        if let Some(o) = origin {
+            self.origins.insert(hash, o);
+        }
         hash
     }
 
@@ -301,12 +418,28 @@ impl World {
         self.honest = self.branch(&honest, keep, n);
         let tip = (self.honest.len() - 1) as u64;
         self.set_labels(tip.saturating_sub(4), tip.saturating_sub(12));
+        if self.l1.is_some() && self.false_chain.len() > 1 {
+            self.making_false = true;
+            let f = self.false_chain.clone();
+            self.false_chain = self.branch(&f, (f.len() - 1) as u64, n);
+            self.making_false = false;
+        }
     }
 
     /// Sets the honest labels (they never move back) and records them.
     pub fn set_labels(&mut self, safe: u64, finalized: u64) {
         self.safe = self.safe.max(safe);
         self.finalized = self.finalized.max(finalized).min(self.safe);
+        // L1 settles the output root of finalized blocks at every ANCHOR_EVERY height.
+        let anchor = self.finalized / ANCHOR_EVERY * ANCHOR_EVERY;
+        if anchor > 0
+            && let Some(root) = self.honest.get(anchor as usize).and_then(|h| self.blocks.get(h))
+        {
+            let root = root.output_parts().root();
+            if let Some(l1) = self.l1.as_mut() {
+                l1.anchor = Some((anchor, root));
+            }
+        }
         for (i, h) in self.honest.iter().enumerate() {
             self.ever_honest.insert(*h);
             if i as u64 <= self.safe {

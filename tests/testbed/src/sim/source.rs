@@ -53,6 +53,12 @@ pub enum Behaviour {
     WrongParent,
     /// Unreachable.
     Down,
+    /// Serves a chain from genesis whose blocks name L1 origins L1 never had, with labels on
+    /// it (a source of a chain not derived from this L1).
+    FalseOrigins,
+    /// The honest chain, but calls its safe block finalized while that block's L1 origin is not
+    /// final on L1.
+    EagerFinal,
 }
 
 #[derive(Debug)]
@@ -244,6 +250,17 @@ impl SimSource {
             Behaviour::Flapping if coin => {
                 let (safe, fin) = w.rival_labels;
                 (&w.rival, safe, fin)
+            }
+            Behaviour::FalseOrigins if w.false_chain.len() > 1 => {
+                let top = (w.false_chain.len() - 1) as u64;
+                (&w.false_chain, top.saturating_sub(4), top.saturating_sub(12))
+            }
+            Behaviour::EagerFinal => {
+                // Its safe block as finalized, while that block's L1 origin is not final on L1.
+                let origin = w.honest.get(w.safe as usize).and_then(|h| w.origin(h));
+                let l1_final = w.l1.as_ref().map_or(0, |l| l.finalized);
+                let eager = origin.is_some_and(|o| o.number > l1_final);
+                (&w.honest, w.safe, if eager { w.safe } else { w.finalized })
             }
             _ => (&w.honest, w.safe, w.finalized),
         }

@@ -120,6 +120,28 @@ pub fn update(w: &World, el: &ElView<'_>, heads: &Heads, cx: &Context) -> Verdic
     if !unset && !noop && !w.ever_final.contains(&finalized.hash) && finalized.number > 0 {
         bad.push(format!("I4: finalized {finalized} was never agreed final"));
     }
+    // In enforce, a label moves only to a block whose L1 origin L1 had (finalized: one L1
+    // finalized).
+    if let Some(l1) = w.l1.as_ref().filter(|l| l.enforce)
+        && !unset
+        && !noop
+    {
+        for (label, b, current, fin) in
+            [("safe", safe, el.safe, false), ("finalized", finalized, el.finalized, true)]
+        {
+            if b.number == 0 || Some(b) == current {
+                continue;
+            }
+            match w.origin(&b.hash) {
+                Some(o) if l1.ever.contains(&o.hash) && (!fin || o.number <= l1.finalized) => {}
+                o => bad.push(format!(
+                    "L1: {label} moved to {b} past a failed origin check (origin {o:?}, L1 \
+                     finalized #{})",
+                    l1.finalized
+                )),
+            }
+        }
+    }
     // A head lightcl moves to must have been on the honest chain (re-asserting the EL's
     // own head, with whatever labels, moves nothing).
     if head != current_head && head.number > 0 && !w.ever_honest.contains(&head.hash) {
