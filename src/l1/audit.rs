@@ -221,7 +221,8 @@ impl Audit {
                 Err(e) => return Err(e),
             };
             let a = decode_anchor(&anchor).ok_or_else(|| Self::malformed("anchor", &anchor))?;
-            crate::util::lock(&self.memory).anchor = Some(a);
+            // A zero root is a registry without an anchor yet: nothing settled to compare.
+            crate::util::lock(&self.memory).anchor = (!a.root.is_zero()).then_some(a);
         }
         if let Some(f) = c.dispute_game_factory {
             self.refresh_games(l1, &c, f, game_type, at).await?;

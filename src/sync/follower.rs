@@ -242,7 +242,7 @@ impl Follower {
         ctx.report.sources(&ctx.sources);
         self.fc.reassert_if_needed(&local, version).await?;
         // Before anything is planned: a settled output root that differs halts here.
-        self.l1.audit(ctx, local.head).await?;
+        self.l1.audit(ctx, local.finalized).await?;
         let Some(agreed) = ctx.sources.agreed_heads(local.finalized.number).await else {
             ctx.report.agreement(false);
             ctx.report.round(&local, None, head_time, Mode::Holding, self.fc.floor().get());

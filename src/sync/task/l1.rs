@@ -130,9 +130,10 @@ impl L1Task {
         }
     }
 
-    /// Compares the EL's output roots with the roots L1 holds at heights the EL has. In
-    /// `enforce`, a settled root that differs halts.
-    pub async fn audit(&mut self, ctx: &Ctx, local_head: BlockRef) -> Result<(), Fault> {
+    /// Compares the EL's output roots with the roots L1 holds at heights the EL finalized
+    /// (above them the EL's chain may still be reorganised onto the agreed one, which the
+    /// rest of the round does). In `enforce`, a settled root that differs halts.
+    pub async fn audit(&mut self, ctx: &Ctx, local_finalized: BlockRef) -> Result<(), Fault> {
         let Some(v) = &ctx.l1 else { return Ok(()) };
         let mode = v.verifier.mode();
         if mode == VerifyMode::Off || !v.audit.enabled() {
@@ -155,7 +156,7 @@ impl L1Task {
         };
         ctx.report.l1(|s| s.audit_error = None);
         for h in &held {
-            if h.root.l2_number > local_head.number || self.compared.get(h).is_some() {
+            if h.root.l2_number > local_finalized.number || self.compared.get(h).is_some() {
                 continue;
             }
             let key = (h.root.l2_number, h.root.root);

@@ -309,12 +309,19 @@ impl Setup {
             s.with_l1(r.pick(&[VerifyMode::Enforce, VerifyMode::Alarm]));
             let honest: Vec<usize> =
                 (0..n).filter(|&i| s.sources[i] == Behaviour::Honest).collect();
-            if honest.len() > required && r.chance(0.5) {
+            // (Not in the histories judged for their lag during faults: their bound was set
+            // for the liars they draw themselves.)
+            if honest.len() > required && r.chance(0.5) && s.live_lag.is_none() {
                 let i = honest[r.range(0, honest.len() as u64 - 1) as usize];
                 s.sources[i] = r.pick(&[Behaviour::FalseOrigins, Behaviour::EagerFinal]);
             }
+            // An L1 reorg takes the honest safe block back with the L2 blocks built on the
+            // dropped L1 blocks: not in the histories judged for their lag during faults.
             for _ in 0..r.range(0, 2) {
-                s.events.push((r.range(0, s.duration_ms), Event::L1Reorg));
+                let t = r.range(0, s.duration_ms);
+                if s.live_lag.is_none() {
+                    s.events.push((t, Event::L1Reorg));
+                }
             }
             s.events.sort_by_key(|(t, _)| *t);
         }
