@@ -11,6 +11,7 @@ mod engines_reth;
 mod faults;
 mod fleet;
 mod follow;
+mod l1;
 mod on_reth;
 mod ops;
 mod packaging;

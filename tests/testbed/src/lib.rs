@@ -13,6 +13,7 @@ pub mod chains;
 pub mod client;
 pub mod genesis;
 pub mod jwt;
+pub mod l1;
 pub mod lightcl;
 pub mod node;
 pub mod producer;

@@ -159,6 +159,10 @@ pub struct Producer {
     salt: u64,
     realtime: bool,
     next_recipient: usize,
+    /// The L1 block OP blocks name as their origin (`None`: made up from the L2 number).
+    l1_origin: Option<crate::txs::L1Origin>,
+    /// Calls sent with the next block (Ethereum: through the pool).
+    calls: Vec<(alloy_primitives::Address, Bytes)>,
 }
 
 impl Producer {
@@ -189,6 +193,8 @@ impl Producer {
             salt: 0,
             realtime: false,
             next_recipient: 0,
+            l1_origin: None,
+            calls: Vec::new(),
         })
     }
 
@@ -235,6 +241,16 @@ impl Producer {
     pub fn with_realtime(mut self, realtime: bool) -> Self {
         self.realtime = realtime;
         self
+    }
+
+    /// The L1 block the next OP blocks name as their origin (`None`: made up).
+    pub fn set_l1_origin(&mut self, origin: Option<crate::txs::L1Origin>) {
+        self.l1_origin = origin;
+    }
+
+    /// Sends a call of `to` with `data` (from the first test account) in the next block.
+    pub fn call_in_next_block(&mut self, to: alloy_primitives::Address, data: Bytes) {
+        self.calls.push((to, data));
     }
 
     /// The head block.
@@ -285,6 +301,11 @@ impl Producer {
             *nonce += 1;
         }
         self.next_recipient = (self.next_recipient + 1) % n;
+        for (to, data) in std::mem::take(&mut self.calls) {
+            let (acct, nonce) = &mut self.accounts[0];
+            out.push(crate::txs::signed_call(self.chain_id, acct, *nonce, to, data)?);
+            *nonce += 1;
+        }
         Ok(out)
     }
 
@@ -312,7 +333,7 @@ impl Producer {
         });
         match self.kind {
             ChainKind::Optimism => {
-                let mut txs = vec![l1_info_deposit(number, timestamp, self.salt)];
+                let mut txs = vec![l1_info_deposit(number, timestamp, self.salt, self.l1_origin)];
                 txs.extend(user_txs);
                 let mut eip1559 = OP_EIP1559_DENOMINATOR.to_be_bytes().to_vec();
                 eip1559.extend_from_slice(&OP_EIP1559_ELASTICITY.to_be_bytes());

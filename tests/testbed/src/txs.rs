@@ -23,19 +23,32 @@ pub const JOVIAN_L1_INFO_LEN: usize = 178;
 const MAX_FEE_PER_GAS: u128 = 100_000_000_000;
 const MAX_PRIORITY_FEE_PER_GAS: u128 = 1_000_000_000;
 
-/// Jovian L1-info calldata for L2 block `l2_number` (a made-up L1 origin derived from it).
-pub fn jovian_l1_info_calldata(l2_number: u64, l2_timestamp: u64) -> Vec<u8> {
+/// An L1 block an L2 block is built on: number, hash, timestamp.
+pub type L1Origin = (u64, B256, u64);
+
+/// Jovian L1-info calldata for L2 block `l2_number`: `origin`, or a made-up L1 origin derived
+/// from the L2 number.
+pub fn jovian_l1_info_calldata(
+    l2_number: u64,
+    l2_timestamp: u64,
+    origin: Option<L1Origin>,
+) -> Vec<u8> {
+    let made_up = 1_000_000 + l2_number / 6;
+    let (l1_number, l1_hash, l1_time) = origin.unwrap_or((
+        made_up,
+        keccak256(made_up.to_be_bytes()),
+        l2_timestamp.saturating_sub(12),
+    ));
     let mut d = Vec::with_capacity(JOVIAN_L1_INFO_LEN);
     d.extend_from_slice(&JOVIAN_L1_INFO_SELECTOR);
     d.extend_from_slice(&0u32.to_be_bytes()); // baseFeeScalar
     d.extend_from_slice(&0u32.to_be_bytes()); // blobBaseFeeScalar
     d.extend_from_slice(&(l2_number % 6).to_be_bytes()); // sequenceNumber
-    d.extend_from_slice(&l2_timestamp.saturating_sub(12).to_be_bytes()); // L1 timestamp
-    let l1_number = 1_000_000 + l2_number / 6;
+    d.extend_from_slice(&l1_time.to_be_bytes()); // L1 timestamp
     d.extend_from_slice(&l1_number.to_be_bytes()); // L1 number
     d.extend_from_slice(&U256::from(1_000_000_000u64).to_be_bytes::<32>()); // L1 base fee
     d.extend_from_slice(&U256::from(1u64).to_be_bytes::<32>()); // blob base fee
-    d.extend_from_slice(keccak256(l1_number.to_be_bytes()).as_slice()); // L1 hash
+    d.extend_from_slice(l1_hash.as_slice()); // L1 hash
     d.extend_from_slice(B256::ZERO.as_slice()); // batcher hash
     d.extend_from_slice(&0u32.to_be_bytes()); // operatorFeeScalar
     d.extend_from_slice(&0u64.to_be_bytes()); // operatorFeeConstant
@@ -44,8 +57,13 @@ pub fn jovian_l1_info_calldata(l2_number: u64, l2_timestamp: u64) -> Vec<u8> {
 }
 
 /// The EIP-2718 bytes of the L1-info deposit (type 0x7E) for L2 block `l2_number`.
-pub fn l1_info_deposit(l2_number: u64, l2_timestamp: u64, salt: u64) -> Bytes {
-    let data = Bytes::from(jovian_l1_info_calldata(l2_number, l2_timestamp));
+pub fn l1_info_deposit(
+    l2_number: u64,
+    l2_timestamp: u64,
+    salt: u64,
+    origin: Option<L1Origin>,
+) -> Bytes {
+    let data = Bytes::from(jovian_l1_info_calldata(l2_number, l2_timestamp, origin));
     // Source hash: domain 1 (L1 info) over a made-up L1 hash and the sequence number; the salt
     // keeps rival branches' deposits distinct.
     let mut inner = [0u8; 64];
@@ -92,6 +110,17 @@ pub enum TxAction {
     CounterCall,
 }
 
+/// Signs an EIP-1559 call of `to` with `data` from `from` with `nonce` (EIP-2718 bytes).
+pub fn signed_call(
+    chain_id: u64,
+    from: &TestAccount,
+    nonce: u64,
+    to: Address,
+    data: Bytes,
+) -> Result<Bytes, Error> {
+    sign(chain_id, from, nonce, to, U256::ZERO, 200_000, data)
+}
+
 /// Signs an EIP-1559 transaction from `from` with `nonce`, returning its EIP-2718 bytes.
 pub fn signed_tx(
     chain_id: u64,
@@ -103,6 +132,18 @@ pub fn signed_tx(
         TxAction::Transfer(to) => (to, U256::from(1_000_000_000u64), 21_000),
         TxAction::CounterCall => (COUNTER_ADDRESS, U256::ZERO, 60_000),
     };
+    sign(chain_id, from, nonce, to, value, gas_limit, Bytes::new())
+}
+
+fn sign(
+    chain_id: u64,
+    from: &TestAccount,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    gas_limit: u64,
+    input: Bytes,
+) -> Result<Bytes, Error> {
     let tx = TxEip1559 {
         chain_id,
         nonce,
@@ -112,7 +153,7 @@ pub fn signed_tx(
         to: TxKind::Call(to),
         value,
         access_list: Default::default(),
-        input: Bytes::new(),
+        input,
     };
     let sig = from
         .signer
