@@ -342,6 +342,23 @@ async fn check_command(config: &Config) -> ExitCode {
     for replica in config.replicas() {
         check_replica(config, &replica, &mut ok).await;
     }
+    if let Some(l1) = &config.l1 {
+        let els: Vec<(String, std::sync::Arc<dyn lightcl::engine::Engine>)> = config
+            .replicas()
+            .into_iter()
+            .filter_map(|r| {
+                let e = EngineClient::new(&r.engine).ok()?;
+                Some((
+                    r.name,
+                    std::sync::Arc::new(e) as std::sync::Arc<dyn lightcl::engine::Engine>,
+                ))
+            })
+            .collect();
+        for l in lightcl::l1::check::check(l1, &els).await {
+            ok &= l.ok;
+            println!("{}", l.text);
+        }
+    }
     if ok {
         println!("check passed");
         ExitCode::SUCCESS

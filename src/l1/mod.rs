@@ -15,6 +15,7 @@
 //! compared by hash.
 
 pub mod audit;
+pub mod check;
 pub mod info;
 pub mod output;
 pub mod rpc;

@@ -254,9 +254,20 @@ async fn l1_output_root_audit_verifies_a_settled_anchor_and_halts_on_another() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     drop(lc);
+    let (code, out) = check(&c, &el).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("matches the anchor L1 settled") && out.contains("L1 contracts: ok"),
+        "{out}"
+    );
 
-    // (c) L1 settles another root for a block the EL finalized. Alarm reports it and goes on.
+    // (c) L1 settles another root for a block the EL finalized. `lightcl check` says so.
     c.anchor(B256::repeat_byte(0x0c), anchor_at).await;
+    let (code, out) = check(&c, &el).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(out.contains("another chain than L1 settled"), "{out}");
+
+    // Alarm reports it and goes on.
     let lc = Lightcl::start(lightcl_bin(), &config(&c, &el, "alarm")).expect("lightcl");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mismatches = "lightcl_l1_output_mismatches{replica=\"el\",kind=\"settled\"}";
@@ -282,6 +293,14 @@ async fn l1_output_root_audit_verifies_a_settled_anchor_and_halts_on_another() {
     assert_eq!(label_hashes(&el).await, before, "lightcl wrote to the EL after the halt");
     let status = lc.stop().await.expect("exit");
     assert_eq!(status.code(), Some(5), "{}", tail(&lc.log(), 20));
+}
+
+/// `lightcl check` with the `[l1]` section: exit code and output.
+async fn check(c: &Chains, el: &ElNode) -> (Option<i32>, String) {
+    let toml = config(c, el, "enforce").to_toml();
+    let mut lc = Lightcl::start_with_args(lightcl_bin(), &toml, &["check"]).expect("check");
+    let st = lc.wait_exit(Duration::from_secs(60)).await.expect("check exits");
+    (st.code(), lc.log())
 }
 
 /// An honest chain, caught up with verification on and off, side by side (printed, not
