@@ -182,6 +182,18 @@ pub async fn run_with(
         }
         _ => None,
     };
+    if !config.rollup_rpc_listen.is_empty() {
+        let listener = api::bind(&config.rollup_rpc_listen).await.map_err(RunError::Api)?;
+        if let Some((r, shared)) = replicas.first() {
+            let view = api::rollup::RollupView {
+                shared: shared.clone(),
+                engine: r.engine.clone(),
+                sources: sources.clone(),
+                l1: l1.clone(),
+            };
+            tasks.spawn(api::rollup::serve(listener, view, token.clone()));
+        }
+    }
     let followers = async {
         info!(target: "lightcl", config = %config.summary(), version = crate::VERSION, "starting");
         if !admit_at_start(&sources, config.chain_id, &token).await? {

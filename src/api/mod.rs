@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod rollup;
+
 use crate::chain::Heads;
 use crate::metrics;
 pub use crate::metrics::Metrics;

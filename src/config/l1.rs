@@ -139,3 +139,68 @@ impl L1Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ChainKind;
+
+    fn good() -> L1Config {
+        L1Config {
+            urls: vec!["http://l1:8545".into()],
+            quorum: Quorum::default(),
+            chain_id: Some(1),
+            verify: VerifyMode::Enforce,
+            portal: None,
+            anchor_state_registry: None,
+            dispute_game_factory: None,
+            game_type: None,
+            audit_interval_secs: 60,
+            timeout_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn bad_sections_name_the_key() {
+        assert_eq!(good().check(ChainKind::Optimism), Ok(()));
+        let key = |c: L1Config, kind| c.check(kind).err().map(|(k, _)| k);
+        assert_eq!(key(good(), ChainKind::Ethereum), Some("l1".into()));
+        assert_eq!(
+            key(L1Config { urls: vec![], ..good() }, ChainKind::Optimism),
+            Some("l1.urls".into())
+        );
+        let ws = L1Config { urls: vec!["ws://l1".into()], ..good() };
+        assert_eq!(key(ws, ChainKind::Optimism), Some("l1.urls[0]".into()));
+        let half = L1Config {
+            urls: vec!["http://a".into(), "http://b".into()],
+            quorum: Quorum::Count(1),
+            ..good()
+        };
+        assert_eq!(key(half, ChainKind::Optimism), Some("l1.quorum".into()));
+        let zero = L1Config { audit_interval_secs: 0, ..good() };
+        assert_eq!(key(zero, ChainKind::Optimism), Some("l1.audit_interval_secs".into()));
+        assert_eq!(
+            key(L1Config { chain_id: Some(0), ..good() }, ChainKind::Optimism),
+            Some("l1.chain_id".into())
+        );
+    }
+
+    #[test]
+    fn the_section_parses_from_toml() {
+        let text = r#"
+            urls = ["https://l1.example/v2/KEY0123456789abcdefghij"]
+            verify = "alarm"
+            anchor_state_registry = "0x1c68ECfbf9C8B1E6C0677965b3B9Ecf9A104305b"
+            game_type = 1
+        "#;
+        use figment::providers::Format;
+        let c: L1Config = figment::Figment::from(figment::providers::Toml::string(text))
+            .extract()
+            .expect("parses");
+        assert_eq!(c.verify, VerifyMode::Alarm);
+        assert_eq!(c.audit_interval_secs, DEFAULT_AUDIT_INTERVAL_SECS);
+        assert!(c.anchor_state_registry.is_some() && c.game_type == Some(1));
+        // Debug output hides the key in the URL.
+        assert!(!format!("{c:?}").contains("KEY0123456789abcdefghij"));
+    }
+}

@@ -325,6 +325,10 @@ pub struct Config {
     /// Verification against L1 (optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1: Option<L1Config>,
+    /// Address of the read-only rollup RPC (`optimism_syncStatus`, `optimism_outputAtBlock`,
+    /// op-node's shapes); "" (the default) serves none.
+    #[serde(default)]
+    pub rollup_rpc_listen: String,
 }
 
 impl Default for Config {
@@ -366,6 +370,7 @@ impl Default for Config {
             },
             log: LogConfig { format: LogFormat::Text, level: "info".into() },
             l1: None,
+            rollup_rpc_listen: String::new(),
         }
     }
 }
@@ -517,6 +522,17 @@ impl Config {
                 format!(
                     "`{}` is not an address:port (e.g. 127.0.0.1:9301); \"\" disables the API",
                     self.api.listen
+                ),
+            ));
+        }
+        if !self.rollup_rpc_listen.is_empty()
+            && self.rollup_rpc_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(bad(
+                "rollup_rpc_listen",
+                format!(
+                    "`{}` is not an address:port (e.g. 127.0.0.1:9545); \"\" serves none",
+                    self.rollup_rpc_listen
                 ),
             ));
         }

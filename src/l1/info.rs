@@ -49,6 +49,8 @@ pub struct L1Origin {
     pub block: BlockRef,
     /// The fork whose layout the calldata has.
     pub fork: &'static str,
+    /// The L2 block's sequence number within its origin's epoch.
+    pub sequence_number: u64,
 }
 
 /// Why no origin could be read: the block is not an OP block built on an L1, or a source
@@ -107,10 +109,20 @@ pub fn origin_from_calldata(data: &[u8]) -> Result<L1Origin, OriginError> {
     if layout.fork == "bedrock" && data[4..NUMBER_AT.start].iter().any(|b| *b != 0) {
         return Err(unknown());
     }
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&data[NUMBER_AT]);
+    let u64_at = |at: std::ops::Range<usize>| {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&data[at]);
+        u64::from_be_bytes(n)
+    };
     let hash = B256::from_slice(&data[HASH_AT]);
-    Ok(L1Origin { block: BlockRef::new(u64::from_be_bytes(n), hash), fork: layout.fork })
+    // Bedrock: word 4 (its last 8 bytes); the packed layouts: bytes 12..20.
+    let sequence_number =
+        if layout.fork == "bedrock" { u64_at(4 + 4 * 32 + 24..4 + 5 * 32) } else { u64_at(12..20) };
+    Ok(L1Origin {
+        block: BlockRef::new(u64_at(NUMBER_AT), hash),
+        fork: layout.fork,
+        sequence_number,
+    })
 }
 
 /// Reads the L1 origin from a block's first transaction (EIP-2718 bytes).
@@ -204,7 +216,8 @@ mod tests {
             [(jovian, "jovian"), (isthmus, "isthmus"), (ecotone, "ecotone"), (bedrock, "bedrock")]
         {
             let got = origin_from_calldata(&data).expect(fork);
-            assert_eq!(got, L1Origin { block: o, fork }, "{fork}");
+            let sequence_number = if fork == "bedrock" { 0 } else { 3 };
+            assert_eq!(got, L1Origin { block: o, fork, sequence_number }, "{fork}");
         }
     }
 

@@ -43,9 +43,32 @@ pub trait L1: Send + Sync + fmt::Debug {
     fn block_at(&self, number: u64) -> BoxFuture<'_, Result<Option<BlockRef>, L1Error>>;
     /// Its latest and finalized blocks (`None` for a label not set yet).
     fn heads(&self) -> BoxFuture<'_, Result<L1Heads, L1Error>>;
+    /// A block's header fields by label ("latest", "safe", "finalized") or height, as the
+    /// rollup RPC shows L1 blocks (`None`: no such block).
+    fn header(&self, at: L1At) -> BoxFuture<'_, Result<Option<L1Header>, L1Error>>;
     /// eth_call of `data` to `to` at L1 block `at` (by hash, so every endpoint reads the same
     /// state).
     fn call(&self, to: Address, data: Bytes, at: B256) -> BoxFuture<'_, Result<Bytes, L1Error>>;
+}
+
+/// Which L1 block to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L1At {
+    /// By label: "latest", "safe" or "finalized".
+    Tag(&'static str),
+    /// By height.
+    Number(u64),
+}
+
+/// An L1 block's header fields that the rollup RPC shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L1Header {
+    /// Height and hash.
+    pub block: BlockRef,
+    /// Parent hash.
+    pub parent_hash: B256,
+    /// Timestamp.
+    pub timestamp: u64,
 }
 
 /// An L1 endpoint's latest and finalized blocks.

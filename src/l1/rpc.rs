@@ -144,6 +144,34 @@ impl L1 for L1Rpc {
         })
     }
 
+    fn header(&self, at: super::L1At) -> BoxFuture<'_, Result<Option<super::L1Header>, L1Error>> {
+        Box::pin(async move {
+            let tag = match at {
+                super::L1At::Tag(t) => json!(t),
+                super::L1At::Number(n) => json!(format!("{n:#x}")),
+            };
+            let v = match self.call_rpc("eth_getBlockByNumber", json!([tag, false])).await {
+                Ok(v) => v,
+                Err(L1Error::Rpc { message, .. }) if crate::http::is_unset_label(&message) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            if v.is_null() {
+                return Ok(None);
+            }
+            let parent = v.get("parentHash").and_then(|p| p.as_str()?.parse().ok());
+            let timestamp = v.get("timestamp").and_then(parse_quantity);
+            match (block_ref(&v), parent, timestamp) {
+                (Some(block), Some(parent_hash), Some(timestamp)) => {
+                    Ok(Some(super::L1Header { block, parent_hash, timestamp }))
+                }
+                _ => Err(self
+                    .malformed("eth_getBlockByNumber", "no number, hash, parentHash or timestamp")),
+            }
+        })
+    }
+
     fn call(&self, to: Address, data: Bytes, at: B256) -> BoxFuture<'_, Result<Bytes, L1Error>> {
         Box::pin(async move {
             const M: &str = "eth_call";

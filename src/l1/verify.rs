@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn judge_table() {
-        let o = L1Origin { block: b(50, 0xaa), fork: "jovian" };
+        let o = L1Origin { block: b(50, 0xaa), fork: "jovian", sequence_number: 0 };
         use Which::*;
         let cases: [(Which, Option<BlockRef>, L1Heads, &str); 8] = [
             // On L1's chain and final: ok for both.

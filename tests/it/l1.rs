@@ -244,7 +244,10 @@ async fn l1_output_root_audit_verifies_a_settled_anchor_and_halts_on_another() {
 
     // The anchor matches the source's chain: verified, in either mode.
     let el = c.l2.sibling_as(op_follower(), "follower").await.expect("follower");
-    let lc = Lightcl::start(lightcl_bin(), &config(&c, &el, "enforce")).expect("lightcl");
+    let port = lightcl_testbed::node::free_port().expect("port");
+    let mut cfg = config(&c, &el, "enforce");
+    cfg.extra = format!("rollup_rpc_listen = \"127.0.0.1:{port}\"\n{}", cfg.extra);
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("lightcl");
     let head = c.p2.head().number;
     wait_for(&el, (h(&c.p2, head), h(&c.p2, head), h(&c.p2, fin)), &lc, "honest").await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -253,6 +256,20 @@ async fn l1_output_root_audit_verifies_a_settled_anchor_and_halts_on_another() {
         assert!(Instant::now() < deadline, "anchor never verified\n{}", tail(&lc.log(), 30));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // The rollup RPC, in op-node's shapes: lightcl's labels with their L1 origins, L1's heads,
+    // and the output root at the anchor's block.
+    let rpc = format!("http://127.0.0.1:{port}");
+    let status = rollup(&rpc, "optimism_syncStatus", json!([])).await;
+    assert_eq!(status["finalized_l2"]["number"], json!(fin), "{status}");
+    assert_eq!(status["finalized_l2"]["hash"], json!(h(&c.p2, fin)), "{status}");
+    let fin_origin = c.origins.iter().find(|(l2, _)| *l2 == fin).map(|(_, o)| *o);
+    assert_eq!(status["finalized_l2"]["l1origin"]["number"].as_u64(), fin_origin, "{status}");
+    assert_eq!(status["unsafe_l2"]["number"], json!(head), "{status}");
+    assert_eq!(status["head_l1"]["number"], json!(c.p1.head().number), "{status}");
+    let out = rollup(&rpc, "optimism_outputAtBlock", json!([format!("{anchor_at:#x}")])).await;
+    assert_eq!(out["outputRoot"], json!(root), "{out}");
+    assert_eq!(out["blockRef"]["hash"], json!(h(&c.p2, anchor_at)), "{out}");
+    assert!(out["withdrawalStorageRoot"].is_string() && out["syncStatus"].is_object(), "{out}");
     drop(lc);
     let (code, out) = check(&c, &el).await;
     assert_eq!(code, Some(0), "{out}");
@@ -293,6 +310,22 @@ async fn l1_output_root_audit_verifies_a_settled_anchor_and_halts_on_another() {
     assert_eq!(label_hashes(&el).await, before, "lightcl wrote to the EL after the halt");
     let status = lc.stop().await.expect("exit");
     assert_eq!(status.code(), Some(5), "{}", tail(&lc.log(), 20));
+}
+
+/// The result of a rollup RPC call.
+async fn rollup(url: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let v: Value = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("rollup RPC")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
 }
 
 /// `lightcl check` with the `[l1]` section: exit code and output.

@@ -4,7 +4,7 @@
 use alloy_primitives::{Address, B256, Bytes};
 use lightcl::chain::BlockRef;
 use lightcl::l1::output::{selector, word_of};
-use lightcl::l1::{L1, L1Error, L1Heads};
+use lightcl::l1::{L1, L1At, L1Error, L1Header, L1Heads};
 use lightcl::util::BoxFuture;
 
 use super::{SharedWorld, lock};
@@ -55,6 +55,23 @@ impl L1 for SimL1 {
             let w = lock(&self.world);
             let Some(l) = w.l1.as_ref() else { return Ok(L1Heads::default()) };
             Ok(L1Heads { latest: l.at(l.chain.len() as u64 - 1), finalized: l.at(l.finalized) })
+        })
+    }
+
+    fn header(&self, at: L1At) -> BoxFuture<'_, Result<Option<L1Header>, L1Error>> {
+        Box::pin(async move {
+            let w = lock(&self.world);
+            let Some(l) = w.l1.as_ref() else { return Ok(None) };
+            let n = match at {
+                L1At::Number(n) => n,
+                L1At::Tag("finalized" | "safe") => l.finalized,
+                L1At::Tag(_) => l.chain.len() as u64 - 1,
+            };
+            Ok(l.at(n).map(|block| L1Header {
+                block,
+                parent_hash: n.checked_sub(1).and_then(|p| l.at(p)).map_or(B256::ZERO, |p| p.hash),
+                timestamp: 1_000 + n * 12,
+            }))
         })
     }
 
