@@ -7,6 +7,8 @@
 //!  sources (1..n, HTTP/WS JSON-RPC)          source::   RpcSource, label reads, blocks raw
 //!                                                       (debug_getRawBlock) or JSON, batched
 //!      -> agreed view (latest/safe/finalized) source::set + source::quorum (pure rules)
+//!      -> checked against L1 (optional)      l1::       L1 origins of safe/finalized, output
+//!                                                       roots vs the roots L1 settled
 //!      -> payloads, verified (hash, roots)   payload::   opaque EIP-2718 transactions
 //!      -> one round per replica              sync::follower: observe -> plan -> dispatch
 //!           planner (pure)                   sync::plan: local + agreed -> Step

@@ -13,6 +13,10 @@
 //! - [`source::SimSource`]: sources that are honest, lag, flap between branches, serve a sibling
 //!   or a tampered block, lie about labels, fail at a rate, are slow, or down.
 //! - [`history`]: seeded random histories, judged for liveness at their end.
+//! - [`l1`]: the simulated L1 under a quarter of the histories: every block then carries an L1
+//!   attributes deposit naming its origin, L1 finalizes and reorgs (the L2 chain with it), and
+//!   settles an anchor; the checker fails any label that moves past a failed origin check in
+//!   `enforce`.
 //! - [`fleet`]: fleet histories, one lightcl driving several replica ELs.
 
 pub mod check;
