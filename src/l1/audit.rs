@@ -3,10 +3,14 @@
 //! own blocks at those heights.
 //!
 //! Only the anchor and games L1 settled are facts: a game the registry says is valid
-//! (`isGameClaimValid`, registries from v3), or on older registries a game of the respected
-//! type resolved DEFENDER_WINS. A game still open is a claim anyone could make: a claim that
-//! disagrees with the local chain is reported, never acted on. Every read is taken at L1's
-//! finalized block.
+//! (`isGameClaimValid`, registries from v3: resolved for the claim, past the airgap, not
+//! blacklisted or retired, of the respected type). On older registries a resolved game is not
+//! taken as settled (its airgap and the guardian's blacklist are not checked): it is reported
+//! like a claim. A game still open is a claim anyone could make: a claim that disagrees with the
+//! local chain is reported, never acted on; games resolved against their claim are left out.
+//! Games that name an L2 sequence number only (super roots) are not output roots and are
+//! skipped. Every read is taken at L1's finalized block; a call counts as missing only when it
+//! reverts (a rate limit or a timeout is asked again, never remembered).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -28,6 +32,15 @@ const FIRST_GAMES: u64 = 16;
 const FOLLOWED_GAMES: usize = 64;
 /// Most new games read per refresh.
 const NEW_GAMES_PER_REFRESH: u64 = 16;
+/// Most followed games whose status is read again per refresh (the oldest first).
+const RECHECKED_PER_REFRESH: usize = 16;
+/// The placeholder root an OP deployment starts its registry with (`bytes32(hex"dead")`).
+const PLACEHOLDER_ROOT: B256 = {
+    let mut b = [0u8; 32];
+    b[0] = 0xde;
+    b[1] = 0xad;
+    B256::new(b)
+};
 
 /// The L1 contracts of the chain.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -134,6 +147,9 @@ impl Audit {
             out.push(Held { root: a, source: RootSource::Anchor });
         }
         for (index, g) in &m.games {
+            if g.status == GameStatus::ChallengerWins {
+                continue;
+            }
             let source = RootSource::Game {
                 index: *index,
                 address: g.address,
@@ -182,7 +198,7 @@ impl Audit {
                 // Portals before v3 do not name the registry: the anchor is then not audited.
                 match self.read(l1, portal, "anchorStateRegistry()", &[], at).await {
                     Ok(d) => c.anchor_state_registry = super::output::word_address(&d, 0),
-                    Err(L1Error::Rpc { .. }) => {}
+                    Err(e) if e.is_revert() => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -202,32 +218,36 @@ impl Audit {
                 crate::util::lock(&self.memory).game_type = t;
                 Ok(t)
             }
-            Err(L1Error::Rpc { .. }) => Ok(None),
+            Err(e) if e.is_revert() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     async fn refresh(&self, l1: &L1Set, at: B256) -> Result<(), L1Error> {
+        // Due again only after the interval, also when this read fails: a round never waits
+        // on an L1 that does not answer more than once per interval.
+        crate::util::lock(&self.memory).read_at = Some(Instant::now());
         let c = self.contracts(l1, at).await?;
         let game_type = self.game_type(l1, &c, at).await?;
         if let Some(reg) = c.anchor_state_registry {
             let anchor = match self.read(l1, reg, "getAnchorRoot()", &[], at).await {
                 Ok(d) => d,
                 // Registries before v3 keep an anchor per game type.
-                Err(L1Error::Rpc { .. }) => {
+                Err(e) if e.is_revert() => {
                     let t = word_of(u64::from(game_type.unwrap_or(0)));
                     self.read(l1, reg, "anchors(uint32)", &[t], at).await?
                 }
                 Err(e) => return Err(e),
             };
             let a = decode_anchor(&anchor).ok_or_else(|| Self::malformed("anchor", &anchor))?;
-            // A zero root is a registry without an anchor yet: nothing settled to compare.
-            crate::util::lock(&self.memory).anchor = (!a.root.is_zero()).then_some(a);
+            // A zero root, or the placeholder a deployment starts with at L2 block 0, is no
+            // settled root: nothing to compare.
+            let placeholder = a.root.is_zero() || a.root == PLACEHOLDER_ROOT || a.l2_number == 0;
+            crate::util::lock(&self.memory).anchor = (!placeholder).then_some(a);
         }
         if let Some(f) = c.dispute_game_factory {
             self.refresh_games(l1, &c, f, game_type, at).await?;
         }
-        crate::util::lock(&self.memory).read_at = Some(Instant::now());
         Ok(())
     }
 
@@ -244,23 +264,30 @@ impl Audit {
         let next = crate::util::lock(&self.memory).next_game;
         let from = next.unwrap_or(count.saturating_sub(FIRST_GAMES));
         let to = count.min(from + NEW_GAMES_PER_REFRESH);
-        // New games, then the open ones already followed.
-        let mut indices: Vec<u64> = (from..to).collect();
-        indices.extend(
-            crate::util::lock(&self.memory)
-                .games
-                .iter()
-                .filter(|(_, g)| g.status == GameStatus::InProgress || !g.settled)
-                .map(|(i, _)| *i),
-        );
-        for index in indices {
+        // Followed games not settled yet: only their status is read again (a game's claim and
+        // height never change), the oldest first, a bounded number per refresh.
+        let recheck: Vec<(u64, Game)> = crate::util::lock(&self.memory)
+            .games
+            .iter()
+            .filter(|(_, g)| !g.settled && g.status != GameStatus::ChallengerWins)
+            .take(RECHECKED_PER_REFRESH)
+            .map(|(i, g)| (*i, *g))
+            .collect();
+        for (index, g) in recheck {
+            let (status, settled) = self.status_of(l1, c, g.address, at).await?;
+            if let Some(g) = crate::util::lock(&self.memory).games.get_mut(&index) {
+                g.status = status;
+                g.settled = settled;
+            }
+        }
+        for index in from..to {
             let d = self.read(l1, factory, "gameAtIndex(uint256)", &[word_of(index)], at).await?;
             let (ty, _created, address) =
                 decode_game_at(&d).ok_or_else(|| Self::malformed("gameAtIndex", &d))?;
             if game_type.is_some_and(|t| t != ty) {
                 continue;
             }
-            let game = self.read_game(l1, c, address, at).await?;
+            let Some(game) = self.read_game(l1, c, address, at).await? else { continue };
             let mut m = crate::util::lock(&self.memory);
             m.games.insert(index, game);
             while m.games.len() > FOLLOWED_GAMES {
@@ -277,31 +304,42 @@ impl Audit {
         c: &Contracts,
         game: Address,
         at: B256,
-    ) -> Result<Game, L1Error> {
+    ) -> Result<Option<Game>, L1Error> {
         let d = self.read(l1, game, "rootClaim()", &[], at).await?;
         let root = word(&d, 0).ok_or_else(|| Self::malformed("rootClaim", &d))?;
         let d = match self.read(l1, game, "l2BlockNumber()", &[], at).await {
             Ok(d) => d,
-            Err(L1Error::Rpc { .. }) => self.read(l1, game, "l2SequenceNumber()", &[], at).await?,
+            // A game over super roots (an L2 sequence number only): not an output root.
+            Err(e) if e.is_revert() => return Ok(None),
             Err(e) => return Err(e),
         };
         let l2_number = word_u64(&d, 0).ok_or_else(|| Self::malformed("l2BlockNumber", &d))?;
+        let (status, settled) = self.status_of(l1, c, game, at).await?;
+        Ok(Some(Game { address: game, root: L1Root { l2_number, root }, status, settled }))
+    }
+
+    /// A game's status, and whether L1 settled its claim.
+    async fn status_of(
+        &self,
+        l1: &L1Set,
+        c: &Contracts,
+        game: Address,
+        at: B256,
+    ) -> Result<(GameStatus, bool), L1Error> {
         let d = self.read(l1, game, "status()", &[], at).await?;
         let status = word_u64(&d, 0)
             .and_then(GameStatus::from_u8)
             .ok_or_else(|| Self::malformed("status", &d))?;
-        let settled = self.claim_valid(l1, c, game, status, at).await?;
-        Ok(Game { address: game, root: L1Root { l2_number, root }, status, settled })
+        Ok((status, self.claim_valid(l1, c, game, at).await?))
     }
 
-    /// Whether L1 settled the game's claim: the registry's `isGameClaimValid` where it has one,
-    /// else resolved DEFENDER_WINS (of the type that counts).
+    /// Whether L1 settled the game's claim: the registry's `isGameClaimValid` where it has one
+    /// (only a game resolved for its claim can be); never on older registries.
     async fn claim_valid(
         &self,
         l1: &L1Set,
         c: &Contracts,
         game: Address,
-        status: GameStatus,
         at: B256,
     ) -> Result<bool, L1Error> {
         let known = crate::util::lock(&self.memory).claim_valid_known;
@@ -312,13 +350,13 @@ impl Audit {
                     crate::util::lock(&self.memory).claim_valid_known = Some(true);
                     return Ok(word_u64(&d, 0) == Some(1));
                 }
-                Err(L1Error::Rpc { .. }) => {
+                Err(e) if e.is_revert() => {
                     crate::util::lock(&self.memory).claim_valid_known = Some(false);
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(status == GameStatus::DefenderWins)
+        Ok(false)
     }
 }
 

@@ -80,6 +80,14 @@ pub struct L1Heads {
     pub finalized: Option<BlockRef>,
 }
 
+impl L1Error {
+    /// Whether the call reverted (the contract has no such function, or refused): a fact about
+    /// the contract, unlike a failed request (a rate limit, a timeout), which is asked again.
+    pub fn is_revert(&self) -> bool {
+        matches!(self, Self::Rpc { message, .. } if message.to_lowercase().contains("revert"))
+    }
+}
+
 /// An L1 read that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum L1Error {

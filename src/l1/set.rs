@@ -112,6 +112,14 @@ fn quorum_of<T: PartialEq + Clone + Debug>(
     {
         return Err(e.clone());
     }
+    // A call the quorum saw revert reverted: a fact about the contract, like an answer.
+    let reverts: Vec<&L1Error> =
+        answers.iter().filter_map(|a| a.as_ref().err()).filter(|e| e.is_revert()).collect();
+    if reverts.len() >= required
+        && let Some(e) = reverts.first()
+    {
+        return Err((*e).clone());
+    }
     let said: Vec<String> = answers
         .iter()
         .enumerate()
@@ -142,5 +150,15 @@ mod tests {
         assert_eq!(quorum_of("x", &[Ok(5)], 1, n), Ok(5));
         assert!(matches!(quorum_of("x", &[err()], 1, n), Err(L1Error::Unreachable { .. })));
         assert_eq!(quorum_of("x", &[err(), Ok(3), Ok(3)], 2, n), Ok(3));
+        // Two endpoints that saw the call revert agree that it reverts.
+        let revert = || -> Result<u64, L1Error> {
+            Err(L1Error::Rpc {
+                name: "x".into(),
+                method: "eth_call".into(),
+                message: "execution reverted".into(),
+            })
+        };
+        assert!(quorum_of("x", &[revert(), revert()], 2, n).is_err_and(|e| e.is_revert()));
+        assert!(matches!(quorum_of("x", &[revert(), err()], 2, n), Err(L1Error::NoQuorum { .. })));
     }
 }

@@ -24,6 +24,9 @@ use crate::source::set::SourceSet;
 const HEADS_FRESH: Duration = Duration::from_millis(500);
 /// How long a non-final L1 lookup of a height serves before it is read again.
 const UNSAFE_LOOKUP_FRESH: Duration = Duration::from_secs(2);
+/// How long a failed read of L1's heads is remembered (the round does not wait on an L1 that
+/// does not answer again before then; the labels stay pending).
+const HEADS_RETRY: Duration = Duration::from_secs(5);
 /// Most L2 blocks whose origin is remembered.
 const REMEMBERED: usize = 4_096;
 
@@ -133,9 +136,10 @@ pub struct Checked {
 struct Memory {
     /// L2 block hash -> its origin (a function of the block's content: kept).
     origins: HashMap<B256, Result<L1Origin, OriginError>>,
-    /// L1 height -> L1's block there, and when read (final ones are kept for good).
-    l1_blocks: HashMap<u64, (Option<BlockRef>, Instant)>,
-    heads: Option<(L1Heads, Instant)>,
+    /// L1 height -> L1's block there, when read, and whether L1 had finalized that height
+    /// then (only those are kept for good).
+    l1_blocks: HashMap<u64, (Option<BlockRef>, Instant, bool)>,
+    heads: Option<(Result<L1Heads, L1Error>, Instant)>,
 }
 
 /// Checks agreed labels against L1; shared by a fleet's replicas.
@@ -162,22 +166,24 @@ impl Verifier {
         &self.l1
     }
 
-    /// L1's heads, read at most every [`HEADS_FRESH`].
+    /// L1's heads, read at most every [`HEADS_FRESH`] (after a failure, every
+    /// [`HEADS_RETRY`]).
     pub async fn heads(&self) -> Result<L1Heads, L1Error> {
-        if let Some((h, at)) = crate::util::lock(&self.memory).heads
-            && at.elapsed() < HEADS_FRESH
-        {
-            return Ok(h);
+        if let Some((h, at)) = &crate::util::lock(&self.memory).heads {
+            let fresh = if h.is_ok() { HEADS_FRESH } else { HEADS_RETRY };
+            if at.elapsed() < fresh {
+                return h.clone();
+            }
         }
-        let h = self.l1.heads().await?;
-        crate::util::lock(&self.memory).heads = Some((h, Instant::now()));
-        Ok(h)
+        let h = self.l1.heads().await;
+        crate::util::lock(&self.memory).heads = Some((h.clone(), Instant::now()));
+        h
     }
 
     /// L1's canonical block at `n` (final answers kept, others read again after a while).
     async fn l1_block(&self, n: u64, finalized: u64) -> Result<Option<BlockRef>, L1Error> {
-        if let Some((b, at)) = crate::util::lock(&self.memory).l1_blocks.get(&n).copied()
-            && (n <= finalized && b.is_some() || at.elapsed() < UNSAFE_LOOKUP_FRESH)
+        if let Some((b, at, was_final)) = crate::util::lock(&self.memory).l1_blocks.get(&n).copied()
+            && (was_final && b.is_some() || at.elapsed() < UNSAFE_LOOKUP_FRESH)
         {
             return Ok(b);
         }
@@ -189,7 +195,7 @@ impl Verifier {
                 m.l1_blocks.clear();
             }
         }
-        m.l1_blocks.insert(n, (b, Instant::now()));
+        m.l1_blocks.insert(n, (b, Instant::now(), n <= finalized));
         Ok(b)
     }
 
@@ -255,8 +261,17 @@ impl Verifier {
     }
 
     /// Checks the agreed safe and finalized blocks above the EL's own labels. In `enforce`, a
-    /// label that fails is replaced by the EL's (it waits); finalized never ends above safe.
-    pub async fn labels(&self, sources: &SourceSet, agreed: Heads, local: Heads) -> Checked {
+    /// label that fails waits: it is replaced by the EL's own (finalized by the higher of the
+    /// EL's and the finality floor, `floor`; safe by the EL's only where the quorum holds it,
+    /// else by that finalized block), so the round never plans with a label off the agreed
+    /// chain, and finalized never ends above safe.
+    pub async fn labels(
+        &self,
+        sources: &SourceSet,
+        agreed: Heads,
+        local: Heads,
+        floor: Option<BlockRef>,
+    ) -> Checked {
         if self.mode == VerifyMode::Off {
             return Checked { heads: agreed, safe: None, finalized: None, l1: None };
         }
@@ -278,11 +293,21 @@ impl Verifier {
             let failed = |c: &Option<(LabelCheck, Verdict)>| {
                 c.as_ref().is_some_and(|(_, v)| !matches!(v, Verdict::Ok(_)))
             };
-            if failed(&safe) {
-                heads.safe = local.safe;
+            let fin_kept = match floor {
+                Some(f) if f.number > local.finalized.number => f,
+                _ => local.finalized,
+            };
+            if failed(&finalized) {
+                heads.finalized = fin_kept;
             }
-            if failed(&finalized) || heads.finalized.number > heads.safe.number {
-                heads.finalized = local.finalized;
+            if failed(&safe) {
+                // The EL's safe block, where the quorum holds it; else the kept finalized one.
+                let keep_local = local.safe.number > fin_kept.number
+                    && sources.agreed_at(local.safe.number).await.hash() == Some(local.safe.hash);
+                heads.safe = if keep_local { local.safe } else { fin_kept };
+            }
+            if heads.finalized.number > heads.safe.number {
+                heads.finalized = fin_kept;
             }
         }
         Checked { heads, safe, finalized, l1: l1.ok() }

@@ -251,7 +251,7 @@ impl Follower {
         ctx.report.agreement(true);
         // Checked against L1 before any step plans with them (in enforce a label that fails
         // waits).
-        let agreed = self.l1.labels(ctx, agreed, local).await?;
+        let agreed = self.l1.labels(ctx, agreed, local, self.fc.floor().get()).await?;
         // The checkpoint: the highest block lightcl knows to be final, from the EL or the floor.
         let checkpoint = match self.fc.floor().get() {
             Some(f) if f.number > local.finalized.number => f,

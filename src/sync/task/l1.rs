@@ -38,7 +38,13 @@ pub(crate) struct L1Task {
 impl L1Task {
     /// The agreed heads the round follows: checked against L1 (in `enforce`, a label that fails
     /// replaced by the EL's own).
-    pub async fn labels(&mut self, ctx: &Ctx, agreed: Heads, local: Heads) -> Result<Heads, Fault> {
+    pub async fn labels(
+        &mut self,
+        ctx: &Ctx,
+        agreed: Heads,
+        local: Heads,
+        floor: Option<BlockRef>,
+    ) -> Result<Heads, Fault> {
         let Some(v) = &ctx.l1 else { return Ok(agreed) };
         if let Err(got) = v.check_chain().await {
             return Err(Fault::Exit(RunError::ChainIdMismatch {
@@ -47,7 +53,7 @@ impl L1Task {
                 got,
             }));
         }
-        let checked = v.verifier.labels(&ctx.sources, agreed, local).await;
+        let checked = v.verifier.labels(&ctx.sources, agreed, local, floor).await;
         self.report(ctx, &checked, v.verifier.mode());
         Ok(checked.heads)
     }
@@ -149,7 +155,8 @@ impl L1Task {
         let held = match held {
             Ok(h) => h,
             Err(e) => {
-                debug!(target: "lightcl::l1", error = %e, "could not read the roots L1 holds; trying again later");
+                warn!(target: "lightcl::l1", error = %e, "could not read the roots L1 holds (check \
+                    the [l1] contract addresses and RPCs); trying again after audit_interval_secs");
                 ctx.report.l1(|s| s.audit_error = Some(e.to_string()));
                 return Ok(());
             }
@@ -166,11 +173,18 @@ impl L1Task {
             let parts = match ctx.engine.output_parts(h.root.l2_number).await {
                 Ok(Some(p)) => p,
                 Ok(None) => continue,
-                Err(e) if e.is_retryable() => return Err(e.into()),
+                // The EL busy or away: the round finds out on its own; compared next time.
+                Err(e) if e.is_retryable() => {
+                    debug!(target: "lightcl::l1", error = %e, "the EL's output root could not be read now");
+                    continue;
+                }
                 Err(e) => {
                     warn!(target: "lightcl::l1", l2_block = h.root.l2_number, error = %e,
                         "the EL could not give its output root at a height L1 holds a root for \
                          (pruned state?); that root is not compared");
+                    if self.unavailable.len() >= 1_024 {
+                        self.unavailable.retain(|_, t| t.elapsed() < UNAVAILABLE_RETRY);
+                    }
                     self.unavailable.insert(key, Instant::now());
                     continue;
                 }

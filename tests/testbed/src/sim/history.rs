@@ -328,6 +328,11 @@ impl Setup {
         s
     }
 
+    /// How many simulated L1 endpoints verification reads (two, agreeing, for odd seeds).
+    pub fn l1_endpoints(&self) -> usize {
+        1 + (self.seed % 2) as usize
+    }
+
     /// Verifies against a simulated L1 in `mode`; every source serves raw blocks.
     pub fn with_l1(&mut self, mode: VerifyMode) {
         self.l1 = Some(mode);
@@ -422,7 +427,8 @@ impl Setup {
             bootstrap_min_gap_blocks: self.bootstrap.1,
             bootstrap_stall_secs: 20,
             l1: self.l1.map(|verify| lightcl::config::L1Config {
-                urls: vec!["http://sim-l1".into()],
+                // Odd seeds: two L1 endpoints that must agree.
+                urls: (0..self.l1_endpoints()).map(|i| format!("http://sim-l1-{i}")).collect(),
                 quorum: Quorum::default(),
                 chain_id: Some(900),
                 verify,
@@ -665,7 +671,13 @@ async fn run_async(setup: &Setup) -> Outcome {
             Some(shared.clone()),
         );
         let parts = match setup.l1 {
-            Some(_) => parts.with_l1(vec![Arc::new(super::l1::SimL1::new(world.clone()))]),
+            Some(_) => parts.with_l1(
+                (0..setup.l1_endpoints())
+                    .map(|_| {
+                        Arc::new(super::l1::SimL1::new(world.clone())) as Arc<dyn lightcl::l1::L1>
+                    })
+                    .collect(),
+            ),
             None => parts,
         };
         let stop = {

@@ -133,7 +133,10 @@ pub fn update(w: &World, el: &ElView<'_>, heads: &Heads, cx: &Context) -> Verdic
                 continue;
             }
             match w.origin(&b.hash) {
-                Some(o) if l1.ever.contains(&o.hash) && (!fin || o.number <= l1.finalized) => {}
+                // Safe: an origin L1 had (an L1 reorg may have dropped it since). Finalized: L1's
+                // block now at a height L1 finalized (a finalized L1 block never changes).
+                Some(o) if !fin && l1.ever.contains(&o.hash) => {}
+                Some(o) if fin && o.number <= l1.finalized && l1.at(o.number) == Some(o) => {}
                 o => bad.push(format!(
                     "L1: {label} moved to {b} past a failed origin check (origin {o:?}, L1 \
                      finalized #{})",
