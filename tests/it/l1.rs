@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
-use lightcl_testbed::l1::{REGISTRY, set_anchor, with_registry};
+use lightcl_testbed::l1::{
+    FACTORY, GAMES, REGISTRY, add_game, set_anchor, set_game, set_game_claim_valid, with_registry,
+};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::{ChainKind, ElNode, NodeOptions, Producer, TxMix};
 use serde_json::{Value, json};
@@ -91,6 +93,16 @@ impl Chains {
         assert!(got.contains(&root.to_string()[2..]), "anchor not set: {got}");
     }
 
+    /// Sends these L1 calls in one L1 block, which L1 then finalizes.
+    async fn l1_calls(&mut self, calls: Vec<(alloy_primitives::Address, alloy_primitives::Bytes)>) {
+        for (to, data) in calls {
+            self.p1.call_in_next_block(to, data);
+        }
+        self.p1.build(TxMix::new(1, 0)).await.expect("L1 block with the calls");
+        let head = self.p1.head().number;
+        assert!(self.p1.set_labels(head, head).await.expect("L1 labels").is_valid());
+    }
+
     /// The output root of the source's block `n`, from its header (Isthmus: withdrawalsRoot is
     /// the message passer's storage root), checked against `eth_getProof` of the message
     /// passer (the formula before Isthmus).
@@ -122,7 +134,7 @@ fn config(c: &Chains, el: &ElNode, verify: &str) -> FollowerConfig {
         follow: "latest",
         extra: format!(
             "[l1]\nurls = [{:?}]\nverify = \"{verify}\"\nanchor_state_registry = \"{REGISTRY}\"\n\
-             audit_interval_secs = 1\nchain_id = {}",
+             dispute_game_factory = \"{FACTORY}\"\naudit_interval_secs = 1\nchain_id = {}",
             c.l1.http_url(),
             c.l1.chain_id()
         ),
@@ -367,4 +379,69 @@ async fn l1_verification_costs_no_catch_up_pace() {
         sum("enforce"),
         sum("enforce") / sum("off")
     );
+}
+
+/// Dispute games: an open game is a claim (reported when it disagrees, never halted on); once
+/// the registry says a game's claim is valid, it is a settled root: verified when it matches,
+/// a halt (enforce) when it does not.
+#[tokio::test]
+async fn l1_dispute_games_are_claims_until_l1_settles_them() {
+    let mut c = Chains::new().await;
+    c.grow(10, 3).await;
+    let l1_head = c.p1.head().number;
+    let fin = c.l2_on_l1(l1_head - 2);
+    c.labels(l1_head, c.p2.head().number, fin).await;
+    let (good_at, bad_at) = (fin - 4, fin - 2);
+    let good = c.output_root(good_at).await;
+    let [a, b] = GAMES;
+    c.l1_calls(vec![
+        (a, set_game(good, good_at, 0)),
+        (b, set_game(B256::repeat_byte(0xbb), bad_at, 0)),
+        (FACTORY, add_game(a)),
+        (FACTORY, add_game(b)),
+    ])
+    .await;
+    let el = c.l2.sibling_as(op_follower(), "follower").await.expect("follower");
+    let mut lc = Lightcl::start(lightcl_bin(), &config(&c, &el, "enforce")).expect("lightcl");
+    let head = c.p2.head().number;
+    wait_for(&el, (h(&c.p2, head), h(&c.p2, head), h(&c.p2, fin)), &lc, "honest").await;
+    let wait_metric = async |lc: &Lightcl, name: &str, want: f64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while metric(&metrics(lc).await, name) < want {
+            assert!(Instant::now() < deadline, "{what}\n{}", tail(&lc.log(), 30));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    // Two open claims: one matches, one does not (reported, no halt).
+    let claims = "lightcl_l1_output_mismatches{replica=\"el\",kind=\"claim\"}";
+    wait_metric(&lc, claims, 1.0, "the disagreeing claim is reported").await;
+    let matched =
+        "lightcl_l1_output_roots_compared_total{replica=\"el\",kind=\"claim\",result=\"match\"}";
+    wait_metric(&lc, matched, 1.0, "the matching claim is compared").await;
+    assert!(
+        lc.log().contains("an open dispute game on L1 claims another output root"),
+        "{}",
+        tail(&lc.log(), 20)
+    );
+    assert!(!lc.log().contains("HALTED"), "{}", tail(&lc.log(), 20));
+
+    // L1 settles the matching game: the EL's block there is verified against it.
+    c.l1_calls(vec![(a, set_game(good, good_at, 2)), (REGISTRY, set_game_claim_valid(a, true))])
+        .await;
+    let verified = "lightcl_l1_verified_block{replica=\"el\",check=\"output\"}";
+    wait_metric(&lc, verified, good_at as f64, "the settled game is verified").await;
+
+    // L1 settles the other one too: a settled root that differs halts, exit code 5.
+    c.l1_calls(vec![
+        (b, set_game(B256::repeat_byte(0xbb), bad_at, 2)),
+        (REGISTRY, set_game_claim_valid(b, true)),
+    ])
+    .await;
+    assert!(
+        lc.wait_log("output root mismatch", Duration::from_secs(30)).await,
+        "{}",
+        tail(&lc.log(), 30)
+    );
+    let status = lc.stop().await.expect("exit");
+    assert_eq!(status.code(), Some(5), "{}", tail(&lc.log(), 20));
 }
