@@ -190,6 +190,7 @@ pub async fn run_with(
                 engine: r.engine.clone(),
                 sources: sources.clone(),
                 l1: l1.clone(),
+                refs: Default::default(),
             };
             tasks.spawn(api::rollup::serve(listener, view, token.clone()));
         }

@@ -41,7 +41,13 @@ pub struct RollupView {
     pub sources: Arc<SourceSet>,
     /// L1, with an `[l1]` section.
     pub l1: Option<Arc<Verification>>,
+    /// L2 block references already made, by hash (a block's never changes): requests to this
+    /// listener cost the sources a block at most once each, within the bound.
+    pub refs: Arc<std::sync::Mutex<std::collections::HashMap<B256, Value>>>,
 }
+
+/// Most L2 block references remembered.
+const REFS_REMEMBERED: usize = 4_096;
 
 /// Serves the rollup RPC on `listener` until `token` is cancelled.
 pub async fn serve(listener: TcpListener, view: RollupView, token: CancellationToken) {
@@ -116,6 +122,9 @@ async fn l1_ref(view: &RollupView, tag: &'static str) -> Value {
 
 /// The L2 block reference of the agreed-chain block `b`, with its L1 origin.
 async fn l2_ref(view: &RollupView, b: BlockRef) -> Result<Value, (i64, String)> {
+    if let Some(v) = crate::util::lock(&view.refs).get(&b.hash) {
+        return Ok(v.clone());
+    }
     let Some(p) = view.sources.block_by_hash(b.hash).await else {
         return Err(internal(format!("no source served block {b}")));
     };
@@ -123,10 +132,16 @@ async fn l2_ref(view: &RollupView, b: BlockRef) -> Result<Value, (i64, String)> 
         Ok(o) => (json!({"hash": o.block.hash, "number": o.block.number}), o.sequence_number),
         Err(_) => (json!({"hash": B256::ZERO, "number": 0}), 0),
     };
-    Ok(json!({
+    let v = json!({
         "hash": b.hash, "number": b.number, "parentHash": p.parent_hash,
         "timestamp": p.timestamp, "l1origin": origin, "sequenceNumber": seq
-    }))
+    });
+    let mut refs = crate::util::lock(&view.refs);
+    if refs.len() >= REFS_REMEMBERED {
+        refs.clear();
+    }
+    refs.insert(b.hash, v.clone());
+    Ok(v)
 }
 
 async fn l2_or_zero(view: &RollupView, b: BlockRef) -> Result<Value, (i64, String)> {
