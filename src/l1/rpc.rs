@@ -87,19 +87,20 @@ impl L1Rpc {
         }
     }
 
+    /// `eth_getBlockByNumber(tag, false)`; `None` for no block (or a label not set yet).
+    async fn get_block(&self, tag: Value) -> Result<Option<Value>, L1Error> {
+        match self.call_rpc("eth_getBlockByNumber", json!([tag, false])).await {
+            Ok(v) if v.is_null() => Ok(None),
+            Ok(v) => Ok(Some(v)),
+            // geth before a finalized block exists: "finalized block not found".
+            Err(L1Error::Rpc { message, .. }) if crate::http::is_unset_label(&message) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn block(&self, tag: Value) -> Result<Option<BlockRef>, L1Error> {
         const M: &str = "eth_getBlockByNumber";
-        let v = match self.call_rpc(M, json!([tag, false])).await {
-            Ok(v) => v,
-            // geth before a finalized block exists: "finalized block not found".
-            Err(L1Error::Rpc { message, .. }) if crate::http::is_unset_label(&message) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        if v.is_null() {
-            return Ok(None);
-        }
+        let Some(v) = self.get_block(tag).await? else { return Ok(None) };
         block_ref(&v).map(Some).ok_or_else(|| self.malformed(M, "no number or hash"))
     }
 }
@@ -150,16 +151,7 @@ impl L1 for L1Rpc {
                 super::L1At::Tag(t) => json!(t),
                 super::L1At::Number(n) => json!(format!("{n:#x}")),
             };
-            let v = match self.call_rpc("eth_getBlockByNumber", json!([tag, false])).await {
-                Ok(v) => v,
-                Err(L1Error::Rpc { message, .. }) if crate::http::is_unset_label(&message) => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            };
-            if v.is_null() {
-                return Ok(None);
-            }
+            let Some(v) = self.get_block(tag).await? else { return Ok(None) };
             let parent = v.get("parentHash").and_then(|p| p.as_str()?.parse().ok());
             let timestamp = v.get("timestamp").and_then(parse_quantity);
             match (block_ref(&v), parent, timestamp) {

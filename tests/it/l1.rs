@@ -168,6 +168,10 @@ async fn wait_for(el: &ElNode, want: (B256, B256, B256), lc: &Lightcl, what: &st
     }
 }
 
+/// The count of safe labels whose L1 origin was found false.
+const SAFE_FALSE: &str =
+    "lightcl_l1_origin_checks_total{replica=\"el\",label=\"safe\",result=\"false\"}";
+
 fn h(p: &Producer, n: u64) -> B256 {
     p.hash_at(n).expect("hash")
 }
@@ -218,13 +222,7 @@ async fn l1_origin_checks_hold_labels_that_l1_did_not_make() {
     let (_, got_safe, _) = label_hashes(&el).await;
     assert_eq!(got_safe, Some(h(&c.p2, safe)), "safe moved onto a block L1 did not make");
     let m = metrics(&lc).await;
-    assert!(
-        metric(
-            &m,
-            "lightcl_l1_origin_checks_total{replica=\"el\",label=\"safe\",result=\"false\"}"
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, SAFE_FALSE) >= 1.0, "{m}");
     let (_, status) = get(&format!("{}/status", api_url(&lc).await)).await;
     assert!(status.contains("\"result\":\"false\""), "{status}");
     assert!(lc.log().contains("not built on this L1"), "{}", tail(&lc.log(), 20));
@@ -234,13 +232,7 @@ async fn l1_origin_checks_hold_labels_that_l1_did_not_make() {
     let lc = Lightcl::start(lightcl_bin(), &config(&c, &el, "alarm")).expect("lightcl");
     wait_for(&el, (h(&c.p2, top), h(&c.p2, false_safe), h(&c.p2, safe)), &lc, "alarm").await;
     let m = metrics(&lc).await;
-    assert!(
-        metric(
-            &m,
-            "lightcl_l1_origin_checks_total{replica=\"el\",label=\"safe\",result=\"false\"}"
-        ) >= 1.0,
-        "{m}"
-    );
+    assert!(metric(&m, SAFE_FALSE) >= 1.0, "{m}");
 }
 
 #[tokio::test]
