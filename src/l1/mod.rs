@@ -141,6 +141,8 @@ pub struct Verification {
     pub audit: audit::Audit,
     expected_chain: Option<u64>,
     chain_checked: std::sync::atomic::AtomicBool,
+    /// When the chain id could not be read last (it is asked again 30 s later, not every round).
+    chain_failed_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Verification {
@@ -158,6 +160,7 @@ impl Verification {
             audit: audit::Audit::new(contracts, every),
             expected_chain: config.chain_id,
             chain_checked: Default::default(),
+            chain_failed_at: Default::default(),
         }
     }
 
@@ -169,13 +172,20 @@ impl Verification {
         if self.chain_checked.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let failed_at = *crate::util::lock(&self.chain_failed_at);
+        if failed_at.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(30)) {
+            return Ok(());
+        }
         match self.verifier.l1().chain_id().await {
             Ok(got) if got == want => {
                 self.chain_checked.store(true, Ordering::Relaxed);
                 Ok(())
             }
             Ok(got) => Err(got),
-            Err(_) => Ok(()),
+            Err(_) => {
+                *crate::util::lock(&self.chain_failed_at) = Some(tokio::time::Instant::now());
+                Ok(())
+            }
         }
     }
 

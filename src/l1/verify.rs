@@ -26,7 +26,7 @@ const HEADS_FRESH: Duration = Duration::from_millis(500);
 const UNSAFE_LOOKUP_FRESH: Duration = Duration::from_secs(2);
 /// How long a failed read of L1's heads is remembered (the round does not wait on an L1 that
 /// does not answer again before then; the labels stay pending).
-const HEADS_RETRY: Duration = Duration::from_secs(5);
+const HEADS_RETRY: Duration = Duration::from_secs(30);
 /// Most L2 blocks whose origin is remembered.
 const REMEMBERED: usize = 4_096;
 

@@ -233,6 +233,15 @@ async fn l1_origin_checks_hold_labels_that_l1_did_not_make() {
     wait_for(&el, (h(&c.p2, top), h(&c.p2, false_safe), h(&c.p2, safe)), &lc, "alarm").await;
     let m = metrics(&lc).await;
     assert!(metric(&m, SAFE_FALSE) >= 1.0, "{m}");
+
+    // (b) in alarm: a finalized block whose origin L1 has not finalized moves, reported pending.
+    c.grow(1, 2).await;
+    let eager = c.p2.head().number;
+    c.labels(l1_head, eager, eager).await;
+    wait_for(&el, (h(&c.p2, eager), h(&c.p2, eager), h(&c.p2, eager)), &lc, "alarm (b)").await;
+    let pending =
+        "lightcl_l1_origin_checks_total{replica=\"el\",label=\"finalized\",result=\"pending\"}";
+    assert!(metric(&metrics(&lc).await, pending) >= 1.0, "{}", tail(&lc.log(), 20));
 }
 
 #[tokio::test]
