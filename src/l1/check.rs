@@ -97,21 +97,41 @@ pub async fn check(cfg: &L1Config, els: &[(String, Arc<dyn Engine>)]) -> Vec<Lin
         }
     };
     let games = roots.iter().filter(|r| matches!(r.source, RootSource::Game { .. })).count();
-    let anchor = roots.iter().find(|r| r.source == RootSource::Anchor).map(|r| r.root);
+    let anchor = roots
+        .iter()
+        .find(|r| matches!(r.source, RootSource::Anchor | RootSource::LegacyAnchor))
+        .map(|r| (r.root, r.source.settled()));
     out.push(line(
         true,
         format!(
             "L1 contracts: ok at L1 block {fin}; anchor {}; {games} dispute games followed",
-            anchor.map_or("none".into(), |a| format!("L2 #{} root {}", a.l2_number, a.root))
+            anchor.map_or("none".into(), |(a, settled)| format!(
+                "L2 #{} root {}{}",
+                a.l2_number,
+                a.root,
+                if settled { "" } else { " (a registry before v3: a claim, not settled)" }
+            ))
         ),
     ));
-    let Some(anchor) = anchor else { return out };
+    let Some((anchor, settled)) = anchor else { return out };
     for (name, el) in els {
         let who = if els.len() > 1 { format!("[{name}] ") } else { String::new() };
         match el.output_parts(anchor.l2_number).await {
             Ok(Some(p)) if p.root() == anchor.root => out.push(line(
                 true,
                 format!("{who}EL: its block #{} matches the anchor L1 settled", anchor.l2_number),
+            )),
+            // An older registry's anchor is a claim: a difference is reported, not failed.
+            Ok(Some(p)) if !settled => out.push(line(
+                true,
+                format!(
+                    "{who}EL: its block {} has output root {}, but the older registry's anchor \
+                     claims {} (not settled on L1: reported, never acted on; see the runbook, \
+                     \"An open dispute game disagrees with the EL\")",
+                    p.block,
+                    p.root(),
+                    anchor.root
+                ),
             )),
             Ok(Some(p)) => out.push(line(
                 false,

@@ -183,7 +183,9 @@ impl Verifier {
     /// L1's canonical block at `n` (final answers kept, others read again after a while).
     async fn l1_block(&self, n: u64, finalized: u64) -> Result<Option<BlockRef>, L1Error> {
         if let Some((b, at, was_final)) = crate::util::lock(&self.memory).l1_blocks.get(&n).copied()
-            && (was_final && b.is_some() || at.elapsed() < UNSAFE_LOOKUP_FRESH)
+            // A read taken before L1 finalized the height is never used at or below L1's
+            // finalized block: there only a final answer counts.
+            && (was_final && b.is_some() || n > finalized && at.elapsed() < UNSAFE_LOOKUP_FRESH)
         {
             return Ok(b);
         }
@@ -301,13 +303,23 @@ impl Verifier {
                 heads.finalized = fin_kept;
             }
             if failed(&safe) {
-                // The EL's safe block, where the quorum holds it; else the kept finalized one.
-                let keep_local = local.safe.number > fin_kept.number
-                    && sources.agreed_at(local.safe.number).await.hash() == Some(local.safe.hash);
-                heads.safe = if keep_local { local.safe } else { fin_kept };
+                // The EL's safe block, unless the quorum holds another block there (no quorum
+                // either way is no evidence against it); else the kept finalized one.
+                let replaced = local.safe.number <= fin_kept.number
+                    || sources
+                        .agreed_at(local.safe.number)
+                        .await
+                        .hash()
+                        .is_some_and(|h| h != local.safe.hash);
+                heads.safe = if replaced { fin_kept } else { local.safe };
             }
             if heads.finalized.number > heads.safe.number {
+                // Finalized never ends above safe: a verified finalized block the kept safe one
+                // lags is taken back to the kept finalized one, which safe is raised to.
                 heads.finalized = fin_kept;
+                if heads.safe.number < fin_kept.number {
+                    heads.safe = fin_kept;
+                }
             }
         }
         Checked { heads, safe, finalized, l1: l1.ok() }

@@ -33,6 +33,8 @@ pub(crate) struct L1Task {
     said: HashMap<&'static str, (B256, &'static str)>,
     /// The highest label verified.
     verified: Option<BlockRef>,
+    /// The audit's read failure last said (each said once).
+    audit_error: Option<String>,
 }
 
 impl L1Task {
@@ -46,13 +48,7 @@ impl L1Task {
         floor: Option<BlockRef>,
     ) -> Result<Heads, Fault> {
         let Some(v) = &ctx.l1 else { return Ok(agreed) };
-        if let Err(got) = v.check_chain().await {
-            return Err(Fault::Exit(RunError::ChainIdMismatch {
-                who: "the [l1] RPCs".into(),
-                expected: v.expected_chain().unwrap_or_default(),
-                got,
-            }));
-        }
+        chain_ok(v).await?;
         let checked = v.verifier.labels(&ctx.sources, agreed, local, floor).await;
         self.report(ctx, &checked, v.verifier.mode());
         Ok(checked.heads)
@@ -145,23 +141,39 @@ impl L1Task {
         if mode == VerifyMode::Off || !v.audit.enabled() {
             return Ok(());
         }
-        let held = match v.verifier.heads().await {
-            Ok(h) => match h.finalized {
-                Some(f) => v.audit.roots(v.verifier.l1(), f).await,
-                None => return Ok(()),
-            },
-            Err(e) => Err(e),
-        };
-        let held = match held {
-            Ok(h) => h,
-            Err(e) => {
+        // Another L1's contracts are never read, nor compared with.
+        chain_ok(v).await?;
+        // L1's contracts are read in the background, at most once per interval (shared by a
+        // fleet): the round compares with what the last read found and never waits on them.
+        if v.audit.take_due() {
+            let v = v.clone();
+            let token = ctx.token.clone();
+            ctx.tasks.spawn(async move {
+                let read = async {
+                    match v.verifier.heads().await {
+                        Ok(h) => match h.finalized {
+                            Some(f) => v.audit.refresh_kept(v.verifier.l1(), f).await,
+                            None => v.audit.abandon(None),
+                        },
+                        Err(e) => v.audit.abandon(Some(e.to_string())),
+                    }
+                };
+                tokio::select! {
+                    () = token.cancelled() => v.audit.abandon(None),
+                    () = read => {}
+                }
+            });
+        }
+        let error = v.audit.error();
+        if error != self.audit_error {
+            if let Some(e) = &error {
                 warn!(target: "lightcl::l1", error = %e, "could not read the roots L1 holds (check \
                     the [l1] contract addresses and RPCs); trying again after audit_interval_secs");
-                ctx.report.l1(|s| s.audit_error = Some(e.to_string()));
-                return Ok(());
             }
-        };
-        ctx.report.l1(|s| s.audit_error = None);
+            self.audit_error = error.clone();
+        }
+        ctx.report.l1(|s| s.audit_error = error);
+        let held = v.audit.held();
         for h in &held {
             if h.root.l2_number > local_finalized.number || self.compared.get(h).is_some() {
                 continue;
@@ -265,6 +277,18 @@ impl L1Task {
     }
 }
 
+/// The L1 endpoints serve the configured L1 chain (checked once; an L1 that does not answer is
+/// asked again later, see [`crate::l1::Verification::check_chain`]).
+async fn chain_ok(v: &crate::l1::Verification) -> Result<(), Fault> {
+    v.check_chain().await.map_err(|got| {
+        Fault::Exit(RunError::ChainIdMismatch {
+            who: "the [l1] RPCs".into(),
+            expected: v.expected_chain().unwrap_or_default(),
+            got,
+        })
+    })
+}
+
 fn kind_of(c: &Comparison) -> &'static str {
     if c.source.settled() { "settled" } else { "claim" }
 }
@@ -272,6 +296,9 @@ fn kind_of(c: &Comparison) -> &'static str {
 fn describe(h: &Held) -> String {
     match h.source {
         crate::l1::audit::RootSource::Anchor => "the AnchorStateRegistry's anchor".into(),
+        crate::l1::audit::RootSource::LegacyAnchor => {
+            "the anchor of a registry before v3 (anchors(uint32): a claim, not settled)".into()
+        }
         crate::l1::audit::RootSource::Game { index, address, status, settled } => format!(
             "dispute game {index} at {address}, {status}{}",
             if settled { ", settled" } else { "" }
