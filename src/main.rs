@@ -44,6 +44,8 @@ enum Command {
     /// Validate the configuration, connect to every source and the EL, check chain ids and the
     /// JWT, print a summary, and exit.
     Check(Opts),
+    /// List the named networks `--network` takes (chain id, kind, genesis block).
+    Networks,
     /// Print a running lightcl's status (from its /status endpoint) for a person.
     Status {
         /// The API base URL (default: from api.listen in the configuration).
@@ -59,6 +61,10 @@ struct Opts {
     /// TOML configuration file.
     #[arg(long, short = 'c', env = "LIGHTCL_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// A named network (`lightcl networks` lists them): sets the chain kind, chain id and
+    /// genesis block.
+    #[arg(long, global = true)]
+    network: Option<String>,
     /// Chain kind: optimism or ethereum.
     #[arg(long, global = true)]
     chain: Option<String>,
@@ -107,6 +113,9 @@ impl Opts {
         let mut engine = Dict::new();
         let mut log = Dict::new();
         let s = |v: &str| Value::from(v.to_string());
+        if let Some(n) = &self.network {
+            top.insert("network".into(), s(n));
+        }
         if let Some(c) = &self.chain {
             top.insert("chain".into(), s(c));
         }
@@ -165,6 +174,7 @@ impl Opts {
         }
         fill!(
             config,
+            network,
             chain,
             chain_id,
             follow,
@@ -191,6 +201,7 @@ fn main() -> ExitCode {
         Some(Command::Run(o)) => (false, o.merged(&cli.opts)),
         Some(Command::Check(o)) => (true, o.merged(&cli.opts)),
         Some(Command::Status { api, opts }) => return status_command(api, opts.merged(&cli.opts)),
+        Some(Command::Networks) => return networks_command(),
         None => (false, cli.opts),
     };
     let config = match Config::load(opts.config.as_deref(), opts.flag_values()) {
@@ -220,6 +231,7 @@ fn main() -> ExitCode {
             eprintln!("lightcl: {e}");
             ExitCode::from(match e {
                 RunError::ChainIdMismatch { .. }
+                | RunError::GenesisMismatch(_)
                 | RunError::Unauthorized(_)
                 | RunError::Api(_)
                 | RunError::State(_) => EXIT_STARTUP,
@@ -231,6 +243,33 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// `lightcl networks`: the presets, one per line.
+fn networks_command() -> ExitCode {
+    use lightcl::config::network;
+    println!(
+        "{:<26} {:<16} {:>10}  {:<9} {:>6}  genesis (number hash)",
+        "name", "also", "chain id", "kind", "L1"
+    );
+    for n in network::all() {
+        println!(
+            "{:<26} {:<16} {:>10}  {:<9} {:>6}  {} {}",
+            n.name,
+            n.alias.unwrap_or("-"),
+            n.chain_id,
+            n.kind.to_string(),
+            if n.l1_chain_id == 0 { "-".to_string() } else { n.l1_chain_id.to_string() },
+            n.genesis.number,
+            n.genesis.hash
+        );
+    }
+    println!(
+        "OP Stack chains from the superchain registry of {} (Base from its last entry there); \
+         `--network NAME` or `network = \"NAME\"` sets chain, chain_id and the genesis check",
+        network::REGISTRY_DATE
+    );
+    ExitCode::SUCCESS
 }
 
 fn init_logging(config: &Config) {
@@ -302,11 +341,53 @@ async fn check_block(
     }
 }
 
+/// A source's block at the genesis height against the chain's (`genesis`, or, when unknown
+/// yet, this source's names it).
+async fn check_genesis(
+    config: &Config,
+    s: &RpcSource,
+    genesis: &mut Option<(lightcl::chain::BlockRef, String)>,
+    ok: &mut bool,
+) -> String {
+    let n = config.genesis_number;
+    match s.hash_at(n).await {
+        Ok(Some(h)) => {
+            let b = lightcl::chain::BlockRef::new(n, h);
+            match genesis {
+                None => {
+                    *genesis = Some((b, format!("source {} (the first to answer)", s.name())));
+                    format!("genesis {b} (learned: required of the EL and the other sources)")
+                }
+                Some((e, _)) if *e == b => format!("genesis {b} ok"),
+                Some((e, by)) => {
+                    *ok = false;
+                    format!(
+                        "WRONG GENESIS: it holds {b}, but the chain's is {e} (named by {by}): \
+                         another deployment of this chain id"
+                    )
+                }
+            }
+        }
+        Ok(None) => {
+            *ok = false;
+            format!("genesis NOT CHECKED: it serves no block at the genesis height {n}")
+        }
+        Err(e) => {
+            *ok = false;
+            format!("genesis NOT CHECKED: {e}")
+        }
+    }
+}
+
 /// `lightcl check`: every endpoint once, a summary, exit 0 or 3.
 async fn check_command(config: &Config) -> ExitCode {
     println!("configuration: {}", config.summary());
     let mut ok = true;
     let timeout = Duration::from_millis(config.source_timeout_ms);
+    // The genesis block every source and the EL must hold: configured, or the first source's.
+    let mut genesis = config.genesis_hash.map(|h| {
+        (lightcl::chain::BlockRef::new(config.genesis_number, h), config.genesis_named_by())
+    });
     for entry in &config.sources {
         let shown = lightcl::redact::RedactedUrl::new(entry.url());
         let s = RpcSource::new(entry, timeout)
@@ -318,8 +399,9 @@ async fn check_command(config: &Config) -> ExitCode {
                     Some(b) => check_block(config, &s, b, &mut ok).await,
                     None => "none yet".into(),
                 };
+                let g = check_genesis(config, &s, &mut genesis, &mut ok).await;
                 println!(
-                    "source {}: ok, chain id {id}, latest {}, blocks: {blocks}",
+                    "source {}: ok, chain id {id}, {g}, latest {}, blocks: {blocks}",
                     s.name(),
                     labels.latest.map_or("none".into(), |b| b.to_string())
                 );
@@ -340,7 +422,7 @@ async fn check_command(config: &Config) -> ExitCode {
     }
     check_state_dir(config, &mut ok);
     for replica in config.replicas() {
-        check_replica(config, &replica, &mut ok).await;
+        check_replica(config, &replica, genesis.as_ref(), &mut ok).await;
     }
     if let Some(l1) = &config.l1 {
         let els: Vec<(String, std::sync::Arc<dyn lightcl::engine::Engine>)> = config
@@ -370,7 +452,12 @@ async fn check_command(config: &Config) -> ExitCode {
 
 /// One replica's part of `lightcl check`: its state file and its EL, with the checks
 /// `lightcl run` makes before its first write, each reported.
-async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: &mut bool) {
+async fn check_replica(
+    config: &Config,
+    replica: &lightcl::config::Replica,
+    genesis: Option<&(lightcl::chain::BlockRef, String)>,
+    ok: &mut bool,
+) {
     let who =
         if config.engines.is_empty() { String::new() } else { format!("[{}] ", replica.name) };
     let dir = config.replica_state_dir(&replica.name);
@@ -399,6 +486,28 @@ async fn check_replica(config: &Config, replica: &lightcl::config::Replica, ok: 
         Err(e) => {
             *ok = false;
             println!("{who}EL JSON-RPC: FAILED: {e}");
+        }
+    }
+    if let Some((g, by)) = genesis {
+        use lightcl::engine::BlockAt;
+        match engine.block(BlockAt::Number(g.number)).await {
+            Ok(Some(b)) if b.block == *g => println!("{who}EL genesis: ok, {g}"),
+            Ok(Some(b)) => {
+                *ok = false;
+                println!(
+                    "{who}EL genesis: WRONG GENESIS: the EL holds {}, but the chain's is {g} \
+                     (named by {by}): its datadir was initialised for another chain or deployment",
+                    b.block
+                );
+            }
+            Ok(None) => println!(
+                "{who}EL genesis: not checked yet: the EL has no block #{} (checked once it has)",
+                g.number
+            ),
+            Err(e) => {
+                *ok = false;
+                println!("{who}EL genesis: FAILED: {e}");
+            }
         }
     }
     match engine.has_debug_api().await {

@@ -170,7 +170,8 @@ pub async fn run_with(
     let mut sources = SourceSet::new(parts.sources, config.chain, config.chain_id, config.quorum)
         .with_grace(Duration::from_millis(config.quorum_grace_ms))
         .with_metrics(Arc::new(root.clone()))
-        .with_held(config.block_cache_mib.saturating_mul(1 << 20));
+        .with_held(config.block_cache_mib.saturating_mul(1 << 20))
+        .with_genesis(config.genesis_number, config.genesis_hash, &config.genesis_named_by());
     if fleet.len() > 1 {
         sources = sources.with_coalescing(coalescing_window(&config));
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::redact::RedactedUrl;
 
 mod l1;
+pub mod network;
 pub mod quorum;
 mod replicas;
 pub use l1::{DEFAULT_AUDIT_INTERVAL_SECS, DEFAULT_L1_TIMEOUT_MS, L1Config, VerifyMode};
@@ -269,10 +270,22 @@ impl LogConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// A named network (`lightcl networks` lists them): sets `chain`, `chain_id`, the genesis
+    /// block and, with an `[l1]` section, its L1 chain id and contracts; keys given override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
     /// optimism or ethereum.
     pub chain: ChainKind,
     /// The chain id every source and the EL must report.
     pub chain_id: u64,
+    /// The hash every source and the EL must hold at `genesis_number` (from the network preset;
+    /// unset without one: learned from the first source that answers, then required of the EL
+    /// and the other sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_hash: Option<alloy_primitives::B256>,
+    /// The height of that genesis block (0 for nearly every chain).
+    #[serde(default)]
+    pub genesis_number: u64,
     /// Source RPCs (one or more).
     pub sources: Vec<SourceEntry>,
     /// How many sources must agree (by hash) before a label moves: all, majority, or a number.
@@ -334,8 +347,11 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            network: None,
             chain: ChainKind::Optimism,
             chain_id: 0,
+            genesis_hash: None,
+            genesis_number: 0,
             sources: Vec::new(),
             quorum: quorum::Quorum::default(),
             follow: Follow::Safe,
@@ -416,20 +432,59 @@ impl Config {
     /// Merges defaults, the file (if any), `LIGHTCL_*` variables and flags, then validates.
     pub fn load(file: Option<&Path>, flags: FlagValues) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            if !path.is_file() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist or is not a file; pass an existing TOML file \
+        if let Some(path) = file
+            && !path.is_file()
+        {
+            return Err(ConfigError::Load(format!(
+                "config file {} does not exist or is not a file; pass an existing TOML file \
                      with --config (see config.example.toml)",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file_exact(path));
+                path.display()
+            )));
         }
-        fig = fig.merge(Env::prefixed("LIGHTCL_").split("__").ignore(&NON_CONFIG_ENV)).merge(flags);
+        // The layers the operator gave, lowest first; a network preset goes below them all.
+        let given = |fig: Figment| {
+            let fig = match file {
+                Some(path) => fig.merge(Toml::file_exact(path)),
+                None => fig,
+            };
+            fig.merge(Env::prefixed("LIGHTCL_").split("__").ignore(&NON_CONFIG_ENV))
+                .merge(flags.clone())
+        };
+        let probe = given(Figment::new());
+        if let Ok(name) = probe.extract_inner::<String>("network")
+            && !name.is_empty()
+        {
+            let Some(network) = network::find(&name) else {
+                let near = network::suggest(&name);
+                return Err(ConfigError::Invalid {
+                    key: "network".into(),
+                    origin: origin(&probe, "network"),
+                    problem: format!(
+                        "`{name}` is not a known network{}; `lightcl networks` lists them (or \
+                         leave `network` out and set chain and chain_id)",
+                        if near.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (did you mean {}?)", near.join(", "))
+                        }
+                    ),
+                });
+            };
+            let values = network.values(probe.contains("l1"));
+            fig = fig.merge(network::Preset { network, values });
+        }
+        fig = given(fig);
         let config: Config = fig.extract().map_err(|e| ConfigError::Load(describe(e)))?;
         config.validate(&fig)?;
         Ok(config)
+    }
+
+    /// Who names the genesis block lightcl checks, for messages.
+    pub fn genesis_named_by(&self) -> String {
+        match &self.network {
+            Some(n) => format!("the network preset {n} (or genesis_hash)"),
+            None => "genesis_hash in the configuration".into(),
+        }
     }
 
     /// Checks every value that deserialised but may still be unusable.
@@ -691,6 +746,44 @@ mod tests {
              [engine]\njwt_secret_file = \"{}\"\n",
             jwt.display()
         )
+    }
+
+    #[test]
+    fn a_network_preset_needs_no_other_chain_key_and_given_keys_override_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwt = write(dir.path(), "jwt.hex", &"ab".repeat(32));
+        use figment::value::Value;
+        let flags = |extra: &[(&str, Value)]| {
+            let mut top = Dict::new();
+            top.insert("network".into(), "op-mainnet".into());
+            top.insert("sources".into(), vec!["http://127.0.0.1:9545".to_string()].into());
+            let mut engine = Dict::new();
+            engine.insert("jwt_secret_file".into(), jwt.display().to_string().into());
+            top.insert("engine".into(), engine.into());
+            for (k, v) in extra {
+                top.insert((*k).into(), v.clone());
+            }
+            FlagValues(top)
+        };
+        let c = Config::load(None, flags(&[])).expect("a preset and a source are enough");
+        assert_eq!((c.chain, c.chain_id, c.genesis_number), (ChainKind::Optimism, 10, 0));
+        let op = network::find("op-mainnet").expect("preset");
+        assert_eq!(c.genesis_hash, Some(op.genesis.hash));
+        assert!(c.l1.is_none(), "no [l1] section is made up");
+        // A key given overrides the preset.
+        let c = Config::load(None, flags(&[("chain_id", 11u64.into())])).expect("loads");
+        assert_eq!(c.chain_id, 11);
+        // With an [l1] section, the preset names the L1 chain and the contracts.
+        let file = write(dir.path(), "l1.toml", "[l1]\nurls = [\"http://127.0.0.1:8545\"]\n");
+        let c = Config::load(Some(&file), flags(&[])).expect("loads");
+        let l1 = c.l1.expect("[l1]");
+        assert_eq!((l1.chain_id, l1.portal), (Some(1), op.portal));
+        assert!(l1.portal.is_some() && l1.dispute_game_factory.is_some());
+        // An unknown name is refused with a suggestion.
+        let msg = Config::load(None, flags(&[("network", "op-mainet".into())]))
+            .expect_err("unknown")
+            .to_string();
+        assert!(msg.contains("`network`") && msg.contains("op-mainnet"), "{msg}");
     }
 
     #[test]

@@ -119,8 +119,9 @@ struct Memory {
     refreshing: bool,
     /// Why the last read failed (`None`: it succeeded, or none ran yet).
     error: Option<String>,
+    /// A read has succeeded once (until then `enforce` holds the finalized label).
+    read_once: bool,
     anchor: Option<Held>,
-    game_type: Option<u32>,
     next_game: Option<u64>,
     games: BTreeMap<u64, Game>,
     /// The contracts, once the portal named the missing ones.
@@ -167,18 +168,23 @@ impl Audit {
     pub async fn refresh_kept(&self, l1: &L1Set, l1_finalized: BlockRef) {
         let r = self.refresh(l1, l1_finalized.hash).await;
         let mut m = crate::util::lock(&self.memory);
+        m.read_once |= r.is_ok();
         m.error = r.err().map(|e| e.to_string());
         m.refreshing = false;
     }
 
-    /// Ends a claim of [`Self::take_due`] whose read did not run (L1's heads could not be
-    /// read, or the node stops).
-    pub fn abandon(&self, why: Option<String>) {
+    /// Ends a claim of [`Self::take_due`] whose read did not run or did not finish (L1's heads
+    /// could not be read, L1 finalized nothing yet, the read failed unexpectedly); `why` is
+    /// shown until the next read.
+    pub fn abandon(&self, why: String) {
         let mut m = crate::util::lock(&self.memory);
-        if why.is_some() {
-            m.error = why;
-        }
+        m.error = Some(why);
         m.refreshing = false;
+    }
+
+    /// Whether a read has succeeded since lightcl started.
+    pub fn read_once(&self) -> bool {
+        crate::util::lock(&self.memory).read_once
     }
 
     /// Why the last read failed.
@@ -263,7 +269,8 @@ impl Audit {
 
     /// The game type that counts: configured, or the registry's.
     async fn game_type(&self, l1: &L1Set, c: &Contracts, at: B256) -> Result<Option<u32>, L1Error> {
-        if let Some(t) = c.game_type.or(crate::util::lock(&self.memory).game_type) {
+        // Read on every refresh: the guardian can change the respected type.
+        if let Some(t) = c.game_type {
             return Ok(Some(t));
         }
         let Some(reg) = c.anchor_state_registry else { return Ok(None) };
@@ -272,7 +279,6 @@ impl Audit {
                 let t = word_u64(&d, 0)
                     .and_then(|t| u32::try_from(t).ok())
                     .ok_or_else(|| Self::malformed("respectedGameType", &d))?;
-                crate::util::lock(&self.memory).game_type = Some(t);
                 Ok(Some(t))
             }
             Err(e) if e.is_revert() => Ok(None),
@@ -321,7 +327,7 @@ impl Audit {
         let count = word_u64(&d, 0).ok_or_else(|| Self::malformed("gameCount", &d))?;
         let next = crate::util::lock(&self.memory).next_game;
         let from = next.unwrap_or(count.saturating_sub(FIRST_GAMES));
-        let to = count.min(from + NEW_GAMES_PER_REFRESH);
+        let to = count.min(from.saturating_add(NEW_GAMES_PER_REFRESH));
         // Followed games not settled yet: only their status is read again (a game's claim and
         // height never change), the oldest first, a bounded number per refresh.
         let recheck: Vec<(u64, Game)> = crate::util::lock(&self.memory)
@@ -637,17 +643,28 @@ mod tests {
         assert!(e.to_string().contains("respectedGameType"), "{e}");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn one_background_read_at_a_time_and_once_per_interval() {
-        let (a, set) = audit(
-            TableL1::default(),
-            Contracts { anchor_state_registry: Some(REG), ..Default::default() },
-        );
+        let only_reg = Contracts { anchor_state_registry: Some(REG), ..Default::default() };
+        let (a, set) = audit(TableL1::default(), only_reg);
         assert!(a.take_due());
         assert!(!a.take_due(), "a read under way is not started twice");
         a.refresh_kept(&set, at()).await;
         assert!(a.error().is_some(), "a registry that reverts everything is an error to show");
-        assert!(!a.take_due(), "due again only after the interval");
-        assert!(a.held().is_empty());
+        assert!(!a.read_once());
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!a.take_due(), "due again only after the interval, also after a failure");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(a.take_due(), "due after the interval: the failed read ended its claim");
+        a.abandon("L1 has no finalized block yet".into());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(a.take_due(), "an abandoned read ends its claim too");
+
+        let mut l1 = TableL1::default();
+        l1.set(REG, "getAnchorRoot()", &[], &[B256::repeat_byte(0xaa), word_of(100)]);
+        let (a, set) = audit(l1, only_reg);
+        assert!(a.take_due());
+        a.refresh_kept(&set, at()).await;
+        assert_eq!((a.error(), a.read_once(), a.held().len()), (None, true, 1));
     }
 }

@@ -119,7 +119,11 @@ pub async fn check(cfg: &L1Config, els: &[(String, Arc<dyn Engine>)]) -> Vec<Lin
         match el.output_parts(anchor.l2_number).await {
             Ok(Some(p)) if p.root() == anchor.root => out.push(line(
                 true,
-                format!("{who}EL: its block #{} matches the anchor L1 settled", anchor.l2_number),
+                format!(
+                    "{who}EL: its block #{} matches the anchor {}",
+                    anchor.l2_number,
+                    if settled { "L1 settled" } else { "the older registry claims" }
+                ),
             )),
             // An older registry's anchor is a claim: a difference is reported, not failed.
             Ok(Some(p)) if !settled => out.push(line(

@@ -189,6 +189,13 @@ impl Verification {
         }
     }
 
+    /// Whether the L1 endpoints are known to serve the configured L1 chain (always, when no
+    /// `chain_id` is configured).
+    pub fn chain_confirmed(&self) -> bool {
+        self.expected_chain.is_none()
+            || self.chain_checked.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The configured L1 chain id.
     pub fn expected_chain(&self) -> Option<u64> {
         self.expected_chain

@@ -266,13 +266,15 @@ impl Verifier {
     /// label that fails waits: it is replaced by the EL's own (finalized by the higher of the
     /// EL's and the finality floor, `floor`; safe by the EL's only where the quorum holds it,
     /// else by that finalized block), so the round never plans with a label off the agreed
-    /// chain, and finalized never ends above safe.
+    /// chain, and finalized never ends above safe. `hold_finalized`: finalized waits without a
+    /// check, for this reason (in `enforce`, until the roots L1 settled were read once).
     pub async fn labels(
         &self,
         sources: &SourceSet,
         agreed: Heads,
         local: Heads,
         floor: Option<BlockRef>,
+        hold_finalized: Option<&str>,
     ) -> Checked {
         if self.mode == VerifyMode::Off {
             return Checked { heads: agreed, safe: None, finalized: None, l1: None };
@@ -285,10 +287,15 @@ impl Verifier {
         } else {
             None
         };
-        let finalized = if needed(agreed.finalized, local.finalized) {
-            Some(self.check(sources, Which::Finalized, agreed.finalized, &l1).await)
-        } else {
-            None
+        let finalized = match hold_finalized {
+            _ if !needed(agreed.finalized, local.finalized) => None,
+            Some(why) => {
+                let block = agreed.finalized;
+                let reason = Some(why.to_string());
+                let lc = LabelCheck { block, origin: None, result: "pending", reason };
+                Some((lc, Verdict::Pending(why.to_string())))
+            }
+            None => Some(self.check(sources, Which::Finalized, agreed.finalized, &l1).await),
         };
         let mut heads = agreed;
         if self.mode == VerifyMode::Enforce {

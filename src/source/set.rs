@@ -44,8 +44,10 @@ const DEFAULT_QUORUM_GRACE: Duration =
 struct Member {
     source: Arc<dyn Source>,
     health: Health,
-    /// Its chain id was checked; only admitted sources count.
+    /// Its chain id and genesis block were checked; only admitted sources count.
     admitted: AtomicBool,
+    /// That it serves no block at the genesis height was said (once).
+    no_genesis_said: AtomicBool,
     /// When a failure of it was last said at warn, and whether its recovery is still to be
     /// said (a flaky source would otherwise log a failing / answering-again pair every poll).
     announced: std::sync::Mutex<(Option<Instant>, bool)>,
@@ -80,11 +82,37 @@ impl Agreed {
 
 /// A source that serves another chain than the configuration says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrongChain {
-    /// Source name.
-    pub source: String,
-    /// What it reports.
-    pub got: u64,
+pub enum WrongChain {
+    /// Another chain id.
+    ChainId {
+        /// Source name.
+        source: String,
+        /// What it reports.
+        got: u64,
+    },
+    /// The right chain id, another genesis block: another deployment of the chain, or a
+    /// source set up from a wrong genesis.
+    Genesis {
+        /// Source name.
+        source: String,
+        /// What it holds at the genesis height.
+        got: BlockRef,
+        /// What the chain must hold there.
+        expected: BlockRef,
+        /// Who named the expected block (the preset, the configuration, or the first source).
+        named_by: String,
+    },
+}
+
+/// The genesis block every source and the EL must hold: configured (by a network preset or
+/// `genesis_hash`), or learned from the first source admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenesisRef {
+    /// Height and hash.
+    pub block: BlockRef,
+    /// Who named it, for messages: "the network preset op-mainnet", "the configuration",
+    /// "source X (learned)".
+    pub named_by: String,
 }
 
 /// All configured sources.
@@ -104,6 +132,10 @@ pub struct SourceSet {
     held: super::held::Held,
     /// When the next block is due, learned from the label reads.
     pace: std::sync::Mutex<super::pace::Pace>,
+    /// The height of the genesis block every source must hold.
+    genesis_number: u64,
+    /// That block, once known (configured, or learned from the first source admitted).
+    genesis: std::sync::Mutex<Option<GenesisRef>>,
 }
 
 impl SourceSet {
@@ -121,6 +153,7 @@ impl SourceSet {
                 source,
                 health: Health::default(),
                 admitted: AtomicBool::new(false),
+                no_genesis_said: AtomicBool::new(false),
                 announced: std::sync::Mutex::new((None, false)),
                 limit_said: std::sync::Mutex::new(None),
                 memo: None,
@@ -136,7 +169,25 @@ impl SourceSet {
             metrics: None,
             held: super::held::Held::new(0),
             pace: std::sync::Mutex::default(),
+            genesis_number: 0,
+            genesis: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Sets the genesis block sources must hold at `number`: `hash` as `named_by` says, or,
+    /// when `None`, the first admitted source's.
+    pub fn with_genesis(mut self, number: u64, hash: Option<B256>, named_by: &str) -> Self {
+        self.genesis_number = number;
+        self.genesis = std::sync::Mutex::new(hash.map(|h| GenesisRef {
+            block: BlockRef::new(number, h),
+            named_by: named_by.to_string(),
+        }));
+        self
+    }
+
+    /// The genesis block, once known.
+    pub fn genesis(&self) -> Option<GenesisRef> {
+        crate::util::lock(&self.genesis).clone()
     }
 
     /// Holds up to `bytes` of verified payloads for reuse ([`super::held::Held`]).
@@ -316,9 +367,10 @@ impl SourceSet {
         self.members[i].health.snapshot(Instant::now())
     }
 
-    /// Asks every source not admitted yet (and not backing off) for its chain id and admits
-    /// those that serve the configured chain. Returns the number admitted now, or the first
-    /// source that serves another chain.
+    /// Asks every source not admitted yet (and not backing off) for its chain id and its block
+    /// at the genesis height, and admits those that serve the configured chain from the
+    /// expected genesis (the first to answer names it when none is configured). Returns the
+    /// number admitted now, or the first source that serves another chain.
     pub async fn admit(&self) -> Result<usize, WrongChain> {
         let pending: Vec<usize> = (0..self.members.len())
             .filter(|&i| {
@@ -329,30 +381,73 @@ impl SourceSet {
         let answers =
             join_all(pending.iter().map(|&i| self.call(i, self.members[i].source.chain_id())))
                 .await;
+        let mut right_chain = Vec::new();
         for (&i, answer) in pending.iter().zip(answers) {
             match answer {
-                Ok(id) if id == self.chain_id => {
-                    self.members[i].admitted.store(true, Ordering::Relaxed);
-                    info!(target: "lightcl::source", source = self.name(i), chain_id = id,
-                        admitted = self.admitted(), configured = self.len(), "source admitted");
+                Ok(id) if id == self.chain_id => right_chain.push(i),
+                Ok(got) => {
+                    return Err(WrongChain::ChainId { source: self.name(i).to_string(), got });
                 }
-                Ok(got) => return Err(WrongChain { source: self.name(i).to_string(), got }),
-                Err(e) => {
-                    // Said at warn on the first failure and every tenth, like other failures
-                    // (a rate limit is said where it is recorded).
-                    let n = self.members[i].health.snapshot(Instant::now()).consecutive_errors;
-                    if e.rate_limit().is_none() && (n == 1 || n.is_multiple_of(10)) {
-                        warn!(target: "lightcl::source", source = self.name(i), error = %e,
-                            failures = n, "source not usable yet (its chain id is not checked); \
-                            retrying; it counts once it answers with the right chain id");
-                    } else {
-                        debug!(target: "lightcl::source", source = self.name(i), error = %e,
-                            "source not usable yet");
-                    }
-                }
+                Err(e) => self.not_admitted(i, "its chain id is not checked", &e),
             }
         }
+        let n = self.genesis_number;
+        let geneses =
+            join_all(right_chain.iter().map(|&i| self.call(i, self.members[i].source.hash_at(n))))
+                .await;
+        // In the configured order: without a configured genesis, the first source names it.
+        for (&i, answer) in right_chain.iter().zip(geneses) {
+            let got = match answer {
+                Ok(Some(h)) => BlockRef::new(n, h),
+                Ok(None) => {
+                    if !self.members[i].no_genesis_said.swap(true, Ordering::Relaxed) {
+                        warn!(target: "lightcl::source", source = self.name(i), genesis_height = n,
+                            "source not usable yet: it serves no block at the genesis height, so \
+                             its chain cannot be checked; asked again every poll (an archive \
+                             source, or one that serves old headers, is needed)");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    self.not_admitted(i, "its genesis block is not checked", &e);
+                    continue;
+                }
+            };
+            let expected = {
+                let mut g = crate::util::lock(&self.genesis);
+                let known = g.get_or_insert_with(|| GenesisRef {
+                    block: got,
+                    named_by: format!("source {} (the first to answer)", self.name(i)),
+                });
+                known.clone()
+            };
+            if got != expected.block {
+                return Err(WrongChain::Genesis {
+                    source: self.name(i).to_string(),
+                    got,
+                    expected: expected.block,
+                    named_by: expected.named_by,
+                });
+            }
+            self.members[i].admitted.store(true, Ordering::Relaxed);
+            info!(target: "lightcl::source", source = self.name(i), chain_id = self.chain_id,
+                genesis = %got, admitted = self.admitted(), configured = self.len(), "source admitted");
+        }
         Ok(self.admitted())
+    }
+
+    /// Says why source `i` is not admitted yet (at warn on the first failure and every tenth).
+    fn not_admitted(&self, i: usize, what: &str, e: &SourceError) {
+        // Like other failures, said at warn on the first and every tenth (a rate limit is said
+        // where it is recorded).
+        let n = self.members[i].health.snapshot(Instant::now()).consecutive_errors;
+        if e.rate_limit().is_none() && (n <= 1 || n.is_multiple_of(10)) {
+            warn!(target: "lightcl::source", source = self.name(i), error = %e, failures = n,
+                "source not usable yet ({what}); retrying; it counts once it answers with the \
+                 right chain id and genesis block");
+        } else {
+            debug!(target: "lightcl::source", source = self.name(i), error = %e, "source not usable yet");
+        }
     }
 
     /// Runs one request to source `i`, recording its outcome in the source's health.

@@ -137,9 +137,20 @@ impl Ctx {
 /// Admits the sources that answer with the right chain id; how many are admitted. A source of
 /// another chain is an error.
 pub(crate) async fn admit(sources: &SourceSet, chain_id: u64) -> Result<usize, RunError> {
-    sources.admit().await.map_err(|w| RunError::ChainIdMismatch {
-        who: format!("source {}", w.source),
-        expected: chain_id,
-        got: w.got,
+    use crate::source::set::WrongChain;
+    sources.admit().await.map_err(|w| match w {
+        WrongChain::ChainId { source, got } => {
+            RunError::ChainIdMismatch { who: format!("source {source}"), expected: chain_id, got }
+        }
+        WrongChain::Genesis { source, got, expected, named_by } => {
+            RunError::GenesisMismatch(Box::new(super::error::GenesisMismatch {
+                who: format!("source {source}"),
+                got,
+                expected,
+                named_by,
+                who_fix: "the source serves another deployment of this chain id: remove it, or \
+                          fix `network` / `genesis_hash` if the configuration is what is wrong",
+            }))
+        }
     })
 }

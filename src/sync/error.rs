@@ -27,6 +27,13 @@ pub enum RunError {
         /// Reported.
         got: u64,
     },
+    /// A source or the EL holds another genesis block than the chain's: another deployment
+    /// of the chain id, or an EL datadir initialised for another chain.
+    #[error(
+        "genesis mismatch: {} holds block {} at the genesis height, but the chain's genesis is \
+         {} (named by {}); {}", .0.who, .0.got, .0.expected, .0.named_by, .0.who_fix
+    )]
+    GenesisMismatch(Box<GenesisMismatch>),
     /// The EL refused our JWT.
     #[error("{0}")]
     Unauthorized(EngineError),
@@ -214,6 +221,21 @@ impl From<CheckError> for RunError {
             CheckError::Engine(e) => Self::Engine(e),
         }
     }
+}
+
+/// A genesis block that differs from the chain's.
+#[derive(Debug)]
+pub struct GenesisMismatch {
+    /// Which endpoint.
+    pub who: String,
+    /// What it holds.
+    pub got: crate::chain::BlockRef,
+    /// What the chain holds there.
+    pub expected: crate::chain::BlockRef,
+    /// Who named the expected block.
+    pub named_by: String,
+    /// What to do.
+    pub who_fix: &'static str,
 }
 
 /// How the follower loop handles a fault.

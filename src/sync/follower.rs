@@ -60,6 +60,8 @@ pub(crate) struct Follower {
     el_sync: ElSync,
     stuck: StuckEl,
     l1: L1Task,
+    /// The EL was seen to hold the chain's genesis block.
+    genesis_ok: bool,
 }
 
 impl Follower {
@@ -93,6 +95,7 @@ impl Follower {
             el_sync: ElSync::default(),
             stuck: StuckEl::default(),
             l1: L1Task::default(),
+            genesis_ok: false,
         }))
     }
 
@@ -236,12 +239,17 @@ impl Follower {
         if ctx.sources.admitted() < ctx.sources.len() {
             admit(ctx).await?;
         }
+        // Before anything the sources say reaches the EL: it holds the chain's genesis block.
+        if !self.genesis_ok {
+            self.genesis_ok = el_genesis(ctx).await?;
+        }
         let (el, version, head_time) = read_heads(ctx.engine.as_ref()).await?;
         let local = self.fc.reconcile(el, self.el_sync.syncing()).await?;
         self.stuck.head_moved(ctx, local.head);
         ctx.report.sources(&ctx.sources);
         self.fc.reassert_if_needed(&local, version).await?;
-        // Before anything is planned: a settled output root that differs halts here.
+        // Before anything is planned: a settled output root that differs halts here (L1 is
+        // read in the background; in enforce, finalized waits for the first read).
         self.l1.audit(ctx, local.finalized).await?;
         let Some(agreed) = ctx.sources.agreed_heads(local.finalized.number).await else {
             ctx.report.agreement(false);
@@ -357,6 +365,31 @@ impl Follower {
         }
         self.ctx.token.cancel();
         Halted::Stop(e)
+    }
+}
+
+/// Whether the EL holds the chain's genesis block (false: not known yet, or the EL has no block
+/// at that height yet; asked again next round). Another block there stops lightcl.
+async fn el_genesis(ctx: &Ctx) -> Result<bool, Fault> {
+    let Some(g) = ctx.sources.genesis() else { return Ok(false) };
+    match ctx.engine.block(BlockAt::Number(g.block.number)).await? {
+        Some(b) if b.block == g.block => {
+            info!(target: "lightcl::engine", genesis = %g.block, named_by = g.named_by,
+                "the EL holds the chain's genesis block");
+            Ok(true)
+        }
+        Some(b) => {
+            Err(Fault::Exit(RunError::GenesisMismatch(Box::new(super::error::GenesisMismatch {
+                who: "the local EL".into(),
+                got: b.block,
+                expected: g.block,
+                named_by: g.named_by,
+                who_fix: "its datadir was initialised for another chain or deployment: point \
+                          lightcl at the right EL, or initialise the datadir with this chain's \
+                          genesis",
+            }))))
+        }
+        None => Ok(false),
     }
 }
 

@@ -11,6 +11,7 @@ mod engines_reth;
 mod faults;
 mod fleet;
 mod follow;
+mod genesis;
 mod l1;
 mod on_reth;
 mod ops;

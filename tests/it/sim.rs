@@ -615,6 +615,27 @@ fn case13_rate_limited_sources_are_waited_for_never_blamed() {
     }
 }
 
+/// A source of another deployment of the chain id (the right chain id, another genesis block)
+/// stops lightcl before anything reaches the EL, whichever source answers first: without a
+/// configured genesis the first source names it and the other is refused.
+#[test]
+fn a_source_with_another_genesis_is_refused_before_any_write() {
+    logs();
+    for (seed, sources) in [
+        (127_001, vec![Behaviour::Honest, Behaviour::OtherGenesis]),
+        (127_002, vec![Behaviour::OtherGenesis, Behaviour::Honest]),
+    ] {
+        let setup = Setup { sources, duration_ms: 5_000, ..Setup::quiet(seed) };
+        let out = run(&setup);
+        assert!(
+            out.violations.iter().any(|v| v.contains("genesis mismatch")),
+            "seed {seed}: {:?}",
+            out.violations
+        );
+        assert_eq!((out.record.forkchoices, out.record.payloads), (0, 0), "seed {seed}");
+    }
+}
+
 /// Verification against L1 (enforce): a lone source whose chain names L1 origins L1 never had
 /// gets none of its labels onto the EL (the checker fails any label that moves past a failed
 /// origin check), and the EL follows once the source is honest again. In alarm mode the same

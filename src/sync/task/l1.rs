@@ -49,7 +49,12 @@ impl L1Task {
     ) -> Result<Heads, Fault> {
         let Some(v) = &ctx.l1 else { return Ok(agreed) };
         chain_ok(v).await?;
-        let checked = v.verifier.labels(&ctx.sources, agreed, local, floor).await;
+        // In enforce, finalized moves only once the roots L1 settled were read (a settled root
+        // that differs halts before the EL finalizes more of a chain L1 did not settle).
+        let hold =
+            (v.verifier.mode() == VerifyMode::Enforce && v.audit.enabled() && !v.audit.read_once())
+                .then_some("waits for the first read of the output roots L1 settled");
+        let checked = v.verifier.labels(&ctx.sources, agreed, local, floor, hold).await;
         self.report(ctx, &checked, v.verifier.mode());
         Ok(checked.heads)
     }
@@ -144,23 +149,29 @@ impl L1Task {
         // Another L1's contracts are never read, nor compared with.
         chain_ok(v).await?;
         // L1's contracts are read in the background, at most once per interval (shared by a
-        // fleet): the round compares with what the last read found and never waits on them.
-        if v.audit.take_due() {
+        // fleet), and only from an L1 whose chain id was confirmed: the round compares with
+        // what the last read found and never waits on them.
+        if v.chain_confirmed() && v.audit.take_due() {
             let v = v.clone();
             let token = ctx.token.clone();
             ctx.tasks.spawn(async move {
+                use futures_util::FutureExt;
                 let read = async {
                     match v.verifier.heads().await {
                         Ok(h) => match h.finalized {
                             Some(f) => v.audit.refresh_kept(v.verifier.l1(), f).await,
-                            None => v.audit.abandon(None),
+                            None => v.audit.abandon("L1 has no finalized block yet".into()),
                         },
-                        Err(e) => v.audit.abandon(Some(e.to_string())),
+                        Err(e) => v.audit.abandon(e.to_string()),
                     }
                 };
+                // A read that panics ends its claim too (else no replica would read again).
+                let read = std::panic::AssertUnwindSafe(read).catch_unwind();
                 tokio::select! {
-                    () = token.cancelled() => v.audit.abandon(None),
-                    () = read => {}
+                    () = token.cancelled() => v.audit.abandon("stopped".into()),
+                    r = read => if r.is_err() {
+                        v.audit.abandon("the read of L1's contracts failed unexpectedly".into());
+                    }
                 }
             });
         }
@@ -253,9 +264,9 @@ impl L1Task {
         }
         if kind == "claim" {
             warn!(target: "lightcl::l1", l2_block = c.l2_number, claim = %c.l1_root,
-                local = %c.local_root, held_by, "an open dispute game on L1 claims another output \
-                root than the EL's; a claim is not a fact (anyone may make one), so lightcl goes \
-                on; it acts if L1 settles it");
+                local = %c.local_root, held_by, "L1 holds a claim of another output root than the \
+                EL's (an open dispute game, or an older registry's anchor); a claim is not a fact \
+                (anyone may make one), so lightcl goes on; it acts if L1 settles it");
             return Ok(());
         }
         let c2 = c.clone();

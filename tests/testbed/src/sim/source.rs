@@ -59,6 +59,8 @@ pub enum Behaviour {
     /// The honest chain, but calls its safe block finalized while that block's L1 origin is not
     /// final on L1.
     EagerFinal,
+    /// Another deployment of the chain id: honest answers, except its genesis block differs.
+    OtherGenesis,
 }
 
 #[derive(Debug)]
@@ -364,6 +366,9 @@ impl Source for SimSource {
             let (b, coin) = self.prelude("eth_getBlockByNumber").await?;
             let w = lock(&self.world);
             let (c, _, _) = Self::view(&w, b, coin);
+            if b == Behaviour::OtherGenesis && number == 0 {
+                return Ok(Some(B256::repeat_byte(0x6e)));
+            }
             Ok(c.get(number as usize).copied())
         })
     }
