@@ -420,7 +420,7 @@ async fn l1_dispute_games_are_claims_until_l1_settles_them() {
         "lightcl_l1_output_roots_compared_total{replica=\"el\",kind=\"claim\",result=\"match\"}";
     wait_metric(&lc, matched, 1.0, "the matching claim is compared").await;
     assert!(
-        lc.log().contains("an open dispute game on L1 claims another output root"),
+        lc.log().contains("L1 holds a claim of another output root than the EL"),
         "{}",
         tail(&lc.log(), 20)
     );
