@@ -22,6 +22,33 @@ if ! command -v promtool >/dev/null 2>&1; then
     # The package starts a prometheus service where it can; the tests need only promtool.
     $SUDO pkill -x prometheus 2>/dev/null || true
 fi
+# The schema validators of the deployment files (PyPI, pinned), in a virtualenv of their own.
+PYTOOLS="$ROOT/.cache/pytools"
+if [ ! -x "$PYTOOLS/bin/check-jsonschema" ] || [ ! -x "$PYTOOLS/bin/kubernetes-validate" ]; then
+    echo "test.sh: installing the deployment-file validators (check-jsonschema, kubernetes-validate)" >&2
+    rm -rf "$PYTOOLS"
+    if ! python3 -m venv "$PYTOOLS" >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+        $SUDO apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null 2>&1 || true
+        python3 -m venv "$PYTOOLS" || { echo "test.sh: cannot make a Python virtualenv" >&2; exit 1; }
+    fi
+    "$PYTOOLS/bin/pip" install -q "check-jsonschema==0.39.0" "kubernetes-validate==1.37.0" \
+        || { echo "test.sh: could not install the validators from PyPI" >&2; exit 1; }
+fi
+export TESTBED_PYTOOLS="$PYTOOLS/bin"
+# podman (and runc, which runs containers where crun cannot) builds and runs the container
+# image in its test; where they cannot be installed the test says why it skips.
+if ! command -v podman >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1; then
+    echo "test.sh: installing podman and runc (Debian packages) for the container image test" >&2
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends podman runc >/dev/null 2>&1 \
+        || echo "test.sh: podman could not be installed; the container image test will skip" >&2
+fi
+if command -v podman >/dev/null 2>&1; then
+    export TESTBED_REQUIRE_PODMAN=1
+fi
 CACHE="${TESTBED_EL_CACHE:-$ROOT/.cache/els}"
 # reth and op-reth (1.10.2, and 2.x as op-reth-2) come only from the shared folder
 # (install-els.sh) or an operator's own build: say up front whether their tests will run or skip

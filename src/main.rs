@@ -46,6 +46,28 @@ enum Command {
     Check(Opts),
     /// List the named networks `--network` takes (chain id, kind, genesis block).
     Networks,
+    /// Probe a running lightcl's /healthz (exit 0 when it answers 200): for container health
+    /// checks where no HTTP tool is installed.
+    Healthz {
+        /// The API base URL (default: from api.listen in the configuration).
+        #[arg(long)]
+        api: Option<String>,
+        #[command(flatten)]
+        opts: Opts,
+    },
+    /// Serve one fleet replica's readiness on a port of its own (a sidecar beside that replica's
+    /// EL): /readyz answers what the driving lightcl says at /readyz/<replica>.
+    Probe {
+        /// The driving lightcl's API base URL.
+        #[arg(long)]
+        api: String,
+        /// The replica's name (its `[[engines]]` name).
+        #[arg(long)]
+        replica: String,
+        /// Where to serve.
+        #[arg(long, default_value = "0.0.0.0:9302")]
+        listen: String,
+    },
     /// Print a running lightcl's status (from its /status endpoint) for a person.
     Status {
         /// The API base URL (default: from api.listen in the configuration).
@@ -202,6 +224,12 @@ fn main() -> ExitCode {
         Some(Command::Check(o)) => (true, o.merged(&cli.opts)),
         Some(Command::Status { api, opts }) => return status_command(api, opts.merged(&cli.opts)),
         Some(Command::Networks) => return networks_command(),
+        Some(Command::Probe { api, replica, listen }) => {
+            return probe_command(&api, &replica, &listen);
+        }
+        Some(Command::Healthz { api, opts }) => {
+            return healthz_command(api, opts.merged(&cli.opts));
+        }
         None => (false, cli.opts),
     };
     let config = match Config::load(opts.config.as_deref(), opts.flag_values()) {
@@ -575,20 +603,99 @@ fn check_state(who: &str, dir: &std::path::Path, chain_id: u64, ok: &mut bool) {
 }
 
 /// `lightcl status`: fetch /status and print it for a person. Exit 0 when ready, 1 otherwise.
-fn status_command(api: Option<String>, opts: Opts) -> ExitCode {
-    let base = match api {
-        Some(u) => u,
+/// The operations API's base URL: `api`, or from api.listen in the configuration (a wildcard
+/// address is reached on the loopback).
+fn api_base(api: Option<String>, opts: &Opts) -> Result<String, ExitCode> {
+    match api {
+        Some(u) => Ok(u),
         None => match Config::load(opts.config.as_deref(), opts.flag_values()) {
-            Ok(c) if !c.api.listen.is_empty() => format!("http://{}", c.api.listen),
+            Ok(c) if !c.api.listen.is_empty() => {
+                let listen =
+                    c.api.listen.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+                Ok(format!("http://{listen}"))
+            }
             Ok(_) => {
                 eprintln!("lightcl: the API is disabled (api.listen = \"\"); pass --api URL");
-                return ExitCode::from(EXIT_CONFIG);
+                Err(ExitCode::from(EXIT_CONFIG))
             }
             Err(e) => {
                 eprintln!("lightcl: {e} (or pass --api URL)");
-                return ExitCode::from(EXIT_CONFIG);
+                Err(ExitCode::from(EXIT_CONFIG))
             }
         },
+    }
+}
+
+/// `lightcl probe`: serves one replica's readiness until a signal.
+fn probe_command(api: &str, replica: &str, listen: &str) -> ExitCode {
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lightcl: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(async {
+        let listener = match lightcl::api::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("lightcl: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let token = tokio_util::sync::CancellationToken::new();
+        let stop = token.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        lightcl::api::probe::serve(
+            listener,
+            lightcl::api::probe::Upstream::new(api, replica),
+            token,
+        )
+        .await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `lightcl healthz`: exit 0 when the running lightcl's /healthz answers 200, else 1.
+fn healthz_command(api: Option<String>, opts: Opts) -> ExitCode {
+    let base = match api_base(api, &opts) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let url = format!("{}/healthz", base.trim_end_matches('/'));
+    let probe =
+        async { reqwest::Client::new().get(&url).timeout(Duration::from_secs(5)).send().await };
+    let answer = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r.block_on(probe),
+        Err(e) => {
+            eprintln!("lightcl: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match answer {
+        Ok(r) if r.status().is_success() => {
+            println!("healthy ({url}: {})", r.status());
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("unhealthy ({url}: {})", r.status());
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(e) => {
+            println!("unhealthy: cannot read {url}: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn status_command(api: Option<String>, opts: Opts) -> ExitCode {
+    let base = match api_base(api, &opts) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let url = format!("{}/status", base.trim_end_matches('/'));
     let fetch = async {

@@ -432,9 +432,25 @@ impl Metrics {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.core.registry) {
             // Writing into a String cannot fail; say so in the scrape rather than panic.
-            out = format!("# metrics could not be encoded: {e}\n# EOF\n");
+            return format!("# metrics could not be encoded: {e}\n# EOF\n");
         }
-        out
+        // A family with no series yet (no source error so far, no EL sync) is still described,
+        // so that dashboards and alerts find every name from the first scrape.
+        let mut missing = String::new();
+        for (name, kind, _, help) in DESCRIPTIONS {
+            let (base, kind) = match kind {
+                Kind::Gauge => (name, "gauge"),
+                Kind::Counter => (name.trim_end_matches("_total"), "counter"),
+                Kind::Histogram => (name, "histogram"),
+            };
+            if !out.contains(&format!("# TYPE {base} {kind}\n")) {
+                missing.push_str(&format!("# HELP {base} {help}.\n# TYPE {base} {kind}\n"));
+            }
+        }
+        match out.strip_suffix("# EOF\n") {
+            Some(body) => format!("{body}{missing}# EOF\n"),
+            None => out + &missing,
+        }
     }
 
     /// The classic Prometheus text format (version 0.0.4), for scrapers that do not ask for
@@ -492,6 +508,13 @@ mod tests {
         m.set(SOURCE_ERRORS, &[("source", "a"), ("reason", "timeout")], 4.0);
         let text = m.render();
         assert!(text.contains("# TYPE lightcl_payloads_inserted counter\n"), "{text}");
+        // Families without a series yet are described too, before the end marker.
+        for (name, ..) in DESCRIPTIONS {
+            let base = name.trim_end_matches("_total");
+            assert!(text.contains(&format!("# TYPE {base} ")), "{name} undescribed: {text}");
+        }
+        assert!(text.contains("# TYPE lightcl_el_sync_fallbacks counter\n"), "{text}");
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1, "{text}");
         assert_eq!(
             value(&text, "lightcl_payloads_inserted_total{replica=\"r1\"}"),
             Some(3.0),

@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub mod probe;
 pub mod rollup;
 
 use crate::chain::Heads;

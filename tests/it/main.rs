@@ -5,6 +5,8 @@
 
 mod bad_input;
 mod bootstrap;
+mod container;
+mod deploy;
 mod el_crash;
 mod engines;
 mod engines_reth;
