@@ -19,7 +19,10 @@ ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p lightcl --bin lightcl \
+# The image's own toolchain builds it (rust-toolchain.toml would have rustup fetch the lint
+# components, which a build behind a proxy or offline mirror may not reach).
+RUN rm -f rust-toolchain.toml \
+ && cargo build --release --locked -p lightcl --bin lightcl \
  && install -D -m 0755 target/release/lightcl /out/lightcl \
  && install -d -m 0750 /out/state
 
@@ -35,6 +38,7 @@ ENV LIGHTCL_API__LISTEN=0.0.0.0:9301
 VOLUME ["/var/lib/lightcl"]
 # The operations API: /metrics, /healthz, /readyz, /status.
 EXPOSE 9301
+# The health check asks port 9301: change both together.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/lightcl", "healthz", "--api", "http://127.0.0.1:9301"]
 ENTRYPOINT ["/usr/local/bin/lightcl"]

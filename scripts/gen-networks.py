@@ -14,6 +14,8 @@ OP Mainnet's block 0 is named by hand: the registry gives its Bedrock block), th
 the L1 contracts lightcl's [l1] section reads (OptimismPortalProxy, DisputeGameFactoryProxy,
 AnchorStateRegistryProxy where named). Needs Python 3.11 (tomllib) and git.
 """
+import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -24,7 +26,7 @@ REMOVED = [("mainnet", "base"), ("sepolia", "base")]
 # The registry names OP Mainnet's Bedrock block as its genesis; the chain's block 0 (the legacy
 # genesis every OP Mainnet EL holds) is what lightcl checks.
 BLOCK0 = {("mainnet", "op"): "0x7ca38a1916c42007829c55e69d3e9a73265554b586a499015373241b8a3fa48b"}
-OUT = "src/config/network/table.rs"
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src/config/network/table.rs")
 
 
 def git(gd, *args):
@@ -57,7 +59,7 @@ def rust(e):
     return f"""    Network {{
         name: "{e['name']}",
         alias: {alias},
-        title: "{e['title']}",
+        title: {json.dumps(e['title'])},
         kind: ChainKind::Optimism,
         chain_id: {e['chain_id']},
         genesis: Genesis {{ number: {e['number']}, hash: b256!("{e['hash']}") }},
@@ -113,7 +115,8 @@ pub const SUPERCHAIN: &[Network] = &[
 """
     with open(OUT, "w") as f:
         f.write(text)
-    print(f"{OUT}: {len(entries)} networks from the registry at {commit[:12]} ({date})")
+    subprocess.run(["rustfmt", "--edition", "2024", OUT], check=True)
+    print(f"{os.path.normpath(OUT)}: {len(entries)} networks from the registry at {commit[:12]} ({date})")
 
 
 if __name__ == "__main__":

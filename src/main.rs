@@ -602,7 +602,6 @@ fn check_state(who: &str, dir: &std::path::Path, chain_id: u64, ok: &mut bool) {
     }
 }
 
-/// `lightcl status`: fetch /status and print it for a person. Exit 0 when ready, 1 otherwise.
 /// The operations API's base URL: `api`, or from api.listen in the configuration (a wildcard
 /// address is reached on the loopback).
 fn api_base(api: Option<String>, opts: &Opts) -> Result<String, ExitCode> {
@@ -692,6 +691,7 @@ fn healthz_command(api: Option<String>, opts: Opts) -> ExitCode {
     }
 }
 
+/// `lightcl status`: fetch /status and print it for a person. Exit 0 when ready, 1 otherwise.
 fn status_command(api: Option<String>, opts: Opts) -> ExitCode {
     let base = match api_base(api, &opts) {
         Ok(b) => b,

@@ -209,9 +209,13 @@ impl Shared {
         }
     }
 
-    /// Alive: the loop ticked recently.
+    /// Alive: the loop ticked recently, or it halted on purpose (a halt waits for an operator;
+    /// a liveness probe that restarted lightcl would clear it).
     pub fn alive(&self) -> bool {
-        self.snapshot().last_tick.is_none_or(|t| t.elapsed() < LIVENESS)
+        let s = self.snapshot();
+        s.mode == Mode::Halted
+            || s.halted.is_some()
+            || s.last_tick.is_none_or(|t| t.elapsed() < LIVENESS)
     }
 
     /// The `/status` document of this replica alone.
@@ -392,4 +396,23 @@ pub async fn bind(listen: &str) -> Result<TcpListener, String> {
         warn!(target: "lightcl::api", %addr, error = %e, "cannot bind the API address");
         format!("cannot listen on api.listen {addr}: {e}; choose a free address or set api.listen = \"\" to disable")
     })
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::*;
+
+    #[test]
+    fn a_halted_replica_stays_alive_and_a_stalled_loop_does_not() {
+        let s = Shared::new(&[], 10);
+        let Some(long_ago) = Instant::now().checked_sub(LIVENESS * 2) else { return };
+        crate::util::lock(&s.state).last_tick = Some(long_ago);
+        assert!(!s.alive(), "a loop that stopped ticking is not alive");
+        {
+            let mut st = crate::util::lock(&s.state);
+            st.mode = Mode::Halted;
+            st.halted = Some("finalized divergence".into());
+        }
+        assert!(s.alive(), "a halt waits for an operator: a liveness probe must not restart it");
+    }
 }

@@ -494,6 +494,19 @@ impl Config {
             origin: origin(fig, key),
             problem,
         };
+        if let Some(name) = &self.network
+            && let Some(n) = network::find(name)
+            && (n.chain_id != self.chain_id || n.kind != self.chain)
+        {
+            let key = if n.chain_id != self.chain_id { "chain_id" } else { "chain" };
+            return Err(bad(
+                key,
+                format!(
+                    "contradicts `network = \"{name}\"` ({}, chain id {}): remove one of them",
+                    n.kind, n.chain_id
+                ),
+            ));
+        }
         if self.chain_id == 0 {
             return Err(bad(
                 "chain_id",
@@ -770,9 +783,15 @@ mod tests {
         let op = network::find("op-mainnet").expect("preset");
         assert_eq!(c.genesis_hash, Some(op.genesis.hash));
         assert!(c.l1.is_none(), "no [l1] section is made up");
-        // A key given overrides the preset.
-        let c = Config::load(None, flags(&[("chain_id", 11u64.into())])).expect("loads");
-        assert_eq!(c.chain_id, 11);
+        // A key given overrides the preset (here the genesis), but one that contradicts the
+        // network (another chain id) is refused.
+        let other = "0x1111111111111111111111111111111111111111111111111111111111111111";
+        let c = Config::load(None, flags(&[("genesis_hash", other.into())])).expect("loads");
+        assert_eq!(c.genesis_hash.map(|h| h.to_string()), Some(other.to_string()));
+        let msg = Config::load(None, flags(&[("chain_id", 11u64.into())]))
+            .expect_err("contradicts the network")
+            .to_string();
+        assert!(msg.contains("`chain_id`") && msg.contains("op-mainnet"), "{msg}");
         // With an [l1] section, the preset names the L1 chain and the contracts.
         let file = write(dir.path(), "l1.toml", "[l1]\nurls = [\"http://127.0.0.1:8545\"]\n");
         let c = Config::load(Some(&file), flags(&[])).expect("loads");

@@ -101,6 +101,8 @@ pub enum WrongChain {
         expected: BlockRef,
         /// Who named the expected block (the preset, the configuration, or the first source).
         named_by: String,
+        /// The first source named it (no preset or `genesis_hash`).
+        learned: bool,
     },
 }
 
@@ -111,8 +113,11 @@ pub struct GenesisRef {
     /// Height and hash.
     pub block: BlockRef,
     /// Who named it, for messages: "the network preset op-mainnet", "the configuration",
-    /// "source X (learned)".
+    /// "source X (the first to answer)".
     pub named_by: String,
+    /// Learned from the first source (no preset or `genesis_hash`): a mismatch then does not
+    /// say which side is wrong.
+    pub learned: bool,
 }
 
 /// All configured sources.
@@ -181,6 +186,7 @@ impl SourceSet {
         self.genesis = std::sync::Mutex::new(hash.map(|h| GenesisRef {
             block: BlockRef::new(number, h),
             named_by: named_by.to_string(),
+            learned: false,
         }));
         self
     }
@@ -418,6 +424,7 @@ impl SourceSet {
                 let known = g.get_or_insert_with(|| GenesisRef {
                     block: got,
                     named_by: format!("source {} (the first to answer)", self.name(i)),
+                    learned: true,
                 });
                 known.clone()
             };
@@ -427,6 +434,7 @@ impl SourceSet {
                     got,
                     expected: expected.block,
                     named_by: expected.named_by,
+                    learned: expected.learned,
                 });
             }
             self.members[i].admitted.store(true, Ordering::Relaxed);

@@ -142,14 +142,21 @@ pub(crate) async fn admit(sources: &SourceSet, chain_id: u64) -> Result<usize, R
         WrongChain::ChainId { source, got } => {
             RunError::ChainIdMismatch { who: format!("source {source}"), expected: chain_id, got }
         }
-        WrongChain::Genesis { source, got, expected, named_by } => {
+        WrongChain::Genesis { source, got, expected, named_by, learned } => {
             RunError::GenesisMismatch(Box::new(super::error::GenesisMismatch {
                 who: format!("source {source}"),
                 got,
                 expected,
                 named_by,
-                who_fix: "the source serves another deployment of this chain id: remove it, or \
-                          fix `network` / `genesis_hash` if the configuration is what is wrong",
+                who_fix: if learned {
+                    "no network or genesis_hash is set, so the first source to answer named the \
+                     genesis: one of the two serves another deployment of this chain id; set \
+                     `network` (or `genesis_hash`) to name the right chain, then remove the \
+                     source that differs"
+                } else {
+                    "the source serves another deployment of this chain id: remove it, or fix \
+                     `network` / `genesis_hash` if the configuration is what is wrong"
+                },
             }))
         }
     })

@@ -60,8 +60,6 @@ pub(crate) struct Follower {
     el_sync: ElSync,
     stuck: StuckEl,
     l1: L1Task,
-    /// The EL was seen to hold the chain's genesis block.
-    genesis_ok: bool,
 }
 
 impl Follower {
@@ -89,13 +87,29 @@ impl Follower {
                 Err(e) => return Err(e),
             }
         }
+        // Before the first write: the EL holds the chain's genesis block (the sources were
+        // admitted first, so the genesis is known).
+        let mut backoff = Backoff::default();
+        loop {
+            match el_genesis(&ctx).await? {
+                true => break,
+                false => {
+                    let d = backoff.next_delay();
+                    warn!(target: "lightcl::engine", retry_in = ?d, "the EL's genesis block cannot \
+                        be checked yet (the EL or the sources do not answer for it); nothing is \
+                        written to the EL until it is");
+                    if !sleep_or_cancel(&ctx.token, d).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         Ok(Some(Self {
             ctx,
             fc,
             el_sync: ElSync::default(),
             stuck: StuckEl::default(),
             l1: L1Task::default(),
-            genesis_ok: false,
         }))
     }
 
@@ -239,10 +253,6 @@ impl Follower {
         if ctx.sources.admitted() < ctx.sources.len() {
             admit(ctx).await?;
         }
-        // Before anything the sources say reaches the EL: it holds the chain's genesis block.
-        if !self.genesis_ok {
-            self.genesis_ok = el_genesis(ctx).await?;
-        }
         let (el, version, head_time) = read_heads(ctx.engine.as_ref()).await?;
         let local = self.fc.reconcile(el, self.el_sync.syncing()).await?;
         self.stuck.head_moved(ctx, local.head);
@@ -368,28 +378,57 @@ impl Follower {
     }
 }
 
-/// Whether the EL holds the chain's genesis block (false: not known yet, or the EL has no block
-/// at that height yet; asked again next round). Another block there stops lightcl.
-async fn el_genesis(ctx: &Ctx) -> Result<bool, Fault> {
+/// Whether the EL holds the chain's genesis block; `false`: not decidable yet (asked again).
+/// An EL with no block at the genesis height yet (a chain whose genesis is above block 0) is
+/// held to the sources' block 0 instead. Another block there stops lightcl.
+async fn el_genesis(ctx: &Ctx) -> Result<bool, RunError> {
     let Some(g) = ctx.sources.genesis() else { return Ok(false) };
-    match ctx.engine.block(BlockAt::Number(g.block.number)).await? {
-        Some(b) if b.block == g.block => {
+    let mismatch = |got: BlockRef, expected: BlockRef, named_by: String, learned: bool| {
+        RunError::GenesisMismatch(Box::new(super::error::GenesisMismatch {
+            who: "the local EL".into(),
+            got,
+            expected,
+            named_by,
+            who_fix: if learned {
+                "no network or genesis_hash is set, so the first source to answer named the \
+                 genesis: either the EL's datadir was initialised for another chain or that \
+                 source serves another deployment; set `network` (or `genesis_hash`) to name the \
+                 right chain"
+            } else {
+                "its datadir was initialised for another chain or deployment: point lightcl at \
+                 the right EL, or initialise the datadir with this chain's genesis"
+            },
+        }))
+    };
+    match ctx.engine.block(BlockAt::Number(g.block.number)).await {
+        Ok(Some(b)) if b.block == g.block => {
             info!(target: "lightcl::engine", genesis = %g.block, named_by = g.named_by,
                 "the EL holds the chain's genesis block");
             Ok(true)
         }
-        Some(b) => {
-            Err(Fault::Exit(RunError::GenesisMismatch(Box::new(super::error::GenesisMismatch {
-                who: "the local EL".into(),
-                got: b.block,
-                expected: g.block,
-                named_by: g.named_by,
-                who_fix: "its datadir was initialised for another chain or deployment: point \
-                          lightcl at the right EL, or initialise the datadir with this chain's \
-                          genesis",
-            }))))
+        Ok(Some(b)) => Err(mismatch(b.block, g.block, g.named_by, g.learned)),
+        Ok(None) => {
+            let Some(h0) = ctx.sources.agreed_at(0).await.hash() else { return Ok(false) };
+            match ctx.engine.block(BlockAt::Number(0)).await {
+                Ok(Some(b)) if b.block.hash == h0 => {
+                    info!(target: "lightcl::engine", block0 = %b.block, genesis = %g.block,
+                        "the EL has no block at the genesis height yet; its block 0 is the \
+                         sources' block 0");
+                    Ok(true)
+                }
+                Ok(Some(b)) => Err(mismatch(
+                    b.block,
+                    BlockRef::new(0, h0),
+                    "the sources' block 0 (the EL has no block at the genesis height yet)".into(),
+                    false,
+                )),
+                Ok(None) | Err(_) => Ok(false),
+            }
         }
-        None => Ok(false),
+        Err(e) => {
+            debug!(target: "lightcl::engine", error = %e, "the EL's genesis block could not be read");
+            Ok(false)
+        }
     }
 }
 

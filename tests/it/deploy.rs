@@ -37,7 +37,10 @@ fn exported(scrape: &str) -> BTreeSet<String> {
         let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
         let base = name.trim_end_matches("_total");
         match kind {
-            "counter" => out.extend([base.to_string(), format!("{base}_total")]),
+            // Prometheus stores a counter's samples under `_total` only.
+            "counter" => {
+                out.insert(format!("{base}_total"));
+            }
             "histogram" => {
                 for s in ["", "_bucket", "_sum", "_count"] {
                     out.insert(format!("{name}{s}"));
