@@ -12,6 +12,7 @@
 
 pub mod json;
 pub mod raw;
+pub mod requests;
 
 use alloy_consensus::proofs::{calculate_transaction_root, calculate_withdrawals_root};
 use alloy_consensus::{Block, EMPTY_OMMER_ROOT_HASH};

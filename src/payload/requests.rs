@@ -1,0 +1,419 @@
+//! Rebuilding a Prague block's execution requests (EIP-7685) from what a JSON-RPC source
+//! serves, since no method returns the list itself (pure; the reads are the caller's).
+//!
+//! - Deposits (EIP-6110, type 0): the `DepositEvent` logs of the chain's deposit contract in the
+//!   block's receipts, in log order, each turned into its 192 request bytes.
+//! - Withdrawal requests (EIP-7002, type 1) and consolidation requests (EIP-7251, type 2): the
+//!   system contracts keep a queue in storage and, at the end of every block, a system call
+//!   takes up to 16 (withdrawals) or 2 (consolidations) from its head. The requests taken are the
+//!   queue as it stood at the parent block (its head and tail indices and its first entries,
+//!   from `eth_getStorageAt` at the parent) followed by the requests added during the block,
+//!   which the contracts log (an anonymous log of exactly the request's bytes) as they queue
+//!   them.
+//!
+//! The header's `requestsHash` proves the result: [`Rebuilt::check`] compares the commitment,
+//! so a source that tampers with a log or a storage answer is caught before the EL sees the
+//! payload.
+
+use alloy_eips::eip6110::DEPOSIT_REQUEST_TYPE;
+use alloy_eips::eip7002::{
+    MAX_WITHDRAWAL_REQUESTS_PER_BLOCK, WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+    WITHDRAWAL_REQUEST_TYPE,
+};
+use alloy_eips::eip7251::{
+    CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS, CONSOLIDATION_REQUEST_TYPE,
+    MAX_CONSOLIDATION_REQUESTS_PER_BLOCK,
+};
+use alloy_eips::eip7685::Requests;
+use alloy_primitives::{Address, B256, Bytes, U256, b256};
+
+/// `DepositEvent(bytes,bytes,bytes,bytes,bytes)`'s topic.
+pub const DEPOSIT_EVENT_TOPIC: B256 =
+    b256!("0x649bbc62d0e31342afea4e5cd82d4049e7e1ee912fc0889aa790803be39038c5");
+/// A deposit log's data: five ABI-encoded byte strings.
+const DEPOSIT_LOG_LEN: usize = 576;
+/// A deposit request: pubkey 48, withdrawal credentials 32, amount 8, signature 96, index 8.
+const DEPOSIT_REQUEST_LEN: usize = 192;
+
+/// The queue slots of both system contracts (EIP-7002, EIP-7251).
+const QUEUE_HEAD_SLOT: u64 = 2;
+const QUEUE_TAIL_SLOT: u64 = 3;
+const QUEUE_STORAGE_OFFSET: u64 = 4;
+
+/// What a log is to the rebuild: who emitted it, its topics, its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The emitting contract.
+    pub address: Address,
+    /// Its topics.
+    pub topics: Vec<B256>,
+    /// Its data.
+    pub data: Bytes,
+}
+
+/// Why a block's requests could not be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestsError {
+    /// A deposit log of the wrong length.
+    #[error("a DepositEvent log has {len} bytes of data, not {DEPOSIT_LOG_LEN}")]
+    DepositLog {
+        /// Its length.
+        len: usize,
+    },
+    /// A queued request log of the wrong length.
+    #[error("the {queue} contract logged {len} bytes for a request, not {want}")]
+    QueueLog {
+        /// Which queue.
+        queue: &'static str,
+        /// Its length.
+        len: usize,
+        /// The request's size.
+        want: usize,
+    },
+    /// The storage answers do not describe a queue (tail before head, entries missing).
+    #[error("the {queue} queue's storage is inconsistent: {what}")]
+    QueueStorage {
+        /// Which queue.
+        queue: &'static str,
+        /// What is wrong.
+        what: String,
+    },
+    /// The rebuilt requests do not hash to the header's commitment.
+    #[error("the rebuilt execution requests hash to {rebuilt}, but the header commits to {header}")]
+    Commitment {
+        /// What was rebuilt.
+        rebuilt: B256,
+        /// What the header says.
+        header: B256,
+    },
+}
+
+/// A system contract's request queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// EIP-7002 withdrawal requests.
+    Withdrawals,
+    /// EIP-7251 consolidation requests.
+    Consolidations,
+}
+
+impl Queue {
+    /// Both, in request-type order.
+    pub const ALL: [Queue; 2] = [Queue::Withdrawals, Queue::Consolidations];
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Withdrawals => "withdrawal request",
+            Self::Consolidations => "consolidation request",
+        }
+    }
+
+    /// The contract.
+    pub fn address(self) -> Address {
+        match self {
+            Self::Withdrawals => WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS,
+            Self::Consolidations => CONSOLIDATION_REQUEST_PREDEPLOY_ADDRESS,
+        }
+    }
+
+    /// The request type.
+    pub fn request_type(self) -> u8 {
+        match self {
+            Self::Withdrawals => WITHDRAWAL_REQUEST_TYPE,
+            Self::Consolidations => CONSOLIDATION_REQUEST_TYPE,
+        }
+    }
+
+    /// Most requests taken per block.
+    pub fn max_per_block(self) -> usize {
+        match self {
+            Self::Withdrawals => MAX_WITHDRAWAL_REQUESTS_PER_BLOCK,
+            Self::Consolidations => MAX_CONSOLIDATION_REQUESTS_PER_BLOCK,
+        }
+    }
+
+    /// A request's bytes: source address 20, validator pubkey 48, amount 8 (withdrawals);
+    /// source address 20, source pubkey 48, target pubkey 48 (consolidations).
+    pub fn request_len(self) -> usize {
+        match self {
+            Self::Withdrawals => 76,
+            Self::Consolidations => 116,
+        }
+    }
+
+    /// Storage slots per queued request.
+    pub fn slots_per_request(self) -> u64 {
+        match self {
+            Self::Withdrawals => 3,
+            Self::Consolidations => 4,
+        }
+    }
+
+    /// The head and tail index slots, read first at the parent block.
+    pub fn index_slots() -> [U256; 2] {
+        [U256::from(QUEUE_HEAD_SLOT), U256::from(QUEUE_TAIL_SLOT)]
+    }
+
+    /// The slots of the queue entries a block can take, given the parent's head and tail:
+    /// the first `max_per_block` entries from the head (fewer when the queue is shorter).
+    pub fn entry_slots(self, head: u64, tail: u64) -> Vec<U256> {
+        let n = tail.saturating_sub(head).min(self.max_per_block() as u64);
+        let per = self.slots_per_request();
+        (head..head + n)
+            .flat_map(|i| {
+                let first = QUEUE_STORAGE_OFFSET + i * per;
+                (first..first + per).map(U256::from)
+            })
+            .collect()
+    }
+
+    /// A queued request's bytes from its storage slots, as the contract's system call reads
+    /// them: the address right-aligned in the first slot, then the rest packed left-aligned.
+    fn entry(self, slots: &[B256]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.request_len());
+        out.extend_from_slice(&slots[0][12..]);
+        match self {
+            Self::Withdrawals => {
+                out.extend_from_slice(slots[1].as_slice());
+                out.extend_from_slice(&slots[2][..24]);
+            }
+            Self::Consolidations => {
+                out.extend_from_slice(slots[1].as_slice());
+                out.extend_from_slice(slots[2].as_slice());
+                out.extend_from_slice(slots[3].as_slice());
+            }
+        }
+        out
+    }
+
+    /// The requests the block's system call took: the parent's queue (`head`, `tail`, and the
+    /// storage at [`Self::entry_slots`], in that order) followed by the requests the block's
+    /// receipts show the contract queueing, up to the per-block limit.
+    pub fn taken(
+        self,
+        head: u64,
+        tail: u64,
+        entry_storage: &[B256],
+        logs: &[LogEntry],
+    ) -> Result<Vec<u8>, RequestsError> {
+        if tail < head {
+            return Err(RequestsError::QueueStorage {
+                queue: self.name(),
+                what: format!("tail index {tail} below head index {head}"),
+            });
+        }
+        let per = self.slots_per_request() as usize;
+        let queued = self.entry_slots(head, tail).len() / per;
+        if entry_storage.len() != queued * per {
+            return Err(RequestsError::QueueStorage {
+                queue: self.name(),
+                what: format!("{} slots given for {queued} queued requests", entry_storage.len()),
+            });
+        }
+        let mut out = Vec::new();
+        for entry in entry_storage.chunks_exact(per) {
+            out.extend(self.entry(entry));
+        }
+        // The block's own requests queue behind the parent's; the system call takes what fits.
+        let room = self.max_per_block() - queued;
+        let added = logs.iter().filter(|l| l.address == self.address() && l.topics.is_empty());
+        for log in added.take(room) {
+            if log.data.len() != self.request_len() {
+                return Err(RequestsError::QueueLog {
+                    queue: self.name(),
+                    len: log.data.len(),
+                    want: self.request_len(),
+                });
+            }
+            out.extend_from_slice(&log.data);
+        }
+        Ok(out)
+    }
+}
+
+/// The deposit requests of a block: its logs (of successful transactions, in order) that the
+/// deposit contract emitted as `DepositEvent`.
+pub fn deposits(contract: Address, logs: &[LogEntry]) -> Result<Vec<u8>, RequestsError> {
+    let mut out = Vec::new();
+    for log in logs {
+        if log.address != contract || log.topics.first() != Some(&DEPOSIT_EVENT_TOPIC) {
+            continue;
+        }
+        out.extend(deposit_request(&log.data)?);
+    }
+    Ok(out)
+}
+
+/// One `DepositEvent`'s request bytes. The event's five byte strings sit at fixed places (the
+/// contract always emits the same layout; ELs read them there).
+fn deposit_request(data: &[u8]) -> Result<[u8; DEPOSIT_REQUEST_LEN], RequestsError> {
+    if data.len() != DEPOSIT_LOG_LEN {
+        return Err(RequestsError::DepositLog { len: data.len() });
+    }
+    let mut r = [0u8; DEPOSIT_REQUEST_LEN];
+    // (place in the log after the offsets and the field's length word, place in the request,
+    // length): pubkey, withdrawal credentials, amount, signature, index.
+    for (from, to, len) in [(192, 0, 48), (288, 48, 32), (352, 80, 8), (416, 88, 96), (544, 184, 8)]
+    {
+        r[to..to + len].copy_from_slice(&data[from..from + len]);
+    }
+    Ok(r)
+}
+
+/// A block's rebuilt requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt(pub Requests);
+
+impl Rebuilt {
+    /// The list from the three request kinds' bytes (a kind without requests is left out, as
+    /// EIP-7685 says).
+    pub fn new(deposits: Vec<u8>, withdrawals: Vec<u8>, consolidations: Vec<u8>) -> Self {
+        let mut r = Requests::default();
+        for (ty, data) in [
+            (DEPOSIT_REQUEST_TYPE, deposits),
+            (WITHDRAWAL_REQUEST_TYPE, withdrawals),
+            (CONSOLIDATION_REQUEST_TYPE, consolidations),
+        ] {
+            if !data.is_empty() {
+                r.push_request_with_type(ty, data);
+            }
+        }
+        Self(r)
+    }
+
+    /// The list, if it is the one the header commits to.
+    pub fn check(self, requests_hash: B256) -> Result<Requests, RequestsError> {
+        let rebuilt = self.0.requests_hash();
+        if rebuilt == requests_hash {
+            Ok(self.0)
+        } else {
+            Err(RequestsError::Commitment { rebuilt, header: requests_hash })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_eips::eip6110::MAINNET_DEPOSIT_CONTRACT_ADDRESS;
+    use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+
+    use super::*;
+
+    /// A DepositEvent's data as the deposit contract encodes it.
+    fn deposit_log(pubkey: u8, wc: u8, amount: u64, sig: u8, index: u64) -> Bytes {
+        let mut d = Vec::new();
+        for off in [160u64, 256, 320, 384, 512] {
+            d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
+        }
+        let field = |d: &mut Vec<u8>, bytes: &[u8]| {
+            d.extend_from_slice(&U256::from(bytes.len()).to_be_bytes::<32>());
+            d.extend_from_slice(bytes);
+            d.resize(d.len().div_ceil(32) * 32, 0);
+        };
+        field(&mut d, &[pubkey; 48]);
+        field(&mut d, &[wc; 32]);
+        field(&mut d, &amount.to_le_bytes());
+        field(&mut d, &[sig; 96]);
+        field(&mut d, &index.to_le_bytes());
+        d.into()
+    }
+
+    fn log(address: Address, topics: Vec<B256>, data: Bytes) -> LogEntry {
+        LogEntry { address, topics, data }
+    }
+
+    #[test]
+    fn deposits_come_from_the_contracts_deposit_events_in_order() {
+        let c = MAINNET_DEPOSIT_CONTRACT_ADDRESS;
+        let logs = [
+            log(c, vec![DEPOSIT_EVENT_TOPIC], deposit_log(1, 2, 32_000_000_000, 3, 7)),
+            // Another contract's event of the same shape, and another event of the contract.
+            log(Address::repeat_byte(9), vec![DEPOSIT_EVENT_TOPIC], deposit_log(9, 9, 9, 9, 9)),
+            log(c, vec![B256::repeat_byte(1)], deposit_log(9, 9, 9, 9, 9)),
+            log(c, vec![DEPOSIT_EVENT_TOPIC], deposit_log(4, 5, 1, 6, 8)),
+        ];
+        let d = deposits(c, &logs).expect("deposits");
+        assert_eq!(d.len(), 2 * DEPOSIT_REQUEST_LEN);
+        let first = &d[..DEPOSIT_REQUEST_LEN];
+        assert_eq!(&first[..48], &[1; 48]);
+        assert_eq!(&first[48..80], &[2; 32]);
+        assert_eq!(&first[80..88], &32_000_000_000u64.to_le_bytes());
+        assert_eq!(&first[88..184], &[3; 96]);
+        assert_eq!(&first[184..], &7u64.to_le_bytes());
+        assert_eq!(&d[DEPOSIT_REQUEST_LEN + 184..], &8u64.to_le_bytes());
+        let short = [log(c, vec![DEPOSIT_EVENT_TOPIC], Bytes::from(vec![0u8; 575]))];
+        assert_eq!(deposits(c, &short), Err(RequestsError::DepositLog { len: 575 }));
+    }
+
+    fn withdrawal(n: u8) -> Vec<u8> {
+        let mut r = vec![n; 20];
+        r.extend([n.wrapping_add(100); 48]);
+        r.extend(u64::from(n).to_be_bytes());
+        r
+    }
+
+    /// The storage slots the contract writes for `request` (as `add` stores it).
+    fn slots_of(q: Queue, request: &[u8]) -> Vec<B256> {
+        let mut slots = vec![B256::left_padding_from(&request[..20])];
+        let mut rest = request[20..].to_vec();
+        rest.resize(32 * (q.slots_per_request() as usize - 1), 0);
+        slots.extend(rest.chunks(32).map(B256::from_slice));
+        slots
+    }
+
+    #[test]
+    fn a_queue_gives_the_parents_entries_then_the_blocks_new_ones_up_to_the_limit() {
+        let q = Queue::Withdrawals;
+        // 10 queued at the parent (indices 5..15), 10 added in the block: 16 are taken.
+        let parent: Vec<Vec<u8>> = (0..10).map(withdrawal).collect();
+        let storage: Vec<B256> = parent.iter().flat_map(|r| slots_of(q, r)).collect();
+        assert_eq!(q.entry_slots(5, 15).len(), storage.len());
+        assert_eq!(q.entry_slots(5, 15)[0], U256::from(4 + 5 * 3));
+        let added: Vec<LogEntry> =
+            (10..20).map(|n| log(q.address(), vec![], withdrawal(n).into())).collect();
+        let taken = q.taken(5, 15, &storage, &added).expect("taken");
+        let want: Vec<u8> = (0..16).flat_map(withdrawal).collect();
+        assert_eq!(taken, want);
+        // A queue longer than the limit: only the first 16 entries are read and taken.
+        assert_eq!(q.entry_slots(0, 40).len(), 16 * 3);
+        // An empty parent queue: the block's own requests.
+        let taken = q.taken(7, 7, &[], &added[..2]).expect("taken");
+        assert_eq!(taken, [withdrawal(10), withdrawal(11)].concat());
+        // Inconsistent storage answers are refused.
+        assert!(q.taken(9, 3, &[], &[]).is_err());
+        assert!(q.taken(0, 2, &storage[..3], &[]).is_err());
+        let bad = [log(q.address(), vec![], Bytes::from(vec![0u8; 75]))];
+        assert!(matches!(q.taken(0, 0, &[], &bad), Err(RequestsError::QueueLog { .. })));
+    }
+
+    #[test]
+    fn consolidations_are_two_per_block_from_four_slots_each() {
+        let q = Queue::Consolidations;
+        let c = |n: u8| {
+            let mut r = vec![n; 20];
+            r.extend([n + 1; 48]);
+            r.extend([n + 2; 48]);
+            r
+        };
+        let storage: Vec<B256> = [c(1), c(4), c(7)].iter().flat_map(|r| slots_of(q, r)).collect();
+        assert_eq!(q.entry_slots(0, 3).len(), 8, "two entries of four slots");
+        let taken = q.taken(0, 3, &storage[..8], &[]).expect("taken");
+        assert_eq!(taken, [c(1), c(4)].concat());
+    }
+
+    #[test]
+    fn the_commitment_decides() {
+        assert_eq!(Rebuilt::new(vec![], vec![], vec![]).0.requests_hash(), EMPTY_REQUESTS_HASH);
+        let r = Rebuilt::new(vec![], withdrawal(1), vec![]);
+        let hash = r.0.requests_hash();
+        assert_ne!(hash, EMPTY_REQUESTS_HASH);
+        // EIP-7685: sha256 over the sha256 of each non-empty (type ++ data).
+        use sha2::Digest;
+        let inner = sha2::Sha256::digest([&[1u8][..], &withdrawal(1)].concat());
+        let outer = sha2::Sha256::digest(inner);
+        assert_eq!(hash.as_slice(), &outer[..]);
+        assert!(r.clone().check(hash).is_ok());
+        assert!(matches!(r.check(EMPTY_REQUESTS_HASH), Err(RequestsError::Commitment { .. })));
+    }
+}
