@@ -168,21 +168,34 @@ impl Queue {
             .collect()
     }
 
-    /// A queued request's bytes from its storage slots, as the contract's system call reads
-    /// them: the address right-aligned in the first slot, then the rest packed left-aligned.
+    /// A queued request's bytes from its storage slots, as the contract's system call returns
+    /// them: the address right-aligned in the first slot, then the rest packed left-aligned as
+    /// the caller sent it, except a withdrawal's amount, which the call returns little-endian
+    /// (it was sent, stored and logged big-endian).
     fn entry(self, slots: &[B256]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.request_len());
         out.extend_from_slice(&slots[0][12..]);
         match self {
             Self::Withdrawals => {
                 out.extend_from_slice(slots[1].as_slice());
-                out.extend_from_slice(&slots[2][..24]);
+                out.extend_from_slice(&slots[2][..16]);
+                out.extend(slots[2][16..24].iter().rev());
             }
             Self::Consolidations => {
                 out.extend_from_slice(slots[1].as_slice());
                 out.extend_from_slice(slots[2].as_slice());
                 out.extend_from_slice(slots[3].as_slice());
             }
+        }
+        out
+    }
+
+    /// A queued request's bytes from the contract's log of it (the caller and its calldata),
+    /// in the system call's form (a withdrawal's amount little-endian).
+    fn logged(self, data: &[u8]) -> Vec<u8> {
+        let mut out = data.to_vec();
+        if self == Self::Withdrawals {
+            out[68..76].reverse();
         }
         out
     }
@@ -226,7 +239,7 @@ impl Queue {
                     want: self.request_len(),
                 });
             }
-            out.extend_from_slice(&log.data);
+            out.extend_from_slice(&self.logged(&log.data));
         }
         Ok(out)
     }
@@ -346,10 +359,19 @@ mod tests {
         assert_eq!(deposits(c, &short), Err(RequestsError::DepositLog { len: 575 }));
     }
 
+    /// A withdrawal request as the contract logs and stores it (caller ++ calldata: the amount
+    /// big-endian).
     fn withdrawal(n: u8) -> Vec<u8> {
         let mut r = vec![n; 20];
         r.extend([n.wrapping_add(100); 48]);
-        r.extend(u64::from(n).to_be_bytes());
+        r.extend((u64::from(n) << 8 | 1).to_be_bytes());
+        r
+    }
+
+    /// The same request as the system call returns it (the amount little-endian).
+    fn taken_form(n: u8) -> Vec<u8> {
+        let mut r = withdrawal(n);
+        r[68..].reverse();
         r
     }
 
@@ -373,13 +395,13 @@ mod tests {
         let added: Vec<LogEntry> =
             (10..20).map(|n| log(q.address(), vec![], withdrawal(n).into())).collect();
         let taken = q.taken(5, 15, &storage, &added).expect("taken");
-        let want: Vec<u8> = (0..16).flat_map(withdrawal).collect();
+        let want: Vec<u8> = (0..16).flat_map(taken_form).collect();
         assert_eq!(taken, want);
         // A queue longer than the limit: only the first 16 entries are read and taken.
         assert_eq!(q.entry_slots(0, 40).len(), 16 * 3);
         // An empty parent queue: the block's own requests.
         let taken = q.taken(7, 7, &[], &added[..2]).expect("taken");
-        assert_eq!(taken, [withdrawal(10), withdrawal(11)].concat());
+        assert_eq!(taken, [taken_form(10), taken_form(11)].concat());
         // Inconsistent storage answers are refused.
         assert!(q.taken(9, 3, &[], &[]).is_err());
         assert!(q.taken(0, 2, &storage[..3], &[]).is_err());

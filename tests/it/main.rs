@@ -22,6 +22,7 @@ mod provider;
 mod quorum;
 mod raw;
 mod recovery;
+mod requests;
 mod resilience;
 mod sim;
 mod testbed;

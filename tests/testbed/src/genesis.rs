@@ -151,6 +151,25 @@ fn genesis_with(config: Map<String, Value>, timestamp: u64, extra_data: &str) ->
     })
 }
 
+/// The deposit contract of [`requests_genesis`]: it logs its calldata as a `DepositEvent`
+/// (`CALLDATACOPY` of all of it, `LOG1` with the event's topic), which is all an EL reads of the
+/// real deposit contract.
+pub const DEPOSIT_EMITTER: Address = address!("0x0000000000000000000000000000000000006110");
+
+/// An Ethereum chain like [`ethereum_genesis`] whose deposit contract is [`DEPOSIT_EMITTER`]:
+/// blocks can carry all three kinds of execution requests.
+pub fn requests_genesis(chain_id: u64, timestamp: u64) -> Value {
+    let mut config = ethereum_forks(chain_id);
+    config.insert("depositContractAddress".into(), json!(DEPOSIT_EMITTER.to_string()));
+    let mut genesis = genesis_with(config, timestamp, "0x");
+    let code =
+        "0x365f5f377f649bbc62d0e31342afea4e5cd82d4049e7e1ee912fc0889aa790803be39038c5365fa100";
+    if let Some(alloc) = genesis.get_mut("alloc").and_then(Value::as_object_mut) {
+        alloc.insert(DEPOSIT_EMITTER.to_string(), json!({ "balance": "0x0", "code": code }));
+    }
+    genesis
+}
+
 /// An Ethereum chain with every fork through Prague active at genesis.
 pub fn ethereum_genesis(chain_id: u64, timestamp: u64) -> Value {
     genesis_with(ethereum_forks(chain_id), timestamp, "0x")

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, Bytes, address, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256, address, keccak256};
 use serde_json::{Value, json};
 
 use crate::genesis::{
@@ -162,7 +162,7 @@ pub struct Producer {
     /// The L1 block OP blocks name as their origin (`None`: made up from the L2 number).
     l1_origin: Option<crate::txs::L1Origin>,
     /// Calls sent with the next block (Ethereum: through the pool).
-    calls: Vec<(alloy_primitives::Address, Bytes)>,
+    calls: Vec<(alloy_primitives::Address, Bytes, U256)>,
 }
 
 impl Producer {
@@ -250,7 +250,18 @@ impl Producer {
 
     /// Sends a call of `to` with `data` (from the first test account) in the next block.
     pub fn call_in_next_block(&mut self, to: alloy_primitives::Address, data: Bytes) {
-        self.calls.push((to, data));
+        self.calls.push((to, data, U256::ZERO));
+    }
+
+    /// Sends a call of `to` with `data` paying `value` (from the first test account) in the
+    /// next block.
+    pub fn paid_call_in_next_block(
+        &mut self,
+        to: alloy_primitives::Address,
+        data: Bytes,
+        value: U256,
+    ) {
+        self.calls.push((to, data, value));
     }
 
     /// The head block.
@@ -301,9 +312,13 @@ impl Producer {
             *nonce += 1;
         }
         self.next_recipient = (self.next_recipient + 1) % n;
-        for (to, data) in std::mem::take(&mut self.calls) {
+        for (to, data, value) in std::mem::take(&mut self.calls) {
             let (acct, nonce) = &mut self.accounts[0];
-            out.push(crate::txs::signed_call(self.chain_id, acct, *nonce, to, data)?);
+            out.push(if value.is_zero() {
+                crate::txs::signed_call(self.chain_id, acct, *nonce, to, data)?
+            } else {
+                crate::txs::signed_paid_call(self.chain_id, acct, *nonce, to, value, data)?
+            });
             *nonce += 1;
         }
         Ok(out)

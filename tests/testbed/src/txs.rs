@@ -121,6 +121,19 @@ pub fn signed_call(
     sign(chain_id, from, nonce, to, U256::ZERO, 200_000, data)
 }
 
+/// Signs an EIP-1559 call of `to` with `data` and `value` (a fee the contract asks, as the
+/// EIP-7002 and EIP-7251 system contracts do) from `from` with `nonce`.
+pub fn signed_paid_call(
+    chain_id: u64,
+    from: &TestAccount,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    data: Bytes,
+) -> Result<Bytes, Error> {
+    sign(chain_id, from, nonce, to, value, 400_000, data)
+}
+
 /// Signs an EIP-1559 transaction from `from` with `nonce`, returning its EIP-2718 bytes.
 pub fn signed_tx(
     chain_id: u64,

@@ -1,0 +1,147 @@
+//! Execution requests rebuilt from what a JSON-RPC source serves, checked against real geth: a
+//! Prague chain whose blocks carry deposits, withdrawal requests and consolidation requests,
+//! more than the per-block limits so that requests stay queued across blocks. For every block,
+//! the requests rebuilt from its receipts and the system contracts' storage at the parent
+//! (`lightcl::payload::requests`) must hash to the header's requestsHash; a tampered log or
+//! storage slot must not.
+
+use alloy_primitives::{B256, Bytes, U256};
+use lightcl::payload::requests::{LogEntry, Queue, Rebuilt, RequestsError, deposits};
+use lightcl_testbed::genesis::{DEPOSIT_EMITTER, ETH_CHAIN_ID, requests_genesis};
+use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
+use serde_json::{Value, json};
+
+/// A DepositEvent's data as the deposit contract encodes it (five ABI byte strings).
+fn deposit_calldata(n: u8) -> Bytes {
+    let mut d = Vec::new();
+    for off in [160u64, 256, 320, 384, 512] {
+        d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
+    }
+    let field = |d: &mut Vec<u8>, bytes: &[u8]| {
+        d.extend_from_slice(&U256::from(bytes.len()).to_be_bytes::<32>());
+        d.extend_from_slice(bytes);
+        d.resize(d.len().div_ceil(32) * 32, 0);
+    };
+    field(&mut d, &[n; 48]);
+    field(&mut d, &[n + 1; 32]);
+    field(&mut d, &32_000_000_000u64.to_le_bytes());
+    field(&mut d, &[n + 2; 96]);
+    field(&mut d, &u64::from(n).to_le_bytes());
+    d.into()
+}
+
+/// What the source serves for block `n`: the header's requestsHash, the logs of its successful
+/// transactions, and each queue's head, tail and first entries at the parent.
+struct Served {
+    requests_hash: B256,
+    logs: Vec<LogEntry>,
+    queues: Vec<(u64, u64, Vec<B256>)>,
+}
+
+async fn served(node: &ElNode, n: u64) -> Served {
+    let block: Value = node
+        .rpc
+        .call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+        .await
+        .expect("block");
+    let requests_hash: B256 =
+        serde_json::from_value(block["requestsHash"].clone()).expect("a Prague header");
+    let receipts: Vec<Value> =
+        node.rpc.call("eth_getBlockReceipts", json!([format!("{n:#x}")])).await.expect("receipts");
+    let mut logs = Vec::new();
+    for r in receipts.iter().filter(|r| r["status"] == "0x1") {
+        for l in r["logs"].as_array().expect("logs") {
+            logs.push(LogEntry {
+                address: serde_json::from_value(l["address"].clone()).expect("address"),
+                topics: serde_json::from_value(l["topics"].clone()).expect("topics"),
+                data: serde_json::from_value(l["data"].clone()).expect("data"),
+            });
+        }
+    }
+    let parent = format!("{:#x}", n - 1);
+    let slot = async |q: Queue, s: U256| -> B256 {
+        let params = json!([q.address(), format!("{s:#x}"), parent]);
+        node.rpc.call("eth_getStorageAt", params).await.expect("storage")
+    };
+    let mut queues = Vec::new();
+    for q in Queue::ALL {
+        let [h, t] = Queue::index_slots();
+        let head = U256::from_be_bytes(slot(q, h).await.0).to::<u64>();
+        let tail = U256::from_be_bytes(slot(q, t).await.0).to::<u64>();
+        let mut entries = Vec::new();
+        for s in q.entry_slots(head, tail) {
+            entries.push(slot(q, s).await);
+        }
+        queues.push((head, tail, entries));
+    }
+    Served { requests_hash, logs, queues }
+}
+
+/// The requests rebuilt from `s`, checked against its header: the bytes per kind.
+fn rebuild(s: &Served) -> Result<[usize; 3], RequestsError> {
+    let d = deposits(DEPOSIT_EMITTER, &s.logs)?;
+    let mut taken = Vec::new();
+    for (q, (head, tail, entries)) in Queue::ALL.into_iter().zip(&s.queues) {
+        taken.push(q.taken(*head, *tail, entries, &s.logs)?);
+    }
+    let lens = [d.len(), taken[0].len(), taken[1].len()];
+    let [w, c] = [taken.remove(0), taken.remove(0)];
+    Rebuilt::new(d, w, c).check(s.requests_hash)?;
+    Ok(lens)
+}
+
+#[tokio::test]
+async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
+    let mut opts = NodeOptions::of(ElClient::Geth, "requests");
+    let ts = u64::from_str_radix(
+        opts.genesis["timestamp"].as_str().expect("timestamp").trim_start_matches("0x"),
+        16,
+    )
+    .expect("hex");
+    opts.genesis = requests_genesis(ETH_CHAIN_ID, ts);
+    let node = ElNode::spawn_with(opts).await.expect("geth");
+    let mut p = Producer::new(&node).await.expect("producer");
+    let fee = U256::from(1_000_000_000u64);
+    // Block 1: 3 deposits, 20 withdrawal requests (16 taken, 4 stay queued), 3 consolidation
+    // requests (2 taken, 1 stays).
+    for n in 1..=3u8 {
+        p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(n));
+    }
+    for n in 0..20u8 {
+        let mut data = vec![n; 48];
+        data.extend(u64::from(n).to_be_bytes());
+        p.paid_call_in_next_block(Queue::Withdrawals.address(), data.into(), fee);
+    }
+    for n in 0..3u8 {
+        let data = [[n; 48], [n.wrapping_add(50); 48]].concat();
+        p.paid_call_in_next_block(Queue::Consolidations.address(), data.into(), fee);
+    }
+    let b1 = p.build(TxMix::NONE).await.expect("block 1");
+    assert_eq!(b1.requests.as_array().map(Vec::len), Some(3), "geth made all three kinds");
+    // Block 2: one new withdrawal request behind the 4 queued; the queued consolidation.
+    p.paid_call_in_next_block(Queue::Withdrawals.address(), Bytes::from(vec![99u8; 56]), fee);
+    p.build(TxMix::NONE).await.expect("block 2");
+    // Block 3: nothing left.
+    p.build(TxMix::NONE).await.expect("block 3");
+
+    let want = [[3 * 192, 16 * 76, 2 * 116], [0, 5 * 76, 116], [0, 0, 0]];
+    for (n, want) in (1..=3u64).zip(want) {
+        let s = served(&node, n).await;
+        let got = rebuild(&s).unwrap_or_else(|e| panic!("block {n}: {e}"));
+        assert_eq!(got, want, "block {n}: request bytes per kind");
+    }
+    let s = served(&node, 3).await;
+    assert_eq!(s.requests_hash, alloy_eips::eip7685::EMPTY_REQUESTS_HASH);
+
+    // A source that tampers with a deposit log, or with a queued entry's storage, is caught.
+    let mut s = served(&node, 1).await;
+    let i = s.logs.iter().position(|l| l.address == DEPOSIT_EMITTER).expect("a deposit");
+    let mut data = s.logs[i].data.to_vec();
+    data[200] ^= 1;
+    s.logs[i].data = data.into();
+    assert!(matches!(rebuild(&s), Err(RequestsError::Commitment { .. })));
+    let mut s = served(&node, 2).await;
+    assert!(!s.queues[0].2.is_empty(), "block 2 takes queued withdrawal requests");
+    s.queues[0].2[1] = B256::repeat_byte(7);
+    assert!(matches!(rebuild(&s), Err(RequestsError::Commitment { .. })));
+}
