@@ -13,7 +13,8 @@
 //!
 //! The header's `requestsHash` proves the result: [`Rebuilt::check`] compares the commitment,
 //! so a source that tampers with a log or a storage answer is caught before the EL sees the
-//! payload.
+//! payload. Storage is read by the parent's hash (EIP-1898), never its number. Prague's three
+//! request types only: blocks of later forks with more types fail the commitment (safely).
 
 use alloy_eips::eip6110::DEPOSIT_REQUEST_TYPE;
 use alloy_eips::eip7002::{
@@ -155,15 +156,23 @@ impl Queue {
         [U256::from(QUEUE_HEAD_SLOT), U256::from(QUEUE_TAIL_SLOT)]
     }
 
-    /// The slots of the queue entries a block can take, given the parent's head and tail:
-    /// the first `max_per_block` entries from the head (fewer when the queue is shorter).
-    pub fn entry_slots(self, head: u64, tail: u64) -> Vec<U256> {
-        let n = tail.saturating_sub(head).min(self.max_per_block() as u64);
-        let per = self.slots_per_request();
-        (head..head + n)
+    /// How many of the parent's queued requests a block takes (the queue's length, at most the
+    /// per-block limit); none when the tail is below the head.
+    fn queued(self, head: U256, tail: U256) -> usize {
+        let len = tail.checked_sub(head).unwrap_or_default();
+        usize::try_from(len).unwrap_or(usize::MAX).min(self.max_per_block())
+    }
+
+    /// The slots of the queue entries a block can take, given the parent's head and tail
+    /// (storage words): the first `max_per_block` entries from the head (fewer when the queue
+    /// is shorter). Computed modulo 2^256, as the contract does, so no answer can overflow.
+    pub fn entry_slots(self, head: U256, tail: U256) -> Vec<U256> {
+        let per = U256::from(self.slots_per_request());
+        (0..self.queued(head, tail))
             .flat_map(|i| {
-                let first = QUEUE_STORAGE_OFFSET + i * per;
-                (first..first + per).map(U256::from)
+                let index = head.wrapping_add(U256::from(i));
+                let first = U256::from(QUEUE_STORAGE_OFFSET).wrapping_add(index.wrapping_mul(per));
+                (0..self.slots_per_request()).map(move |k| first.wrapping_add(U256::from(k)))
             })
             .collect()
     }
@@ -205,8 +214,8 @@ impl Queue {
     /// receipts show the contract queueing, up to the per-block limit.
     pub fn taken(
         self,
-        head: u64,
-        tail: u64,
+        head: U256,
+        tail: U256,
         entry_storage: &[B256],
         logs: &[LogEntry],
     ) -> Result<Vec<u8>, RequestsError> {
@@ -217,7 +226,7 @@ impl Queue {
             });
         }
         let per = self.slots_per_request() as usize;
-        let queued = self.entry_slots(head, tail).len() / per;
+        let queued = self.queued(head, tail);
         if entry_storage.len() != queued * per {
             return Err(RequestsError::QueueStorage {
                 queue: self.name(),
@@ -390,23 +399,27 @@ mod tests {
         // 10 queued at the parent (indices 5..15), 10 added in the block: 16 are taken.
         let parent: Vec<Vec<u8>> = (0..10).map(withdrawal).collect();
         let storage: Vec<B256> = parent.iter().flat_map(|r| slots_of(q, r)).collect();
-        assert_eq!(q.entry_slots(5, 15).len(), storage.len());
-        assert_eq!(q.entry_slots(5, 15)[0], U256::from(4 + 5 * 3));
+        let w = |n: u64| U256::from(n);
+        assert_eq!(q.entry_slots(w(5), w(15)).len(), storage.len());
+        assert_eq!(q.entry_slots(w(5), w(15))[0], U256::from(4 + 5 * 3));
         let added: Vec<LogEntry> =
             (10..20).map(|n| log(q.address(), vec![], withdrawal(n).into())).collect();
-        let taken = q.taken(5, 15, &storage, &added).expect("taken");
+        let taken = q.taken(w(5), w(15), &storage, &added).expect("taken");
         let want: Vec<u8> = (0..16).flat_map(taken_form).collect();
         assert_eq!(taken, want);
         // A queue longer than the limit: only the first 16 entries are read and taken.
-        assert_eq!(q.entry_slots(0, 40).len(), 16 * 3);
+        assert_eq!(q.entry_slots(w(0), w(40)).len(), 16 * 3);
+        // Hostile answers: huge indices wrap as the contract's 256-bit arithmetic does, no panic.
+        assert_eq!(q.entry_slots(U256::MAX - w(1), U256::MAX).len(), 3);
+        assert_eq!(q.entry_slots(w(0), U256::MAX).len(), 16 * 3);
         // An empty parent queue: the block's own requests.
-        let taken = q.taken(7, 7, &[], &added[..2]).expect("taken");
+        let taken = q.taken(w(7), w(7), &[], &added[..2]).expect("taken");
         assert_eq!(taken, [taken_form(10), taken_form(11)].concat());
         // Inconsistent storage answers are refused.
-        assert!(q.taken(9, 3, &[], &[]).is_err());
-        assert!(q.taken(0, 2, &storage[..3], &[]).is_err());
+        assert!(q.taken(w(9), w(3), &[], &[]).is_err());
+        assert!(q.taken(w(0), w(2), &storage[..3], &[]).is_err());
         let bad = [log(q.address(), vec![], Bytes::from(vec![0u8; 75]))];
-        assert!(matches!(q.taken(0, 0, &[], &bad), Err(RequestsError::QueueLog { .. })));
+        assert!(matches!(q.taken(w(0), w(0), &[], &bad), Err(RequestsError::QueueLog { .. })));
     }
 
     #[test]
@@ -419,8 +432,9 @@ mod tests {
             r
         };
         let storage: Vec<B256> = [c(1), c(4), c(7)].iter().flat_map(|r| slots_of(q, r)).collect();
-        assert_eq!(q.entry_slots(0, 3).len(), 8, "two entries of four slots");
-        let taken = q.taken(0, 3, &storage[..8], &[]).expect("taken");
+        let w = |n: u64| U256::from(n);
+        assert_eq!(q.entry_slots(w(0), w(3)).len(), 8, "two entries of four slots");
+        let taken = q.taken(w(0), w(3), &storage[..8], &[]).expect("taken");
         assert_eq!(taken, [c(1), c(4)].concat());
     }
 

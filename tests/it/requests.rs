@@ -35,7 +35,7 @@ fn deposit_calldata(n: u8) -> Bytes {
 struct Served {
     requests_hash: B256,
     logs: Vec<LogEntry>,
-    queues: Vec<(u64, u64, Vec<B256>)>,
+    queues: Vec<(U256, U256, Vec<B256>)>,
 }
 
 async fn served(node: &ElNode, n: u64) -> Served {
@@ -44,6 +44,7 @@ async fn served(node: &ElNode, n: u64) -> Served {
         .call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
         .await
         .expect("block");
+    let parent_hash: B256 = serde_json::from_value(block["parentHash"].clone()).expect("parent");
     let requests_hash: B256 =
         serde_json::from_value(block["requestsHash"].clone()).expect("a Prague header");
     let receipts: Vec<Value> =
@@ -58,7 +59,8 @@ async fn served(node: &ElNode, n: u64) -> Served {
             });
         }
     }
-    let parent = format!("{:#x}", n - 1);
+    // By the parent's hash (EIP-1898), as lightcl must read it.
+    let parent = json!({ "blockHash": parent_hash });
     let slot = async |q: Queue, s: U256| -> B256 {
         let params = json!([q.address(), format!("{s:#x}"), parent]);
         node.rpc.call("eth_getStorageAt", params).await.expect("storage")
@@ -66,8 +68,8 @@ async fn served(node: &ElNode, n: u64) -> Served {
     let mut queues = Vec::new();
     for q in Queue::ALL {
         let [h, t] = Queue::index_slots();
-        let head = U256::from_be_bytes(slot(q, h).await.0).to::<u64>();
-        let tail = U256::from_be_bytes(slot(q, t).await.0).to::<u64>();
+        let head = U256::from_be_bytes(slot(q, h).await.0);
+        let tail = U256::from_be_bytes(slot(q, t).await.0);
         let mut entries = Vec::new();
         for s in q.entry_slots(head, tail) {
             entries.push(slot(q, s).await);
@@ -102,12 +104,14 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     let node = ElNode::spawn_with(opts).await.expect("geth");
     let mut p = Producer::new(&node).await.expect("producer");
     let fee = U256::from(1_000_000_000u64);
-    // Block 1: 3 deposits, 20 withdrawal requests (16 taken, 4 stay queued), 3 consolidation
-    // requests (2 taken, 1 stays).
+    // Block 1: 3 deposits, 40 withdrawal requests (16 taken, 24 stay queued), 3 consolidation
+    // requests (2 taken, 1 stays), and a withdrawal request without its fee (it reverts: no
+    // request).
     for n in 1..=3u8 {
         p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(n));
     }
-    for n in 0..20u8 {
+    p.call_in_next_block(Queue::Withdrawals.address(), Bytes::from(vec![7u8; 56]));
+    for n in 0..40u8 {
         let mut data = vec![n; 48];
         data.extend(u64::from(n).to_be_bytes());
         p.paid_call_in_next_block(Queue::Withdrawals.address(), data.into(), fee);
@@ -118,19 +122,25 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     }
     let b1 = p.build(TxMix::NONE).await.expect("block 1");
     assert_eq!(b1.requests.as_array().map(Vec::len), Some(3), "geth made all three kinds");
-    // Block 2: one new withdrawal request behind the 4 queued; the queued consolidation.
+    // Block 2: a new withdrawal request behind 24 queued (16 come from storage, it waits);
+    // two consolidation requests behind the queued one (only one fits).
     p.paid_call_in_next_block(Queue::Withdrawals.address(), Bytes::from(vec![99u8; 56]), fee);
+    for n in 10..12u8 {
+        let data = [[n; 48], [n + 50; 48]].concat();
+        p.paid_call_in_next_block(Queue::Consolidations.address(), data.into(), fee);
+    }
     p.build(TxMix::NONE).await.expect("block 2");
-    // Block 3: nothing left.
+    // Block 3: the 9 and 1 left; block 4: nothing.
     p.build(TxMix::NONE).await.expect("block 3");
+    p.build(TxMix::NONE).await.expect("block 4");
 
-    let want = [[3 * 192, 16 * 76, 2 * 116], [0, 5 * 76, 116], [0, 0, 0]];
-    for (n, want) in (1..=3u64).zip(want) {
+    let want = [[3 * 192, 16 * 76, 2 * 116], [0, 16 * 76, 2 * 116], [0, 9 * 76, 116], [0, 0, 0]];
+    for (n, want) in (1..=4u64).zip(want) {
         let s = served(&node, n).await;
         let got = rebuild(&s).unwrap_or_else(|e| panic!("block {n}: {e}"));
         assert_eq!(got, want, "block {n}: request bytes per kind");
     }
-    let s = served(&node, 3).await;
+    let s = served(&node, 4).await;
     assert_eq!(s.requests_hash, alloy_eips::eip7685::EMPTY_REQUESTS_HASH);
 
     // A source that tampers with a deposit log, or with a queued entry's storage, is caught.

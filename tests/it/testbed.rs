@@ -117,22 +117,42 @@ async fn orphan_helper() {
 async fn no_el_outlives_a_killed_test_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("el.pid");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
-        .args(["testbed::orphan_helper", "--exact", "--ignored", "--nocapture"])
-        .env("TESTBED_ORPHAN_HELPER_PIDFILE", &pid_file)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child test process");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let el_pid: u32 = loop {
-        if let Ok(s) = std::fs::read_to_string(&pid_file)
-            && let Ok(pid) = s.trim().parse()
-        {
-            break pid;
+    let log = dir.path().join("child.log");
+    // A child that could not start its EL (a loaded machine, a port taken between probe and
+    // bind) is started once more; its log is shown if the second one fails too.
+    let mut attempt = 0;
+    let (mut child, el_pid): (std::process::Child, u32) = loop {
+        attempt += 1;
+        let out = std::fs::File::create(&log).expect("child log");
+        let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args(["testbed::orphan_helper", "--exact", "--ignored", "--nocapture"])
+            .env("TESTBED_ORPHAN_HELPER_PIDFILE", &pid_file)
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn child test process");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let started = loop {
+            if let Ok(s) = std::fs::read_to_string(&pid_file)
+                && let Ok(pid) = s.trim().parse::<u32>()
+            {
+                break Some(pid);
+            }
+            if child.try_wait().ok().flatten().is_some() || Instant::now() >= deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match started {
+            Some(pid) => break (child, pid),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                assert!(attempt < 2, "child test never started its EL:\n{text}");
+                eprintln!("the child test did not start its EL; once more:\n{text}");
+            }
         }
-        assert!(Instant::now() < deadline, "child test never started its EL");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(process_alive(el_pid));
     child.kill().expect("SIGKILL the child test process");
