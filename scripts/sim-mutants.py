@@ -5,7 +5,7 @@ expects it to fail; then restores the file. Prints one line per mutant and exits
 mutant survived (its case passed although the bug was back).
 
 Usage: python3 scripts/sim-mutants.py [case ...]    (all cases by default; F1-F3: fleets; R1-R6b,
-RS: the review of issue 21; G1-G5: the gate's and the floor's unit tests)
+RS: the review of issue 21; GN: the genesis check; L1: the L1-origin check; G1-G5: the gate's and the floor's unit tests)
 Takes a few minutes: every mutant is a rebuild of the crate and the test binary.
 """
 
@@ -217,6 +217,21 @@ MUTANTS = [
        "        self.ctx.fleet.touch(self.ctx.index);\n",
        "")]),
     # Issue 23: the gate's and the floor's own unit tests (lib tests, named "lib:...").
+    ("GN", "a_source_with_another_genesis_is_refused_before_any_write",
+     "a source whose genesis block differs is admitted like any other",
+     [("src/source/set.rs",
+       "            if got != expected.block {\n",
+       "            if got != expected.block && false {\n")]),
+    ("L1", "l1_enforce_waits_for_l1_finality_and_rides_out_l1_reorgs",
+     "in enforce, a finalized label whose L1 origin failed its check moves anyway",
+     [("src/l1/verify.rs",
+       "            if failed(&finalized) {\n                heads.finalized = fin_kept;\n",
+       "            if failed(&finalized) && false {\n                heads.finalized = fin_kept;\n")]),
+    ("L1b", "l1_enforce_keeps_labels_off_a_chain_not_built_on_l1",
+     "in enforce, a safe label whose L1 origin is not on L1 moves anyway",
+     [("src/l1/verify.rs",
+       "            if failed(&safe) {\n",
+       "            if failed(&safe) && false {\n")]),
     ("G1", "lib:sync::forkchoice::tests::the_floor_is_stored_before_the_send",
      "the floor is raised after the forkchoice is sent, not before",
      [("src/sync/forkchoice/gate.rs",
