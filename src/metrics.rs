@@ -436,6 +436,11 @@ impl Metrics {
         }
         // A family with no series yet (no source error so far, no EL sync) is still described,
         // so that dashboards and alerts find every name from the first scrape.
+        // One pass over the scrape for the families it describes, not one per family.
+        let described: std::collections::HashSet<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split_whitespace().next())
+            .collect();
         let mut missing = String::new();
         for (name, kind, _, help) in DESCRIPTIONS {
             let (base, kind) = match kind {
@@ -443,7 +448,7 @@ impl Metrics {
                 Kind::Counter => (name.trim_end_matches("_total"), "counter"),
                 Kind::Histogram => (name, "histogram"),
             };
-            if !out.contains(&format!("# TYPE {base} {kind}\n")) {
+            if !described.contains(base) {
                 missing.push_str(&format!("# HELP {base} {help}.\n# TYPE {base} {kind}\n"));
             }
         }
