@@ -74,6 +74,8 @@ pub const EL_SYNC_BLOCK: &str = "lightcl_el_sync_block";
 pub const EL_SYNC_FALLBACKS: &str = "lightcl_el_sync_fallbacks_total";
 /// Verified blocks received from a source, by format (raw or json).
 pub const SOURCE_BLOCKS: &str = "lightcl_source_blocks_total";
+/// Prague blocks whose execution requests were rebuilt, by the reads it took.
+pub const REQUESTS_REBUILT: &str = "lightcl_execution_requests_rebuilt_total";
 /// JSON-RPC calls sent to a source, each call of a batch counted (what a provider bills).
 pub const SOURCE_CALLS: &str = "lightcl_source_calls_total";
 /// Blocks taken from the held verified blocks instead of fetched from a source again.
@@ -128,7 +130,7 @@ enum Kind {
 
 /// Name, kind, label names, help (the client adds the final full stop).
 #[rustfmt::skip]
-const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 45] = [
+const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 46] = [
     (LOCAL_HEAD, Kind::Gauge, &["replica", "label"], "Height of the local EL's latest, safe and finalized blocks"),
     (AGREED_HEAD, Kind::Gauge, &["label"], "Height of the blocks the source quorum agrees on, per label"),
     (LAG_BLOCKS, Kind::Gauge, &["replica"], "Blocks between the agreed follow target and the local head"),
@@ -159,6 +161,7 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 45] = [
     (EL_SYNC_BLOCK, Kind::Gauge, &["replica"], "Block the EL reports as synced during an EL sync"),
     (EL_SYNC_FALLBACKS, Kind::Counter, &["replica", "reason"], "EL syncs given up for replay, by reason"),
     (SOURCE_BLOCKS, Kind::Counter, &["source", "format"], "Verified blocks received from the source, by format (raw: debug_getRawBlock, json: eth_getBlockBy*)"),
+    (REQUESTS_REBUILT, Kind::Counter, &["source", "read"], "Prague blocks whose execution requests were rebuilt from the source and matched the header, by the reads it took (logs: eth_getLogs alone; storage: and the queues at the parent; receipts: the block's receipts after the log index fell short)"),
     (SOURCE_CALLS, Kind::Counter, &["source"], "JSON-RPC calls sent to the source, each call of a batch counted (what a provider bills)"),
     (HELD_REUSED, Kind::Counter, &[], "Blocks taken from the verified blocks held in memory instead of fetched from a source again"),
     (HELD_BLOCKS, Kind::Gauge, &[], "Verified blocks held in memory for reuse (bounded by block_cache_mib)"),

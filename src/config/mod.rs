@@ -286,6 +286,10 @@ pub struct Config {
     /// The height of that genesis block (0 for nearly every chain).
     #[serde(default)]
     pub genesis_number: u64,
+    /// Ethereum chains: the deposit contract whose `DepositEvent` logs are a Prague block's
+    /// deposit requests (from the network preset; mainnet's when unset). Not for OP chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deposit_contract: Option<alloy_primitives::Address>,
     /// Source RPCs (one or more).
     pub sources: Vec<SourceEntry>,
     /// How many sources must agree (by hash) before a label moves: all, majority, or a number.
@@ -344,6 +348,17 @@ pub struct Config {
     pub rollup_rpc_listen: String,
 }
 
+/// Ethereum mainnet's deposit contract (EIP-6110), the default for `deposit_contract`.
+pub const MAINNET_DEPOSIT_CONTRACT: alloy_primitives::Address =
+    alloy_eips::eip6110::MAINNET_DEPOSIT_CONTRACT_ADDRESS;
+
+impl Config {
+    /// The deposit contract of an Ethereum chain: as configured, else mainnet's.
+    pub fn deposit_contract(&self) -> alloy_primitives::Address {
+        self.deposit_contract.unwrap_or(MAINNET_DEPOSIT_CONTRACT)
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -352,6 +367,7 @@ impl Default for Config {
             chain_id: 0,
             genesis_hash: None,
             genesis_number: 0,
+            deposit_contract: None,
             sources: Vec::new(),
             quorum: quorum::Quorum::default(),
             follow: Follow::Safe,
@@ -505,6 +521,14 @@ impl Config {
                     "contradicts `network = \"{name}\"` ({}, chain id {}): remove one of them",
                     n.kind, n.chain_id
                 ),
+            ));
+        }
+        if self.deposit_contract.is_some() && self.chain != ChainKind::Ethereum {
+            return Err(bad(
+                "deposit_contract",
+                "is for Ethereum chains (chain = \"ethereum\"), whose Prague blocks carry \
+                 deposit requests; OP chains have none: remove it"
+                    .into(),
             ));
         }
         if self.chain_id == 0 {

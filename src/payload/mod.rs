@@ -16,7 +16,7 @@ pub mod requests;
 
 use alloy_consensus::proofs::{calculate_transaction_root, calculate_withdrawals_root};
 use alloy_consensus::{Block, EMPTY_OMMER_ROOT_HASH};
-use alloy_eips::eip7685::EMPTY_REQUESTS_HASH;
+use alloy_eips::eip7685::{EMPTY_REQUESTS_HASH, Requests};
 use alloy_primitives::{B256, Bytes};
 use alloy_rpc_types_engine::{
     ExecutionPayloadInputV2, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
@@ -131,6 +131,19 @@ pub struct TxDecodeError {
     pub message: String,
 }
 
+/// A verified Prague block whose execution requests are to be read from its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestsNeeded {
+    /// Height.
+    pub number: u64,
+    /// Its (verified) hash.
+    pub hash: B256,
+    /// Its parent's hash.
+    pub parent_hash: B256,
+    /// The header's commitment.
+    pub requests_hash: B256,
+}
+
 /// Why a source block cannot become a payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PayloadError {
@@ -204,16 +217,22 @@ pub enum PayloadError {
         /// Height.
         number: u64,
     },
-    /// A Prague block with execution requests, which eth_getBlockByNumber does not return.
+    /// A Prague block with execution requests, which no JSON-RPC method returns: they are to be
+    /// rebuilt from the source's logs and storage ([`requests`]) and the block built again with
+    /// them.
     #[error(
-        "block {number} carries execution requests (requestsHash {requests_hash}), which JSON-RPC \
-         does not return, so its payload cannot be rebuilt"
+        "block {} carries execution requests (requestsHash {}), which JSON-RPC does not return: \
+         they must be rebuilt from the source's logs and storage",
+        .0.number, .0.requests_hash
     )]
-    RequestsUnavailable {
+    RequestsUnavailable(Box<RequestsNeeded>),
+    /// The execution requests rebuilt from the source do not match the header's commitment.
+    #[error("block {number}: {error}")]
+    Requests {
         /// Height.
         number: u64,
-        /// The header's requests hash.
-        requests_hash: B256,
+        /// What is wrong.
+        error: Box<requests::RequestsError>,
     },
     /// The payload could not be serialised (never expected).
     #[error("block {number}: its payload cannot be serialised: {message}")]
@@ -241,11 +260,27 @@ pub fn from_source_block(
     asked: Option<B256>,
     block: &SourceBlock,
 ) -> Result<Payload, PayloadError> {
+    with_requests(kind, what, asked, block, None)
+}
+
+/// The same, with the block's execution requests as rebuilt from the source (a Prague block
+/// whose header commits to some: [`PayloadError::RequestsUnavailable`] without them). The list
+/// is sent only if it hashes to the header's commitment.
+pub fn with_requests(
+    kind: ChainKind,
+    what: &str,
+    asked: Option<B256>,
+    block: &SourceBlock,
+    requests: Option<&Requests>,
+) -> Result<Payload, PayloadError> {
     match block {
-        SourceBlock::Json(text) => from_rpc_block_str(kind, what, text),
+        SourceBlock::Json(text) => {
+            let (claimed, block, blob_hashes) = json::decode(kind, what, text)?;
+            finish(kind, Some(claimed), &block, blob_hashes, requests)
+        }
         SourceBlock::Rlp(bytes) => {
             let (block, blob_hashes) = raw::decode(kind, what, bytes)?;
-            let p = finish(kind, asked, &block, blob_hashes)?;
+            let p = finish(kind, asked, &block, blob_hashes, requests)?;
             Ok(Payload { claimed: asked.is_some(), ..p })
         }
     }
@@ -263,7 +298,7 @@ pub fn from_rpc_block_str(
     json: &str,
 ) -> Result<Payload, PayloadError> {
     let (claimed, block, blob_hashes) = json::decode(kind, what, json)?;
-    finish(kind, Some(claimed), &block, blob_hashes)
+    finish(kind, Some(claimed), &block, blob_hashes, None)
 }
 
 /// Verifies `block` against `claimed` (or takes its own hash) and builds its payload.
@@ -272,11 +307,12 @@ fn finish(
     claimed: Option<B256>,
     block: &Block<OpaqueTx>,
     blob_hashes: Vec<B256>,
+    requests: Option<&Requests>,
 ) -> Result<Payload, PayloadError> {
     let block_ref = verify(claimed, block, kind == ChainKind::Ethereum)?;
     match kind {
         ChainKind::Optimism => op_payload(block_ref, block),
-        ChainKind::Ethereum => eth_payload(block_ref, block, blob_hashes),
+        ChainKind::Ethereum => eth_payload(block_ref, block, blob_hashes, requests),
     }
 }
 
@@ -397,13 +433,33 @@ fn op_payload(block_ref: BlockRef, block: &Block<OpaqueTx>) -> Result<Payload, P
     }
 }
 
-/// Whether a Cancun-shaped Ethereum block goes to newPayloadV4 (Prague: it has a requests hash).
-/// Only an empty requests list can be rebuilt from JSON-RPC.
-fn is_prague(number: u64, requests_hash: Option<B256>) -> Result<bool, PayloadError> {
-    match requests_hash {
-        None => Ok(false),
-        Some(h) if h == EMPTY_REQUESTS_HASH => Ok(true),
-        Some(h) => Err(PayloadError::RequestsUnavailable { number, requests_hash: h }),
+/// The execution requests of a Cancun-shaped Ethereum block: `None` before Prague (no requests
+/// hash: newPayloadV3), else the list its header commits to (newPayloadV4): empty for the empty
+/// commitment, else the one rebuilt from the source, if it hashes to the commitment.
+fn prague_requests(
+    block_ref: BlockRef,
+    parent_hash: B256,
+    requests_hash: Option<B256>,
+    requests: Option<&Requests>,
+) -> Result<Option<Vec<Bytes>>, PayloadError> {
+    let number = block_ref.number;
+    match (requests_hash, requests) {
+        (None, _) => Ok(None),
+        (Some(h), _) if h == EMPTY_REQUESTS_HASH => Ok(Some(Vec::new())),
+        (Some(h), Some(r)) => {
+            let rebuilt = r.requests_hash();
+            if rebuilt != h {
+                let error = requests::RequestsError::Commitment { rebuilt, header: h };
+                return Err(PayloadError::Requests { number, error: Box::new(error) });
+            }
+            Ok(Some(r.iter().cloned().collect()))
+        }
+        (Some(h), None) => Err(PayloadError::RequestsUnavailable(Box::new(RequestsNeeded {
+            number,
+            hash: block_ref.hash,
+            parent_hash,
+            requests_hash: h,
+        }))),
     }
 }
 
@@ -414,6 +470,7 @@ fn eth_payload(
     block_ref: BlockRef,
     block: &Block<OpaqueTx>,
     blob_hashes: Vec<B256>,
+    requests: Option<&Requests>,
 ) -> Result<Payload, PayloadError> {
     let h = &block.header;
     let (hash, number) = (block_ref.hash, block_ref.number);
@@ -423,8 +480,9 @@ fn eth_payload(
     match h.parent_beacon_block_root {
         Some(beacon_root) => {
             let p = ExecutionPayloadV3::from_block_unchecked(hash, block);
-            if is_prague(number, h.requests_hash)? {
-                let requests: [Bytes; 0] = [];
+            if let Some(requests) =
+                prague_requests(block_ref, h.parent_hash, h.requests_hash, requests)?
+            {
                 let params = (p, blob_hashes, beacon_root, requests);
                 payload(block_ref, block, "engine_newPayloadV4", params, FcuVersion::V3)
             } else {

@@ -283,6 +283,46 @@ fn deposit_request(data: &[u8]) -> Result<[u8; DEPOSIT_REQUEST_LEN], RequestsErr
     Ok(r)
 }
 
+/// A system contract's queue as it stood at the parent block: its head and tail indices and the
+/// storage words at [`Queue::entry_slots`] (in that order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueAtParent {
+    /// The head index (slot 2).
+    pub head: U256,
+    /// The tail index (slot 3).
+    pub tail: U256,
+    /// The storage of the entries the block could take.
+    pub entries: Vec<B256>,
+}
+
+impl QueueAtParent {
+    /// Whether requests were waiting in it.
+    pub fn is_empty(&self) -> bool {
+        self.tail <= self.head
+    }
+}
+
+/// A block's execution requests from its logs and, when given, the two queues at its parent
+/// ([`Queue::ALL`] order), checked against the header's `requests_hash`. Without the queues,
+/// they are taken as empty at the parent (the common case: then the block's logs alone decide,
+/// and the commitment says whether that was right).
+pub fn rebuild(
+    deposit_contract: Address,
+    requests_hash: B256,
+    logs: &[LogEntry],
+    queues: Option<&[QueueAtParent; 2]>,
+) -> Result<Requests, RequestsError> {
+    let empty = QueueAtParent::default();
+    let d = deposits(deposit_contract, logs)?;
+    let mut taken = [Vec::new(), Vec::new()];
+    for (k, q) in Queue::ALL.into_iter().enumerate() {
+        let at = queues.map_or(&empty, |qs| &qs[k]);
+        taken[k] = q.taken(at.head, at.tail, &at.entries, logs)?;
+    }
+    let [w, c] = taken;
+    Rebuilt::new(d, w, c).check(requests_hash)
+}
+
 /// A block's rebuilt requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebuilt(pub Requests);
@@ -451,5 +491,67 @@ mod tests {
         assert_eq!(hash.as_slice(), &outer[..]);
         assert!(r.clone().check(hash).is_ok());
         assert!(matches!(r.check(EMPTY_REQUESTS_HASH), Err(RequestsError::Commitment { .. })));
+    }
+
+    /// A real mainnet fixture: the header (hash-checked), the logs of the request contracts as
+    /// a node served them, and the list the header commits to.
+    fn mainnet(name: &str) -> (alloy_consensus::Header, Vec<LogEntry>, Vec<Bytes>) {
+        let path = format!("{}/testdata/requests/{name}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("fixture");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        let header: alloy_consensus::Header =
+            serde_json::from_value(v["header"].clone()).expect("header");
+        let hash: B256 = serde_json::from_value(v["header"]["hash"].clone()).expect("hash");
+        assert_eq!(header.hash_slow(), hash, "{name}: the header is the block's");
+        let logs = v["logs"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| LogEntry {
+                        address: serde_json::from_value(l["address"].clone()).expect("address"),
+                        topics: serde_json::from_value(l["topics"].clone()).expect("topics"),
+                        data: serde_json::from_value(l["data"].clone()).expect("data"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let requests = serde_json::from_value(v["requests"].clone()).expect("requests");
+        (header, logs, requests)
+    }
+
+    #[test]
+    fn real_mainnet_blocks_rebuild_to_their_commitment() {
+        // Block 23182607: a consolidation request made and taken in the block (its logs alone).
+        let (h, logs, want) = mainnet("mainnet-23182607.json");
+        let committed = h.requests_hash.expect("a Prague header");
+        let r = rebuild(MAINNET_DEPOSIT_CONTRACT_ADDRESS, committed, &logs, None).expect("rebuilt");
+        assert_eq!(r.clone().take(), want);
+        // Taken as queued at the parent instead, it is another list: refused.
+        let queued = [
+            QueueAtParent::default(),
+            QueueAtParent {
+                head: U256::from(7),
+                tail: U256::from(8),
+                entries: vec![B256::repeat_byte(3); 4],
+            },
+        ];
+        assert!(matches!(
+            rebuild(MAINNET_DEPOSIT_CONTRACT_ADDRESS, committed, &logs, Some(&queued)),
+            Err(RequestsError::Commitment { .. })
+        ));
+        // A changed byte of the log, or the log missing (a lagging log index), is refused.
+        let mut bad = logs.clone();
+        let mut d = bad[0].data.to_vec();
+        d[40] ^= 1;
+        bad[0].data = d.into();
+        assert!(rebuild(MAINNET_DEPOSIT_CONTRACT_ADDRESS, committed, &bad, None).is_err());
+        assert!(rebuild(MAINNET_DEPOSIT_CONTRACT_ADDRESS, committed, &[], None).is_err());
+
+        // Block 22489590: two consolidations, known from its beacon block (no public receipts):
+        // the commitment of the real list.
+        let (h, logs, want) = mainnet("mainnet-22489590.json");
+        assert!(logs.is_empty());
+        let list = Requests::new(want);
+        assert_eq!(Rebuilt(list.clone()).check(h.requests_hash.expect("Prague")), Ok(list));
     }
 }

@@ -97,13 +97,32 @@ fn malformed_and_wrong_kind_are_decode_errors() {
 
 #[test]
 fn prague_requests_classification() {
-    assert_eq!(is_prague(1, None), Ok(false));
-    assert_eq!(is_prague(1, Some(EMPTY_REQUESTS_HASH)), Ok(true));
-    let other = B256::repeat_byte(7);
+    let b = BlockRef::new(9, B256::repeat_byte(1));
+    let parent = B256::repeat_byte(2);
+    assert_eq!(prague_requests(b, parent, None, None), Ok(None), "Cancun: no requests");
+    assert_eq!(prague_requests(b, parent, Some(EMPTY_REQUESTS_HASH), None), Ok(Some(vec![])));
+    let list = Requests::new(vec![Bytes::from(vec![2u8; 117])]);
+    let committed = list.requests_hash();
     assert_eq!(
-        is_prague(9, Some(other)),
-        Err(PayloadError::RequestsUnavailable { number: 9, requests_hash: other })
+        prague_requests(b, parent, Some(committed), None),
+        Err(PayloadError::RequestsUnavailable(Box::new(RequestsNeeded {
+            number: 9,
+            hash: b.hash,
+            parent_hash: parent,
+            requests_hash: committed
+        }))),
+        "rebuilt from the source first"
     );
+    assert_eq!(
+        prague_requests(b, parent, Some(committed), Some(&list)),
+        Ok(Some(list.iter().cloned().collect()))
+    );
+    // A list that is not the committed one never reaches the payload.
+    let other = Requests::new(vec![Bytes::from(vec![2u8; 116])]);
+    assert!(matches!(
+        prague_requests(b, parent, Some(committed), Some(&other)),
+        Err(PayloadError::Requests { number: 9, .. })
+    ));
 }
 
 /// The fixture's block as lightcl sees it (header and EIP-2718 transactions).

@@ -5,12 +5,13 @@ pub mod held;
 mod memo;
 pub mod pace;
 pub mod quorum;
+pub mod requests;
 pub mod rpc;
 pub mod set;
 
 use std::fmt;
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256, U256};
 use futures_util::stream::BoxStream;
 
 pub use rpc::RpcSource;
@@ -19,6 +20,7 @@ pub use set::SourceSet;
 use crate::chain::BlockRef;
 use crate::payload::PayloadError;
 pub use crate::payload::SourceBlock;
+use crate::payload::requests::LogEntry;
 pub use crate::util::BoxFuture;
 
 /// Which block to fetch.
@@ -37,6 +39,16 @@ impl fmt::Display for BlockId {
             Self::Hash(h) => write!(f, "{h}"),
         }
     }
+}
+
+/// Where a source's logs of a block are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogsFrom {
+    /// `eth_getLogs` by block hash and address: a small answer, but served from a log index
+    /// that some providers fill after the block (an empty answer for a block just made).
+    Index,
+    /// The block's receipts (`eth_getBlockReceipts`): every log of the block, from the block.
+    Receipts,
 }
 
 /// A source's latest, safe and finalized blocks, read together (`None`: not set there).
@@ -107,6 +119,22 @@ pub trait Source: Send + Sync + fmt::Debug {
             Ok(out)
         })
     }
+    /// The logs `addresses` emitted in the block with hash `block`, in log order (successful
+    /// transactions only: a reverted one logs nothing): what a Prague block's execution requests
+    /// are rebuilt from. Empty when none; an error when the source does not hold the block.
+    fn logs(
+        &self,
+        block: B256,
+        addresses: Vec<Address>,
+        from: LogsFrom,
+    ) -> BoxFuture<'_, Result<Vec<LogEntry>, SourceError>>;
+    /// Storage words at the block with hash `at` (by hash, never by number), one per
+    /// (contract, slot), in order, in as few requests as the transport allows.
+    fn storage(
+        &self,
+        at: B256,
+        slots: Vec<(Address, U256)>,
+    ) -> BoxFuture<'_, Result<Vec<B256>, SourceError>>;
     /// New-head notifications, where the transport can push them (`None`: poll only), each
     /// with the new head's number when the notification carries it.
     fn subscribe_heads(

@@ -2,6 +2,7 @@
 
 mod batching;
 mod blocks;
+mod state;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -379,6 +380,23 @@ impl Source for RpcSource {
         &self,
     ) -> BoxFuture<'_, Result<Option<BoxStream<'static, Option<u64>>>, SourceError>> {
         Box::pin(self.subscribe())
+    }
+
+    fn logs(
+        &self,
+        block: B256,
+        addresses: Vec<alloy_primitives::Address>,
+        from: super::LogsFrom,
+    ) -> BoxFuture<'_, Result<Vec<crate::payload::requests::LogEntry>, SourceError>> {
+        Box::pin(self.read_logs(block, addresses, from))
+    }
+
+    fn storage(
+        &self,
+        at: B256,
+        slots: Vec<(alloy_primitives::Address, alloy_primitives::U256)>,
+    ) -> BoxFuture<'_, Result<Vec<B256>, SourceError>> {
+        Box::pin(self.read_storage(at, slots))
     }
 
     fn connections(&self) -> u64 {

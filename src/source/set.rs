@@ -15,10 +15,11 @@ use tracing::{debug, info, warn};
 
 use super::health::{Health, HealthSnapshot, Transition};
 use super::quorum::Quorum;
+use super::requests;
 use super::{BlockId, LabelReport, Source, SourceError};
 use crate::chain::{BlockRef, Proven};
 use crate::config::ChainKind;
-use crate::payload::{Payload, SourceBlock, from_source_block};
+use crate::payload::{Payload, PayloadError, SourceBlock, from_source_block, with_requests};
 
 /// Longest a read waits for a rate-limited source's quota before passing it over.
 pub const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -141,6 +142,8 @@ pub struct SourceSet {
     genesis_number: u64,
     /// That block, once known (configured, or learned from the first source admitted).
     genesis: std::sync::Mutex<Option<GenesisRef>>,
+    /// The deposit contract whose `DepositEvent` logs are a Prague block's deposit requests.
+    deposit_contract: alloy_primitives::Address,
 }
 
 impl SourceSet {
@@ -176,7 +179,14 @@ impl SourceSet {
             pace: std::sync::Mutex::default(),
             genesis_number: 0,
             genesis: std::sync::Mutex::new(None),
+            deposit_contract: crate::config::MAINNET_DEPOSIT_CONTRACT,
         }
+    }
+
+    /// Sets the chain's deposit contract (Ethereum chains; mainnet's by default).
+    pub fn with_deposit_contract(mut self, address: alloy_primitives::Address) -> Self {
+        self.deposit_contract = address;
+        self
     }
 
     /// Sets the genesis block sources must hold at `number`: `hash` as `named_by` says, or,
@@ -641,7 +651,7 @@ impl SourceSet {
         let Some(block) = self.call(i, self.members[i].source.block(at)).await? else {
             return Ok(None);
         };
-        self.verified(i, at, &block).map(Some)
+        self.verified(i, at, &block).await.map(Some)
     }
 
     /// The verified block with hash `hash`: held, or from the first source that serves it
@@ -690,21 +700,44 @@ impl SourceSet {
         let mut out = Vec::with_capacity(blocks.len());
         for (n, block) in (from..).zip(&blocks) {
             out.push(match block {
-                Some(b) => Some(self.verified(i, BlockId::Number(n), b)?),
+                Some(b) => Some(self.verified(i, BlockId::Number(n), b).await?),
                 None => None,
             });
         }
         Ok(out)
     }
 
-    /// Checks `block`, served by source `i` when asked for `at` (I5).
-    fn verified(&self, i: usize, at: BlockId, block: &SourceBlock) -> Result<Payload, SourceError> {
+    /// Checks `block`, served by source `i` when asked for `at` (I5); a Prague block's execution
+    /// requests are read from the same source and must hash to the header's commitment.
+    async fn verified(
+        &self,
+        i: usize,
+        at: BlockId,
+        block: &SourceBlock,
+    ) -> Result<Payload, SourceError> {
         let name = self.name(i);
         let asked_hash = match at {
             BlockId::Hash(h) => Some(h),
             BlockId::Number(_) => None,
         };
-        let verified = from_source_block(self.kind, &at.to_string(), asked_hash, block)
+        let what = at.to_string();
+        let mut verified = from_source_block(self.kind, &what, asked_hash, block);
+        if let Err(PayloadError::RequestsUnavailable(want)) = &verified {
+            let (want, number) = (**want, want.number);
+            let source = &self.members[i].source;
+            let read = self.call(i, requests::read(source, self.deposit_contract, want)).await?;
+            verified = match read {
+                Ok((r, took)) => {
+                    if let Some(mx) = &self.metrics {
+                        let labels = [("source", name), ("read", took.label())];
+                        mx.add(crate::metrics::REQUESTS_REBUILT, &labels, 1.0);
+                    }
+                    with_requests(self.kind, &what, asked_hash, block, Some(&r))
+                }
+                Err(error) => Err(PayloadError::Requests { number, error: Box::new(error) }),
+            };
+        }
+        let verified = verified
             .map_err(|error| SourceError::BadBlock { source_name: name.to_string(), error });
         let p = match verified {
             Ok(p) => p,

@@ -8,7 +8,12 @@
 use alloy_primitives::{B256, Bytes, U256};
 use lightcl::payload::requests::{LogEntry, Queue, Rebuilt, RequestsError, deposits};
 use lightcl_testbed::genesis::{DEPOSIT_EMITTER, ETH_CHAIN_ID, requests_genesis};
+use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
+use lightcl_testbed::proxy::{Proxy, Tamper};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
+use std::time::{Duration, Instant};
+
+use crate::follow::{lightcl_bin, tail, wait_labels};
 use serde_json::{Value, json};
 
 /// A DepositEvent's data as the deposit contract encodes it (five ABI byte strings).
@@ -92,9 +97,14 @@ fn rebuild(s: &Served) -> Result<[usize; 3], RequestsError> {
     Ok(lens)
 }
 
-#[tokio::test]
-async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
-    let mut opts = NodeOptions::of(ElClient::Geth, "requests");
+/// A geth source whose Prague chain carries all three kinds of requests, queued across blocks:
+/// block 1: 3 deposits, 40 withdrawal requests (16 taken, 24 stay queued), 3 consolidation
+/// requests (2 taken, 1 stays), and a withdrawal request without its fee (it reverts: no
+/// request); block 2: a new withdrawal request behind 24 queued (16 come from storage, it
+/// waits), two consolidation requests behind the queued one (only one fits); block 3: the 9
+/// and 1 left; then `empty` blocks with none.
+async fn requests_source(name: &str, empty: u64) -> (ElNode, Producer) {
+    let mut opts = NodeOptions::of(ElClient::Geth, name);
     let ts = u64::from_str_radix(
         opts.genesis["timestamp"].as_str().expect("timestamp").trim_start_matches("0x"),
         16,
@@ -104,9 +114,6 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     let node = ElNode::spawn_with(opts).await.expect("geth");
     let mut p = Producer::new(&node).await.expect("producer");
     let fee = U256::from(1_000_000_000u64);
-    // Block 1: 3 deposits, 40 withdrawal requests (16 taken, 24 stay queued), 3 consolidation
-    // requests (2 taken, 1 stays), and a withdrawal request without its fee (it reverts: no
-    // request).
     for n in 1..=3u8 {
         p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(n));
     }
@@ -122,18 +129,20 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     }
     let b1 = p.build(TxMix::NONE).await.expect("block 1");
     assert_eq!(b1.requests.as_array().map(Vec::len), Some(3), "geth made all three kinds");
-    // Block 2: a new withdrawal request behind 24 queued (16 come from storage, it waits);
-    // two consolidation requests behind the queued one (only one fits).
     p.paid_call_in_next_block(Queue::Withdrawals.address(), Bytes::from(vec![99u8; 56]), fee);
     for n in 10..12u8 {
         let data = [[n; 48], [n + 50; 48]].concat();
         p.paid_call_in_next_block(Queue::Consolidations.address(), data.into(), fee);
     }
     p.build(TxMix::NONE).await.expect("block 2");
-    // Block 3: the 9 and 1 left; block 4: nothing.
     p.build(TxMix::NONE).await.expect("block 3");
-    p.build(TxMix::NONE).await.expect("block 4");
+    p.build_many(empty, TxMix::NONE).await.expect("empty blocks");
+    (node, p)
+}
 
+#[tokio::test]
+async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
+    let (node, _p) = requests_source("requests", 1).await;
     let want = [[3 * 192, 16 * 76, 2 * 116], [0, 16 * 76, 2 * 116], [0, 9 * 76, 116], [0, 0, 0]];
     for (n, want) in (1..=4u64).zip(want) {
         let s = served(&node, n).await;
@@ -154,4 +163,129 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     assert!(!s.queues[0].2.is_empty(), "block 2 takes queued withdrawal requests");
     s.queues[0].2[1] = B256::repeat_byte(7);
     assert!(matches!(rebuild(&s), Err(RequestsError::Commitment { .. })));
+}
+
+/// What the lying sources change: a deposit log (in eth_getLogs and in the receipts alike), or
+/// a queued request's storage word.
+fn liar(what: &'static str) -> Tamper {
+    Box::new(move |method: &str, params: &Value, result: &mut Value| match (what, method) {
+        ("log", "eth_getLogs" | "eth_getBlockReceipts") => {
+            let logs: Vec<&mut Value> = match result.as_array_mut() {
+                Some(items) if method == "eth_getLogs" => items.iter_mut().collect(),
+                Some(items) => {
+                    items.iter_mut().filter_map(|r| r["logs"].as_array_mut()).flatten().collect()
+                }
+                None => Vec::new(),
+            };
+            for l in logs {
+                let deposit = l["address"]
+                    .as_str()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&DEPOSIT_EMITTER.to_string()));
+                if let (true, Some(d)) = (deposit, l["data"].as_str()) {
+                    // A byte of the first deposit's public key.
+                    let mut d = d.to_string();
+                    let at = 2 + 2 * 200;
+                    let flipped = if &d[at..at + 1] == "0" { "1" } else { "0" };
+                    d.replace_range(at..at + 1, flipped);
+                    l["data"] = Value::from(d);
+                    break;
+                }
+            }
+        }
+        ("slot", "eth_getStorageAt") => {
+            let slot = params[1]
+                .as_str()
+                .and_then(|s| U256::from_str_radix(s.trim_start_matches("0x"), 16).ok());
+            if slot.is_some_and(|s| s >= U256::from(4)) {
+                *result = Value::from(B256::repeat_byte(0x5a).to_string());
+            }
+        }
+        _ => {}
+    })
+}
+
+/// Waits until lightcl's log, past `from`, names source `name` refusing a block for its
+/// execution requests.
+async fn wait_refusal(lc: &Lightcl, from: usize, name: &str) {
+    let refused = format!("source {name} served a block that fails verification");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = lc.log();
+        let hit = log.get(from..).is_some_and(|l| {
+            l.lines().any(|l| l.contains(&refused) && l.contains("execution requests"))
+        });
+        if hit {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} not refused by name:\n{}", tail(&log, 30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// lightcl catches up and follows the requests chain into a fresh `follower` EL. While the
+/// honest source serves no blocks, the other tampers first with a deposit log (block 1, whose requests
+/// come from its logs), then with a queued request's storage slot (block 2, which takes requests
+/// queued at its parent): each is refused by name and never reaches the EL, which stays below
+/// it. Once the honest source serves blocks, the blocks come from it and the EL holds every block.
+async fn follows_a_chain_with_requests(follower: ElClient) {
+    let (src, mut p) = requests_source("requests-src", 6).await;
+    let labels = p.set_labels(9, 5).await.expect("labels");
+    assert!(labels.is_valid(), "{labels:?}");
+    let el = src.sibling_as(follower, "requests-follower").await.expect("follower");
+    let liar_proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    let honest = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    // At first the honest source reports its labels (they agree with the liar's) but serves no
+    // block, so that the blocks are asked of the liar.
+    honest.set_tamper(Some(Box::new(|method: &str, params: &Value, result: &mut Value| {
+        let full =
+            matches!(method, "eth_getBlockByNumber" | "eth_getBlockByHash") && params[1] == true;
+        if full || method == "debug_getRawBlock" {
+            *result = Value::Null;
+        }
+    })));
+    liar_proxy.set_tamper(Some(liar("log")));
+    let entry = |name: &str, p: &Proxy| format!("{{ url = {:?}, name = {name:?} }}", p.url());
+    let cfg = FollowerConfig {
+        sources: vec![entry("liar", &liar_proxy), entry("honest", &honest)],
+        extra: format!("deposit_contract = \"{DEPOSIT_EMITTER}\"\nquorum = \"all\""),
+        ..FollowerConfig::new(&src, &el)
+    };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
+    let head = async || el.head().await.expect("head").number;
+    wait_refusal(&lc, 0, "liar").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(head().await, 0, "block 1's tampered deposit must not reach the EL");
+
+    let from = lc.log().len();
+    liar_proxy.set_tamper(Some(liar("slot")));
+    wait_refusal(&lc, from, "liar").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(head().await <= 1, "block 2's tampered queue slot must not reach the EL");
+
+    honest.set_tamper(None);
+    let h = |p: &Producer, n: u64| p.hash_at(n).expect("hash");
+    wait_labels(&el, (h(&p, 9), h(&p, 9), h(&p, 5)), Duration::from_secs(120), &lc).await;
+    for n in 1..=9 {
+        let got: Value = el
+            .rpc
+            .call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+            .await
+            .expect("block");
+        assert_eq!(got["hash"].as_str(), Some(h(&p, n).to_string().as_str()), "block {n}");
+    }
+    // Then it follows: a new block with a deposit.
+    p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(9));
+    p.build(TxMix::NONE).await.expect("block 10");
+    p.set_labels(10, 6).await.expect("labels");
+    wait_labels(&el, (h(&p, 10), h(&p, 10), h(&p, 6)), Duration::from_secs(60), &lc).await;
+}
+
+#[tokio::test]
+async fn geth_follows_a_prague_chain_with_requests_past_lying_sources() {
+    follows_a_chain_with_requests(ElClient::Geth).await;
+}
+
+#[tokio::test]
+async fn reth_follows_a_prague_chain_with_requests_past_lying_sources() {
+    follows_a_chain_with_requests(ElClient::Reth).await;
 }

@@ -6,7 +6,7 @@
 
 mod table;
 
-use alloy_primitives::{Address, B256, b256};
+use alloy_primitives::{Address, B256, address, b256};
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
 
@@ -108,6 +108,20 @@ pub fn suggest(name: &str) -> Vec<&'static str> {
 }
 
 impl Network {
+    /// An Ethereum network's deposit contract (EIP-6110; as its EL's chain configuration names
+    /// it).
+    pub fn deposit_contract(&self) -> Option<Address> {
+        match (self.kind, self.chain_id) {
+            (ChainKind::Ethereum, 1 | 560_048) => {
+                Some(address!("0x00000000219ab540356cBB839Cbe05303d7705Fa"))
+            }
+            (ChainKind::Ethereum, 11_155_111) => {
+                Some(address!("0x7f02C3E3c98b133055B8B348B2Ac625669Ed295D"))
+            }
+            _ => None,
+        }
+    }
+
     /// The configuration values the preset sets (the `[l1]` ones only when `with_l1`: an
     /// `[l1]` section is given).
     pub fn values(&self, with_l1: bool) -> Dict {
@@ -120,6 +134,9 @@ impl Network {
         top.insert("chain_id".into(), Value::from(self.chain_id));
         top.insert("genesis_hash".into(), Value::from(self.genesis.hash.to_string()));
         top.insert("genesis_number".into(), Value::from(self.genesis.number));
+        if let Some(a) = self.deposit_contract() {
+            top.insert("deposit_contract".into(), Value::from(a.to_string()));
+        }
         if with_l1 && self.l1_chain_id != 0 {
             let mut l1 = Dict::new();
             l1.insert("chain_id".into(), Value::from(self.l1_chain_id));

@@ -54,7 +54,7 @@ impl FetchState {
 
 /// Whether an answer to `debug_getRawBlock` says the method is not served (debug API off, or a
 /// proxy that refuses it), rather than that something went wrong.
-fn method_missing(e: &SourceError) -> bool {
+pub(super) fn method_missing(e: &SourceError) -> bool {
     match e {
         SourceError::Rpc { code, message, .. } => {
             let m = message.to_lowercase();
@@ -267,7 +267,7 @@ impl RpcSource {
     }
 
     /// Sends one JSON-RPC batch of `method` calls; one result per call.
-    async fn batch<R: RpcRecv>(
+    pub(super) async fn batch<R: RpcRecv>(
         &self,
         method: &'static str,
         params: Vec<Value>,

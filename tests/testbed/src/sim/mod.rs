@@ -24,6 +24,7 @@ pub mod el;
 pub mod fleet;
 pub mod history;
 pub mod l1;
+pub mod requests;
 pub mod source;
 
 use std::collections::{HashMap, HashSet};
@@ -87,9 +88,27 @@ pub struct SimBlock {
     pub state_root: B256,
     /// Its withdrawals root (read as the message passer's storage root, as after Isthmus).
     pub withdrawals_root: B256,
+    /// Its logs, its execution requests and the request queue it leaves (empty unless the
+    /// world makes requests).
+    pub requests: requests::BlockRequests,
 }
 
 impl SimBlock {
+    /// Its logs of the request contracts.
+    pub fn logs(&self) -> &[lightcl::payload::requests::LogEntry] {
+        &self.requests.logs
+    }
+
+    /// The storage word of `contract` at `slot` after this block (only the withdrawal-request
+    /// queue holds anything).
+    pub fn storage(&self, contract: Address, slot: alloy_primitives::U256) -> B256 {
+        if contract == requests::WITHDRAWAL_QUEUE {
+            self.requests.queue.word(slot)
+        } else {
+            B256::ZERO
+        }
+    }
+
     /// What its output root is made of.
     pub fn output_parts(&self) -> lightcl::chain::output::OutputParts {
         lightcl::chain::output::OutputParts {
@@ -179,6 +198,8 @@ pub struct World {
     /// A branch from genesis whose blocks name L1 origins L1 never had (with an L1).
     pub false_chain: Chain,
     making_false: bool,
+    /// Blocks carry execution requests (deposits, withdrawal requests queued across blocks).
+    pub with_requests: bool,
 }
 
 /// L2 blocks per L1 block: block `n`'s origin is L1's block `n / L2_PER_L1`.
@@ -231,6 +252,17 @@ impl World {
     /// A world with a genesis block and an honest chain of `len` blocks above it.
     pub fn new(len: u64) -> Self {
         let mut w = Self::default();
+        let genesis = w.make_block(B256::ZERO, 0);
+        w.honest = vec![genesis];
+        w.grow(len);
+        w.rival = w.honest.clone();
+        w.rival_labels = (w.safe, w.finalized);
+        w
+    }
+
+    /// A world like [`Self::new`] whose blocks carry execution requests.
+    pub fn with_requests(len: u64) -> Self {
+        let mut w = Self { with_requests: true, ..Self::default() };
         let genesis = w.make_block(B256::ZERO, 0);
         w.honest = vec![genesis];
         w.grow(len);
@@ -323,6 +355,10 @@ impl World {
             amount: number + 1,
         }];
         let origin = self.origin_for(number, salt);
+        let reqs = match self.blocks.get(&parent) {
+            Some(p) if self.with_requests => requests::make(number, salt, &p.requests.queue),
+            _ => requests::BlockRequests { hash: EMPTY_REQUESTS_HASH, ..Default::default() },
+        };
         let txs: Vec<lightcl::payload::OpaqueTx> = origin
             .map(|o| {
                 let data = lightcl::l1::info::jovian_calldata(o, number, 1_000 + number * 2);
@@ -343,7 +379,7 @@ impl World {
             blob_gas_used: Some(0),
             excess_blob_gas: Some(0),
             parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: Some(EMPTY_REQUESTS_HASH),
+            requests_hash: Some(reqs.hash),
             ..Default::default()
         };
         let hash = header.hash_slow();
@@ -366,6 +402,7 @@ impl World {
             withdrawals: ws,
             state_root,
             withdrawals_root,
+            requests: reqs,
         };
         self.blocks.insert(hash, Arc::new(block));
         if let Some(o) = origin {

@@ -3,12 +3,12 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use alloy_primitives::B256;
-use alloy_primitives::Bytes;
+use alloy_primitives::{Address, B256, Bytes, U256};
 use futures_util::stream::BoxStream;
 use lightcl::chain::BlockRef;
+use lightcl::payload::requests::LogEntry;
 use lightcl::payload::{OpaqueTx, SourceBlock, raw};
-use lightcl::source::{BlockId, BoxFuture, LabelReport, Source, SourceError};
+use lightcl::source::{BlockId, BoxFuture, LabelReport, LogsFrom, Source, SourceError};
 use serde_json::Value;
 
 use super::{Rng, SharedWorld, World, lock};
@@ -22,6 +22,10 @@ pub enum Tamper {
     ChangeWithdrawal,
     /// Changes a header field (gasUsed).
     ChangeHeader,
+    /// Changes a byte of the first deposit log of a Prague block's (its block is intact).
+    DepositLog,
+    /// Changes a queued request's storage word at the parent of a Prague block.
+    QueueSlot,
 }
 
 /// What a source does.
@@ -61,6 +65,8 @@ pub enum Behaviour {
     EagerFinal,
     /// Another deployment of the chain id: honest answers, except its genesis block differs.
     OtherGenesis,
+    /// A provider whose log index lags: `eth_getLogs` answers nothing, receipts are right.
+    LaggingLogIndex,
 }
 
 #[derive(Debug)]
@@ -294,6 +300,7 @@ fn tampered_rlp(rlp: &[u8], how: Tamper) -> Bytes {
             }
         }
         Tamper::ChangeHeader => block.header.gas_used = 1,
+        Tamper::DepositLog | Tamper::QueueSlot => {}
     }
     raw::encode(&block)
 }
@@ -308,6 +315,7 @@ fn tampered(json: &str, how: Tamper) -> Box<str> {
         }
         Tamper::ChangeWithdrawal => v["withdrawals"][0]["amount"] = Value::from("0x99999"),
         Tamper::ChangeHeader => v["gasUsed"] = Value::from("0x1"),
+        Tamper::DepositLog | Tamper::QueueSlot => {}
     }
     v.to_string().into()
 }
@@ -387,6 +395,67 @@ impl Source for SimSource {
         })
     }
 
+    fn logs(
+        &self,
+        block: B256,
+        addresses: Vec<Address>,
+        from: LogsFrom,
+    ) -> BoxFuture<'_, Result<Vec<LogEntry>, SourceError>> {
+        Box::pin(async move {
+            let method = match from {
+                LogsFrom::Index => "eth_getLogs",
+                LogsFrom::Receipts => "eth_getBlockReceipts",
+            };
+            let (b, _) = self.prelude(method).await?;
+            let w = lock(&self.world);
+            let Some(blk) = w.block(&block) else {
+                return Err(self.not_found(method, block));
+            };
+            let mut logs: Vec<LogEntry> =
+                blk.logs().iter().filter(|l| addresses.contains(&l.address)).cloned().collect();
+            match b {
+                Behaviour::Tamper(Tamper::DepositLog)
+                | Behaviour::TamperAt(Tamper::DepositLog, _)
+                    if tamper_here(b, blk.id.number) =>
+                {
+                    if let Some(l) = logs.iter_mut().find(|l| !l.topics.is_empty()) {
+                        let mut d = l.data.to_vec();
+                        d[200] ^= 1;
+                        l.data = d.into();
+                    }
+                }
+                Behaviour::LaggingLogIndex if from == LogsFrom::Index => logs.clear(),
+                _ => {}
+            }
+            Ok(logs)
+        })
+    }
+
+    fn storage(
+        &self,
+        at: B256,
+        slots: Vec<(Address, U256)>,
+    ) -> BoxFuture<'_, Result<Vec<B256>, SourceError>> {
+        Box::pin(async move {
+            let (b, _) = self.prelude("eth_getStorageAt").await?;
+            let w = lock(&self.world);
+            let Some(blk) = w.block(&at) else {
+                return Err(self.not_found("eth_getStorageAt", at));
+            };
+            let mut words: Vec<B256> = slots.iter().map(|(a, s)| blk.storage(*a, *s)).collect();
+            // A tampered queue entry (an index slot would only make the queue inconsistent).
+            if matches!(
+                b,
+                Behaviour::Tamper(Tamper::QueueSlot) | Behaviour::TamperAt(Tamper::QueueSlot, _)
+            ) && tamper_here(b, blk.id.number + 1)
+                && let Some(k) = slots.iter().position(|(_, s)| *s >= U256::from(4))
+            {
+                words[k].0[31] ^= 1;
+            }
+            Ok(words)
+        })
+    }
+
     fn subscribe_heads(
         &self,
     ) -> BoxFuture<'_, Result<Option<BoxStream<'static, Option<u64>>>, SourceError>> {
@@ -394,7 +463,25 @@ impl Source for SimSource {
     }
 }
 
+/// Whether a tampering behaviour applies to the block at `number`.
+fn tamper_here(b: Behaviour, number: u64) -> bool {
+    match b {
+        Behaviour::Tamper(_) => true,
+        Behaviour::TamperAt(_, at) => at == number,
+        _ => false,
+    }
+}
+
 impl SimSource {
+    fn not_found(&self, method: &str, block: B256) -> SourceError {
+        SourceError::Rpc {
+            source_name: self.name.clone(),
+            method: method.into(),
+            code: -32000,
+            message: format!("unknown block {block}"),
+        }
+    }
+
     /// The block `at` as this source serves it, and whether the answer comes late.
     fn block_now(&self, at: BlockId, b: Behaviour, coin: bool) -> (Option<SourceBlock>, bool) {
         let raw = self.lock().raw;

@@ -27,11 +27,17 @@ pub fn new_payload(w: &World, p: &Payload, halted: bool) -> PayloadVerdict {
     let params = p.params_value();
     let sent_ws: Option<Vec<Withdrawal>> =
         serde_json::from_value(params[0]["withdrawals"].clone()).ok();
+    // Prague: the execution requests must be the block's own (its header commits to them, so
+    // an EL refuses any other list).
+    let sent_requests: Option<Vec<alloy_primitives::Bytes>> =
+        serde_json::from_value(params[3].clone()).ok();
     let intact = genuine.is_some_and(|g| {
         g.id == p.block
             && g.parent == p.parent_hash
             && sent_ws.as_ref() == Some(&g.withdrawals)
             && params[0]["gasUsed"] == "0x0"
+            && (p.method != "engine_newPayloadV4"
+                || sent_requests.as_ref() == Some(&g.requests.requests))
     });
     if !intact {
         violations.push(format!("I5: payload {} is not the genuine block", p.block));
