@@ -5,7 +5,7 @@ expects it to fail; then restores the file. Prints one line per mutant and exits
 mutant survived (its case passed although the bug was back).
 
 Usage: python3 scripts/sim-mutants.py [case ...]    (all cases by default; F1-F3: fleets; R1-R6b,
-RS: the review of issue 21; GN: the genesis check; L1: the L1-origin check; G1-G5: the gate's and the floor's unit tests)
+RS: the review of issue 21; GN: the genesis check; L1: the L1-origin check; RQ: execution requests; G1-G5: the gate's and the floor's unit tests)
 Takes a few minutes: every mutant is a rebuild of the crate and the test binary.
 """
 
@@ -232,6 +232,22 @@ MUTANTS = [
      [("src/l1/verify.rs",
        "            if failed(&safe) {\n",
        "            if failed(&safe) && false {\n")]),
+    ("RQ", "case14_execution_requests_are_rebuilt_and_tampering_is_refused",
+     "a Prague block's rebuilt requests are sent without checking them against requestsHash",
+     [("src/payload/requests.rs",
+       "    Rebuilt::new(d, w, c).check(requests_hash)\n}",
+       "    let _ = requests_hash;\n    Ok(Rebuilt::new(d, w, c).0)\n}"),
+      ("src/payload/mod.rs",
+       "            if rebuilt != h {\n",
+       "            if rebuilt != h && false {\n")]),
+    ("RQb", "case14_execution_requests_are_rebuilt_and_tampering_is_refused",
+     "the requests queued at the parent are never read (the block's logs alone)",
+     [("src/source/requests.rs",
+       "    if queues.iter().any(|q| !q.is_empty())\n",
+       "    if queues.iter().any(|q| !q.is_empty()) && false\n"),
+      ("src/source/requests.rs",
+       "    Ok(rebuild(&receipts, Some(&queues))",
+       "    Ok(rebuild(&receipts, None)")]),
     ("G1", "lib:sync::forkchoice::tests::the_floor_is_stored_before_the_send",
      "the floor is raised after the forkchoice is sent, not before",
      [("src/sync/forkchoice/gate.rs",

@@ -243,6 +243,42 @@ fn case04_tampered_withdrawals_are_refused_and_refetched() {
     }
 }
 
+/// Case 14: Prague blocks carry execution requests (deposits, withdrawal requests queued across
+/// blocks). A source that tampers with a deposit log or with a queued request's storage is
+/// refused and blamed, the blocks come from the others, and the EL gets every block with its own
+/// requests (the checker compares each newPayloadV4's list with the world's). A source whose log
+/// index lags (eth_getLogs answers nothing) is right by its receipts and never blamed.
+#[test]
+fn case14_execution_requests_are_rebuilt_and_tampering_is_refused() {
+    logs();
+    for (how, raw) in [(Tamper::DepositLog, false), (Tamper::QueueSlot, true)] {
+        let setup = Setup {
+            quorum: Quorum::Named(QuorumName::Majority),
+            sources: vec![Behaviour::Tamper(how), Behaviour::Honest, Behaviour::Honest],
+            initial_len: 60,
+            duration_ms: 60_000,
+            raw_sources: if raw { 0b111 } else { 0 },
+            requests: true,
+            ..Setup::quiet(114)
+        };
+        let out = check("case14", &setup);
+        assert!(out.converged, "{how:?}: {out:?}");
+        assert!(out.head_at_heal >= 60, "caught up while the liar kept lying: {out:?}");
+        assert!(errors_of(&out, "s0", "bad_block") > 0, "{how:?}: {:?}", out.sources);
+        assert_eq!(lies_of(&out, "s1") + lies_of(&out, "s2"), 0, "{:?}", out.sources);
+    }
+    let setup = Setup {
+        sources: vec![Behaviour::LaggingLogIndex],
+        initial_len: 60,
+        duration_ms: 30_000,
+        requests: true,
+        ..Setup::quiet(115)
+    };
+    let out = check("case14", &setup);
+    assert!(out.converged, "{out:?}");
+    assert_eq!(lies_of(&out, "s0"), 0, "{:?}", out.sources);
+}
+
 /// Case 5: Sources agree on a safe block that is not an ancestor of their latest: a forkchoice
 /// never carries it (labels are checked by hash, not height).
 /// Found by CI on a real op-geth: a single source serves one bad block. Blaming it benched it,

@@ -124,6 +124,9 @@ pub struct Setup {
     /// Verification against a simulated L1, in this mode (every source then serves raw blocks:
     /// the simulated JSON blocks carry no transactions).
     pub l1: Option<VerifyMode>,
+    /// Blocks carry execution requests (deposits, withdrawal requests queued across blocks),
+    /// which lightcl rebuilds from the sources' logs and storage.
+    pub requests: bool,
 }
 
 /// What a history showed.
@@ -185,6 +188,7 @@ impl Setup {
             live_lag: None,
             rate_limited: None,
             l1: None,
+            requests: false,
         }
     }
 
@@ -324,6 +328,21 @@ impl Setup {
                 }
             }
             s.events.sort_by_key(|(t, _)| *t);
+        }
+        // Execution requests in a quarter of the others (drawn last), with a source that
+        // tampers with what they are rebuilt from, or whose log index lags, now and then.
+        if s.l1.is_none() && r.chance(0.25) {
+            s.requests = true;
+            let honest: Vec<usize> =
+                (0..n).filter(|&i| s.sources[i] == Behaviour::Honest).collect();
+            if honest.len() > 1 && r.chance(0.5) && s.live_lag.is_none() {
+                let i = honest[r.range(0, honest.len() as u64 - 1) as usize];
+                s.sources[i] = r.pick(&[
+                    Behaviour::Tamper(Tamper::DepositLog),
+                    Behaviour::Tamper(Tamper::QueueSlot),
+                    Behaviour::LaggingLogIndex,
+                ]);
+            }
         }
         s
     }
@@ -475,6 +494,7 @@ fn converged(world: &SharedWorld, el: &SimEl, follow: Follow) -> bool {
 async fn run_async(setup: &Setup) -> Outcome {
     let world = match setup.l1 {
         Some(mode) => World::with_l1(setup.initial_len, mode == VerifyMode::Enforce),
+        None if setup.requests => World::with_requests(setup.initial_len),
         None => World::new(setup.initial_len),
     };
     let world: SharedWorld = Arc::new(Mutex::new(world));
