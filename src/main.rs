@@ -338,7 +338,7 @@ async fn check_block(
     b: lightcl::chain::BlockRef,
     ok: &mut bool,
 ) -> String {
-    use lightcl::payload::{SourceBlock, from_source_block};
+    use lightcl::payload::SourceBlock;
     use lightcl::source::BlockId;
     match s.block(BlockId::Number(b.number)).await {
         Ok(Some(block)) => {
@@ -349,7 +349,7 @@ async fn check_block(
                     "JSON (its debug API is off: turn it on for raw blocks, debug_getRawBlock)"
                 }
             };
-            match from_source_block(config.chain, &b.to_string(), None, &block) {
+            match verify_block(config, s, b, &block).await {
                 Ok(p) if p.block == b => format!("{form}, block {b} verified"),
                 Ok(p) => {
                     *ok = false;
@@ -366,6 +366,34 @@ async fn check_block(
             *ok = false;
             format!("FAILED: {e}")
         }
+    }
+}
+
+/// Block `b` as source `s` served it, verified as `lightcl run` does: with its execution
+/// requests rebuilt from the same source when its header commits to some.
+async fn verify_block(
+    config: &Config,
+    s: &RpcSource,
+    b: lightcl::chain::BlockRef,
+    block: &lightcl::payload::SourceBlock,
+) -> Result<lightcl::payload::Payload, String> {
+    use lightcl::payload::{PayloadError, from_source_block, with_requests};
+    let what = b.to_string();
+    match from_source_block(config.chain, &what, None, block) {
+        Err(PayloadError::RequestsUnavailable(want)) => {
+            let contract = config.deposit_contract();
+            match lightcl::source::requests::read(s, contract, *want).await {
+                Ok(Ok((r, took))) => with_requests(config.chain, &what, None, block, Some(&r))
+                    .map_err(|e| e.to_string())
+                    .map(|p| {
+                        tracing::debug!(block = %b, read = took.label(), "execution requests rebuilt");
+                        p
+                    }),
+                Ok(Err(e)) => Err(format!("its execution requests: {e}")),
+                Err(e) => Err(format!("its execution requests cannot be read: {e}")),
+            }
+        }
+        other => other.map_err(|e| e.to_string()),
     }
 }
 

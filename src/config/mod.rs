@@ -353,9 +353,12 @@ pub const MAINNET_DEPOSIT_CONTRACT: alloy_primitives::Address =
     alloy_eips::eip6110::MAINNET_DEPOSIT_CONTRACT_ADDRESS;
 
 impl Config {
-    /// The deposit contract of an Ethereum chain: as configured, else mainnet's.
+    /// The deposit contract of an Ethereum chain: as configured, else the known network's of
+    /// its chain id (validation requires one of the two), else mainnet's.
     pub fn deposit_contract(&self) -> alloy_primitives::Address {
-        self.deposit_contract.unwrap_or(MAINNET_DEPOSIT_CONTRACT)
+        self.deposit_contract
+            .or_else(|| network::deposit_contract_of(self.chain_id))
+            .unwrap_or(MAINNET_DEPOSIT_CONTRACT)
     }
 }
 
@@ -529,6 +532,21 @@ impl Config {
                 "is for Ethereum chains (chain = \"ethereum\"), whose Prague blocks carry \
                  deposit requests; OP chains have none: remove it"
                     .into(),
+            ));
+        }
+        if self.chain == ChainKind::Ethereum
+            && self.chain_id != 0
+            && self.deposit_contract.is_none()
+            && network::deposit_contract_of(self.chain_id).is_none()
+        {
+            return Err(bad(
+                "deposit_contract",
+                format!(
+                    "is needed for chain id {} (not a network lightcl knows): from Prague on, \
+                     blocks carry deposit requests rebuilt from that contract's logs; set it to \
+                     the address in the chain's genesis config.depositContractAddress",
+                    self.chain_id
+                ),
             ));
         }
         if self.chain_id == 0 {
@@ -783,6 +801,45 @@ mod tests {
              [engine]\njwt_secret_file = \"{}\"\n",
             jwt.display()
         )
+    }
+
+    #[test]
+    fn the_deposit_contract_is_known_configured_or_asked_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let eth = |rest: &str| {
+            let body = base(dir.path()).replace("chain = \"optimism\"", "chain = \"ethereum\"");
+            let body = body.replace("chain_id = 901", rest);
+            write(dir.path(), "eth.toml", &body)
+        };
+        let sepolia = Config::load(Some(&eth("network = \"sepolia\"")), FlagValues::default())
+            .expect("a preset names it");
+        assert_eq!(
+            sepolia.deposit_contract().to_string(),
+            "0x7f02C3E3c98b133055B8B348B2Ac625669Ed295D"
+        );
+        let hoodi = Config::load(Some(&eth("chain_id = 560048")), FlagValues::default())
+            .expect("a known chain id names it");
+        assert_eq!(hoodi.deposit_contract(), MAINNET_DEPOSIT_CONTRACT);
+        let msg = Config::load(Some(&eth("chain_id = 1337")), FlagValues::default())
+            .expect_err("a devnet must name it")
+            .to_string();
+        assert!(
+            msg.contains("`deposit_contract`") && msg.contains("depositContractAddress"),
+            "{msg}"
+        );
+        let dev =
+            "chain_id = 1337\ndeposit_contract = \"0x0000000000000000000000000000000000006110\"";
+        let c = Config::load(Some(&eth(dev)), FlagValues::default()).expect("named");
+        assert_eq!(c.deposit_contract().to_string(), "0x0000000000000000000000000000000000006110");
+        let op = base(dir.path()).replace(
+            "[engine]",
+            "deposit_contract = \"0x0000000000000000000000000000000000006110\"\n[engine]",
+        );
+        let msg = Config::load(Some(&write(dir.path(), "op.toml", &op)), FlagValues::default())
+            .map(|_| ())
+            .expect_err("not for OP chains")
+            .to_string();
+        assert!(msg.contains("`deposit_contract`"), "{msg}");
     }
 
     #[test]

@@ -13,8 +13,6 @@
 //! A list that hashes to the commitment is the block's (SHA-256 over the requests); when none
 //! does, the source served something false or incomplete for that block and is blamed for it.
 
-use std::sync::Arc;
-
 use alloy_eips::eip7685::Requests;
 use alloy_primitives::{Address, B256};
 
@@ -48,7 +46,7 @@ impl Took {
 /// when a read failed, the inner one when what it served matches no list the header commits to
 /// (a source to blame: [`bad`]).
 pub async fn read(
-    source: &Arc<dyn Source>,
+    source: &dyn Source,
     deposit_contract: Address,
     want: RequestsNeeded,
 ) -> Result<Result<(Requests, Took), RequestsError>, SourceError> {
@@ -61,7 +59,7 @@ pub async fn read(
     if let Ok(r) = rebuild(&logs, None) {
         return Ok(Ok((r, Took::Logs)));
     }
-    let queues = queues_at(source.as_ref(), want.parent_hash).await?;
+    let queues = queues_at(source, want.parent_hash).await?;
     if queues.iter().any(|q| !q.is_empty())
         && let Ok(r) = rebuild(&logs, Some(&queues))
     {

@@ -25,6 +25,13 @@ use crate::payload::{Payload, PayloadError, SourceBlock, from_source_block, with
 pub const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Waits in a row for a quota, each bringing no block, before a walk by hash stops.
 const QUOTA_WALK_WAITS: usize = 20;
+/// Rate limits waited out while reading one block's execution requests.
+const REQUESTS_LIMIT_WAITS: usize = 3;
+/// A block's rebuilt requests and the reads it took, or why nothing served matches.
+type RequestsRead = Result<
+    (alloy_eips::eip7685::Requests, requests::Took),
+    crate::payload::requests::RequestsError,
+>;
 /// Reads of one source asked again while it answers "rate limited".
 const QUOTA_TRIES: usize = 3;
 
@@ -700,7 +707,13 @@ impl SourceSet {
         let mut out = Vec::with_capacity(blocks.len());
         for (n, block) in (from..).zip(&blocks) {
             out.push(match block {
-                Some(b) => Some(self.verified(i, BlockId::Number(n), b).await?),
+                Some(b) => match self.verified(i, BlockId::Number(n), b).await {
+                    Ok(p) => Some(p),
+                    // A read for a block's execution requests that failed (not a lie): the
+                    // blocks before it are kept, the rest asked for again.
+                    Err(e) if !e.is_lie() && !out.is_empty() => break,
+                    Err(e) => return Err(e),
+                },
                 None => None,
             });
         }
@@ -724,8 +737,15 @@ impl SourceSet {
         let mut verified = from_source_block(self.kind, &what, asked_hash, block);
         if let Err(PayloadError::RequestsUnavailable(want)) = &verified {
             let (want, number) = (**want, want.number);
-            let source = &self.members[i].source;
-            let read = self.call(i, requests::read(source, self.deposit_contract, want)).await?;
+            let read = match self.read_requests(i, want).await {
+                Ok(read) => read,
+                Err(e) => {
+                    if e.is_lie() {
+                        self.blame(i, &e);
+                    }
+                    return Err(e);
+                }
+            };
             verified = match read {
                 Ok((r, took)) => {
                     if let Some(mx) = &self.metrics {
@@ -765,6 +785,29 @@ impl SourceSet {
         }
         self.held.insert(i, &p);
         Ok(p)
+    }
+
+    /// The execution requests of block `want` as source `i` serves what they are rebuilt from.
+    /// A rate limit met on the way is waited out, a few times (the block itself was already
+    /// fetched: giving it up would spend the quota on it again, and again).
+    async fn read_requests(
+        &self,
+        i: usize,
+        want: crate::payload::RequestsNeeded,
+    ) -> Result<RequestsRead, SourceError> {
+        let source = self.members[i].source.as_ref();
+        let mut waits = 0;
+        loop {
+            match self.call(i, requests::read(source, self.deposit_contract, want)).await {
+                Err(e) if waits < REQUESTS_LIMIT_WAITS => {
+                    let Some(asked) = e.rate_limit() else { return Err(e) };
+                    waits += 1;
+                    tokio::time::sleep(asked.unwrap_or(Duration::from_secs(1)).min(QUOTA_WAIT))
+                        .await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Extends `chain` downwards by parent hash towards height `to`, adding at most `budget`

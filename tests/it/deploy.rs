@@ -78,6 +78,7 @@ async fn every_dashboard_panel_queries_a_metric_lightcl_exports() {
     std::fs::write(dir.path().join("jwt.hex"), "ab".repeat(32)).expect("jwt");
     let config = format!(
         "chain = \"ethereum\"\nchain_id = 1337\nsources = [\"http://127.0.0.1:1\"]\n\
+         deposit_contract = \"0x0000000000000000000000000000000000006110\"\n\
          state_dir = \"{0}/state\"\n[engine]\nurl = \"http://127.0.0.1:1\"\n\
          jwt_secret_file = \"{0}/jwt.hex\"\nrpc_url = \"http://127.0.0.1:1\"\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\n",

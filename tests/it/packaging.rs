@@ -132,6 +132,7 @@ fn a_second_process_on_one_state_dir_exits_with_code_3() {
         &config,
         format!(
             "chain = \"ethereum\"\nchain_id = 1337\nsources = [\"http://127.0.0.1:1\"]\n\
+             deposit_contract = \"0x0000000000000000000000000000000000006110\"\n\
              state_dir = \"{}\"\n[engine]\nurl = \"http://127.0.0.1:1\"\n\
              jwt_secret_file = \"{}\"\nrpc_url = \"http://127.0.0.1:1\"\n",
             state.display(),

@@ -14,6 +14,7 @@ use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
 use std::time::{Duration, Instant};
 
 use crate::follow::{lightcl_bin, tail, wait_labels};
+use crate::ops::{api_url, get};
 use serde_json::{Value, json};
 
 /// A DepositEvent's data as the deposit contract encodes it (five ABI byte strings).
@@ -247,7 +248,7 @@ async fn follows_a_chain_with_requests(follower: ElClient) {
     let entry = |name: &str, p: &Proxy| format!("{{ url = {:?}, name = {name:?} }}", p.url());
     let cfg = FollowerConfig {
         sources: vec![entry("liar", &liar_proxy), entry("honest", &honest)],
-        extra: format!("deposit_contract = \"{DEPOSIT_EMITTER}\"\nquorum = \"all\""),
+        extra: "quorum = \"all\"".into(),
         ..FollowerConfig::new(&src, &el)
     };
     let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
@@ -262,7 +263,13 @@ async fn follows_a_chain_with_requests(follower: ElClient) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(head().await <= 1, "block 2's tampered queue slot must not reach the EL");
 
-    honest.set_tamper(None);
+    // The honest source now serves blocks, but its log index lags (eth_getLogs answers
+    // nothing): its receipts decide, and it is never blamed.
+    honest.set_tamper(Some(Box::new(|method: &str, _: &Value, result: &mut Value| {
+        if method == "eth_getLogs" {
+            *result = json!([]);
+        }
+    })));
     let h = |p: &Producer, n: u64| p.hash_at(n).expect("hash");
     wait_labels(&el, (h(&p, 9), h(&p, 9), h(&p, 5)), Duration::from_secs(120), &lc).await;
     for n in 1..=9 {
@@ -273,6 +280,31 @@ async fn follows_a_chain_with_requests(follower: ElClient) {
             .expect("block");
         assert_eq!(got["hash"].as_str(), Some(h(&p, n).to_string().as_str()), "block {n}");
     }
+    let log = lc.log();
+    assert!(
+        !log.contains("source honest served a block that fails verification"),
+        "the honest source was blamed:\n{}",
+        tail(&log, 30)
+    );
+    let metrics = get(&format!("{}/metrics", api_url(&lc).await)).await.1;
+    let rebuilt = |source: &str, read: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("lightcl_execution_requests_rebuilt_total{"))
+            .filter(|l| l.contains(&format!("source=\"{source}\"")))
+            .filter(|l| l.contains(&format!("read=\"{read}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(rebuilt("honest", "receipts") >= 1.0, "{metrics}");
+    // No wrong list ever reached the EL (which would have answered INVALID).
+    let invalid: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lightcl_payloads_invalid_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(invalid, 0.0, "{metrics}");
+    honest.set_tamper(None);
     // Then it follows: a new block with a deposit.
     p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(9));
     p.build(TxMix::NONE).await.expect("block 10");

@@ -89,6 +89,11 @@ const fn eth(name: &'static str, title: &'static str, chain_id: u64, hash: B256)
     }
 }
 
+/// The deposit contract of the Ethereum network with `chain_id`, if lightcl knows it.
+pub fn deposit_contract_of(chain_id: u64) -> Option<Address> {
+    ETHEREUM.iter().find(|n| n.chain_id == chain_id).and_then(Network::deposit_contract)
+}
+
 /// Every preset: Ethereum's networks, then the registry's chains by name.
 pub fn all() -> impl Iterator<Item = &'static Network> {
     ETHEREUM.iter().chain(table::SUPERCHAIN.iter())

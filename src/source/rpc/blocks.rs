@@ -54,7 +54,7 @@ impl FetchState {
 
 /// Whether an answer to `debug_getRawBlock` says the method is not served (debug API off, or a
 /// proxy that refuses it), rather than that something went wrong.
-pub(super) fn method_missing(e: &SourceError) -> bool {
+fn method_missing(e: &SourceError) -> bool {
     match e {
         SourceError::Rpc { code, message, .. } => {
             let m = message.to_lowercase();

@@ -35,6 +35,8 @@ pub struct FollowerConfig {
     pub extra: String,
     /// Log as JSON lines instead of text.
     pub json_logs: bool,
+    /// Ethereum chains: the deposit contract of the source's genesis.
+    pub deposit_contract: Option<String>,
 }
 
 impl FollowerConfig {
@@ -51,6 +53,7 @@ impl FollowerConfig {
             poll_interval_ms: 200,
             extra: String::new(),
             json_logs: false,
+            deposit_contract: deposit_contract(source),
         }
     }
 
@@ -66,9 +69,14 @@ impl FollowerConfig {
             .iter()
             .map(|s| if s.starts_with('{') { s.clone() } else { format!("{s:?}") })
             .collect();
+        let deposit = self
+            .deposit_contract
+            .as_ref()
+            .map(|a| format!("deposit_contract = {a:?}\n"))
+            .unwrap_or_default();
         format!(
             "chain = \"{chain}\"\nchain_id = {}\nsources = [{}]\nfollow = \"{}\"\n\
-             poll_interval_ms = {}\nprogress_interval_ms = 1000\n{}\n\n[engine]\nurl = {:?}\n\
+             poll_interval_ms = {}\nprogress_interval_ms = 1000\n{deposit}{}\n\n[engine]\nurl = {:?}\n\
              rpc_url = {:?}\njwt_secret_file = {:?}\n\n[api]\nlisten = \"127.0.0.1:0\"\n\n\
              [log]\nlevel = \"info,lightcl=debug\"\nformat = \"{}\"\n",
             self.chain_id,
@@ -84,6 +92,16 @@ impl FollowerConfig {
     }
 }
 
+/// The deposit contract an Ethereum node's genesis names (`None` for OP chains).
+pub fn deposit_contract(node: &ElNode) -> Option<String> {
+    (node.kind() == ChainKind::Ethereum).then(|| {
+        node.genesis()["config"]["depositContractAddress"]
+            .as_str()
+            .unwrap_or("0x0000000000000000000000000000000000000000")
+            .to_string()
+    })
+}
+
 /// The config of a lightcl driving a fleet: `replicas` (name, EL) following `source`, with
 /// `extra` top-level lines and `ready_max_lag_blocks`.
 pub fn fleet_toml(
@@ -97,9 +115,11 @@ pub fn fleet_toml(
         ChainKind::Optimism => "optimism",
         ChainKind::Ethereum => "ethereum",
     };
+    let deposit =
+        deposit_contract(first).map(|a| format!("deposit_contract = {a:?}\n")).unwrap_or_default();
     let mut toml = format!(
         "chain = \"{chain}\"\nchain_id = {}\nsources = [{source:?}]\npoll_interval_ms = 200\n\
-         progress_interval_ms = 1000\n{extra}\n",
+         progress_interval_ms = 1000\n{deposit}{extra}\n",
         first.chain_id()
     );
     for (name, el) in replicas {
