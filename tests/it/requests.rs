@@ -7,7 +7,7 @@
 
 use alloy_primitives::{B256, Bytes, U256};
 use lightcl::payload::requests::{LogEntry, Queue, Rebuilt, RequestsError, deposits};
-use lightcl_testbed::genesis::{DEPOSIT_EMITTER, ETH_CHAIN_ID, requests_genesis};
+use lightcl_testbed::genesis::{DEPOSIT_EMITTER, ETH_CHAIN_ID, deposit_calldata, requests_genesis};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::proxy::{Proxy, Tamper};
 use lightcl_testbed::{ElClient, ElNode, NodeOptions, Producer, TxMix};
@@ -16,25 +16,6 @@ use std::time::{Duration, Instant};
 use crate::follow::{lightcl_bin, tail, wait_labels};
 use crate::ops::{api_url, get};
 use serde_json::{Value, json};
-
-/// A DepositEvent's data as the deposit contract encodes it (five ABI byte strings).
-fn deposit_calldata(n: u8) -> Bytes {
-    let mut d = Vec::new();
-    for off in [160u64, 256, 320, 384, 512] {
-        d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
-    }
-    let field = |d: &mut Vec<u8>, bytes: &[u8]| {
-        d.extend_from_slice(&U256::from(bytes.len()).to_be_bytes::<32>());
-        d.extend_from_slice(bytes);
-        d.resize(d.len().div_ceil(32) * 32, 0);
-    };
-    field(&mut d, &[n; 48]);
-    field(&mut d, &[n + 1; 32]);
-    field(&mut d, &32_000_000_000u64.to_le_bytes());
-    field(&mut d, &[n + 2; 96]);
-    field(&mut d, &u64::from(n).to_le_bytes());
-    d.into()
-}
 
 /// What the source serves for block `n`: the header's requestsHash, the logs of its successful
 /// transactions, and each queue's head, tail and first entries at the parent.

@@ -63,14 +63,14 @@ fn random() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
     let chunks: Vec<Vec<u64>> =
         (0..threads).map(|t| seeds.iter().copied().skip(t).step_by(threads).collect()).collect();
-    let failures: (Vec<String>, u64, [u64; 5]) = std::thread::scope(|scope| {
+    let failures: (Vec<String>, u64, [u64; 6]) = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks
             .into_iter()
             .map(|chunk| {
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     let mut synced = 0u64;
-                    let mut kinds = [0u64; 5];
+                    let mut kinds = [0u64; 6];
                     for seed in chunk {
                         let setup = Setup::random(seed);
                         let out = run(&setup);
@@ -80,6 +80,7 @@ fn random() {
                         kinds[2] += u64::from(setup.flaky.is_some());
                         kinds[3] += u64::from(setup.rate_limited.is_some());
                         kinds[4] += u64::from(setup.l1.is_some());
+                        kinds[5] += u64::from(setup.requests);
                         if !out.violations.is_empty() {
                             failed.push(format!(
                                 "seed {seed}: {}\n    setup: {setup:?}\n    replay: LIGHTCL_SIM_SEED={seed} cargo test --test it sim::random -- --nocapture",
@@ -96,8 +97,8 @@ fn random() {
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 5])))
-            .fold((Vec::new(), 0, [0u64; 5]), |(mut f, n, mut kinds), (more, k, ks)| {
+            .map(|h| h.join().unwrap_or_else(|_| (vec!["a history panicked".into()], 0, [0; 6])))
+            .fold((Vec::new(), 0, [0u64; 6]), |(mut f, n, mut kinds), (more, k, ks)| {
                 f.extend(more);
                 for (a, b) in kinds.iter_mut().zip(ks) {
                     *a += b;
@@ -105,12 +106,12 @@ fn random() {
                 (f, n + k, kinds)
             })
     });
-    let (failures, synced, [long, live, flaky, limited, l1]) = failures;
+    let (failures, synced, [long, live, flaky, limited, l1, requests]) = failures;
     eprintln!(
         "sim: {} histories in {:.1} s ({synced} bootstrapped partly through the EL's P2P sync, \
          {long} on long chains, {live} judged for liveness during their faults, {flaky} with a \
          flaky source throughout, {limited} with a rate-limiting source, {l1} verifying \
-         against a simulated L1)",
+         against a simulated L1, {requests} with Prague execution requests)",
         seeds.len(),
         started.elapsed().as_secs_f64()
     );
@@ -124,6 +125,10 @@ fn random() {
         "only {long} long chains and {live} liveness histories"
     );
     assert!(seeds.len() < 1_000 || l1 * 8 >= seeds.len() as u64, "only {l1} verify against L1");
+    assert!(
+        seeds.len() < 1_000 || requests * 10 >= seeds.len() as u64,
+        "only {requests} with requests"
+    );
     assert!(
         failures.is_empty(),
         "{} failing histories (first ones):\n{}",

@@ -156,6 +156,27 @@ fn genesis_with(config: Map<String, Value>, timestamp: u64, extra_data: &str) ->
 /// real deposit contract.
 pub const DEPOSIT_EMITTER: Address = address!("0x0000000000000000000000000000000000006110");
 
+/// A `DepositEvent`'s data as the deposit contract encodes it (five ABI byte strings: public
+/// key, withdrawal credentials, amount in gwei little-endian, signature, index little-endian),
+/// made from `n`: the calldata to send [`DEPOSIT_EMITTER`] for one deposit.
+pub fn deposit_calldata(n: u8) -> alloy_primitives::Bytes {
+    let mut d = Vec::new();
+    for off in [160u64, 256, 320, 384, 512] {
+        d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
+    }
+    let field = |d: &mut Vec<u8>, bytes: &[u8]| {
+        d.extend_from_slice(&U256::from(bytes.len()).to_be_bytes::<32>());
+        d.extend_from_slice(bytes);
+        d.resize(d.len().div_ceil(32) * 32, 0);
+    };
+    field(&mut d, &[n; 48]);
+    field(&mut d, &[n.wrapping_add(1); 32]);
+    field(&mut d, &32_000_000_000u64.to_le_bytes());
+    field(&mut d, &[n.wrapping_add(2); 96]);
+    field(&mut d, &u64::from(n).to_le_bytes());
+    d.into()
+}
+
 /// An Ethereum chain like [`ethereum_genesis`] whose deposit contract is [`DEPOSIT_EMITTER`]:
 /// blocks can carry all three kinds of execution requests.
 pub fn requests_genesis(chain_id: u64, timestamp: u64) -> Value {

@@ -11,7 +11,9 @@
 //! next to each other (op-reth 2.x against 1.10.2 on the same chain and machine).
 //!
 //! Usage: bench-catchup --lightcl PATH [--compare PATH] [--blocks N] [--chain optimism|ethereum]
-//!        [--el EL[,EL...]] [--rounds R]   (EL: geth, op-geth, reth, op-reth, op-reth-2)
+//!        [--el EL[,EL...]] [--rounds R] [--requests K]   (EL: geth, op-geth, reth, op-reth,
+//!        op-reth-2; `--requests K`, Ethereum: a deposit in every K-th block and 20 withdrawal
+//!        requests in every 50th, which lightcl rebuilds from the source's logs and storage)
 //!
 //! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
 //! on a shared 2-core machine one run's ratio moves by several percent. `--compare PATH` runs
@@ -21,6 +23,7 @@
 use std::time::{Duration, Instant};
 
 use lightcl_testbed::bench::Args;
+use lightcl_testbed::genesis::{DEPOSIT_EMITTER, ETH_CHAIN_ID, deposit_calldata, requests_genesis};
 use lightcl_testbed::lightcl::{FollowerConfig, Lightcl};
 use lightcl_testbed::node::{cpu_seconds, memory_mib};
 use lightcl_testbed::producer::{forkchoice, new_payload};
@@ -35,7 +38,8 @@ async fn main() {
 }
 
 async fn bench() -> Result<(), String> {
-    let args = Args::parse(&["--blocks", "--chain", "--el", "--rounds", "--compare"])?;
+    let args =
+        Args::parse(&["--blocks", "--chain", "--el", "--rounds", "--compare", "--requests"])?;
     let lightcl = args.lightcl.clone();
     // Another lightcl binary (an earlier commit) measured in the same rounds, on the same chain.
     let compare = args.text("--compare").map(std::path::PathBuf::from);
@@ -65,10 +69,48 @@ async fn bench() -> Result<(), String> {
     }
     let e = |e: lightcl_testbed::Error| e.to_string();
 
-    let src = ElNode::spawn(kind, "bench-source").await.map_err(e)?;
+    // Ethereum: `--requests K` puts a deposit in every K-th block, and 20 withdrawal requests
+    // (more than a block takes: some wait in the queue) in every 50th, for lightcl to rebuild.
+    let every = args.get("--requests", 0u64)?;
+    if every > 0 && kind != ChainKind::Ethereum {
+        return Err("--requests needs an Ethereum chain (--chain ethereum)".into());
+    }
+    let mut opts = NodeOptions::of(ElClient::default_for(kind), "bench-source");
+    if every > 0 {
+        let ts = u64::from_str_radix(
+            opts.genesis["timestamp"].as_str().unwrap_or("0x0").trim_start_matches("0x"),
+            16,
+        )
+        .map_err(|e| e.to_string())?;
+        opts.genesis = requests_genesis(ETH_CHAIN_ID, ts);
+    }
+    let src = ElNode::spawn_with(opts).await.map_err(e)?;
     let mut p = Producer::new(&src).await.map_err(e)?;
     let t = Instant::now();
-    p.build_many(blocks, TxMix::new(4, 2)).await.map_err(e)?;
+    if every == 0 {
+        p.build_many(blocks, TxMix::new(4, 2)).await.map_err(e)?;
+    } else {
+        let queue = alloy_eips::eip7002::WITHDRAWAL_REQUEST_PREDEPLOY_ADDRESS;
+        let fee = alloy_primitives::U256::from(1_000_000_000u64);
+        for n in 1..=blocks {
+            if n % every == 0 {
+                p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(n as u8));
+            }
+            if n % 50 == 0 {
+                for k in 0..20u8 {
+                    let data = [[k; 48].as_slice(), &u64::from(k).to_be_bytes()].concat();
+                    p.paid_call_in_next_block(queue, data.into(), fee);
+                }
+            }
+            p.build(TxMix::new(4, 2)).await.map_err(e)?;
+        }
+        let with = p
+            .blocks(1, blocks)
+            .iter()
+            .filter(|b| b.requests.as_array().is_some_and(|r| !r.is_empty()))
+            .count();
+        println!("source: {with} of {blocks} blocks carry execution requests");
+    }
     p.set_labels(blocks, blocks).await.map_err(e)?;
     let txs: usize = p.blocks(1, blocks).iter().map(|b| b.tx_count).sum();
     println!(
