@@ -385,9 +385,8 @@ async fn verify_block(
             match lightcl::source::requests::read(s, contract, *want).await {
                 Ok(Ok((r, took))) => with_requests(config.chain, &what, None, block, Some(&r))
                     .map_err(|e| e.to_string())
-                    .map(|p| {
+                    .inspect(|_| {
                         tracing::debug!(block = %b, read = took.label(), "execution requests rebuilt");
-                        p
                     }),
                 Ok(Err(e)) => Err(format!("its execution requests: {e}")),
                 Err(e) => Err(format!("its execution requests cannot be read: {e}")),
