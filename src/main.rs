@@ -383,11 +383,14 @@ async fn verify_block(
         Err(PayloadError::RequestsUnavailable(want)) => {
             let contract = config.deposit_contract();
             match lightcl::source::requests::read(s, contract, *want).await {
-                Ok(Ok((r, took))) => with_requests(config.chain, &what, None, block, Some(&r))
+                Ok(Ok((r, took))) => {
+                    let r = alloy_eips::eip7685::RequestsOrHash::Requests(r);
+                    with_requests(config.chain, &what, None, block, Some(&r))
                     .map_err(|e| e.to_string())
                     .inspect(|_| {
                         tracing::debug!(block = %b, read = took.label(), "execution requests rebuilt");
-                    }),
+                    })
+                }
                 Ok(Err(e)) => Err(format!("its execution requests: {e}")),
                 Err(e) => Err(format!("its execution requests cannot be read: {e}")),
             }

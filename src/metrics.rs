@@ -161,7 +161,7 @@ const DESCRIPTIONS: [(&str, Kind, &[&str], &str); 46] = [
     (EL_SYNC_BLOCK, Kind::Gauge, &["replica"], "Block the EL reports as synced during an EL sync"),
     (EL_SYNC_FALLBACKS, Kind::Counter, &["replica", "reason"], "EL syncs given up for replay, by reason"),
     (SOURCE_BLOCKS, Kind::Counter, &["source", "format"], "Verified blocks received from the source, by format (raw: debug_getRawBlock, json: eth_getBlockBy*)"),
-    (REQUESTS_REBUILT, Kind::Counter, &["source", "read"], "Prague blocks whose execution requests were rebuilt from the source and matched the header, by the reads it took (logs: eth_getLogs alone; storage: and the queues at the parent; receipts: the block's receipts after the log index fell short)"),
+    (REQUESTS_REBUILT, Kind::Counter, &["source", "read"], "Prague blocks whose execution requests were rebuilt from the source and matched the header, by the reads it took (logs: eth_getLogs alone; storage: and the queues at the parent; receipts: the block's receipts after the log index fell short; hash_sent: none, the hash was sent in place of the list, send_requests_hash)"),
     (SOURCE_CALLS, Kind::Counter, &["source"], "JSON-RPC calls sent to the source, each call of a batch counted (what a provider bills)"),
     (HELD_REUSED, Kind::Counter, &[], "Blocks taken from the verified blocks held in memory instead of fetched from a source again"),
     (HELD_BLOCKS, Kind::Gauge, &[], "Verified blocks held in memory for reuse (bounded by block_cache_mib)"),

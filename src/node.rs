@@ -172,7 +172,8 @@ pub async fn run_with(
         .with_metrics(Arc::new(root.clone()))
         .with_held(config.block_cache_mib.saturating_mul(1 << 20))
         .with_genesis(config.genesis_number, config.genesis_hash, &config.genesis_named_by())
-        .with_deposit_contract(config.deposit_contract());
+        .with_deposit_contract(config.deposit_contract())
+        .with_requests_hash(config.send_requests_hash);
     if fleet.len() > 1 {
         sources = sources.with_coalescing(coalescing_window(&config));
     }

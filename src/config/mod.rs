@@ -290,6 +290,11 @@ pub struct Config {
     /// deposit requests (from the network preset; mainnet's when unset). Not for OP chains.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deposit_contract: Option<alloy_primitives::Address>,
+    /// Ethereum chains: send a Prague block's `requestsHash` in engine_newPayloadV4 in place of
+    /// its requests list, which then is not rebuilt. Only for ELs that accept it: reth started
+    /// with `--engine.accept-execution-requests-hash` (every EL lightcl drives). Off by default.
+    #[serde(default)]
+    pub send_requests_hash: bool,
     /// Source RPCs (one or more).
     pub sources: Vec<SourceEntry>,
     /// How many sources must agree (by hash) before a label moves: all, majority, or a number.
@@ -371,6 +376,7 @@ impl Default for Config {
             genesis_hash: None,
             genesis_number: 0,
             deposit_contract: None,
+            send_requests_hash: false,
             sources: Vec::new(),
             quorum: quorum::Quorum::default(),
             follow: Follow::Safe,
@@ -531,6 +537,14 @@ impl Config {
                 "deposit_contract",
                 "is for Ethereum chains (chain = \"ethereum\"), whose Prague blocks carry \
                  deposit requests; OP chains have none: remove it"
+                    .into(),
+            ));
+        }
+        if self.send_requests_hash && self.chain != ChainKind::Ethereum {
+            return Err(bad(
+                "send_requests_hash",
+                "is for Ethereum chains (chain = \"ethereum\") followed by reth started with \
+                 --engine.accept-execution-requests-hash; OP chains send no requests: remove it"
                     .into(),
             ));
         }
@@ -840,6 +854,12 @@ mod tests {
             .expect_err("not for OP chains")
             .to_string();
         assert!(msg.contains("`deposit_contract`"), "{msg}");
+        let op = base(dir.path()).replace("[engine]", "send_requests_hash = true\n[engine]");
+        let msg = Config::load(Some(&write(dir.path(), "op2.toml", &op)), FlagValues::default())
+            .map(|_| ())
+            .expect_err("not for OP chains")
+            .to_string();
+        assert!(msg.contains("`send_requests_hash`"), "{msg}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod requests;
 
 use alloy_consensus::proofs::{calculate_transaction_root, calculate_withdrawals_root};
 use alloy_consensus::{Block, EMPTY_OMMER_ROOT_HASH};
-use alloy_eips::eip7685::{EMPTY_REQUESTS_HASH, Requests};
+use alloy_eips::eip7685::{EMPTY_REQUESTS_HASH, Requests, RequestsOrHash};
 use alloy_primitives::{B256, Bytes};
 use alloy_rpc_types_engine::{
     ExecutionPayloadInputV2, ExecutionPayloadV1, ExecutionPayloadV2, ExecutionPayloadV3,
@@ -271,7 +271,7 @@ pub fn with_requests(
     what: &str,
     asked: Option<B256>,
     block: &SourceBlock,
-    requests: Option<&Requests>,
+    requests: Option<&RequestsOrHash>,
 ) -> Result<Payload, PayloadError> {
     match block {
         SourceBlock::Json(text) => {
@@ -307,7 +307,7 @@ fn finish(
     claimed: Option<B256>,
     block: &Block<OpaqueTx>,
     blob_hashes: Vec<B256>,
-    requests: Option<&Requests>,
+    requests: Option<&RequestsOrHash>,
 ) -> Result<Payload, PayloadError> {
     let block_ref = verify(claimed, block, kind == ChainKind::Ethereum)?;
     match kind {
@@ -434,25 +434,28 @@ fn op_payload(block_ref: BlockRef, block: &Block<OpaqueTx>) -> Result<Payload, P
 }
 
 /// The execution requests of a Cancun-shaped Ethereum block: `None` before Prague (no requests
-/// hash: newPayloadV3), else the list its header commits to (newPayloadV4): empty for the empty
-/// commitment, else the one rebuilt from the source, if it hashes to the commitment.
+/// hash: newPayloadV3), else what newPayloadV4 carries: the empty list for the empty
+/// commitment; else the list rebuilt from the source, if it hashes to the commitment, or the
+/// commitment itself (`send_requests_hash`, for a reth that accepts it in place of the list).
 fn prague_requests(
     block_ref: BlockRef,
     parent_hash: B256,
     requests_hash: Option<B256>,
-    requests: Option<&Requests>,
-) -> Result<Option<Vec<Bytes>>, PayloadError> {
+    requests: Option<&RequestsOrHash>,
+) -> Result<Option<RequestsOrHash>, PayloadError> {
     let number = block_ref.number;
     match (requests_hash, requests) {
         (None, _) => Ok(None),
-        (Some(h), _) if h == EMPTY_REQUESTS_HASH => Ok(Some(Vec::new())),
+        (Some(h), _) if h == EMPTY_REQUESTS_HASH => {
+            Ok(Some(RequestsOrHash::Requests(Requests::default())))
+        }
         (Some(h), Some(r)) => {
             let rebuilt = r.requests_hash();
             if rebuilt != h {
                 let error = requests::RequestsError::Commitment { rebuilt, header: h };
                 return Err(PayloadError::Requests { number, error: Box::new(error) });
             }
-            Ok(Some(r.iter().cloned().collect()))
+            Ok(Some(r.clone()))
         }
         (Some(h), None) => Err(PayloadError::RequestsUnavailable(Box::new(RequestsNeeded {
             number,
@@ -470,7 +473,7 @@ fn eth_payload(
     block_ref: BlockRef,
     block: &Block<OpaqueTx>,
     blob_hashes: Vec<B256>,
-    requests: Option<&Requests>,
+    requests: Option<&RequestsOrHash>,
 ) -> Result<Payload, PayloadError> {
     let h = &block.header;
     let (hash, number) = (block_ref.hash, block_ref.number);

@@ -100,7 +100,10 @@ fn prague_requests_classification() {
     let b = BlockRef::new(9, B256::repeat_byte(1));
     let parent = B256::repeat_byte(2);
     assert_eq!(prague_requests(b, parent, None, None), Ok(None), "Cancun: no requests");
-    assert_eq!(prague_requests(b, parent, Some(EMPTY_REQUESTS_HASH), None), Ok(Some(vec![])));
+    assert_eq!(
+        prague_requests(b, parent, Some(EMPTY_REQUESTS_HASH), None),
+        Ok(Some(RequestsOrHash::Requests(Requests::default())))
+    );
     let list = Requests::new(vec![Bytes::from(vec![2u8; 117])]);
     let committed = list.requests_hash();
     assert_eq!(
@@ -113,12 +116,17 @@ fn prague_requests_classification() {
         }))),
         "rebuilt from the source first"
     );
-    assert_eq!(
-        prague_requests(b, parent, Some(committed), Some(&list)),
-        Ok(Some(list.iter().cloned().collect()))
-    );
+    let given = RequestsOrHash::Requests(list.clone());
+    assert_eq!(prague_requests(b, parent, Some(committed), Some(&given)), Ok(Some(given.clone())));
+    // The commitment itself, for a reth that takes it; never another hash.
+    let hash = RequestsOrHash::Hash(committed);
+    assert_eq!(prague_requests(b, parent, Some(committed), Some(&hash)), Ok(Some(hash)));
+    assert!(matches!(
+        prague_requests(b, parent, Some(committed), Some(&RequestsOrHash::Hash(B256::ZERO))),
+        Err(PayloadError::Requests { number: 9, .. })
+    ));
     // A list that is not the committed one never reaches the payload.
-    let other = Requests::new(vec![Bytes::from(vec![2u8; 116])]);
+    let other = RequestsOrHash::Requests(Requests::new(vec![Bytes::from(vec![2u8; 116])]));
     assert!(matches!(
         prague_requests(b, parent, Some(committed), Some(&other)),
         Err(PayloadError::Requests { number: 9, .. })

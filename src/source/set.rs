@@ -151,6 +151,8 @@ pub struct SourceSet {
     genesis: std::sync::Mutex<Option<GenesisRef>>,
     /// The deposit contract whose `DepositEvent` logs are a Prague block's deposit requests.
     deposit_contract: alloy_primitives::Address,
+    /// Send a Prague block's requests hash in place of its list (nothing is read to rebuild it).
+    send_requests_hash: bool,
 }
 
 impl SourceSet {
@@ -187,7 +189,14 @@ impl SourceSet {
             genesis_number: 0,
             genesis: std::sync::Mutex::new(None),
             deposit_contract: crate::config::MAINNET_DEPOSIT_CONTRACT,
+            send_requests_hash: false,
         }
+    }
+
+    /// Sends a Prague block's requests hash in place of its list (for ELs that accept it).
+    pub fn with_requests_hash(mut self, send: bool) -> Self {
+        self.send_requests_hash = send;
+        self
     }
 
     /// Sets the chain's deposit contract (Ethereum chains; mainnet's by default).
@@ -735,6 +744,18 @@ impl SourceSet {
         };
         let what = at.to_string();
         let mut verified = from_source_block(self.kind, &what, asked_hash, block);
+        if let Err(PayloadError::RequestsUnavailable(want)) = &verified
+            && self.send_requests_hash
+        {
+            // The EL takes the header's commitment and checks the block's requests against it
+            // itself: nothing to read.
+            let hash = alloy_eips::eip7685::RequestsOrHash::Hash(want.requests_hash);
+            verified = with_requests(self.kind, &what, asked_hash, block, Some(&hash));
+            if let Some(mx) = &self.metrics {
+                let labels = [("source", name), ("read", "hash_sent")];
+                mx.add(crate::metrics::REQUESTS_REBUILT, &labels, 1.0);
+            }
+        }
         if let Err(PayloadError::RequestsUnavailable(want)) = &verified {
             let (want, number) = (**want, want.number);
             let read = match self.read_requests(i, want).await {
@@ -752,6 +773,7 @@ impl SourceSet {
                         let labels = [("source", name), ("read", took.label())];
                         mx.add(crate::metrics::REQUESTS_REBUILT, &labels, 1.0);
                     }
+                    let r = alloy_eips::eip7685::RequestsOrHash::Requests(r);
                     with_requests(self.kind, &what, asked_hash, block, Some(&r))
                 }
                 Err(error) => Err(PayloadError::Requests { number, error: Box::new(error) }),

@@ -302,3 +302,51 @@ async fn geth_follows_a_prague_chain_with_requests_past_lying_sources() {
 async fn reth_follows_a_prague_chain_with_requests_past_lying_sources() {
     follows_a_chain_with_requests(ElClient::Reth).await;
 }
+
+/// reth started with `--engine.accept-execution-requests-hash` and lightcl with
+/// `send_requests_hash = true`: each Prague block's commitment goes in place of its list, reth
+/// checks the block's requests against it itself, and nothing is read to rebuild them.
+#[tokio::test]
+async fn reth_that_accepts_the_requests_hash_is_sent_the_hash_and_nothing_is_read() {
+    let (src, mut p) = requests_source("requests-hash-src", 2).await;
+    let labels = p.set_labels(5, 3).await.expect("labels");
+    assert!(labels.is_valid(), "{labels:?}");
+    let el = ElNode::spawn_with(NodeOptions {
+        genesis: src.genesis().clone(),
+        extra_args: vec!["--engine.accept-execution-requests-hash".into()],
+        ..NodeOptions::of(ElClient::Reth, "requests-hash-reth")
+    })
+    .await
+    .expect("reth");
+    let proxy = Proxy::start(vec![src.http_url()]).await.expect("proxy");
+    proxy.record();
+    let cfg = FollowerConfig {
+        sources: vec![proxy.url().to_string()],
+        extra: "send_requests_hash = true".into(),
+        ..FollowerConfig::new(&src, &el)
+    };
+    let lc = Lightcl::start(lightcl_bin(), &cfg).expect("start lightcl");
+    let h = |n: u64| p.hash_at(n).expect("hash");
+    wait_labels(&el, (h(5), h(5), h(3)), Duration::from_secs(90), &lc).await;
+    let reads: Vec<String> = proxy
+        .recorded()
+        .iter()
+        .flat_map(|x| match &x.request {
+            Value::Array(calls) => calls.clone(),
+            one => vec![one.clone()],
+        })
+        .filter_map(|c| c["method"].as_str().map(str::to_string))
+        .filter(|m| {
+            matches!(m.as_str(), "eth_getLogs" | "eth_getStorageAt" | "eth_getBlockReceipts")
+        })
+        .collect();
+    assert!(reads.is_empty(), "nothing is read to rebuild the requests: {reads:?}");
+    let metrics = get(&format!("{}/metrics", api_url(&lc).await)).await.1;
+    let sent: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("lightcl_execution_requests_rebuilt_total{"))
+        .filter(|l| l.contains("read=\"hash_sent\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(sent >= 3.0, "blocks 1 to 3 carry requests: {metrics}");
+}
