@@ -147,6 +147,18 @@ async fn requests_rebuilt_from_receipts_and_storage_hash_to_geths_commitment() {
     assert!(matches!(rebuild(&s), Err(RequestsError::Commitment { .. })));
 }
 
+const REBUILT: &str = "lightcl_execution_requests_rebuilt_total";
+
+/// The sum of the series of metric `family` whose labels contain each of `labels`.
+fn metric_sum(metrics: &str, family: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(family).is_some_and(|r| r.starts_with(['{', ' '])))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// What the lying sources change: a deposit log (in eth_getLogs and in the receipts alike), or
 /// a queued request's storage word.
 fn liar(what: &'static str) -> Tamper {
@@ -268,23 +280,10 @@ async fn follows_a_chain_with_requests(follower: ElClient) {
         tail(&log, 30)
     );
     let metrics = get(&format!("{}/metrics", api_url(&lc).await)).await.1;
-    let rebuilt = |source: &str, read: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with("lightcl_execution_requests_rebuilt_total{"))
-            .filter(|l| l.contains(&format!("source=\"{source}\"")))
-            .filter(|l| l.contains(&format!("read=\"{read}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    assert!(rebuilt("honest", "receipts") >= 1.0, "{metrics}");
+    let rebuilt = metric_sum(&metrics, REBUILT, &["source=\"honest\"", "read=\"receipts\""]);
+    assert!(rebuilt >= 1.0, "{metrics}");
     // No wrong list ever reached the EL (which would have answered INVALID).
-    let invalid: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("lightcl_payloads_invalid_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(invalid, 0.0, "{metrics}");
+    assert_eq!(metric_sum(&metrics, "lightcl_payloads_invalid_total", &[]), 0.0, "{metrics}");
     honest.set_tamper(None);
     // Then it follows: a new block with a deposit.
     p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(9));
@@ -342,11 +341,6 @@ async fn reth_that_accepts_the_requests_hash_is_sent_the_hash_and_nothing_is_rea
         .collect();
     assert!(reads.is_empty(), "nothing is read to rebuild the requests: {reads:?}");
     let metrics = get(&format!("{}/metrics", api_url(&lc).await)).await.1;
-    let sent: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("lightcl_execution_requests_rebuilt_total{"))
-        .filter(|l| l.contains("read=\"hash_sent\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let sent = metric_sum(&metrics, REBUILT, &["read=\"hash_sent\""]);
     assert!(sent >= 3.0, "blocks 1 to 3 carry requests: {metrics}");
 }

@@ -156,25 +156,33 @@ fn genesis_with(config: Map<String, Value>, timestamp: u64, extra_data: &str) ->
 /// real deposit contract.
 pub const DEPOSIT_EMITTER: Address = address!("0x0000000000000000000000000000000000006110");
 
-/// A `DepositEvent`'s data as the deposit contract encodes it (five ABI byte strings: public
-/// key, withdrawal credentials, amount in gwei little-endian, signature, index little-endian),
-/// made from `n`: the calldata to send [`DEPOSIT_EMITTER`] for one deposit.
-pub fn deposit_calldata(n: u8) -> alloy_primitives::Bytes {
-    let mut d = Vec::new();
+/// A `DepositEvent`'s data as the deposit contract encodes it: five ABI byte strings (public
+/// key, withdrawal credentials, amount in gwei little-endian, signature, index little-endian).
+pub fn deposit_event_data(
+    pubkey: &[u8; 48],
+    creds: &[u8; 32],
+    amount: u64,
+    sig: &[u8; 96],
+    index: u64,
+) -> alloy_primitives::Bytes {
+    let mut d = Vec::with_capacity(576);
     for off in [160u64, 256, 320, 384, 512] {
         d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
     }
-    let field = |d: &mut Vec<u8>, bytes: &[u8]| {
-        d.extend_from_slice(&U256::from(bytes.len()).to_be_bytes::<32>());
-        d.extend_from_slice(bytes);
+    for field in
+        [&pubkey[..], &creds[..], &amount.to_le_bytes()[..], &sig[..], &index.to_le_bytes()[..]]
+    {
+        d.extend_from_slice(&U256::from(field.len()).to_be_bytes::<32>());
+        d.extend_from_slice(field);
         d.resize(d.len().div_ceil(32) * 32, 0);
-    };
-    field(&mut d, &[n; 48]);
-    field(&mut d, &[n.wrapping_add(1); 32]);
-    field(&mut d, &32_000_000_000u64.to_le_bytes());
-    field(&mut d, &[n.wrapping_add(2); 96]);
-    field(&mut d, &u64::from(n).to_le_bytes());
+    }
     d.into()
+}
+
+/// The calldata to send [`DEPOSIT_EMITTER`] for one deposit made from `n`.
+pub fn deposit_calldata(n: u8) -> alloy_primitives::Bytes {
+    let (creds, sig) = ([n.wrapping_add(1); 32], [n.wrapping_add(2); 96]);
+    deposit_event_data(&[n; 48], &creds, 32_000_000_000, &sig, u64::from(n))
 }
 
 /// An Ethereum chain like [`ethereum_genesis`] whose deposit contract is [`DEPOSIT_EMITTER`]:

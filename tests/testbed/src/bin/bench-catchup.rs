@@ -12,8 +12,8 @@
 //!
 //! Usage: bench-catchup --lightcl PATH [--compare PATH] [--blocks N] [--chain optimism|ethereum]
 //!        [--el EL[,EL...]] [--rounds R] [--requests K]   (EL: geth, op-geth, reth, op-reth,
-//!        op-reth-2; `--requests K`, Ethereum: a deposit in every K-th block and 20 withdrawal
-//!        requests in every 50th, which lightcl rebuilds from the source's logs and storage)
+//!        op-reth-2; `--requests K`, Ethereum: a deposit in every K-th block and 10 withdrawal
+//!        requests in every 50th, which lightcl rebuilds from the source's logs)
 //!
 //! With several rounds (limit, raw, JSON, each on a fresh EL, repeated), the figures are medians:
 //! on a shared 2-core machine one run's ratio moves by several percent. `--compare PATH` runs
@@ -69,8 +69,10 @@ async fn bench() -> Result<(), String> {
     }
     let e = |e: lightcl_testbed::Error| e.to_string();
 
-    // Ethereum: `--requests K` puts a deposit in every K-th block, and 20 withdrawal requests
-    // (more than a block takes: some wait in the queue) in every 50th, for lightcl to rebuild.
+    // Ethereum: `--requests K` puts a deposit in every K-th block, and 10 withdrawal requests
+    // (taken in the same block) in every 50th, for lightcl to rebuild from the logs. None are
+    // left queued: a block that takes queued requests needs the parent's state, which a full
+    // node source no longer has 128 blocks on (see docs/operators.md).
     let every = args.get("--requests", 0u64)?;
     if every > 0 && kind != ChainKind::Ethereum {
         return Err("--requests needs an Ethereum chain (--chain ethereum)".into());
@@ -97,7 +99,7 @@ async fn bench() -> Result<(), String> {
                 p.call_in_next_block(DEPOSIT_EMITTER, deposit_calldata(n as u8));
             }
             if n % 50 == 0 {
-                for k in 0..20u8 {
+                for k in 0..10u8 {
                     let data = [[k; 48].as_slice(), &u64::from(k).to_be_bytes()].concat();
                     p.paid_call_in_next_block(queue, data.into(), fee);
                 }

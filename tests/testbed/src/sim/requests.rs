@@ -75,28 +75,6 @@ pub struct BlockRequests {
     pub queue: QueueState,
 }
 
-/// A DepositEvent's data: five ABI-encoded byte strings (offsets, then each length and value).
-fn deposit_log(
-    pubkey: &[u8; 48],
-    creds: &[u8; 32],
-    amount: u64,
-    sig: &[u8; 96],
-    index: u64,
-) -> Bytes {
-    let mut d = Vec::with_capacity(576);
-    for off in [160u64, 256, 320, 384, 512] {
-        d.extend_from_slice(&U256::from(off).to_be_bytes::<32>());
-    }
-    for field in
-        [&pubkey[..], &creds[..], &amount.to_le_bytes()[..], &sig[..], &index.to_le_bytes()[..]]
-    {
-        d.extend_from_slice(&U256::from(field.len()).to_be_bytes::<32>());
-        d.extend_from_slice(field);
-        d.resize(d.len().div_ceil(32) * 32, 0);
-    }
-    d.into()
-}
-
 /// The requests of block `number` (on a parent whose queue is `parent`); `salt` makes siblings
 /// differ. About one block in four has deposits; every seventh adds 20 withdrawal requests
 /// (more than a block takes: some wait for the next blocks), some add one.
@@ -112,7 +90,7 @@ pub fn make(number: u64, salt: u64, parent: &QueueState) -> BlockRequests {
         logs.push(LogEntry {
             address: DEPOSIT_CONTRACT,
             topics: vec![DEPOSIT_EVENT_TOPIC],
-            data: deposit_log(&pubkey, &creds, amount, &sig, index),
+            data: crate::genesis::deposit_event_data(&pubkey, &creds, amount, &sig, index),
         });
         deposits.extend_from_slice(&pubkey);
         deposits.extend_from_slice(&creds);
