@@ -744,22 +744,10 @@ impl SourceSet {
         };
         let what = at.to_string();
         let mut verified = from_source_block(self.kind, &what, asked_hash, block);
-        if let Err(PayloadError::RequestsUnavailable(want)) = &verified
-            && self.send_requests_hash
-        {
-            // The EL takes the header's commitment and checks the block's requests against it
-            // itself: nothing to read.
-            let hash = alloy_eips::eip7685::RequestsOrHash::Hash(want.requests_hash);
-            verified = with_requests(self.kind, &what, asked_hash, block, Some(&hash));
-            if let Some(mx) = &self.metrics {
-                let labels = [("source", name), ("read", "hash_sent")];
-                mx.add(crate::metrics::REQUESTS_REBUILT, &labels, 1.0);
-            }
-        }
         if let Err(PayloadError::RequestsUnavailable(want)) = &verified {
-            let (want, number) = (**want, want.number);
-            let read = match self.read_requests(i, want).await {
-                Ok(read) => read,
+            let number = want.number;
+            let requests = match self.requests_of(i, **want).await {
+                Ok(r) => r,
                 Err(e) => {
                     if e.is_lie() {
                         self.blame(i, &e);
@@ -767,13 +755,12 @@ impl SourceSet {
                     return Err(e);
                 }
             };
-            verified = match read {
-                Ok((r, took)) => {
+            verified = match requests {
+                Ok((r, read)) => {
                     if let Some(mx) = &self.metrics {
-                        let labels = [("source", name), ("read", took.label())];
+                        let labels = [("source", name), ("read", read)];
                         mx.add(crate::metrics::REQUESTS_REBUILT, &labels, 1.0);
                     }
-                    let r = alloy_eips::eip7685::RequestsOrHash::Requests(r);
                     with_requests(self.kind, &what, asked_hash, block, Some(&r))
                 }
                 Err(error) => Err(PayloadError::Requests { number, error: Box::new(error) }),
@@ -807,6 +794,28 @@ impl SourceSet {
         }
         self.held.insert(i, &p);
         Ok(p)
+    }
+
+    /// What newPayloadV4 carries for block `want` and the metric's `read` label: its requests
+    /// hash (`send_requests_hash`: the EL checks the requests itself, nothing is read), or the
+    /// list rebuilt from source `i`.
+    async fn requests_of(
+        &self,
+        i: usize,
+        want: crate::payload::RequestsNeeded,
+    ) -> Result<
+        Result<
+            (alloy_eips::eip7685::RequestsOrHash, &'static str),
+            crate::payload::requests::RequestsError,
+        >,
+        SourceError,
+    > {
+        use alloy_eips::eip7685::RequestsOrHash;
+        if self.send_requests_hash {
+            return Ok(Ok((RequestsOrHash::Hash(want.requests_hash), "hash_sent")));
+        }
+        let read = self.read_requests(i, want).await?;
+        Ok(read.map(|(r, took)| (RequestsOrHash::Requests(r), took.label())))
     }
 
     /// The execution requests of block `want` as source `i` serves what they are rebuilt from.
